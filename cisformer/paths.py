@@ -1,0 +1,26 @@
+"""Where the shipped data, the figures and the model cache live.
+
+Every location can be overridden by an environment variable, so a notebook run by papermill, a test and a user
+on their own machine all resolve the same folders:
+
+``CISFORMER_DATA``   shipped data folder (default: ``<repo>/data``)
+``CISFORMER_CACHE``  trained-model cache (default: ``<repo>/.cache``)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir(override: str | os.PathLike | None = None) -> Path:
+    """Folder holding the shipped data and its ``MANIFEST``."""
+    return Path(override or os.environ.get("CISFORMER_DATA") or REPO_ROOT / "data")
+
+
+def cache_dir(override: str | os.PathLike | None = None) -> Path:
+    """Folder for trained-model checkpoints shared between notebooks (git-ignored)."""
+    path = Path(override or os.environ.get("CISFORMER_CACHE") or REPO_ROOT / ".cache")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
