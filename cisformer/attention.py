@@ -1,0 +1,568 @@
+"""Cross-attention of a trained Cisformer as CRE-gene links.
+
+The model's cross-attention weights (head-averaged, the ones the model actually applied; padded keys get 0) are
+read for sampled cells of each cell type, normalised per cell as in the paper, restricted to CRE-gene pairs
+within +-250 kb of the gene's TSS, and averaged per cell type:
+
+* RNA -> ATAC (queries = CREs, keys = expressed genes): log normalisation, :func:`log_normalize`.
+* ATAC -> RNA (queries = genes, keys = open CREs): rank normalisation over rows and then columns, then min-max,
+  :func:`rank_normalize` (the reference's scGPT-style scheme).
+
+Denominator: a pair's cell-type score is the mean over the cells in which *that pair was co-sampled* (gene and
+CRE both present among the cell's tokens). The reference implementation divides the sum by the total number of
+cells of the type, which penalises rarely open CREs and rewards ubiquitous ones regardless of attention.
+
+Memory stays bounded: only the window pairs (:func:`candidate_pairs`) are ever stored, as flat arrays, and
+each cell type's result is a sparse genes x CREs AnnData - never a dense genes x 1.03M matrix.
+
+Typical use::
+
+    per_type = cisformer.attention.extract(model, rna, atac, n_cells_per_type=100)
+    table = cisformer.attention.links_table(per_type)          # tidy CRE-gene pairs x cell types
+    scores = cisformer.attention.gene_scores(per_type)         # gene-wise attention per cell type
+"""
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+WINDOW = 250_000
+
+
+# --------------------------------------------------------------------------------------------- normalisation
+
+def log_normalize(attn: np.ndarray) -> np.ndarray:
+    """Log normalisation of one cell's attention matrix (RNA -> ATAC).
+
+    The matrix is scaled so that its mean entry is 1 (uniform attention maps to ``log(2)``) and ``log1p`` is
+    applied: ``log1p(A / mean(A))``. Scale-free, so cells with different token counts are comparable.
+    """
+    attn = np.asarray(attn, dtype=np.float64)
+    mean = attn.mean() if attn.size else 0.0
+    if mean <= 0:
+        return np.zeros_like(attn)
+    return np.log1p(attn / mean)
+
+
+def _ranks(values: np.ndarray, axis: int) -> np.ndarray:
+    """0-based ranks along ``axis`` of a 2-d array (ties broken by position): one stable argsort + a scatter."""
+    values = values if axis == 0 else values.T
+    order = np.argsort(values, axis=0, kind="stable")
+    ranks = np.empty(values.shape, dtype=np.int64)
+    ranks[order, np.arange(values.shape[1])[None, :]] = np.arange(values.shape[0])[:, None]
+    return ranks if axis == 0 else ranks.T
+
+
+def rank_normalize(attn: np.ndarray) -> np.ndarray:
+    """Rank normalisation over rows, then over columns, then min-max to [0, 1] (ATAC -> RNA).
+
+    As the reference: ranks within each column (over rows, axis 0), then the ranks are re-ranked within each
+    row (over columns, axis 1), then the whole matrix is min-max scaled. Ties are broken by position (stable).
+    """
+    attn = np.asarray(attn, dtype=np.float64)
+    if attn.size == 0:
+        return attn
+    ranks = _ranks(attn, axis=0)
+    small = np.int16 if attn.shape[0] < np.iinfo(np.int16).max else np.int64  # stable radix sort for int16
+    ranks = _ranks(ranks.astype(small), axis=1).astype(np.float64)
+    lo, hi = ranks.min(), ranks.max()
+    return (ranks - lo) / (hi - lo) if hi > lo else np.zeros_like(ranks)
+
+
+NORMALIZERS = {"rna2atac": log_normalize, "atac2rna": rank_normalize}
+
+
+# --------------------------------------------------------------------------------------------- window pairs
+
+def gene_tss(var: pd.DataFrame) -> np.ndarray:
+    """TSS per gene from ``rna.var``: the ``tss`` column, else ``start`` (+ strand) / ``end`` (- strand).
+    NaN where unknown."""
+    tss = pd.to_numeric(var["tss"], errors="coerce") if "tss" in var else pd.Series(np.nan, index=var.index)
+    if {"start", "end"} <= set(var.columns):
+        start = pd.to_numeric(var["start"], errors="coerce")
+        end = pd.to_numeric(var["end"], errors="coerce")
+        minus = var["strand"].astype(str).eq("-") if "strand" in var else pd.Series(False, index=var.index)
+        tss = tss.fillna(pd.Series(np.where(minus, end, start), index=var.index))
+    return tss.to_numpy(dtype=np.float64)
+
+
+def candidate_pairs(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int = WINDOW) -> pd.DataFrame:
+    """All CRE-gene pairs whose CRE midpoint lies within ``window`` bp of the gene's TSS (same chromosome).
+
+    Uses :func:`cisformer.baselines.gene_cre_pairs` (the baselines' window rule), so attention and baselines
+    score exactly the same candidates.
+
+    Parameters
+    ----------
+    rna_var
+        Gene table (``rna.var``): ``chrom`` and ``tss`` (or ``start``/``end``/``strand``). Genes without
+        coordinates get no pairs.
+    atac_var
+        CRE table (``atac.var``): ``chrom``, ``start``, ``end``.
+
+    Returns
+    -------
+    DataFrame with ``gene_idx``, ``cre_idx`` (row positions in the two tables), ``gene``, ``cre`` (names) and
+    ``distance`` (signed bp from the TSS, strand-aware), sorted by gene then CRE. Memory is O(number of pairs).
+    """
+    from .baselines import gene_cre_pairs
+
+    pairs = gene_cre_pairs(rna_var, atac_var, window, window, anchor="tss")
+    pairs = pd.DataFrame({"gene_idx": pairs["gene_idx"].to_numpy(dtype=np.int64),
+                          "cre_idx": pairs["cre_idx"].to_numpy(dtype=np.int64),
+                          "distance": pairs["distance"].to_numpy(dtype=np.int64)})
+    pairs.insert(2, "gene", np.asarray(rna_var.index)[pairs["gene_idx"]])
+    pairs.insert(3, "cre", np.asarray(atac_var.index)[pairs["cre_idx"]])
+    return pairs.sort_values(["gene_idx", "cre_idx"], kind="stable").reset_index(drop=True)
+
+
+def window_mask(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int = WINDOW) -> sp.csr_matrix:
+    """Sparse boolean genes x CREs matrix, True where the pair is within ``window`` (see :func:`candidate_pairs`)."""
+    pairs = candidate_pairs(rna_var, atac_var, window)
+    data = np.ones(len(pairs), dtype=bool)
+    return sp.csr_matrix((data, (pairs["gene_idx"], pairs["cre_idx"])), shape=(len(rna_var), len(atac_var)))
+
+
+# --------------------------------------------------------------------------------------------- accumulation
+
+class PairAccumulator:
+    """Sums of normalised attention and co-sampling counts over the window pairs, for one cell type.
+
+    ``pair_id`` is a sparse genes x CREs matrix holding ``1 + row`` of the pair table, so a cell's token lists
+    map onto pair rows with one sparse slice.
+    """
+
+    def __init__(self, pair_id: sp.csr_matrix):
+        self.pair_id = pair_id
+        n_pairs = pair_id.nnz
+        self.sum = np.zeros(n_pairs, dtype=np.float64)
+        self.count = np.zeros(n_pairs, dtype=np.int64)
+        self.n_cells = 0
+
+    def add_cell(self, gene_tokens: np.ndarray, cre_tokens: np.ndarray, attn_gene_by_cre: np.ndarray) -> None:
+        """Add one cell. ``gene_tokens`` (Lg,), ``cre_tokens`` (Lp,) are vocabulary indices of the non-padded
+        tokens; ``attn_gene_by_cre`` (Lg, Lp) the normalised attention. A pair sampled several times in the
+        cell (duplicated tokens) contributes its mean once; the pair's count grows by one."""
+        self.n_cells += 1
+        sub = self.pair_id[gene_tokens][:, cre_tokens].tocoo()
+        if sub.nnz == 0:
+            return
+        ids = sub.data.astype(np.int64) - 1
+        values = attn_gene_by_cre[sub.row, sub.col]
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        mean = np.bincount(inverse, weights=values) / np.bincount(inverse)
+        self.sum[uniq] += mean
+        self.count[uniq] += 1
+
+
+def _align(names_model: list[str], names_data: pd.Index, what: str) -> np.ndarray:
+    """Positions of the model's vocabulary in the data (-1 where absent)."""
+    lookup = pd.Index(names_data).get_indexer(pd.Index(names_model))
+    if (lookup >= 0).sum() == 0:
+        raise ValueError(f"none of the model's {what} names is in the data's var_names; was the model trained on "
+                         f"this vocabulary? (e.g. {list(names_model[:3])} vs {list(names_data[:3])})")
+    return lookup
+
+
+def sample_cells(obs: pd.DataFrame, cell_type_key: str = "cell_type", n_cells_per_type: int | None = 100,
+                 seed: int = 0) -> dict[str, np.ndarray]:
+    """Row positions of up to ``n_cells_per_type`` random cells of each cell type (all when None)."""
+    rng = np.random.default_rng(seed)
+    labels = obs[cell_type_key].astype(str).to_numpy()
+    chosen = {}
+    for cell_type in pd.unique(labels):
+        rows = np.flatnonzero(labels == cell_type)
+        if n_cells_per_type is not None and len(rows) > n_cells_per_type:
+            rows = np.sort(rng.choice(rows, n_cells_per_type, replace=False))
+        chosen[str(cell_type)] = rows
+    return chosen
+
+
+def _aligned(X, lookup: np.ndarray) -> sp.csr_matrix:
+    """Cells x data features -> cells x model vocabulary (zeros for vocabulary entries absent from the data)."""
+    have = np.flatnonzero(lookup >= 0)
+    select = sp.csr_matrix((np.ones(len(have), dtype=np.float32), (lookup[have], have)),
+                           shape=(X.shape[1], len(lookup)))
+    return sp.csr_matrix(sp.csr_matrix(X, dtype=np.float32) @ select)
+
+
+def _token_batches(model, rna_X, atac_X, rows, query_genes, batch_size, seed):
+    """Batches of the tokens the model reads for ``rows`` (cells x vocabulary matrices ``rna_X``, ``atac_X``).
+
+    rna2atac: exactly the training draw of :class:`cisformer.sampler.PairedCells` (keys = expressed genes with
+    value tokens, queries = open CREs + closed CREs). atac2rna: keys = the cell's open CREs as at prediction
+    (:class:`cisformer.sampler.CellKeys`), queries = ``query_genes`` (every gene with a window CRE; queries
+    never attend to each other, so reading all of them at once changes nothing).
+    """
+    from . import sampler
+
+    cfg = model.config
+    if cfg.direction == "rna2atac":
+        dataset = sampler.PairedCells(rna_X, atac_X, rows, cfg, seed=seed)
+        items = [dataset[i] for i in range(len(dataset))]
+    else:
+        dataset = sampler.CellKeys(atac_X, cfg, seed=seed)
+        items = [dict(dataset[int(r)], gene_idx=query_genes) for r in rows]
+    for start in range(0, len(items), batch_size):
+        yield sampler.collate(items[start:start + batch_size])
+
+
+class _Prepared:
+    """The model vocabulary aligned to the data: kept genes / CREs, their coordinates and aligned matrices."""
+
+    def __init__(self, model, rna: ad.AnnData, atac: ad.AnnData):
+        gene_lookup = _align(model.gene_names, rna.var_names, "gene")  # model gene i -> rna column
+        cre_lookup = _align(model.cre_names, atac.var_names, "CRE")    # model CRE j -> atac column
+        self.genes_kept = np.flatnonzero(gene_lookup >= 0)
+        self.cres_kept = np.flatnonzero(cre_lookup >= 0)
+        self.gene_var = rna.var.iloc[gene_lookup[self.genes_kept]].copy()
+        self.cre_var = atac.var.iloc[cre_lookup[self.cres_kept]].copy()
+        self.rna_X, self.atac_X = _aligned(rna.X, gene_lookup), _aligned(atac.X, cre_lookup)
+
+
+@torch.no_grad()
+def iter_cell_attention(model, prepared: _Prepared, rows, query_genes: np.ndarray, layer: int | str = "mean",
+                        normalize: bool = True, batch_size: int = 8, seed: int = 0, device: str = "cpu"):
+    """Yield ``(gene_tokens, cre_tokens, attn)`` per cell: vocabulary indices of the cell's non-padded gene and
+    CRE tokens and the (normalised) head-averaged attention as a genes x CREs array, whatever the direction."""
+    direction = model.config.direction
+    norm = NORMALIZERS[direction] if normalize else (lambda a: np.asarray(a, dtype=np.float64))
+    model = model.to(device).eval()
+    for batch in _token_batches(model, prepared.rna_X, prepared.atac_X, np.asarray(rows), query_genes,
+                                batch_size, seed):
+        gene_tokens = [g[~p].numpy() for g, p in zip(batch["gene_idx"], batch["gene_pad"])]
+        cre_tokens = [c[~p].numpy() for c, p in zip(batch["cre_idx"], batch["cre_pad"])]
+        _, attn = model({k: v.to(device) for k, v in batch.items()}, return_attention=True)
+        attn = torch.stack(attn).mean(0) if layer == "mean" else attn[layer]  # (B, Lq, Lk)
+        attn = attn.float().cpu().numpy()
+        for i, (genes, cres) in enumerate(zip(gene_tokens, cre_tokens)):
+            n_g, n_c = len(genes), len(cres)
+            if n_g == 0 or n_c == 0:
+                yield genes, cres, np.zeros((n_g, n_c))
+            elif direction == "atac2rna":  # queries genes, keys CREs
+                yield genes, cres, norm(attn[i, :n_g, :n_c])
+            else:                          # queries CREs, keys genes -> genes x CREs
+                yield genes, cres, norm(attn[i, :n_c, :n_g]).T
+
+
+def all_pairs(rna_var: pd.DataFrame, atac_var: pd.DataFrame, genes) -> pd.DataFrame:
+    """Every CRE paired with each of ``genes`` (no distance window; for trans read-outs such as a TF gene's
+    genome-wide CREs). Same columns as :func:`candidate_pairs` (``distance`` = -1 when on another chromosome)."""
+    gene_idx = np.flatnonzero(pd.Index(rna_var.index).isin(list(genes)))
+    g = np.repeat(gene_idx, len(atac_var))
+    c = np.tile(np.arange(len(atac_var)), len(gene_idx))
+    pairs = pd.DataFrame({"gene_idx": g.astype(np.int64), "cre_idx": c.astype(np.int64)})
+    pairs["gene"] = np.asarray(rna_var.index)[g]
+    pairs["cre"] = np.asarray(atac_var.index)[c]
+    tss = gene_tss(rna_var)[g]
+    mid = ((pd.to_numeric(atac_var["start"]) + pd.to_numeric(atac_var["end"])) // 2).to_numpy()[c]
+    same = (rna_var["chrom"].astype(str).to_numpy()[g] == atac_var["chrom"].astype(str).to_numpy()[c]) & np.isfinite(tss)
+    pairs["distance"] = np.where(same, mid - np.nan_to_num(tss), -1).astype(np.int64)
+    return pairs
+
+
+def extract(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell_type",
+            n_cells_per_type: int | None = 100, window: int | None = WINDOW, genes=None,
+            layer: int | str = "mean", normalize: bool = True, batch_size: int = 8, seed: int = 0,
+            device: str = "cpu", cells: dict[str, np.ndarray] | None = None) -> dict[str, ad.AnnData]:
+    """Per-cell-type CRE-gene attention of a trained model, window-masked and sparse.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`cisformer.model.Cisformer` carrying ``gene_names`` and ``cre_names``.
+    rna, atac
+        Paired AnnData following the data contract (gene coordinates in ``rna.var``, CRE coordinates in
+        ``atac.var``); aligned to the model's vocabulary by name.
+    cell_type_key, n_cells_per_type, seed
+        Which cells: up to ``n_cells_per_type`` random cells of each type (``None`` = all). ``cells`` overrides
+        with explicit row positions per type.
+    window
+        Only pairs with the CRE midpoint within ``window`` bp of the TSS are kept. ``None``: every CRE for each
+        of ``genes`` (trans read-out; memory grows with len(genes) x CREs, so pass few genes).
+    genes
+        Restrict to these gene names (required when ``window`` is None).
+    layer
+        ``"mean"`` averages the head-averaged weights over layers, an int picks one layer (``-1`` = last).
+    normalize
+        Per-cell normalisation of the paper (log for rna2atac, rank + min-max for atac2rna); ``False`` keeps
+        raw weights.
+
+    Returns
+    -------
+    dict cell type -> AnnData (genes x CREs, the model's vocabulary restricted to the data). ``X`` CSR float32
+    = mean normalised attention over the cells in which the pair was co-sampled (0 outside the window or when
+    never co-sampled); ``layers["n_cells"]`` = that co-sampling count; ``obs``/``var`` carry coordinates;
+    ``uns`` has ``n_cells`` (cells read), ``direction``, ``window``, ``normalization``.
+    """
+    prep = _Prepared(model, rna, atac)
+    if window is None:
+        if genes is None:
+            raise ValueError("window=None reads every CRE of each gene: pass the few genes wanted as genes=[...]")
+        pairs = all_pairs(prep.gene_var, prep.cre_var, genes)
+    else:
+        pairs = candidate_pairs(prep.gene_var, prep.cre_var, window)
+        if genes is not None:
+            pairs = pairs[pairs["gene"].isin(list(genes))].reset_index(drop=True)
+    # pair ids indexed by *model* vocabulary positions
+    pair_id = sp.csr_matrix((np.arange(1, len(pairs) + 1, dtype=np.int64),
+                             (prep.genes_kept[pairs["gene_idx"]], prep.cres_kept[pairs["cre_idx"]])),
+                            shape=(len(model.gene_names), len(model.cre_names)))
+    query_genes = np.unique(prep.genes_kept[pairs["gene_idx"]]) if len(pairs) else prep.genes_kept[:1]
+    cells = cells if cells is not None else sample_cells(rna.obs, cell_type_key, n_cells_per_type, seed)
+    result = {}
+    for cell_type, rows in cells.items():
+        acc = PairAccumulator(pair_id)
+        for gene_tokens, cre_tokens, attn in iter_cell_attention(model, prep, rows, query_genes, layer, normalize,
+                                                                  batch_size, seed, device):
+            acc.add_cell(gene_tokens, cre_tokens, attn)
+        out = _to_anndata(acc, pairs, prep.genes_kept, prep.cres_kept, prep.gene_var, prep.cre_var)
+        out.uns.update(cell_type=cell_type, n_cells=int(acc.n_cells), direction=model.config.direction,
+                       window=-1 if window is None else int(window),
+                       normalization=NORMALIZERS[model.config.direction].__name__ if normalize else "none")
+        result[cell_type] = out
+    return result
+
+
+def gene_attention(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell_type",
+                   n_cells_per_type: int | None = 100, layer: int | str = "mean", normalize: bool = True,
+                   batch_size: int = 8, seed: int = 0, device: str = "cpu",
+                   cells: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
+    """Gene-wise attention score per cell type (Fig 3a): for each cell, the mean normalised attention between
+    a gene token and all of the cell's CRE tokens (genome-wide, no window); averaged over the cells in which the
+    gene was sampled (the right denominator). Returns genes x cell types (NaN where a gene was never sampled).
+
+    Needs an ``rna2atac`` model (genes are keys, attended by CRE queries). In ``atac2rna`` each gene query's
+    weights sum to one (and rank normalisation makes every row's mean 0.5), so a per-gene total says nothing.
+    """
+    if model.config.direction != "rna2atac":
+        raise ValueError("gene_attention needs an rna2atac model: atac2rna rows (one per gene) always sum to 1")
+    prep = _Prepared(model, rna, atac)
+    cells = cells if cells is not None else sample_cells(rna.obs, cell_type_key, n_cells_per_type, seed)
+    n_vocab = len(model.gene_names)
+    out = {}
+    for cell_type, rows in cells.items():
+        total, count = np.zeros(n_vocab), np.zeros(n_vocab)
+        for gene_tokens, cre_tokens, attn in iter_cell_attention(model, prep, rows, prep.genes_kept, layer,
+                                                                  normalize, batch_size, seed, device):
+            if attn.size == 0:
+                continue
+            per_token = attn.mean(1)
+            uniq, inverse = np.unique(gene_tokens, return_inverse=True)
+            total[uniq] += np.bincount(inverse, weights=per_token) / np.bincount(inverse)
+            count[uniq] += 1
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[cell_type] = np.where(count > 0, total / np.maximum(count, 1), np.nan)[prep.genes_kept]
+    return pd.DataFrame(out, index=prep.gene_var.index)
+
+
+def _to_anndata(acc: PairAccumulator, pairs, genes_kept, cres_kept, gene_var, cre_var) -> ad.AnnData:
+    seen = acc.count > 0
+    mean = np.zeros_like(acc.sum)
+    mean[seen] = acc.sum[seen] / acc.count[seen]
+    rows, cols = pairs["gene_idx"].to_numpy(), pairs["cre_idx"].to_numpy()
+    shape = (len(genes_kept), len(cres_kept))
+    X = sp.csr_matrix((mean[seen].astype(np.float32), (rows[seen], cols[seen])), shape=shape)
+    n = sp.csr_matrix((acc.count[seen].astype(np.float32), (rows[seen], cols[seen])), shape=shape)
+    out = ad.AnnData(X=X, obs=gene_var, var=cre_var)
+    out.layers["n_cells"] = n
+    return out
+
+
+# --------------------------------------------------------------------------------------------- summaries
+
+def links_table(per_type: dict[str, ad.AnnData], min_cells: int = 1) -> pd.DataFrame:
+    """Tidy CRE-gene pairs: one row per (cell type, gene, CRE) co-sampled in at least ``min_cells`` cells.
+
+    Columns: ``cell_type``, ``gene``, ``cre``, ``score`` (mean normalised attention), ``n_cells``, ``rank``
+    (1 = strongest pair of that cell type).
+    """
+    frames = []
+    for cell_type, adata in per_type.items():
+        n = adata.layers["n_cells"].tocoo()
+        keep = n.data >= min_cells
+        rows, cols = n.row[keep], n.col[keep]
+        score = np.asarray(adata.X[rows, cols]).ravel()
+        frame = pd.DataFrame({"cell_type": cell_type, "gene": adata.obs_names[rows], "cre": adata.var_names[cols],
+                              "score": score, "n_cells": n.data[keep].astype(np.int64)})
+        frame["rank"] = frame["score"].rank(ascending=False, method="first").astype(np.int64)
+        frames.append(frame)
+    cols = ["cell_type", "gene", "cre", "score", "n_cells", "rank"]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
+
+
+def links(model, rna: ad.AnnData, atac: ad.AnnData, min_cells: int = 1, **extract_kwargs) -> pd.DataFrame:
+    """CRE-gene links of a trained model as a tidy DataFrame (:func:`extract` then :func:`links_table`)."""
+    return links_table(extract(model, rna, atac, **extract_kwargs), min_cells=min_cells)
+
+
+def pair_scores(per_type: dict[str, ad.AnnData], pairs: pd.DataFrame, how: str = "mean") -> pd.Series:
+    """Score of given (``gene``, ``cre``) pairs, combined over cell types (``mean`` or ``max``; pairs never
+    co-sampled count as 0). Used to rank the same candidate pairs as the baselines."""
+    stack = []
+    for adata in per_type.values():
+        gi = adata.obs_names.get_indexer(pairs["gene"])
+        ci = adata.var_names.get_indexer(pairs["cre"])
+        ok = (gi >= 0) & (ci >= 0)
+        vals = np.zeros(len(pairs))
+        vals[ok] = np.asarray(adata.X[gi[ok], ci[ok]]).ravel()
+        stack.append(vals)
+    stack = np.vstack(stack)
+    combined = stack.max(0) if how == "max" else stack.mean(0)
+    return pd.Series(combined, index=pairs.index, name="attention")
+
+
+def gene_scores(per_type: dict[str, ad.AnnData], how: str = "sum") -> pd.DataFrame:
+    """Gene-wise attention per cell type: ``sum`` or ``mean`` over a gene's co-sampled window CREs.
+
+    Returns genes x cell types (NaN for ``mean`` where a gene had no co-sampled CRE).
+    """
+    out = {}
+    for cell_type, adata in per_type.items():
+        total = np.asarray(adata.X.sum(1)).ravel()
+        if how == "sum":
+            out[cell_type] = total
+        elif how == "mean":
+            n_seen = np.asarray((adata.layers["n_cells"] > 0).sum(1)).ravel()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[cell_type] = np.where(n_seen > 0, total / np.maximum(n_seen, 1), np.nan)
+        else:
+            raise ValueError(f"how must be 'sum' or 'mean', got {how!r}")
+    first = next(iter(per_type.values()))
+    return pd.DataFrame(out, index=first.obs_names)
+
+
+def linked_cre_counts(per_type: dict[str, ad.AnnData], quantile: float = 0.9) -> pd.DataFrame:
+    """Number of linked CREs per gene and cell type: pairs whose score exceeds the cell type's ``quantile``
+    (90th percentile by default) of co-sampled pair scores. Returns genes x cell types (int)."""
+    out = {}
+    for cell_type, adata in per_type.items():
+        X = adata.X.tocsr()
+        cutoff = np.quantile(X.data, quantile) if X.nnz else np.inf
+        out[cell_type] = np.asarray((X > cutoff).sum(1)).ravel().astype(np.int64)
+    first = next(iter(per_type.values()))
+    return pd.DataFrame(out, index=first.obs_names)
+
+
+# --------------------------------------------------------------------------------------------- known truth
+
+def peak_to_gene_correlation(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, n_metacells: int = 500,
+                             metacell_size: int = 50, n_comps: int = 30, seed: int = 0) -> np.ndarray:
+    """ArchR-style peak-to-gene correlation for every given pair: kNN metacells in ATAC LSI space (TF-IDF ->
+    truncated SVD, first component dropped), mean binarised accessibility vs mean log-normalised expression,
+    Pearson across metacells.
+
+    Private to this module because :class:`cisformer.baselines.PeakToGene` keeps only the links above its
+    cutoff and not their correlations; link recovery needs a score for every candidate pair.
+    """
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.neighbors import NearestNeighbors
+
+    from .enrichment import pearson_pairs
+
+    binary = sp.csr_matrix(atac.X, dtype=np.float32)
+    binary.data[:] = 1.0
+    idf = np.log1p(binary.shape[0] / (1.0 + np.asarray(binary.sum(0)).ravel()))
+    tf = sp.diags(1.0 / np.maximum(np.asarray(binary.sum(1)).ravel(), 1.0)) @ binary
+    tfidf = sp.csr_matrix(tf @ sp.diags(idf))
+    n_comps = max(2, min(n_comps, min(tfidf.shape) - 1))
+    lsi = TruncatedSVD(n_comps, random_state=seed).fit_transform(tfidf)[:, 1:]
+    lsi /= np.maximum(np.linalg.norm(lsi, axis=1, keepdims=True), 1e-12)
+    rng = np.random.default_rng(seed)
+    n_meta = min(n_metacells, max(10, atac.n_obs // 5))
+    k = min(metacell_size, atac.n_obs)
+    seeds = rng.choice(atac.n_obs, n_meta, replace=False)
+    members = NearestNeighbors(n_neighbors=k).fit(lsi).kneighbors(lsi[seeds], return_distance=False)
+    agg = sp.csr_matrix((np.full(members.size, 1.0 / k), (np.repeat(np.arange(n_meta), k), members.ravel())),
+                        shape=(n_meta, atac.n_obs))
+    counts = sp.csr_matrix(rna.X, dtype=np.float64)
+    depth = np.maximum(np.asarray(counts.sum(1)).ravel(), 1.0)
+    log_expr = sp.csr_matrix(sp.diags(1e4 / depth) @ counts)
+    log_expr.data = np.log1p(log_expr.data)
+    meta_acc = np.asarray((agg @ binary).todense())
+    meta_expr = np.asarray((agg @ log_expr).todense())
+    gi = rna.var_names.get_indexer(pairs["gene"])
+    ci = atac.var_names.get_indexer(pairs["cre"])
+    return pearson_pairs(meta_expr, meta_acc, gi, ci)
+
+
+def scarlink_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, seed: int = 0,
+                          **kwargs) -> np.ndarray:
+    """SCARlink-style score of every given pair: the non-negative Poisson-regression coefficient of
+    :class:`cisformer.baselines.ScarlinkStyle` (0 for pairs outside its window)."""
+    from .baselines import ScarlinkStyle
+
+    coef = ScarlinkStyle(**kwargs).fit(rna, atac, seed=seed).coefficients
+    lookup = pd.Series(coef["weight"].to_numpy(), index=pd.MultiIndex.from_arrays([coef["gene"], coef["cre"]]))
+    lookup = lookup[~lookup.index.duplicated()]
+    return lookup.reindex(pd.MultiIndex.from_arrays([pairs["gene"], pairs["cre"]])).fillna(0.0).to_numpy()
+
+
+def link_recovery(pairs: pd.DataFrame, scores: dict[str, np.ndarray], truth: pd.DataFrame) -> pd.DataFrame:
+    """AUROC and AUPRC (average precision) of each method's scores for the same candidate pairs against planted
+    links (``truth`` with ``gene``, ``cre``). Returns one row per method plus the base rate (AUPRC of random)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    key = pd.MultiIndex.from_arrays([pairs["gene"], pairs["cre"]])
+    label = key.isin(pd.MultiIndex.from_arrays([truth["gene"], truth["cre"]])).astype(int)
+    if label.sum() == 0 or label.sum() == len(label):
+        raise ValueError("the candidate pairs must contain both planted and non-planted links")
+    rows = []
+    for method, score in scores.items():
+        score = np.nan_to_num(np.asarray(score, dtype=float))
+        rows.append({"method": method, "auroc": roc_auc_score(label, score),
+                     "auprc": average_precision_score(label, score), "n_pairs": len(label),
+                     "n_true": int(label.sum()), "base_rate": float(label.mean())})
+    return pd.DataFrame(rows)
+
+
+@torch.no_grad()
+def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, n_cells: int = 100,
+                     seed: int = 0, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+    """In-silico CRE deletion (atac2rna models): for each candidate pair, the mean drop in the gene's predicted
+    expression (expected log1p over the bins) when that one CRE is removed from the cell's open CREs, averaged
+    over the sampled cells in which the CRE was open. A readout of what the model *uses*, to contrast with its
+    attention weights (which can pool cell state without pointing at the causal CRE)."""
+    from . import sampler
+
+    if model.config.direction != "atac2rna":
+        raise ValueError("deletion_effects needs an atac2rna model (genes are predicted from open CREs)")
+    prep = _Prepared(model, rna, atac)
+    centres = torch.as_tensor(sampler.bin_centres(model.bin_edges.cpu().numpy()), dtype=torch.float32, device=device)
+    gene_vocab = prep.genes_kept[prep.gene_var.index.get_indexer(pairs["gene"])]
+    cre_vocab = prep.cres_kept[prep.cre_var.index.get_indexer(pairs["cre"])]
+    pair_id = sp.csr_matrix((np.arange(1, len(pairs) + 1), (gene_vocab, cre_vocab)),
+                            shape=(len(model.gene_names), len(model.cre_names)))
+    query = np.unique(gene_vocab)
+    rows = np.random.default_rng(seed).choice(rna.n_obs, min(n_cells, rna.n_obs), replace=False)
+    acc = PairAccumulator(pair_id)
+    model = model.to(device).eval()
+    keys_ds = sampler.CellKeys(prep.atac_X, model.config, seed=seed)
+    for r in rows:
+        cres = keys_ds[int(r)]["cre_idx"]
+        if len(cres) == 0:
+            continue
+        relevant = np.flatnonzero(np.asarray(pair_id[query][:, cres].sum(0)).ravel() > 0)  # CREs with a pair
+        q = torch.as_tensor(query, device=device)
+        k = torch.as_tensor(cres, device=device)
+        effects = np.zeros((len(query), len(cres)))
+        drops = np.concatenate([[-1], relevant])
+        base = None
+        for start in range(0, len(drops), batch_size):
+            chunk = drops[start:start + batch_size]
+            pad = torch.zeros(len(chunk), len(cres), dtype=torch.bool, device=device)
+            for i, d in enumerate(chunk):
+                if d >= 0:
+                    pad[i, d] = True
+            batch = {"gene_idx": q.expand(len(chunk), -1), "gene_pad": torch.zeros(len(chunk), len(q), dtype=torch.bool,
+                                                                                  device=device),
+                     "cre_idx": k.expand(len(chunk), -1), "cre_pad": pad}
+            expected = (model(batch).softmax(-1) * centres).sum(-1).cpu().numpy()  # (chunk, genes)
+            if base is None:
+                base, expected, chunk = expected[0], expected[1:], chunk[1:]
+            effects[:, chunk] = (base[None, :] - expected).T
+        acc.add_cell(query, cres, effects)
+    return np.where(acc.count > 0, acc.sum / np.maximum(acc.count, 1), 0.0)
