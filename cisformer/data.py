@@ -1,0 +1,609 @@
+"""Shipped datasets and reference resources, readers for your own paired data, validation, QC and cell splits.
+
+Shipped data (``data/``, checksums in ``data/MANIFEST``)::
+
+    rna, atac = cisformer.data.load("snareseq")          # also "bmmc", "pbmc_scarlink", "snareseq_tiny"
+    cres = cisformer.data.load_cre_vocabulary("human")    # 1,033,239 hg38 cCREs
+
+Your own data::
+
+    rna, atac = cisformer.data.read_paired("filtered_feature_bc_matrix.h5")    # 10x multiome
+    validate_pair(rna, atac, "rna.h5ad", "atac.h5ad", cre_vocabulary="hg38")
+    rna, atac, table = qc(rna, atac)
+    train, val, test = split_cells(rna.obs, by="cell_type")
+
+Conventions (the team's data contract): ``rna`` and ``atac`` are AnnData with identical ``obs_names``; ``X`` is CSR
+float32 (raw counts unless ``uns["counts"]`` is False); ``obs["cell_type"]`` and ``obs["batch"]`` are categorical;
+``atac.var`` has ``chrom``/``start``/``end`` (0-based half-open) and var_names ``chrom:start-end``; ``rna.var`` has
+``gene_id``, ``chrom``, ``start``, ``end``, ``strand``, ``tss``; ``uns["genome"]``, ``uns["dataset"]``, ``uns["counts"]``.
+"""
+from __future__ import annotations
+
+import gzip
+import os
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from . import paths, provenance, vocab
+
+
+class InputError(ValueError):
+    """Bad input data; the message names the file, the field and the fix."""
+
+
+def _error(source, field: str, problem: str, fix: str) -> InputError:
+    return InputError(f"{source}: field '{field}': {problem}. Fix: {fix}")
+
+
+# ------------------------------------------------------------------------------------------------ shipped files
+DATASETS = {
+    "snareseq": ("datasets/snareseq_rna.h5ad", "datasets/snareseq_atac.h5ad"),
+    "snareseq_tiny": ("datasets/snareseq_tiny_rna.h5ad", "datasets/snareseq_tiny_atac.h5ad"),
+    "bmmc": ("datasets/bmmc_rna.h5ad", "datasets/bmmc_atac.h5ad"),
+    "pbmc_scarlink": ("datasets/pbmc_scarlink_rna.h5ad", "datasets/pbmc_scarlink_atac.h5ad"),
+}
+
+REFERENCES = {
+    "human_cres": "reference/human_cCREs_hg38.bed.gz",
+    "mouse_cres": "reference/mouse_cCREs_mm39.bed.gz",
+    "genes_hg38": "reference/genes_hg38.tsv.gz",
+    "genes_mm10": "reference/genes_mm10.tsv.gz",
+    "tf_human": "reference/lambert2018_human_tfs.tsv.gz",
+    "tf_mouse_orthologs": "reference/lambert2018_tfs_mouse_orthologs.tsv.gz",
+    "remodelers": "reference/go_chromatin_remodeling_genes.tsv.gz",
+    "gwas_gchromvar": "reference/gwas_blood_gchromvar_ukbb16_hg38.tsv.xz",
+    "gwas_scavenge": "reference/gwas_blood_scavenge22_hg38.tsv.xz",
+    "chip_peaks": "reference/chip_peaks_hg38.tsv.xz",
+    "chip_sets": "reference/chip_peaks_sets.tsv.gz",
+    "clock_mm10": "reference/epitrace_mouse_clock_mm10.bed.gz",
+    "clock_mm285": "reference/epitrace_mm285_clock347_mm10.bed.gz",
+    "jaspar_meme": "reference/JASPAR2024_CORE_vertebrates_nonredundant.meme.gz",
+    "jaspar_jaspar": "reference/JASPAR2024_CORE_vertebrates_nonredundant.jaspar.gz",
+    "jaspar_metadata": "reference/JASPAR2024_CORE_vertebrates_nonredundant_metadata.tsv",
+    "chain_hg19_hg38": "reference/hg19ToHg38.over.chain.gz",
+    "fragments_tiny": "fixtures/signac_fragments_tiny.tsv.gz",
+}
+
+
+def read_manifest(data_dir=None) -> pd.DataFrame:
+    """``data/MANIFEST`` as a frame indexed by file (columns sha256, bytes, source, licence, description)."""
+    path = paths.data_dir(data_dir) / "MANIFEST"
+    if not path.exists():
+        raise _error(path, "MANIFEST", "the data manifest is missing", "restore data/ from the repository (git checkout data)")
+    return pd.read_csv(path, sep="\t", keep_default_na=False).set_index("file")
+
+
+@lru_cache(maxsize=256)
+def _sha256_cached(path: str, size: int, mtime: float) -> str:
+    return provenance.sha256(path)
+
+
+def _file_sha(path: Path) -> str:
+    stat = path.stat()
+    return _sha256_cached(str(path), stat.st_size, stat.st_mtime)
+
+
+def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
+    """Path of a shipped file, its sha256 checked against ``MANIFEST`` (and recorded in the provenance log)."""
+    root = paths.data_dir(data_dir)
+    path = root / rel
+    if not path.exists():
+        raise _error(path, "file", "shipped data file not found", f"restore it (git checkout {path}) or pass data_dir=")
+    digest = _file_sha(path)
+    if verify:
+        manifest = read_manifest(data_dir)
+        if rel not in manifest.index:
+            raise _error(root / "MANIFEST", rel, "file has no MANIFEST line", "add it with data/build_shipped_data.py --manifest-only")
+        expected = manifest.loc[rel, "sha256"]
+        if digest != expected:
+            raise _error(path, "sha256", f"checksum mismatch: file has {digest}, MANIFEST says {expected}",
+                         "the file is corrupted or was modified; restore it with `git checkout -- data/` (or pass verify=False)")
+    provenance.record_input(path, digest)
+    return path
+
+
+def reference_path(key: str, data_dir=None, verify: bool = True) -> Path:
+    """Verified path of a shipped reference file; ``key`` in :data:`REFERENCES` or a path relative to ``data/``."""
+    rel = REFERENCES.get(key, key)
+    if rel not in REFERENCES.values() and not (paths.data_dir(data_dir) / rel).exists():
+        raise KeyError(f"unknown reference {key!r}; choose one of {sorted(REFERENCES)}")
+    return shipped_path(rel, data_dir, verify)
+
+
+def load(name: str, data_dir=None, verify: bool = True):
+    """Load a shipped paired dataset as ``(rna, atac)`` AnnData with identical obs_names.
+
+    Parameters
+    ----------
+    name
+        ``"snareseq"`` (10,309 cells, mm10), ``"snareseq_tiny"`` (100 cells, no labels), ``"bmmc"`` (500 cells, hg38,
+        ``obs["split"]`` official train/test), ``"pbmc_scarlink"`` (9,460 cells, 3 genes with normalized RNA,
+        ATAC = 500-bp tiles around the genes).
+    data_dir
+        Folder holding the shipped files (default ``cisformer.paths.data_dir()``).
+    verify
+        Check each file's sha256 against ``data/MANIFEST``.
+    """
+    import anndata as ad
+
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    rna_rel, atac_rel = DATASETS[name]
+    rna = ad.read_h5ad(shipped_path(rna_rel, data_dir, verify))
+    atac = ad.read_h5ad(shipped_path(atac_rel, data_dir, verify))
+    for adata in (rna, atac):
+        adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+        adata.uns["counts"] = bool(adata.uns.get("counts", True))
+    return rna, atac
+
+
+# ------------------------------------------------------------------------------------------------ reference readers
+def load_cre_vocabulary(species: str = "human", data_dir=None) -> pd.DataFrame:
+    """CRE vocabulary (row order = index): ``"human"``/``"hg38"`` 1,033,239 cCREs; ``"mouse"``/``"mm39"`` 262,853 (mm39)."""
+    key = {"human": "human_cres", "hg38": "human_cres", "mouse": "mouse_cres", "mm39": "mouse_cres"}.get(species)
+    if key is None:
+        raise ValueError(f"species {species!r}: use 'human' (hg38) or 'mouse' (mm39)")
+    df = pd.read_csv(reference_path(key, data_dir), sep="\t", header=None, names=["chrom", "start", "end"],
+                     dtype={"chrom": str, "start": np.int64, "end": np.int64})
+    df.attrs["genome"] = "hg38" if key == "human_cres" else "mm39"
+    return df
+
+
+def load_genes(genome: str = "hg38", data_dir=None) -> pd.DataFrame:
+    """Gene table gene_name, gene_id, chrom, start, end, strand, tss (0-based; NaN / "" when unknown)."""
+    key = {"hg38": "genes_hg38", "mm10": "genes_mm10"}.get(genome)
+    if key is None:
+        raise ValueError(f"genome {genome!r}: use 'hg38' or 'mm10'")
+    df = pd.read_csv(reference_path(key, data_dir), sep="\t", keep_default_na=False, na_values={"start": [""]})
+    for col in ("start", "end", "tss"):
+        df[col] = pd.to_numeric(df[col]).astype(float)
+        df.loc[df[col] < 0, col] = np.nan
+    df["chrom"] = df["chrom"].astype(str)
+    return df
+
+
+def load_tf_list(species: str = "human", data_dir=None) -> list[str]:
+    """Lambert et al. 2018 TFs: 1,639 human symbols, or the 1,254 with a mouse ortholog (mouse symbols)."""
+    if species == "human":
+        return pd.read_csv(reference_path("tf_human", data_dir), sep="\t")["HGNC symbol"].dropna().tolist()
+    if species == "mouse":
+        df = pd.read_csv(reference_path("tf_mouse_orthologs", data_dir), sep="\t")
+        return df["MOUSE_GENE_SYM"].dropna().drop_duplicates().tolist()
+    raise ValueError(f"species {species!r}: use 'human' or 'mouse'")
+
+
+def load_remodelers(go_id: str = "GO:0140658", data_dir=None) -> list[str]:
+    """Human chromatin-remodeler symbols from GO (org.Hs.eg.db 3.16), a substitute for a curated list.
+
+    ``go_id``: ``GO:0140658`` ATP-dependent chromatin remodeler activity (33 genes, default), ``GO:0070603`` SWI/SNF
+    complex, ``GO:0016586`` RSC complex, ``GO:0006338`` chromatin remodeling (373), ``GO:0006325`` chromatin organization.
+    """
+    df = pd.read_csv(reference_path("remodelers", data_dir), sep="\t")
+    if go_id not in set(df.go_id):
+        raise ValueError(f"go_id {go_id!r} not shipped; choose one of {sorted(set(df.go_id))}")
+    return df.loc[df.go_id == go_id, "symbol"].dropna().drop_duplicates().tolist()
+
+
+def load_gwas_finemapped(which: str = "both", data_dir=None) -> pd.DataFrame:
+    """Fine-mapped UKBB blood-trait variants (hg38): chrom, start, end, id, pp, trait, set.
+
+    ``which``: ``"gchromvar"`` (16 traits), ``"scavenge"`` (22 traits) or ``"both"``.
+    """
+    keys = {"gchromvar": ["gwas_gchromvar"], "scavenge": ["gwas_scavenge"], "both": ["gwas_gchromvar", "gwas_scavenge"]}[which]
+    frames = []
+    for key in keys:
+        df = pd.read_csv(reference_path(key, data_dir), sep="\t")
+        frames.append(pd.DataFrame({"chrom": df["chrom"].astype(str), "start": df["start0_hg38"].astype(np.int64),
+                                    "end": df["end_hg38"].astype(np.int64), "id": df["id"].astype(str),
+                                    "pp": df["PP"].astype(float), "trait": df["trait"].astype(str),
+                                    "set": key.split("_")[1]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_chip_peaks(by: str = "tf", data_dir=None) -> dict[str, pd.DataFrame]:
+    """Real TF ChIP-seq peak sets (hg38-lifted ENCODE GM12878 + JUN K562 + E2F4 LCL).
+
+    Returns a dict ``tf -> DataFrame(chrom, start, end, summit, dataset, cell_type)`` (sets of the same TF are
+    concatenated) or, with ``by="dataset"``, one entry per peak file.
+    """
+    peaks = pd.read_csv(reference_path("chip_peaks", data_dir), sep="\t", dtype={"chrom": str})
+    sets = pd.read_csv(reference_path("chip_sets", data_dir), sep="\t").set_index("dataset")
+    peaks["cell_type"] = peaks["dataset"].map(sets["cell_type"])
+    key = peaks["dataset"] if by == "dataset" else peaks["dataset"].map(sets["tf"])
+    cols = ["chrom", "start", "end", "summit", "dataset", "cell_type"]
+    return {k: g[cols].reset_index(drop=True) for k, g in peaks.groupby(key, sort=True)}
+
+
+def load_clock_loci(which: str = "lifted", data_dir=None) -> pd.DataFrame:
+    """EpiTrace mouse clock loci (mm10): ``"lifted"`` 61,503 loci or ``"mm285"`` 347 array-clock loci."""
+    key = {"lifted": "clock_mm10", "mm285": "clock_mm285"}[which]
+    names = ["chrom", "start", "end"] + (["probe", "slope"] if which == "mm285" else [])
+    return pd.read_csv(reference_path(key, data_dir), sep="\t", header=None, names=names)
+
+
+# ------------------------------------------------------------------------------------------------ readers for users' data
+def _standardize(rna, atac, source: str, genome: str | None):
+    """Bring a freshly read pair to the data contract (CSR float32, cell_type/batch, peak coordinates)."""
+    for adata in (rna, atac):
+        adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+        for col in ("cell_type", "batch"):
+            values = adata.obs[col].astype(str) if col in adata.obs else pd.Series("unknown", index=adata.obs_names)
+            adata.obs[col] = pd.Categorical(values)
+        adata.uns["dataset"] = adata.uns.get("dataset", Path(source).name)
+        if genome is not None:
+            adata.uns["genome"] = genome
+        adata.uns["counts"] = bool(_is_integer(adata.X))
+    if not {"chrom", "start", "end"} <= set(atac.var.columns):
+        try:
+            coords = vocab.parse_peak_names(atac.var_names)
+        except ValueError as err:
+            raise _error(source, "atac var_names", str(err),
+                         "name peaks 'chrom:start-end' (or add var columns chrom/start/end)") from None
+        atac.var[["chrom", "start", "end"]] = coords[["chrom", "start", "end"]].to_numpy()
+        atac.var["start"] = atac.var["start"].astype(np.int64)
+        atac.var["end"] = atac.var["end"].astype(np.int64)
+    atac.var_names = vocab.peak_names(atac.var)
+    return rna, atac
+
+
+def _split_modalities(adata, source: str):
+    """Split one AnnData holding both modalities (10x feature_types) into (rna, atac)."""
+    types = adata.var.get("feature_types", adata.var.get("feature_type"))
+    if types is None:
+        raise _error(source, "feature_types", "cannot tell genes from peaks", "use a 10x multiome matrix or pass rna and atac files")
+    types = types.astype(str).to_numpy()
+    is_rna, is_atac = types == "Gene Expression", np.isin(types, ["Peaks", "ATAC"])
+    if not is_rna.any() or not is_atac.any():
+        raise _error(source, "feature_types", f"found {sorted(set(types))}, need both 'Gene Expression' and 'Peaks'",
+                     "pass the multiome (ARC) matrix, or the RNA and ATAC files separately")
+    rna, atac = adata[:, is_rna].copy(), adata[:, is_atac].copy()
+    if "gene_ids" in rna.var:
+        rna.var["gene_id"] = rna.var["gene_ids"].astype(str)
+    return rna, atac
+
+
+def _read_10x_h5(path: Path):
+    import anndata as ad
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        if "matrix" not in handle:
+            raise _error(path, "matrix", "not a 10x feature-barcode h5 (no 'matrix' group)", "pass filtered_feature_bc_matrix.h5")
+        m = handle["matrix"]
+        shape = tuple(int(x) for x in m["shape"][:])  # features x cells, stored CSC
+        X = sp.csc_matrix((m["data"][:], m["indices"][:], m["indptr"][:]), shape=shape).T.tocsr()
+        decode = lambda arr: [x.decode() if isinstance(x, bytes) else str(x) for x in arr]  # noqa: E731
+        feats = m["features"]
+        var = pd.DataFrame({"gene_ids": decode(feats["id"][:]), "feature_types": decode(feats["feature_type"][:])},
+                           index=decode(feats["name"][:]))
+        obs = pd.DataFrame(index=decode(m["barcodes"][:]))
+    adata = ad.AnnData(X.astype(np.float32), obs=obs, var=var)
+    adata.var_names_make_unique()
+    return adata
+
+
+def _read_mtx_dir(path: Path):
+    import anndata as ad
+    import scipy.io
+
+    def find(stem):
+        for name in (f"{stem}.gz", stem):
+            if (path / name).exists():
+                return path / name
+        raise _error(path, stem, "file missing from the matrix folder", "a 10x folder holds matrix.mtx(.gz), features.tsv(.gz), barcodes.tsv(.gz)")
+
+    mtx = find("matrix.mtx") if any((path / n).exists() for n in ("matrix.mtx", "matrix.mtx.gz")) else find("counts.mtx")
+    feats_file = next((p for p in (path / "features.tsv.gz", path / "features.tsv", path / "genes.tsv.gz", path / "genes.tsv")
+                       if p.exists()), None)
+    if feats_file is None:
+        raise _error(path, "features.tsv", "file missing from the matrix folder", "add features.tsv(.gz) (10x layout)")
+    for f in (mtx, feats_file, find("barcodes.tsv")):
+        provenance.record_input(f)
+    X = sp.csr_matrix(scipy.io.mmread(mtx).T)
+    feats = pd.read_csv(feats_file, sep="\t", header=None, dtype=str)
+    barcodes = pd.read_csv(find("barcodes.tsv"), sep="\t", header=None, dtype=str)[0].to_numpy()
+    if feats.shape[1] >= 3:
+        var = pd.DataFrame({"gene_ids": feats[0].to_numpy(), "feature_types": feats[2].to_numpy()}, index=feats[1].to_numpy())
+    else:
+        var = pd.DataFrame(index=feats[feats.columns[-1]].to_numpy())
+        if feats.shape[1] == 2:
+            var["gene_ids"] = feats[0].to_numpy()
+    adata = ad.AnnData(X.astype(np.float32), obs=pd.DataFrame(index=barcodes), var=var)
+    adata.var_names_make_unique()
+    return adata
+
+
+def _read_any(path: Path):
+    import anndata as ad
+
+    if path.is_dir():
+        return _read_mtx_dir(path)
+    provenance.record_input(path)
+    if path.suffix == ".h5ad":
+        return ad.read_h5ad(path)
+    if path.suffix == ".h5":
+        return _read_10x_h5(path)
+    raise _error(path, "file type", f"unsupported suffix {path.suffix!r}",
+                 "use a 10x .h5, a 10x matrix folder, .h5ad or .h5mu")
+
+
+def read_paired(rna_path, atac_path=None, genome: str | None = None):
+    """Read a user's paired RNA + ATAC data into the data contract's ``(rna, atac)`` pair.
+
+    Accepted inputs:
+
+    - ``read_paired("filtered_feature_bc_matrix.h5")``: 10x multiome h5 holding both modalities;
+    - ``read_paired("filtered_feature_bc_matrix/")``: 10x matrix folder with both feature types;
+    - ``read_paired("rna.h5ad", "atac.h5ad")`` or two 10x h5 / mtx folders, one per modality;
+    - ``read_paired("data.h5mu")``: MuData with modalities ``rna`` and ``atac`` (needs ``mudata``).
+
+    Cells present in only one modality are NOT dropped silently: :func:`validate_pair` reports them. Run it next.
+    """
+    rna_path = Path(rna_path)
+    if rna_path.suffix == ".h5mu":
+        try:
+            import mudata
+        except ImportError as err:
+            raise ImportError("reading .h5mu needs the 'mudata' package: pip install mudata") from err
+        provenance.record_input(rna_path)
+        mdata = mudata.read_h5mu(rna_path)
+        missing = {"rna", "atac"} - set(mdata.mod)
+        if missing:
+            raise _error(rna_path, "mod", f"modalities {sorted(missing)} missing (found {sorted(mdata.mod)})",
+                         "name the modalities 'rna' and 'atac'")
+        rna, atac = mdata.mod["rna"].copy(), mdata.mod["atac"].copy()
+        for col in ("cell_type", "batch"):
+            if col in mdata.obs and col not in rna.obs:
+                rna.obs[col] = mdata.obs.loc[rna.obs_names, col].to_numpy()
+                atac.obs[col] = mdata.obs.loc[atac.obs_names, col].to_numpy()
+        return _standardize(rna, atac, str(rna_path), genome)
+    first = _read_any(rna_path)
+    if atac_path is None:
+        rna, atac = _split_modalities(first, str(rna_path))
+        source = str(rna_path)
+    else:
+        rna, atac = first, _read_any(Path(atac_path))
+        if "feature_types" in rna.var and (rna.var["feature_types"].astype(str) != "Gene Expression").any():
+            rna = _split_modalities(rna, str(rna_path))[0]
+        if "feature_types" in atac.var and (atac.var["feature_types"].astype(str) == "Gene Expression").any():
+            atac = _split_modalities(atac, str(atac_path))[1]
+        source = str(atac_path)
+    if "gene_id" not in rna.var and "gene_ids" in rna.var:
+        rna.var["gene_id"] = rna.var["gene_ids"].astype(str)
+    return _standardize(rna, atac, source, genome)
+
+
+def read_fragments(path, peaks_df, barcodes=None, chunksize: int = 2_000_000):
+    """Cells x peaks count matrix from a 10x ``fragments.tsv.gz`` (a fragment counts once per peak it overlaps).
+
+    Parameters
+    ----------
+    path
+        Fragment file: chrom, start, end, barcode, duplicate count (``#`` header lines skipped).
+    peaks_df
+        Peaks (chrom/start/end frame, or ``chrom:start-end`` names).
+    barcodes
+        Cells to keep, in this order (default: every barcode in the file, in order of appearance).
+
+    Returns
+    -------
+    AnnData cells x peaks, CSR float32 counts, var chrom/start/end with names ``chrom:start-end``.
+    """
+    import anndata as ad
+
+    path = Path(path)
+    provenance.record_input(path)
+    peaks = vocab.intervals(peaks_df).reset_index(drop=True)
+    fixed = barcodes is not None
+    cell_index: dict[str, int] = {str(b): i for i, b in enumerate(barcodes)} if fixed else {}
+    rows, cols = [], []
+    reader = pd.read_csv(path, sep="\t", header=None, comment="#", usecols=[0, 1, 2, 3], names=["chrom", "start", "end", "barcode"],
+                         dtype={"chrom": str, "start": np.int64, "end": np.int64, "barcode": str}, chunksize=chunksize)
+    for chunk in reader:
+        if not fixed:
+            for b in pd.unique(chunk["barcode"]):
+                cell_index.setdefault(b, len(cell_index))
+        cell = chunk["barcode"].map(cell_index).to_numpy()
+        known = ~pd.isna(cell)
+        chunk, cell = chunk[known].reset_index(drop=True), cell[known].astype(np.int64)
+        fi, pi = vocab.overlap_index(chunk, peaks)
+        rows.append(cell[fi])
+        cols.append(pi)
+    rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
+    X = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(cell_index), len(peaks)))
+    X.sum_duplicates()
+    var = pd.DataFrame({"chrom": peaks["chrom"].astype(str).to_numpy(), "start": peaks["start"].astype(np.int64).to_numpy(),
+                        "end": peaks["end"].astype(np.int64).to_numpy()})
+    var.index = vocab.peak_names(var)
+    names = sorted(cell_index, key=cell_index.get)
+    return ad.AnnData(X, obs=pd.DataFrame(index=pd.Index(names, dtype=str)), var=var)
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def _is_integer(X) -> bool:
+    data = X.data if sp.issparse(X) else np.asarray(X)
+    return bool(np.all(np.isfinite(data)) and np.all(data == np.round(data)) and (data.size == 0 or data.min() >= 0))
+
+
+def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_counts: bool = True, cre_vocabulary=None) -> dict:
+    """Check a paired dataset; raise :class:`InputError` naming file, field and fix at the first problem.
+
+    Checks: identical barcodes in both modalities (same order), non-negative integer values when
+    ``require_counts``, parseable and unique peak names, unique gene names, no empty cells or features, and,
+    when ``cre_vocabulary`` is given (a chrom/start/end frame, or ``"hg38"``/``"human"``/``"mm39"``/``"mouse"``),
+    that the peaks are on that vocabulary's genome build (overlap vs a shifted null, see
+    :func:`cisformer.vocab.genome_overlap_score`). Returns a small report dict (overlap score when computed).
+    """
+    report = {}
+    r_names, a_names = pd.Index(rna.obs_names), pd.Index(atac.obs_names)
+    if not r_names.equals(a_names):
+        only_r, only_a = r_names.difference(a_names), a_names.difference(r_names)
+        if len(only_r) or len(only_a):
+            example = (list(only_r[:3]) or list(only_a[:3]))
+            raise _error(f"{rna_source} / {atac_source}", "obs_names (barcodes)",
+                         f"barcodes differ between modalities: {len(only_r)} only in RNA, {len(only_a)} only in ATAC "
+                         f"(e.g. {example})", "keep the shared cells: common = rna.obs_names.intersection(atac.obs_names); "
+                         "rna, atac = rna[common], atac[common] (check barcode suffixes such as '-1')")
+        raise _error(f"{rna_source} / {atac_source}", "obs_names (barcodes)", "same barcodes in a different order",
+                     "reorder: atac = atac[rna.obs_names]")
+    for adata, source, kind in ((rna, rna_source, "RNA"), (atac, atac_source, "ATAC")):
+        if not adata.obs_names.is_unique:
+            raise _error(source, "obs_names (barcodes)", f"{kind} barcodes are duplicated", "adata.obs_names_make_unique()")
+        if adata.n_obs == 0 or adata.n_vars == 0:
+            raise _error(source, "X", f"{kind} matrix is empty ({adata.n_obs} cells x {adata.n_vars} features)", "check the file")
+        if require_counts and not _is_integer(adata.X):
+            raise _error(source, "X", f"{kind} values are not non-negative integers (raw counts required)",
+                         "pass raw counts (e.g. adata.layers['counts'] or adata.raw), not normalized/log values")
+        per_cell = np.asarray(adata.X.sum(axis=1)).ravel()
+        if (per_cell == 0).any():
+            raise _error(source, "X (cells)", f"{int((per_cell == 0).sum())} cell(s) have no {kind} counts "
+                         f"(e.g. {list(adata.obs_names[per_cell == 0][:3])})", "filter them: cisformer.data.qc(rna, atac)")
+        per_feature = np.asarray((adata.X != 0).sum(axis=0)).ravel()
+        if (per_feature == 0).all():
+            raise _error(source, "X (features)", f"every {kind} feature is empty", "check the file")
+    if not rna.var_names.is_unique:
+        dup = rna.var_names[rna.var_names.duplicated()].unique()
+        raise _error(rna_source, "var_names (genes)", f"{len(dup)} duplicated gene name(s), e.g. {list(dup[:3])}",
+                     "rna.var_names_make_unique() or index genes by Ensembl id")
+    try:
+        coords = vocab.parse_peak_names(atac.var_names)
+    except ValueError as err:
+        raise _error(atac_source, "var_names (peaks)", str(err), "name peaks 'chrom:start-end' (0-based half-open)") from None
+    if not atac.var_names.is_unique or coords.duplicated().any():
+        dup = atac.var_names[coords.duplicated().to_numpy()].unique()
+        raise _error(atac_source, "var_names (peaks)", f"{len(dup)} duplicated peak(s), e.g. {list(dup[:3])}",
+                     "merge duplicated peaks (sum their counts) or drop them")
+    if cre_vocabulary is not None:
+        if isinstance(cre_vocabulary, str):
+            cre_vocabulary = load_cre_vocabulary(cre_vocabulary)
+            build = cre_vocabulary.attrs["genome"]
+        else:
+            build = cre_vocabulary.attrs.get("genome", "the chosen")
+        score = vocab.genome_overlap_score(coords, cre_vocabulary)
+        report["genome_overlap"] = score
+        if not score["matches"]:
+            raise _error(atac_source, "var (peak coordinates / genome build)",
+                         f"peaks overlap the {build} CRE vocabulary in {score['observed']:.0%} of cases vs "
+                         f"{score['null']:.0%} for randomly shifted peaks: the peaks are not on the {build} build "
+                         "(or chromosome names differ, e.g. '1' vs 'chr1')",
+                         "lift the peaks to the vocabulary's build (cisformer.vocab.liftover with a UCSC chain), "
+                         "use the vocabulary of your genome, or rename chromosomes to 'chrN'")
+    return report
+
+
+# ------------------------------------------------------------------------------------------------ QC and splits
+def qc_metrics(rna, atac) -> pd.DataFrame:
+    """Per-cell QC: n_genes, n_counts_rna, n_peaks, n_counts_atac (also written into both obs)."""
+    table = pd.DataFrame({
+        "n_genes": np.asarray((rna.X > 0).sum(axis=1)).ravel(),
+        "n_counts_rna": np.asarray(rna.X.sum(axis=1)).ravel(),
+        "n_peaks": np.asarray((atac.X > 0).sum(axis=1)).ravel(),
+        "n_counts_atac": np.asarray(atac.X.sum(axis=1)).ravel(),
+    }, index=rna.obs_names)
+    for adata in (rna, atac):
+        for col in table:
+            adata.obs[col] = table[col].to_numpy()
+    return table
+
+
+def qc(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20_000, min_peaks: int = 500,
+       max_peaks: int = 50_000):
+    """The paper's QC: features detected in < ``min_cells`` cells out; cells with ``min_genes``-``max_genes`` genes
+    and ``min_peaks``-``max_peaks`` open peaks kept (bounds inclusive; features filtered first).
+
+    Returns ``(rna_filtered, atac_filtered, table)``: filtered copies and a per-cell table with the metrics
+    (computed after feature filtering) and a ``pass_qc`` column. The metrics are also written into ``obs``.
+    """
+    gene_cells = np.asarray((rna.X > 0).sum(axis=0)).ravel()
+    peak_cells = np.asarray((atac.X > 0).sum(axis=0)).ravel()
+    rna_f, atac_f = rna[:, gene_cells >= min_cells].copy(), atac[:, peak_cells >= min_cells].copy()
+    table = qc_metrics(rna_f, atac_f)
+    table["pass_qc"] = table.n_genes.between(min_genes, max_genes) & table.n_peaks.between(min_peaks, max_peaks)
+    for adata in (rna, atac):
+        for col in table:
+            adata.obs[col] = table[col].to_numpy()
+    keep = table["pass_qc"].to_numpy()
+    return rna_f[keep].copy(), atac_f[keep].copy(), table
+
+
+def _pick_groups(sizes: pd.Series, n_total: int, low: float, high: float, rng) -> list:
+    """Whole groups whose total lies in [low, high] x n_total (closest to the middle when impossible)."""
+    target = (low + high) / 2 * n_total
+    best, best_gap = [], np.inf
+    groups = sizes[sizes > 0]
+    for _ in range(200):
+        order = rng.permutation(len(groups))
+        chosen, total = [], 0
+        for i in order:
+            size = groups.iloc[i]
+            if total + size <= high * n_total:
+                chosen.append(groups.index[i])
+                total += size
+            if total >= low * n_total:
+                break
+        gap = abs(total - target) if total >= low * n_total else abs(total - target) + n_total
+        if gap < best_gap and chosen:
+            best, best_gap = chosen, gap
+        if low * n_total <= total <= high * n_total:
+            return chosen
+    if not best:  # every group exceeds the upper bound: hold out the smallest one
+        best = [groups.idxmin()]
+    return best
+
+
+def split_cells(obs: pd.DataFrame, by: str = "random", test_fraction: float = 0.2, seed: int = 0, held_out=None,
+                val_fraction: float = 0.1, column: str | None = None):
+    """Split cells into (train, val, test) name arrays with no overlap.
+
+    Parameters
+    ----------
+    by
+        ``"random"``: cells at random (``test_fraction`` in test). ``"cell_type"``: whole cell types held out
+        (``held_out`` types, or seeded types totalling ~15-20% of cells). ``"batch"``: whole batches held out
+        (``held_out`` batches, or seeded batches totalling about ``test_fraction``). ``"predefined"``:
+        ``obs["split"]`` ("test" -> test, the rest -> train / val).
+    held_out
+        Cell types or batches to place in the test set.
+    val_fraction
+        Fraction of the non-test cells drawn at random for validation.
+    column
+        obs column for ``cell_type`` / ``batch`` splits (default: the mode's name).
+    """
+    rng = np.random.default_rng(seed)
+    names = np.asarray(obs.index.astype(str))
+    n = len(names)
+    if by == "random":
+        perm = rng.permutation(n)
+        is_test = np.zeros(n, bool)
+        is_test[perm[: int(round(test_fraction * n))]] = True
+    elif by in ("cell_type", "batch"):
+        col = column or by
+        if col not in obs:
+            raise _error("obs", col, "column missing", f"add obs['{col}'] or choose another split")
+        labels = obs[col].astype(str).to_numpy()
+        if held_out is None:
+            sizes = pd.Series(labels).value_counts().sort_index()
+            low, high = (0.15, 0.20) if by == "cell_type" else (test_fraction * 0.75, test_fraction * 1.25)
+            held_out = _pick_groups(sizes, n, low, high, rng)
+        held_out = [str(h) for h in np.atleast_1d(held_out)]
+        unknown = set(held_out) - set(labels)
+        if unknown:
+            raise _error("obs", col, f"held_out values {sorted(unknown)} not found", f"choose from {sorted(set(labels))}")
+        is_test = np.isin(labels, held_out)
+    elif by == "predefined":
+        if "split" not in obs:
+            raise _error("obs", "split", "column missing", "add obs['split'] with 'train'/'test' or use by='random'")
+        is_test = obs["split"].astype(str).to_numpy() == "test"
+    else:
+        raise ValueError(f"by={by!r}: use 'random', 'cell_type', 'batch' or 'predefined'")
+    rest = np.flatnonzero(~is_test)
+    rest = rest[rng.permutation(len(rest))]
+    n_val = int(round(val_fraction * len(rest)))
+    val = np.sort(rest[:n_val])
+    train = np.sort(rest[n_val:])
+    return names[train], names[val], names[np.flatnonzero(is_test)]

@@ -1,0 +1,335 @@
+"""Shipped data (MANIFEST, loaders, reference readers) and the readers / validation / QC / splits for users' data."""
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+import sys
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+import scipy.sparse as sp
+
+from cisformer import data, paths, provenance
+
+DATA = paths.data_dir()
+
+
+# ------------------------------------------------------------------------------------------------ MANIFEST
+def test_manifest_matches_files():
+    manifest = data.read_manifest()
+    files = {p.relative_to(DATA).as_posix() for p in DATA.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    files -= {"MANIFEST", "README.md"}
+    assert files == set(manifest.index), "every file in data/ needs exactly one MANIFEST line"
+    for rel, row in manifest.iterrows():
+        assert row["source"].strip() and row["licence"].strip() and row["description"].strip(), rel
+        assert int(row["bytes"]) == (DATA / rel).stat().st_size, rel
+        assert provenance.sha256(DATA / rel) == row["sha256"], f"checksum of {rel} differs from MANIFEST"
+
+
+def test_no_noncommercial_files():
+    manifest = data.read_manifest()
+    text = " ".join(manifest.index) + " " + " ".join(manifest["source"]).lower()
+    assert "celloracle" not in text.lower() and "cis-bp" not in text.lower()
+
+
+def test_data_size_is_small():
+    assert sum(p.stat().st_size for p in DATA.rglob("*") if p.is_file()) < 40e6
+
+
+def test_checksum_mismatch_names_the_file(tmp_path):
+    root = tmp_path / "data"
+    (root / "datasets").mkdir(parents=True)
+    for rel in data.DATASETS["snareseq_tiny"]:
+        shutil.copy(DATA / rel, root / rel)
+    shutil.copy(DATA / "MANIFEST", root / "MANIFEST")
+    rna, atac = data.load("snareseq_tiny", data_dir=root)  # intact copy loads
+    with open(root / data.DATASETS["snareseq_tiny"][1], "ab") as fh:
+        fh.write(b"corrupted")
+    with pytest.raises(data.InputError, match=r"snareseq_tiny_atac\.h5ad.*sha256.*Fix"):
+        data.load("snareseq_tiny", data_dir=root)
+    data.load("snareseq_tiny", data_dir=root, verify=False)
+
+
+def test_fetch_script_lists_datasets():
+    out = subprocess.run([sys.executable, str(DATA / "fetch_full_datasets.py"), "--list"], capture_output=True, text=True,
+                         check=True).stdout
+    for key in ("GSE194122", "GSE140203", "GSE126074", "pbmc_granulocyte_sorted_10k"):
+        assert key in out
+
+
+# ------------------------------------------------------------------------------------------------ loaders
+EXPECTED = {"snareseq": (10309, "mm10", True), "snareseq_tiny": (100, "mm10", True), "bmmc": (500, "hg38", True),
+            "pbmc_scarlink": (9460, "hg38", False)}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_load_round_trip(name):
+    n_cells, genome, counts = EXPECTED[name]
+    rna, atac = data.load(name)
+    assert rna.n_obs == atac.n_obs == n_cells
+    assert (rna.obs_names == atac.obs_names).all()
+    for adata in (rna, atac):
+        assert sp.isspmatrix_csr(adata.X) and adata.X.dtype == np.float32
+        assert adata.uns["genome"] == genome and adata.uns["dataset"] == name
+        assert isinstance(adata.obs["cell_type"].dtype, pd.CategoricalDtype)
+        assert isinstance(adata.obs["batch"].dtype, pd.CategoricalDtype)
+    assert rna.uns["counts"] is counts and atac.uns["counts"] is True
+    assert np.all(atac.X.data == np.round(atac.X.data))
+    if counts:
+        assert np.all(rna.X.data == np.round(rna.X.data))
+    assert rna.var_names.is_unique and atac.var_names.is_unique
+    for col in ("gene_id", "chrom", "start", "end", "strand", "tss"):
+        assert col in rna.var
+    assert (atac.var["end"] > atac.var["start"]).all()
+    names = [f"{c}:{s}-{e}" for c, s, e in zip(atac.var.chrom, atac.var.start, atac.var.end)]
+    assert list(atac.var_names) == names
+
+
+def test_bmmc_official_split():
+    rna, _ = data.load("bmmc")
+    assert set(rna.obs["split"]) == {"train", "test"}
+    assert (rna.obs.loc[rna.obs.split == "train", "batch"] == "s1d1").all()
+    assert (rna.obs["split"] == "test").sum() == 279
+    assert rna.var["gene_id"].str.startswith("ENSG").all()
+
+
+def test_reference_readers():
+    cres = data.load_cre_vocabulary("human")
+    assert len(cres) == 1_033_239 and list(cres.columns) == ["chrom", "start", "end"]
+    assert len(data.load_cre_vocabulary("mouse")) == 262_853
+    genes = data.load_genes("hg38")
+    assert {"gene_name", "gene_id", "chrom", "start", "end", "strand", "tss"} <= set(genes.columns)
+    assert genes.loc[genes.gene_name == "CCR7", "chrom"].iloc[0] == "chr17"
+    mm10 = data.load_genes("mm10")
+    assert mm10.loc[mm10.gene_name == "Gapdh", "chrom"].iloc[0] == "chr6"
+    assert len(data.load_tf_list("human")) == 1639 and "SPI1" in data.load_tf_list("human")
+    assert "Spi1" in data.load_tf_list("mouse")
+    assert "SMARCA4" in data.load_remodelers()
+    assert data.reference_path("jaspar_meme").exists() and data.reference_path("chain_hg19_hg38").exists()
+    clock = data.load_clock_loci()
+    assert len(clock) == 61_503 and (clock.end > clock.start).all()
+
+
+def test_gwas_and_chip_readers():
+    gwas = data.load_gwas_finemapped()
+    assert {"chrom", "start", "end", "id", "pp", "trait"} <= set(gwas.columns)
+    assert set(gwas["set"]) == {"gchromvar", "scavenge"} and gwas.pp.between(0, 1).all()
+    row = gwas[(gwas.id == "rs855791") & (gwas.set == "scavenge")].iloc[0]
+    assert (row.chrom, row.end) == ("chr22", 37066896)  # known hg38 position
+    chip = data.load_chip_peaks()
+    assert len(chip) >= 76 and {"SPI1", "CTCF", "PAX5", "JUN"} <= set(chip)
+    assert set(chip["EBF1"]["dataset"].unique()).__len__() == 2
+    assert list(chip["CTCF"].columns[:4]) == ["chrom", "start", "end", "summit"]
+    assert len(data.load_chip_peaks(by="dataset")) == 79
+
+
+def test_unknown_names():
+    with pytest.raises(KeyError):
+        data.load("nope")
+    with pytest.raises(KeyError):
+        data.reference_path("nope")
+
+
+# ------------------------------------------------------------------------------------------------ user readers
+def _tiny_pair(n_cells=30, n_genes=20, n_peaks=25, seed=0):
+    rng = np.random.default_rng(seed)
+    cells = [f"AAAC{i:04d}-1" for i in range(n_cells)]
+    rna = ad.AnnData(sp.csr_matrix(rng.poisson(2.0, (n_cells, n_genes)).astype(np.float32) + 0),
+                     obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=[f"Gene{i}" for i in range(n_genes)]))
+    peaks = [f"chr1:{1000 * i}-{1000 * i + 500}" for i in range(n_peaks)]
+    atac = ad.AnnData(sp.csr_matrix(rng.poisson(1.0, (n_cells, n_peaks)).astype(np.float32) + 1),
+                      obs=pd.DataFrame(index=cells), var=pd.DataFrame(index=peaks))
+    rna.X = rna.X + sp.csr_matrix(np.ones((n_cells, n_genes), np.float32))
+    return rna, atac
+
+
+def _write_10x_h5(path, rna, atac):
+    X = sp.hstack([rna.X, atac.X]).T.tocsc().astype(np.int32)  # features x cells, CSC like Cell Ranger
+    with h5py.File(path, "w") as h:
+        m = h.create_group("matrix")
+        m["data"], m["indices"], m["indptr"] = X.data, X.indices, X.indptr
+        m["shape"] = np.array(X.shape, dtype=np.int32)
+        m["barcodes"] = np.array(rna.obs_names, dtype="S")
+        f = m.create_group("features")
+        f["id"] = np.array([f"ENSG{i:011d}" for i in range(rna.n_vars)] + list(atac.var_names), dtype="S")
+        f["name"] = np.array(list(rna.var_names) + list(atac.var_names), dtype="S")
+        f["feature_type"] = np.array(["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars, dtype="S")
+
+
+def test_read_paired_10x_h5(tmp_path):
+    rna, atac = _tiny_pair()
+    _write_10x_h5(tmp_path / "filtered_feature_bc_matrix.h5", rna, atac)
+    r, a = data.read_paired(tmp_path / "filtered_feature_bc_matrix.h5", genome="hg38")
+    assert r.shape == rna.shape and a.shape == atac.shape
+    assert np.allclose(r.X.toarray(), rna.X.toarray()) and np.allclose(a.X.toarray(), atac.X.toarray())
+    assert {"chrom", "start", "end"} <= set(a.var.columns) and r.var["gene_id"].iloc[0].startswith("ENSG")
+    assert r.uns["counts"] and a.uns["genome"] == "hg38" and (r.obs["cell_type"] == "unknown").all()
+    data.validate_pair(r, a)
+
+
+def test_read_paired_h5ad_and_mtx(tmp_path):
+    rna, atac = _tiny_pair()
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    r, a = data.read_paired(tmp_path / "rna.h5ad", tmp_path / "atac.h5ad")
+    assert (r.obs_names == a.obs_names).all() and a.var["start"].dtype == np.int64
+    folder = tmp_path / "filtered_feature_bc_matrix"
+    folder.mkdir()
+    X = sp.hstack([rna.X, atac.X]).T.tocoo()
+    with gzip.open(folder / "matrix.mtx.gz", "wb") as fh:
+        scipy.io.mmwrite(fh, X.astype(np.int64))
+    feats = pd.DataFrame({"id": list(rna.var_names) + list(atac.var_names), "name": list(rna.var_names) + list(atac.var_names),
+                          "type": ["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars})
+    feats.to_csv(folder / "features.tsv.gz", sep="\t", header=False, index=False)
+    pd.Series(rna.obs_names).to_csv(folder / "barcodes.tsv.gz", sep="\t", header=False, index=False)
+    r2, a2 = data.read_paired(folder)
+    assert np.allclose(r2.X.toarray(), rna.X.toarray()) and np.allclose(a2.X.toarray(), atac.X.toarray())
+
+
+def test_read_paired_h5mu(tmp_path):
+    mudata = pytest.importorskip("mudata")
+    rna, atac = _tiny_pair()
+    mudata.MuData({"rna": rna, "atac": atac}).write(tmp_path / "pair.h5mu")
+    r, a = data.read_paired(tmp_path / "pair.h5mu")
+    assert r.shape == rna.shape and a.shape == atac.shape
+
+
+def test_read_fragments_shipped_fixture():
+    path = data.reference_path("fragments_tiny")
+    frags = pd.read_csv(path, sep="\t", header=None, names=["chrom", "start", "end", "barcode", "count"])
+    peaks = pd.DataFrame({"chrom": ["chr1", "chr1", "chr1"], "start": [10000, 55000, 56600], "end": [10300, 56500, 60000]})
+    out = data.read_fragments(path, peaks)
+    assert out.n_obs == frags.barcode.nunique() and out.n_vars == 3
+    # brute force: fragment counts once per overlapping peak
+    expect = np.zeros(out.shape)
+    index = {b: i for i, b in enumerate(out.obs_names)}
+    for f in frags.itertuples():
+        for j, p in enumerate(peaks.itertuples()):
+            if f.chrom == p.chrom and f.start < p.end and f.end > p.start:
+                expect[index[f.barcode], j] += 1
+    assert np.array_equal(out.X.toarray(), expect) and expect.sum() > 0
+    some = list(out.obs_names[:2])[::-1]
+    sub = data.read_fragments(path, peaks, barcodes=some)
+    assert list(sub.obs_names) == some and np.array_equal(sub.X.toarray(), expect[[1, 0]])
+
+
+# ------------------------------------------------------------------------------------------------ validation errors
+def _check(err, source, field):
+    msg = str(err.value)
+    assert source in msg and field in msg and "Fix:" in msg, msg
+
+
+def test_validate_barcodes_differ(tmp_path):
+    rna, atac = _tiny_pair()
+    atac.obs_names = [n.replace("-1", "-2") for n in atac.obs_names]
+    with pytest.raises(data.InputError) as err:
+        data.validate_pair(rna, atac, str(tmp_path / "rna.h5ad"), str(tmp_path / "atac.h5ad"))
+    _check(err, "rna.h5ad", "barcodes")
+
+
+def test_validate_non_integer(tmp_path):
+    rna, atac = _tiny_pair()
+    rna.X = rna.X * 0.5
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    r, a = data.read_paired(tmp_path / "rna.h5ad", tmp_path / "atac.h5ad")
+    with pytest.raises(data.InputError) as err:
+        data.validate_pair(r, a, str(tmp_path / "rna.h5ad"), str(tmp_path / "atac.h5ad"))
+    _check(err, "rna.h5ad", "'X'")
+    data.validate_pair(r, a, require_counts=False)
+
+
+def test_validate_unparseable_peak_names(tmp_path):
+    rna, atac = _tiny_pair()
+    atac.var_names = ["peak_%d" % i for i in range(atac.n_vars)]
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    with pytest.raises(data.InputError) as err:
+        data.read_paired(tmp_path / "rna.h5ad", tmp_path / "atac.h5ad")
+    _check(err, "atac.h5ad", "var_names")
+    with pytest.raises(data.InputError) as err:
+        data.validate_pair(rna, atac, "rna.h5ad", "atac.h5ad")
+    _check(err, "atac.h5ad", "var_names (peaks)")
+
+
+def test_validate_duplicated_peaks_and_genes(tmp_path):
+    rna, atac = _tiny_pair()
+    names = list(atac.var_names)
+    names[1] = "chr1-0-500"  # same interval as chr1:0-500 under another spelling
+    atac.var_names = names
+    with pytest.raises(data.InputError) as err:
+        data.validate_pair(rna, atac, "rna.h5ad", "atac.h5ad")
+    _check(err, "atac.h5ad", "duplicated peak")
+    rna, atac = _tiny_pair()
+    genes = list(rna.var_names)
+    genes[1] = genes[0]
+    rna.var_names = genes
+    with pytest.raises(data.InputError) as err:
+        data.validate_pair(rna, atac, "rna.h5ad", "atac.h5ad")
+    _check(err, "rna.h5ad", "duplicated gene")
+
+
+def test_validate_empty_cells_and_features(tmp_path):
+    rna, atac = _tiny_pair()
+    X = atac.X.tolil()
+    X[3, :] = 0
+    atac.X = X.tocsr()
+    with pytest.raises(data.InputError) as err:
+        data.validate_pair(rna, atac, "rna.h5ad", "atac.h5ad")
+    _check(err, "atac.h5ad", "cells")
+    rna, atac = _tiny_pair()
+    with pytest.raises(data.InputError) as err:
+        data.validate_pair(rna[:, :0].copy(), atac, "rna.h5ad", "atac.h5ad")
+    _check(err, "rna.h5ad", "empty")
+
+
+def test_validate_genome_build():
+    rna, atac = data.load("bmmc")
+    report = data.validate_pair(rna, atac, "bmmc_rna.h5ad", "bmmc_atac.h5ad", cre_vocabulary="hg38")
+    assert report["genome_overlap"]["observed"] > 0.9
+    # the same peaks moved by 2.5 Mb (as a wrong build would) are rejected
+    bad = atac.copy()
+    bad.var["start"] += 2_500_000
+    bad.var["end"] += 2_500_000
+    bad.var_names = [f"{c}:{s}-{e}" for c, s, e in zip(bad.var.chrom, bad.var.start, bad.var.end)]
+    with pytest.raises(data.InputError) as err:
+        data.validate_pair(rna, bad, "bmmc_rna.h5ad", "shifted_atac.h5ad", cre_vocabulary="hg38")
+    _check(err, "shifted_atac.h5ad", "genome build")
+    assert "liftover" in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------------ QC and splits
+def test_qc_thresholds():
+    rna, atac = _tiny_pair(n_cells=40, n_genes=30, n_peaks=30)
+    r, a, table = data.qc(rna, atac, min_cells=5, min_genes=10, max_genes=29, min_peaks=1, max_peaks=1000)
+    assert {"n_genes", "n_counts_rna", "n_peaks", "n_counts_atac", "pass_qc"} <= set(table.columns)
+    assert (r.obs_names == a.obs_names).all() and r.n_obs == table.pass_qc.sum()
+    assert r.obs["n_genes"].between(10, 29).all() and "n_peaks" in rna.obs
+    rna_t, atac_t = data.load("snareseq_tiny")
+    r, a, table = data.qc(rna_t, atac_t)  # paper thresholds: this sparse fixture keeps nothing
+    assert len(table) == 100 and r.n_obs == table.pass_qc.sum()
+
+
+def test_split_cells_modes():
+    rna, _ = data.load("snareseq")
+    obs = rna.obs
+    for by in ("random", "cell_type", "batch"):
+        train, val, test = data.split_cells(obs, by=by, seed=1)
+        assert not (set(train) & set(val)) and not (set(train) & set(test)) and not (set(val) & set(test))
+        assert len(train) + len(val) + len(test) == len(obs)
+    train, val, test = data.split_cells(obs, by="cell_type", seed=0)
+    frac = len(test) / len(obs)
+    assert 0.15 <= frac <= 0.20, frac
+    test_types = set(obs.loc[test, "cell_type"])
+    assert not test_types & set(obs.loc[train, "cell_type"])
+    _, _, test_b = data.split_cells(obs, by="batch", held_out=["09A"])
+    assert set(obs.loc[test_b, "batch"]) == {"09A"}
+    assert np.array_equal(data.split_cells(obs, seed=3)[2], data.split_cells(obs, seed=3)[2])
+    rna_b, _ = data.load("bmmc")
+    tr, va, te = data.split_cells(rna_b.obs, by="predefined")
+    assert set(rna_b.obs.loc[te, "batch"]) == {"s1d2"} and len(tr) + len(va) == 221
