@@ -125,10 +125,11 @@ def incidence_matrix(query_df, ref_df) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(qi), np.float32), (qi, ri)), shape=(len(q), len(r)))
 
 
-def map_peaks_to_cres(atac, cres, chunk_cells: int = 2000):
+def map_peaks_to_cres(atac, cres, chunk_cells: int = 500, dtype=np.float32):
     """Cells x CREs AnnData: for each cell and CRE, the number of open (count > 0) peaks overlapping the CRE.
 
-    Straight from CSR: ``binarise(X) @ incidence`` chunked over cells; never dense.
+    Straight from CSR: ``binarise(X) @ incidence`` (incidence = sparse peaks x CREs overlaps) chunked over cells
+    and written into one preallocated CSR buffer, so memory is the output plus one chunk; never dense.
 
     Parameters
     ----------
@@ -138,39 +139,46 @@ def map_peaks_to_cres(atac, cres, chunk_cells: int = 2000):
         chrom/start/end frame of the CRE vocabulary (row order = vocabulary index).
     chunk_cells
         Cells multiplied at once (bounds temporary memory).
+    dtype
+        Value type of the output (``np.uint8`` halves the memory of whole-vocabulary maps of many cells).
 
     Returns
     -------
-    AnnData cells x CREs, ``X`` CSR float32, obs copied, var = CRE coordinates (index ``chrom:start-end``),
+    AnnData cells x CREs, ``X`` CSR, obs copied, var = CRE coordinates (index ``chrom:start-end``),
     ``uns["n_peaks_mapped"]`` = peaks overlapping >= 1 CRE.
     """
     import anndata as ad
 
     cres = intervals(cres)
-    incidence = incidence_matrix(atac, cres).astype(np.float32).tocsr()
+    incidence = incidence_matrix(atac, cres)
+    degree = np.diff(incidence.indptr).astype(np.int64)
     X = sp.csr_matrix(atac.X)
     n_cells = X.shape[0]
-    parts, indptr = [], [np.zeros(1, np.int64)]
-    nnz = 0
-    for c0 in range(0, n_cells, chunk_cells):
+
+    def binary_block(c0):
         block = X[c0:c0 + chunk_cells]
-        block = sp.csr_matrix((np.ones(block.nnz, np.float32), block.indices, block.indptr), shape=block.shape)
+        block = sp.csr_matrix(((block.data != 0).astype(np.float32), block.indices, block.indptr), shape=block.shape)
         block.eliminate_zeros()
-        prod = (block @ incidence).tocsr()
-        prod.sort_indices()
-        parts.append((prod.data.astype(np.float32, copy=False), prod.indices.astype(np.int32, copy=False)))
-        indptr.append(prod.indptr[1:].astype(np.int64) + nnz)
-        nnz += prod.nnz
-        del block, prod
-    data = np.empty(nnz, np.float32)
-    indices = np.empty(nnz, np.int32)
+        return block
+
+    # upper bound of the output size (exact unless two open peaks of a cell hit the same CRE)
+    upper = 0
+    for c0 in range(0, n_cells, chunk_cells):
+        block = binary_block(c0)
+        upper += int(degree[block.indices].sum())
+    data = np.empty(upper, dtype=dtype)
+    indices = np.empty(upper, dtype=np.int32)
+    indptr = np.zeros(n_cells + 1, dtype=np.int64)
     pos = 0
-    while parts:
-        d, i = parts.pop(0)
-        data[pos:pos + len(d)] = d
-        indices[pos:pos + len(i)] = i
-        pos += len(d)
-    out = sp.csr_matrix((data, indices, np.concatenate(indptr)), shape=(n_cells, len(cres)))
+    for c0 in range(0, n_cells, chunk_cells):
+        prod = (binary_block(c0) @ incidence).tocsr()
+        prod.sort_indices()
+        data[pos:pos + prod.nnz] = prod.data
+        indices[pos:pos + prod.nnz] = prod.indices
+        indptr[c0 + 1:c0 + 1 + prod.shape[0]] = pos + prod.indptr[1:]
+        pos += prod.nnz
+        del prod
+    out = sp.csr_matrix((data[:pos], indices[:pos], indptr), shape=(n_cells, len(cres)))
     var = pd.DataFrame({"chrom": np.asarray(cres["chrom"]), "start": np.asarray(cres["start"], np.int64),
                         "end": np.asarray(cres["end"], np.int64)})
     var.index = peak_names(var)
@@ -178,7 +186,7 @@ def map_peaks_to_cres(atac, cres, chunk_cells: int = 2000):
         var.index = pd.Index([f"{n}#{i}" for i, n in enumerate(var.index)])
     result = ad.AnnData(out, obs=atac.obs.copy(), var=var)
     result.uns.update({k: v for k, v in atac.uns.items() if k in ("genome", "dataset")})
-    result.uns["n_peaks_mapped"] = int((np.diff(incidence.indptr) > 0).sum())
+    result.uns["n_peaks_mapped"] = int((degree > 0).sum())
     return result
 
 
