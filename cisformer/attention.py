@@ -566,3 +566,21 @@ def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFra
             effects[:, chunk] = (base[None, :] - expected).T
         acc.add_cell(query, cres, effects)
     return np.where(acc.count > 0, acc.sum / np.maximum(acc.count, 1), 0.0)
+
+
+def shared_model(rna: ad.AnnData, atac: ad.AnnData, dataset: str, direction: str, profile: str = "cpu",
+                 seed: int = 0, device: str = "auto", **overrides):
+    """Train (or load from the shared cache) the model whose attention the figure notebooks read.
+
+    Split: ``obs["split"]`` when present (the official split, as the benchmark notebooks use), else a seeded
+    random 80/20 split; 10% of the non-test cells validate. Checkpoints live in
+    ``cisformer.paths.cache_dir() / "<dataset>-<direction>-<profile>-seed<seed>"``, so every notebook (and a
+    benchmark run of the same configuration) shares one trained model. Returns ``(model, history)``.
+    """
+    from . import data, paths, train
+
+    by = "predefined" if "split" in rna.obs else "random"
+    train_cells, val_cells, _ = data.split_cells(rna.obs, by=by, seed=seed)
+    checkpoint_dir = paths.cache_dir() / f"{dataset}-{direction}-{profile}-seed{seed}"
+    return train.fit(rna, atac, direction, train_cells, val_cells, profile=profile, seed=seed,
+                     checkpoint_dir=checkpoint_dir, device=device, progress=False, **overrides)

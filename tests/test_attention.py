@@ -121,3 +121,14 @@ def test_link_recovery_scores_truth_and_baseline_beats_random():
     assert 0.35 < table.loc["random", "auroc"] < 0.65
     assert table.loc["peak-to-gene", "auroc"] > 0.65
     assert table.loc["peak-to-gene", "auprc"] > table.loc["peak-to-gene", "base_rate"] + 0.1
+
+
+def test_deletion_effects_shape_and_direction_check():
+    rna, atac, _ = simulate.paired(n_cells=40, n_genes=12, n_cres=60, n_cell_types=2, seed=5)
+    pairs = attention.candidate_pairs(rna.var, atac.var)
+    model = _model("atac2rna", rna, atac)
+    model.bin_edges.copy_(torch.linspace(0, 3, model.config.n_bins))
+    effects = attention.deletion_effects(model, rna, atac, pairs, n_cells=8)
+    assert effects.shape == (len(pairs),) and np.isfinite(effects).all() and (effects != 0).any()
+    with pytest.raises(ValueError, match="atac2rna"):
+        attention.deletion_effects(_model("rna2atac", rna, atac), rna, atac, pairs, n_cells=4)
