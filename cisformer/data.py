@@ -531,6 +531,37 @@ def qc(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20
     return rna_f[keep].copy(), atac_f[keep].copy(), table
 
 
+def cells_per_feature(adata) -> pd.Series:
+    """Number of cells in which each feature is detected (the paper drops features seen in < 10 cells)."""
+    return pd.Series(np.asarray((adata.X > 0).sum(axis=0)).ravel(), index=adata.var_names, name="n_cells")
+
+
+def tfidf_lsi(atac, n_components: int = 30, seed: int = 0, drop_first: bool = True) -> np.ndarray:
+    """TF-IDF + truncated SVD (LSI) embedding of an ATAC matrix, stored in ``atac.obsm["X_lsi"]`` and returned.
+
+    TF-IDF as in Signac: ``log1p(x / cell_total * n_cells / feature_total * 1e4)``; the first component, which
+    tracks sequencing depth, is dropped by default.
+    """
+    from sklearn.utils.extmath import randomized_svd
+
+    X = sp.csr_matrix(atac.X, dtype=np.float32)
+    cell_total = np.asarray(X.sum(axis=1)).ravel()
+    feature_total = np.asarray(X.sum(axis=0)).ravel()
+    keep = feature_total > 0
+    X = X[:, keep]
+    tf = sp.diags(1.0 / np.maximum(cell_total, 1)) @ X
+    idf = X.shape[0] / feature_total[keep]
+    tfidf = (tf @ sp.diags(idf)).tocsr()
+    tfidf.data = np.log1p(tfidf.data * 1e4)
+    k = min(n_components + int(drop_first), min(tfidf.shape) - 1)
+    u, s, _ = randomized_svd(tfidf, n_components=k, random_state=seed)
+    emb = u * s
+    if drop_first:
+        emb = emb[:, 1:]
+    atac.obsm["X_lsi"] = emb.astype(np.float32)
+    return atac.obsm["X_lsi"]
+
+
 def _pick_groups(sizes: pd.Series, n_total: int, low: float, high: float, rng) -> list:
     """Whole groups whose total lies in [low, high] x n_total (closest to the middle when impossible)."""
     target = (low + high) / 2 * n_total
