@@ -237,6 +237,7 @@ def _standardize(rna, atac, source: str, genome: str | None):
         if genome is not None:
             adata.uns["genome"] = genome
         adata.uns["counts"] = bool(_is_integer(adata.X))
+    _annotate_genes(rna, genome)
     if not {"chrom", "start", "end"} <= set(atac.var.columns):
         try:
             coords = vocab.parse_peak_names(atac.var_names)
@@ -248,6 +249,22 @@ def _standardize(rna, atac, source: str, genome: str | None):
         atac.var["end"] = atac.var["end"].astype(np.int64)
     atac.var_names = vocab.peak_names(atac.var)
     return rna, atac
+
+
+def _annotate_genes(rna, genome: str | None) -> None:
+    """Fill rna.var gene_id/chrom/start/end/strand/tss from the shipped gene table of ``genome`` (hg38, mm10)."""
+    genes = load_genes(genome) if genome in ("hg38", "mm10") else None
+    hit = vocab.map_genes(rna, genes) if genes is not None else np.full(rna.n_vars, -1)
+    found = hit >= 0
+    for col, fill in (("gene_id", ""), ("chrom", ""), ("strand", ""), ("start", np.nan), ("end", np.nan), ("tss", np.nan)):
+        values = np.full(rna.n_vars, fill, dtype=object if isinstance(fill, str) else float)
+        if genes is not None:
+            values[found] = genes[col].to_numpy()[hit[found]]
+        if col in rna.var:  # keep what the file already says
+            current = rna.var[col].to_numpy()
+            known = pd.notna(current) & (current.astype(str) != "")
+            values[known] = current[known]
+        rna.var[col] = values if isinstance(fill, str) else values.astype(float)
 
 
 def _split_modalities(adata, source: str):

@@ -170,6 +170,18 @@ def test_read_paired_10x_h5(tmp_path):
     assert {"chrom", "start", "end"} <= set(a.var.columns) and r.var["gene_id"].iloc[0].startswith("ENSG")
     assert r.uns["counts"] and a.uns["genome"] == "hg38" and (r.obs["cell_type"] == "unknown").all()
     data.validate_pair(r, a)
+    assert {"chrom", "start", "end", "strand", "tss"} <= set(r.var.columns)
+
+
+def test_read_paired_annotates_genes(tmp_path):
+    rna, atac = _tiny_pair(n_genes=3)
+    rna.var_names = ["CCR7", "ZEB2", "NOT_A_GENE"]
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    r, _ = data.read_paired(tmp_path / "rna.h5ad", tmp_path / "atac.h5ad", genome="hg38")
+    assert r.var.loc["CCR7", "chrom"] == "chr17" and r.var.loc["CCR7", "gene_id"].startswith("ENSG")
+    assert r.var.loc["CCR7", "tss"] == r.var.loc["CCR7", "end"] - 1  # minus strand
+    assert np.isnan(r.var.loc["NOT_A_GENE", "start"]) and r.var.loc["NOT_A_GENE", "chrom"] == ""
 
 
 def test_read_paired_h5ad_and_mtx(tmp_path):
