@@ -4,7 +4,8 @@ The generative story is deliberately simple and fully known, so that tests can a
 and notebooks can measure link recovery:
 
 1. Genes sit on a few simulated chromosomes, about 600 kb apart; every CRE lies within +-250 kb of a gene's TSS.
-2. Each CRE belongs either to one cell type's program (open mostly in that type) or to the shared background.
+2. Each CRE belongs either to one cell type's program (open mostly in that type) or, one in seven, to a shared
+   background open at a CRE-specific rate in every type.
 3. A cell's accessibility is drawn per CRE: ``open ~ Bernoulli(p[cell_type, cre] * depth_cell)``.
 4. Each gene is regulated by 1-4 of its nearby CREs (the planted links, with weights). Its expression rate is
    ``exp(baseline + sum_links weight * open(cell, cre))`` times the cell's library size, and counts are Poisson.
@@ -91,11 +92,11 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
 
     # --- cell-type accessibility programs ------------------------------------------------------------------
     cell_type_names = np.array([f"type_{k}" for k in range(n_cell_types)])
-    program = rng.integers(-1, n_cell_types, n_cres)  # -1 = shared background CRE
-    p_open = np.full((n_cell_types, n_cres), 0.04)
-    p_open[:, program == -1] = rng.uniform(0.15, 0.5, (program == -1).sum())[None, :]
+    program = np.where(rng.random(n_cres) < 0.15, -1, rng.integers(0, n_cell_types, n_cres))  # -1 = shared
+    p_open = np.full((n_cell_types, n_cres), 0.01)
+    p_open[:, program == -1] = rng.uniform(0.2, 0.6, (program == -1).sum())[None, :]
     for k in range(n_cell_types):
-        p_open[k, program == k] = rng.uniform(0.45, 0.8, (program == k).sum())
+        p_open[k, program == k] = rng.uniform(0.6, 0.95, (program == k).sum())
 
     cell_type = rng.integers(0, n_cell_types, n_cells)
     batch = rng.integers(0, n_batches, n_cells)

@@ -1,0 +1,365 @@
+"""Training on accelerate: one code path for CPU, one GPU, many GPUs and many nodes (``accelerate launch``).
+
+:func:`fit` trains one direction on paired AnnData and returns the best-validation model. A checkpoint folder
+makes runs cheap to repeat and safe to interrupt::
+
+    <checkpoint_dir>/<fingerprint>/last.pt      full state after the latest epoch (weights, optimizer,
+                                                scheduler, RNG, epoch, best loss), written atomically
+    <checkpoint_dir>/<fingerprint>/best.pt      the best-validation model (see Cisformer.load)
+    <checkpoint_dir>/<fingerprint>/history.csv  one row per epoch: losses, learning rate, time, samples/s
+    <checkpoint_dir>/<fingerprint>/done.json    written when the run finished (early stop or last epoch)
+
+The fingerprint hashes the model config, the training config (except ``epochs``), the seed and the data
+(matrices, feature names, train/validation cells). Calling :func:`fit` again with the same inputs loads the
+finished model instead of retraining; an interrupted run resumes from ``last.pt``; asking for more epochs than a
+finished run had continues it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from .model import Cisformer, CisformerConfig, DIRECTIONS, PROFILES
+from .sampler import PairedCells, expression_bin_edges, make_loader
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. ``multiple``: fresh draws of every training cell per epoch."""
+    epochs: int
+    batch_size: int
+    lr: float
+    step_size: int       # StepLR: decay the learning rate every ``step_size`` epochs ...
+    gamma: float         # ... by this factor
+    patience: int        # early stopping: epochs without validation improvement
+    multiple: int = 1
+    grad_clip: float = 1.0
+    num_workers: int = 0
+
+    @classmethod
+    def from_profile(cls, direction: str, profile: str, **overrides) -> "TrainConfig":
+        """Paper: rna2atac batch 16, Adam lr 1e-3, StepLR(5, 0.9), patience 5, 500 epochs max, 2 draws per cell;
+        atac2rna batch 96, lr 5e-4, StepLR(4, 0.6), patience 2, 100 epochs max (the reference's defaults).
+        ``cpu`` / ``quick``: fewer epochs and larger batches for small models on 2 cores."""
+        if profile not in PROFILES:
+            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+        table = {
+            ("paper", "rna2atac"): dict(epochs=500, batch_size=16, lr=1e-3, step_size=5, gamma=0.9, patience=5,
+                                        multiple=2),
+            ("paper", "atac2rna"): dict(epochs=100, batch_size=96, lr=5e-4, step_size=4, gamma=0.6, patience=2),
+            ("cpu", "rna2atac"): dict(epochs=8, batch_size=32, lr=2e-3, step_size=3, gamma=0.7, patience=2),
+            ("cpu", "atac2rna"): dict(epochs=8, batch_size=32, lr=2e-3, step_size=3, gamma=0.7, patience=2),
+            ("quick", "rna2atac"): dict(epochs=4, batch_size=32, lr=3e-3, step_size=2, gamma=0.7, patience=2,
+                                        multiple=3),
+            ("quick", "atac2rna"): dict(epochs=4, batch_size=32, lr=3e-3, step_size=2, gamma=0.7, patience=2),
+        }
+        return cls(**{**table[(profile, direction)], **overrides})
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+
+def cell_indices(adata, cells, what: str = "cells") -> np.ndarray:
+    """Row indices of ``cells`` given as obs names, integer positions or a boolean mask."""
+    cells = np.asarray(cells)
+    if cells.dtype == bool:
+        if len(cells) != adata.n_obs:
+            raise ValueError(f"{what}: boolean mask has {len(cells)} entries for {adata.n_obs} cells")
+        return np.flatnonzero(cells)
+    if cells.dtype.kind in "iu":
+        if len(cells) and (cells.min() < 0 or cells.max() >= adata.n_obs):
+            raise ValueError(f"{what}: positions must lie in [0, {adata.n_obs})")
+        return cells.astype(np.int64)
+    idx = adata.obs_names.get_indexer(cells.astype(str))
+    if (idx < 0).any():
+        missing = cells[idx < 0][:3].tolist()
+        raise ValueError(f"{what}: {int((idx < 0).sum())} names not in obs_names, e.g. {missing}")
+    return idx
+
+
+def _check_pair(rna, atac) -> None:
+    if rna.n_obs != atac.n_obs or not np.array_equal(rna.obs_names, atac.obs_names):
+        raise ValueError("rna and atac must hold the same cells in the same order (identical obs_names); "
+                         "align them first, e.g. atac = atac[rna.obs_names]")
+    for name, a in (("rna", rna), ("atac", atac)):
+        X = a.X
+        if not sp.issparse(X) and not isinstance(X, np.ndarray):
+            raise TypeError(f"{name}.X must be a scipy sparse matrix or numpy array, got {type(X).__name__}")
+        data = X.data if sp.issparse(X) else X
+        if data.size and data.min() < 0:
+            raise ValueError(f"{name}.X has negative values: Cisformer expects raw (non-negative) counts")
+
+
+def _hash_update(h, X):
+    X = sp.csr_matrix(X)
+    for arr in (X.indptr, X.indices, X.data):
+        h.update(np.ascontiguousarray(arr).tobytes())
+
+
+def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, rna, atac, train_idx, val_idx) -> str:
+    """Hash of everything that determines a training run's result (except the number of epochs)."""
+    h = hashlib.blake2b(digest_size=8)
+    cfg = dataclasses.asdict(train_cfg)
+    cfg.pop("epochs")
+    cfg.pop("num_workers")
+    h.update(json.dumps([model_cfg.to_dict(), cfg, seed], sort_keys=True).encode())
+    for names in (rna.var_names, atac.var_names, rna.obs_names[train_idx], rna.obs_names[val_idx]):
+        h.update("\x00".join(map(str, names)).encode())
+    rows = np.concatenate([train_idx, val_idx])
+    _hash_update(h, rna.X[rows])
+    _hash_update(h, atac.X[rows])
+    return h.hexdigest()
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _accelerator(device: str):
+    from accelerate import Accelerator
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device='cuda' but torch sees no CUDA GPU; use device='auto' or 'cpu'")
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    # mixed precision only on CUDA: bf16 matmuls are ~400x slower than fp32 on CPUs without AMX
+    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if use_cuda else "no"
+    return Accelerator(cpu=not use_cuda, mixed_precision=precision)
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------------------------- fit
+
+def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu", seed: int = 0,
+        checkpoint_dir=None, device: str = "auto", epochs: int | None = None, progress: bool = True, **overrides):
+    """Train Cisformer in one direction on paired cells.
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData (same ``obs_names``), raw counts; their ``var_names`` become the model's vocabulary.
+    direction
+        ``"rna2atac"`` or ``"atac2rna"``.
+    train_cells, val_cells
+        Cells to train on and to early-stop on: obs names, integer positions or boolean masks.
+    profile
+        ``"quick"``, ``"cpu"`` or ``"paper"`` sizes (:meth:`CisformerConfig.from_profile`,
+        :meth:`TrainConfig.from_profile`).
+    seed
+        Seeds weights, sampling and shuffling.
+    checkpoint_dir
+        Folder for checkpoints (see module docstring). ``None``: train in memory, no resume.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``; under ``accelerate launch`` the launcher's
+        processes and devices are used.
+    epochs
+        Maximum epochs (default: the profile's).
+    **overrides
+        Any :class:`CisformerConfig` or :class:`TrainConfig` field, e.g. ``dim=96, batch_size=64``.
+
+    Returns
+    -------
+    model
+        The best-validation :class:`~cisformer.model.Cisformer` in eval mode, carrying its vocabulary.
+    history
+        DataFrame with one row per epoch: ``epoch, train_loss, val_loss, lr, seconds, samples_per_s``.
+    """
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
+    _check_pair(rna, atac)
+    train_idx = cell_indices(rna, train_cells, "train_cells")
+    val_idx = cell_indices(rna, val_cells, "val_cells")
+    if len(train_idx) == 0 or len(val_idx) == 0:
+        raise ValueError("train_cells and val_cells must both be non-empty")
+    if np.intersect1d(train_idx, val_idx).size:
+        raise ValueError("train_cells and val_cells overlap")
+
+    model_fields = {f.name for f in dataclasses.fields(CisformerConfig)} - {"direction", "n_genes", "n_cres"}
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = set(overrides) - model_fields - train_fields
+    if unknown:
+        raise TypeError(f"unknown override(s) {sorted(unknown)}; allowed: {sorted(model_fields | train_fields)}")
+    model_cfg = CisformerConfig.from_profile(direction, profile, rna.n_vars, atac.n_vars,
+                                             **{k: v for k, v in overrides.items() if k in model_fields})
+    train_cfg = TrainConfig.from_profile(direction, profile,
+                                         **{k: v for k, v in overrides.items() if k in train_fields})
+    if epochs is not None:
+        train_cfg.epochs = int(epochs)
+
+    rna_X, atac_X = sp.csr_matrix(rna.X, dtype=np.float32), sp.csr_matrix(atac.X, dtype=np.float32)
+    bin_edges = expression_bin_edges(rna_X[train_idx], model_cfg.n_bins) if direction == "atac2rna" else None
+    train_set = PairedCells(rna_X, atac_X, train_idx, model_cfg, train_cfg.multiple, seed, bin_edges)
+    val_set = PairedCells(rna_X, atac_X, val_idx, model_cfg, 1, seed + 1, bin_edges)
+
+    torch.manual_seed(seed)
+    model = Cisformer(model_cfg)
+    model.gene_names, model.cre_names = [str(x) for x in rna.var_names], [str(x) for x in atac.var_names]
+    if {"chrom", "start", "end"} <= set(atac.var.columns):
+        model.cre_coords = {"chrom": atac.var["chrom"].astype(str).tolist(),
+                            "start": atac.var["start"].astype(np.int64).tolist(),
+                            "end": atac.var["end"].astype(np.int64).tolist()}
+    n_open = np.diff(atac_X[train_idx].indptr)
+    model.open_fraction = float(n_open.mean() / model_cfg.n_cres)
+    if bin_edges is not None:
+        model.bin_edges.copy_(torch.as_tensor(bin_edges, dtype=torch.float32))
+
+    run_dir = None
+    if checkpoint_dir is not None:
+        run_dir = Path(checkpoint_dir) / fingerprint(model_cfg, train_cfg, seed, rna, atac, train_idx, val_idx)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        done = run_dir / "done.json"
+        if done.exists():
+            info = json.loads(done.read_text())
+            if info["stopped_early"] or info["epochs"] >= train_cfg.epochs:
+                best = Cisformer.load(run_dir / "best.pt").eval()
+                return best, pd.read_csv(run_dir / "history.csv")
+
+    accelerator = _accelerator(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.step_size, gamma=train_cfg.gamma)
+    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler steps per epoch: kept unwrapped
+    raw_model = accelerator.unwrap_model(model)
+
+    start_epoch, best_loss, bad_epochs, rows = 0, math.inf, 0, []
+    best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
+    if run_dir is not None and (run_dir / "last.pt").exists():
+        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+        raw_model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        _set_rng_state(state["rng"])
+        start_epoch, best_loss, bad_epochs = state["epoch"], state["best_loss"], state["bad_epochs"]
+        rows = state["history"]
+        best_state = Cisformer.load(run_dir / "best.pt").state_dict()
+        (run_dir / "done.json").unlink(missing_ok=True)
+
+    stopped_early = False
+    for epoch in range(start_epoch, train_cfg.epochs):
+        if bad_epochs >= train_cfg.patience:
+            stopped_early = True
+            break
+        t0 = time.perf_counter()
+        train_set.set_epoch(epoch)
+        loader = make_loader(train_set, train_cfg.batch_size, shuffle=True, seed=seed, epoch=epoch,
+                             num_workers=train_cfg.num_workers)
+        if accelerator.num_processes > 1:
+            loader = accelerator.prepare(loader)
+        model.train()
+        total, n_seen = 0.0, 0
+        bar = tqdm(loader, desc=f"{direction} epoch {epoch + 1}/{train_cfg.epochs}", leave=False,
+                   disable=not (progress and accelerator.is_local_main_process))
+        for batch in bar:
+            batch = _to_device(batch, accelerator.device)
+            with accelerator.autocast():
+                logits = model(batch)
+            loss = raw_model.loss(logits, batch)
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+            optimizer.step()
+            n = batch["cell"].shape[0]
+            total, n_seen = total + loss.item() * n, n_seen + n
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        scheduler.step()
+        train_loss = total / max(n_seen, 1)
+        seconds = time.perf_counter() - t0
+        val_loss = evaluate(model, val_set, train_cfg.batch_size, accelerator)
+        improved = val_loss < best_loss
+        if improved:
+            best_loss, bad_epochs = val_loss, 0
+            best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
+        else:
+            bad_epochs += 1
+        rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+                     "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
+                     "samples_per_s": n_seen * accelerator.num_processes / seconds})
+        if progress and accelerator.is_main_process:
+            print(f"{direction} epoch {epoch + 1}: train {train_loss:.4f}  val {val_loss:.4f}  "
+                  f"({seconds:.1f} s, {rows[-1]['samples_per_s']:.1f} samples/s){'  *best*' if improved else ''}",
+                  flush=True)
+        if run_dir is not None and accelerator.is_main_process:
+            if improved:
+                _atomic_save(raw_model.checkpoint_dict(), run_dir / "best.pt")
+            _atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
+                          "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch + 1,
+                          "best_loss": best_loss, "bad_epochs": bad_epochs, "history": rows},
+                         run_dir / "last.pt")
+            _atomic_write_text(pd.DataFrame(rows).to_csv(index=False), run_dir / "history.csv")
+    else:
+        stopped_early = bad_epochs >= train_cfg.patience
+
+    history = pd.DataFrame(rows, columns=["epoch", "train_loss", "val_loss", "lr", "seconds", "samples_per_s"])
+    if run_dir is not None and accelerator.is_main_process:
+        _atomic_write_text(json.dumps({"epochs": int(history["epoch"].max()) if len(history) else 0,
+                                       "stopped_early": bool(stopped_early), "best_val_loss": best_loss,
+                                       "model": model_cfg.to_dict(), "train": dataclasses.asdict(train_cfg),
+                                       "seed": seed}, indent=1), run_dir / "done.json")
+    accelerator.wait_for_everyone()
+    raw_model.load_state_dict(best_state)
+    raw_model.eval()
+    return raw_model, history
+
+
+@torch.no_grad()
+def evaluate(model, dataset: PairedCells, batch_size: int, accelerator=None) -> float:
+    """Mean loss of ``model`` over ``dataset`` (eval mode, fixed draws)."""
+    device = accelerator.device if accelerator is not None else next(model.parameters()).device
+    raw_model = accelerator.unwrap_model(model) if accelerator is not None else model
+    was_training = model.training
+    model.eval()
+    total, n_seen = 0.0, 0
+    loader = make_loader(dataset, batch_size)
+    if accelerator is not None and accelerator.num_processes > 1:
+        loader = accelerator.prepare(loader)
+    for batch in loader:
+        batch = _to_device(batch, device)
+        if accelerator is not None:
+            with accelerator.autocast():
+                logits = model(batch)
+        else:
+            logits = model(batch)
+        n = batch["cell"].shape[0]
+        total, n_seen = total + raw_model.loss(logits, batch).item() * n, n_seen + n
+    if accelerator is not None and accelerator.num_processes > 1:
+        sums = accelerator.reduce(torch.tensor([total, n_seen], device=device), reduction="sum")
+        total, n_seen = sums.tolist()
+    model.train(was_training)
+    return total / max(n_seen, 1)

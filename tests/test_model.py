@@ -1,0 +1,149 @@
+import numpy as np
+import pytest
+import torch
+
+from cisformer.model import Cisformer, CisformerConfig, cre_digits
+
+
+def _cfg(direction, **kw):
+    base = dict(n_genes=50, n_cres=700, dim=24, n_layers=2, n_heads=2, head_dim=8, dropout=0.0, n_digits=3,
+                gene_len=16, cre_len=32)
+    base.update(kw)
+    return CisformerConfig(direction=direction, **base)
+
+
+def _rna2atac_batch(n_keys=(5, 9), lq=12, seed=0, pad_to=None):
+    g = torch.Generator().manual_seed(seed)
+    lk = pad_to or max(n_keys)
+    B = len(n_keys)
+    gene_idx = torch.randint(0, 50, (B, lk), generator=g)
+    gene_value = torch.randint(1, 65, (B, lk), generator=g)
+    gene_pad = torch.arange(lk)[None, :] >= torch.tensor(n_keys)[:, None]
+    gene_idx[gene_pad], gene_value[gene_pad] = 0, 0
+    return {"gene_idx": gene_idx, "gene_value": gene_value, "gene_pad": gene_pad,
+            "cre_idx": torch.randint(0, 700, (B, lq), generator=g), "cre_pad": torch.zeros(B, lq, dtype=torch.bool),
+            "target": torch.randint(0, 2, (B, lq), generator=g).float()}
+
+
+@pytest.mark.parametrize("direction", ["rna2atac", "atac2rna"])
+@pytest.mark.parametrize("profile", ["quick", "cpu", "paper"])
+def test_profiles_build(direction, profile):
+    cfg = CisformerConfig.from_profile(direction, profile, n_genes=1677, n_cres=25_734)
+    assert cfg.dim % cfg.n_digits == 0 and 10 ** cfg.n_digits >= cfg.n_cres
+    if profile == "paper":
+        expect = (6, 210, 6, 2048, 2048) if direction == "rna2atac" else (4, 280, 7, 3000, 10_000)
+        assert (cfg.n_layers, cfg.dim, cfg.n_heads, cfg.gene_len, cfg.cre_len) == expect
+    else:
+        Cisformer(cfg)
+
+
+def test_digit_encoding_unique_per_cre():
+    torch.manual_seed(0)
+    cfg = _cfg("rna2atac", n_cres=1000)
+    model = Cisformer(cfg)
+    idx = torch.arange(cfg.n_cres)
+    assert cre_digits(torch.tensor([407]), 3).tolist() == [[4, 0, 7]]
+    emb = model.cre_enc(idx[None])[0]  # (n_cres, dim)
+    assert emb.shape == (1000, cfg.dim)
+    assert torch.unique(emb, dim=0).shape[0] == cfg.n_cres
+    # one digit table shared by all positions: the same digit gives the same sub-vector at every position
+    e = model.cre_enc(torch.tensor([[111]]))[0, 0].view(3, -1)
+    assert torch.equal(e[0], e[1]) and torch.equal(e[1], e[2])
+
+
+@pytest.mark.parametrize("direction", ["rna2atac", "atac2rna"])
+def test_shapes_and_attention(direction):
+    torch.manual_seed(0)
+    model = Cisformer(_cfg(direction)).eval()
+    if direction == "rna2atac":
+        batch = _rna2atac_batch()
+    else:
+        batch = {"cre_idx": torch.randint(0, 700, (2, 9)), "cre_pad": torch.arange(9)[None] >= torch.tensor([[4], [9]]),
+                 "gene_idx": torch.randint(0, 50, (2, 12)), "gene_pad": torch.zeros(2, 12, dtype=torch.bool),
+                 "target": torch.randint(0, 8, (2, 12))}
+    logits, attn = model(batch, return_attention=True)
+    assert logits.shape == ((2, 12) if direction == "rna2atac" else (2, 12, 8))
+    assert len(attn) == 2 and attn[0].shape == (2, 12, 9)
+    key_pad = batch["gene_pad"] if direction == "rna2atac" else batch["cre_pad"]
+    for a in attn:
+        assert torch.all(a[key_pad[:, None, :].expand_as(a)] == 0)  # padded keys: exactly zero mass
+        torch.testing.assert_close(a.sum(-1), torch.ones(2, 12))
+    # the explicit-attention path and the fused kernel compute the same logits
+    torch.testing.assert_close(model(batch), logits, rtol=1e-4, atol=1e-5)
+    assert torch.isfinite(model.loss(logits, batch))
+
+
+def test_padding_invariance():
+    """A cell's outputs do not depend on how far its key list is padded."""
+    torch.manual_seed(0)
+    model = Cisformer(_cfg("rna2atac")).eval()
+    short = _rna2atac_batch(n_keys=(5, 9), pad_to=9)
+    long = {k: v.clone() for k, v in short.items()}
+    extra = 20
+    long["gene_idx"] = torch.cat([short["gene_idx"], torch.randint(0, 50, (2, extra))], 1)  # junk in the padding
+    long["gene_value"] = torch.cat([short["gene_value"], torch.randint(1, 65, (2, extra))], 1)
+    long["gene_pad"] = torch.cat([short["gene_pad"], torch.ones(2, extra, dtype=torch.bool)], 1)
+    torch.testing.assert_close(model(short), model(long), rtol=1e-5, atol=1e-6)
+    a_short = model(short, return_attention=True)[1][-1]
+    a_long = model(long, return_attention=True)[1][-1]
+    torch.testing.assert_close(a_long[..., :9], a_short)
+    assert torch.all(a_long[..., 9:] == 0)
+
+
+def test_zero_value_padding_would_leak():
+    """Why masks matter: zeroing padded values (the reference's approach) changes the output, masking does not."""
+    torch.manual_seed(0)
+    model = Cisformer(_cfg("rna2atac")).eval()
+    batch = _rna2atac_batch(n_keys=(5, 5), pad_to=5)
+    keys = model.encode_keys(batch)
+    padded = {k: torch.cat([v, v[:, :3]], 1) if k in ("gene_idx", "gene_value") else v for k, v in batch.items()}
+    padded["gene_pad"] = torch.cat([batch["gene_pad"], torch.ones(2, 3, dtype=torch.bool)], 1)
+    keys_pad = model.encode_keys(padded)
+    ref = model.decode(batch["cre_idx"], keys)
+    torch.testing.assert_close(model.decode(batch["cre_idx"], keys_pad), ref)
+    # reference-style: keep the padded keys in the softmax with zeroed values
+    zeroed = [(k, v.masked_fill(padded["gene_pad"][:, None, :, None], 0.0)) for k, v in keys_pad.kv]
+    keys_pad.kv, keys_pad.pad = zeroed, torch.zeros_like(padded["gene_pad"])
+    assert not torch.allclose(model.decode(batch["cre_idx"], keys_pad), ref, atol=1e-4)
+
+
+def test_encode_once_decode_chunks_matches_forward():
+    torch.manual_seed(0)
+    model = Cisformer(_cfg("rna2atac")).eval()
+    batch = _rna2atac_batch(lq=30)
+    full = model(batch)
+    keys = model.encode_keys(batch)
+    parts = [model.decode(batch["cre_idx"][:, lo:lo + 7], keys) for lo in range(0, 30, 7)]
+    torch.testing.assert_close(torch.cat(parts, 1), full)
+
+
+def test_cell_without_keys_is_finite():
+    model = Cisformer(_cfg("rna2atac")).eval()
+    batch = _rna2atac_batch(n_keys=(0, 4), pad_to=4)
+    logits, attn = model(batch, return_attention=True)
+    assert torch.isfinite(logits).all() and torch.isfinite(model(batch)).all()
+    assert torch.all(attn[0][0] == 0)
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="direction"):
+        CisformerConfig(direction="rna2dna", n_genes=5, n_cres=5)
+    with pytest.raises(ValueError, match="divisible"):
+        CisformerConfig(direction="rna2atac", n_genes=5, n_cres=5, dim=50, n_digits=7)
+    with pytest.raises(ValueError, match="digits"):
+        CisformerConfig(direction="rna2atac", n_genes=5, n_cres=5000, dim=30, n_digits=3)
+    with pytest.raises(ValueError, match="profile"):
+        CisformerConfig.from_profile("rna2atac", "gpu", 5, 5)
+
+
+def test_save_load_roundtrip(tmp_path):
+    torch.manual_seed(0)
+    model = Cisformer(_cfg("atac2rna")).eval()
+    model.gene_names = [f"g{i}" for i in range(50)]
+    model.cre_names = [f"c{i}" for i in range(700)]
+    model.bin_edges.copy_(torch.linspace(0, 3, 8))
+    model.save(tmp_path / "m.pt")
+    back = Cisformer.load(tmp_path / "m.pt")
+    assert back.gene_names == model.gene_names and torch.equal(back.bin_edges, model.bin_edges)
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), back.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
