@@ -126,7 +126,7 @@ def annotate_genes(var_names, genes: pd.DataFrame) -> pd.DataFrame:
     return var
 
 
-def peak_var(names, sep_re=r"[:_-]") -> pd.DataFrame:
+def peak_var(names) -> pd.DataFrame:
     parts = pd.Series(list(names)).str.extract(r"^(.+?)[:_-](\d+)[-_](\d+)$")
     var = pd.DataFrame({"chrom": parts[0].values, "start": parts[1].astype(np.int64).values,
                         "end": parts[2].astype(np.int64).values})
