@@ -65,7 +65,8 @@ class TrainConfig:
             ("cpu", "atac2rna"): dict(epochs=8, batch_size=32, lr=2e-3, step_size=3, gamma=0.7, patience=2),
             ("quick", "rna2atac"): dict(epochs=4, batch_size=32, lr=3e-3, step_size=2, gamma=0.7, patience=2,
                                         multiple=3),
-            ("quick", "atac2rna"): dict(epochs=4, batch_size=32, lr=3e-3, step_size=2, gamma=0.7, patience=2),
+            ("quick", "atac2rna"): dict(epochs=4, batch_size=32, lr=3e-3, step_size=2, gamma=0.7, patience=2,
+                                        multiple=4),
         }
         return cls(**{**table[(profile, direction)], **overrides})
 
