@@ -140,7 +140,10 @@ def _parse_overrides(items) -> dict:
         if "=" not in item:
             raise SystemExit(f"error: --set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
-        out[key] = json.loads(value) if value.replace(".", "", 1).replace("e-", "", 1).isdigit() else value
+        try:
+            out[key] = json.loads(value)  # numbers, true/false
+        except json.JSONDecodeError:
+            out[key] = value
     return out
 
 
