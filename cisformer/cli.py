@@ -309,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", action="store_true",
                    help="atac2rna only: zero every gene not measured as expressed (the paper's convention; "
                         "reads the true RNA, so it is not a prediction from ATAC alone)")
-    p.add_argument("--batch-size", type=int, default=16, help="cells per forward pass")
+    p.add_argument("--batch-size", type=int, default=1, help="cells per forward pass (default 1: fastest on CPU; "
+                                                             "raise on a GPU)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("link", formatter_class=fmt, help="CRE-gene links from cross-attention",

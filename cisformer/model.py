@@ -92,8 +92,8 @@ class CisformerConfig:
         else:
             n_digits = max(1, len(str(max(n_cres - 1, 0))))
             target_dim, layers, heads, head_dim, glen, clen = {
-                ("cpu", "rna2atac"): (96, 2, 4, 24, 512, 512),
-                ("cpu", "atac2rna"): (96, 2, 4, 24, 512, 2048),
+                ("cpu", "rna2atac"): (64, 2, 4, 16, 256, 256),
+                ("cpu", "atac2rna"): (64, 2, 4, 16, 256, 1024),
                 ("quick", "rna2atac"): (48, 2, 2, 16, 128, 128),
                 ("quick", "atac2rna"): (48, 2, 2, 16, 128, 512),
             }[(profile, direction)]

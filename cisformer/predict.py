@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .sampler import CellKeys, bin_centres, make_loader
+from .sampler import CellKeys, bin_centres, collate
 
 PAPER_THRESHOLD = 0.5
 
@@ -47,13 +47,17 @@ def _device_of(model) -> torch.device:
 
 
 def _batches(model, X, batch_size: int, seed: int):
+    """Key batches of cells grouped by their number of key tokens, so that little padding is computed."""
     device = _device_of(model)
-    for batch in make_loader(CellKeys(X, model.config, seed), batch_size):
+    dataset = CellKeys(X, model.config, seed)
+    order = np.argsort(np.diff(X.indptr), kind="stable")
+    for lo in range(0, len(order), batch_size):
+        batch = collate([dataset[int(i)] for i in order[lo:lo + batch_size]])
         yield batch["cell"].numpy(), {k: v.to(device) for k, v in batch.items()}
 
 
 @torch.no_grad()
-def rna_to_atac(model, rna, threshold=None, batch_size: int = 16, chunk: int = 8192, cres=None,
+def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 8192, cres=None,
                 seed: int = 0) -> ad.AnnData:
     """Predict chromatin accessibility of every CRE for every cell from its RNA.
 
@@ -68,7 +72,8 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 16, chunk: int = 8
         probability; ``"topk"`` -> per cell, the ``k = round(model.open_fraction * n_CREs)`` most probable CREs
         (the mean open fraction of the training cells), which undoes the 50/50 open/closed training balance.
     batch_size
-        Cells per forward pass.
+        Cells per forward pass (cells are grouped by key count, so batches carry little padding). On CPU one cell
+        x 8192 CREs per pass is fastest; on a GPU raise ``batch_size``.
     chunk
         CRE queries per forward pass (memory ~ batch_size x chunk x model dim).
     cres
@@ -133,7 +138,7 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 16, chunk: int = 8
 
 
 @torch.no_grad()
-def atac_to_rna(model, atac, mask=None, batch_size: int = 16, chunk: int = 4096, seed: int = 0) -> ad.AnnData:
+def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0) -> ad.AnnData:
     """Predict the expression of every gene of the vocabulary for every cell from its open CREs.
 
     Parameters

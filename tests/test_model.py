@@ -147,3 +147,26 @@ def test_save_load_roundtrip(tmp_path):
     assert back.gene_names == model.gene_names and torch.equal(back.bin_edges, model.bin_edges)
     for (k, v), (k2, v2) in zip(model.state_dict().items(), back.state_dict().items()):
         assert k == k2 and torch.equal(v, v2)
+
+
+def test_flash_varlen_packing_matches_sdpa(monkeypatch):
+    """The flash-attn path packs the non-padded keys; check the packing with a CPU stand-in for the kernel."""
+    import torch.nn.functional as F
+
+    from cisformer import model as M
+
+    def fake_varlen(q, k, v, cu_q, cu_k, max_q, max_k):  # (total, H, Dh) each, like flash_attn_varlen_func
+        outs = []
+        for i in range(len(cu_q) - 1):
+            qi, ki, vi = (t.transpose(0, 1)[None].float() for t in (q[cu_q[i]:cu_q[i + 1]],
+                                                                 k[cu_k[i]:cu_k[i + 1]], v[cu_k[i]:cu_k[i + 1]]))
+            outs.append(F.scaled_dot_product_attention(qi, ki, vi)[0].transpose(0, 1))
+        return torch.cat(outs).to(q.dtype)
+
+    monkeypatch.setattr(M, "flash_attn_varlen_func", fake_varlen)
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, 2, n, 8, generator=g) for n in (5, 7, 7))
+    key_pad = torch.arange(7)[None] >= torch.tensor([[3], [7], [5]])
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=~key_pad[:, None, None, :])
+    out = M._flash_attention(q, k, v, key_pad)  # computes in bf16 like the kernel
+    torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05)
