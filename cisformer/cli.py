@@ -11,8 +11,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 EXAMPLES = """\
 examples (a complete run on the tiny shipped data set, CPU, about a minute):
   cisformer preprocess --dataset snareseq_tiny --out work/tiny --min-cells 1 --min-genes 1 --min-cres 1
@@ -74,19 +72,6 @@ def load_inputs(args, need_rna: bool = True, need_atac: bool = True):
 
 # --------------------------------------------------------------------------------------------------- preprocess
 
-def paper_qc(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20_000, min_cres: int = 500,
-             max_cres: int = 50_000):
-    """The paper's QC on paired data: features seen in fewer than ``min_cells`` cells are dropped, then cells
-    with ``min_genes..max_genes`` expressed genes and ``min_cres..max_cres`` open CREs are kept."""
-    rna_seen = np.asarray((rna.X > 0).sum(0)).ravel()
-    atac_seen = np.asarray((atac.X > 0).sum(0)).ravel()
-    rna, atac = rna[:, rna_seen >= min_cells], atac[:, atac_seen >= min_cells]
-    n_genes = np.asarray((rna.X > 0).sum(1)).ravel()
-    n_cres = np.asarray((atac.X > 0).sum(1)).ravel()
-    keep = (n_genes >= min_genes) & (n_genes <= max_genes) & (n_cres >= min_cres) & (n_cres <= max_cres)
-    return rna[keep].copy(), atac[keep].copy()
-
-
 def cmd_preprocess(args) -> None:
     rna, atac = load_inputs(args)
     common = rna.obs_names.intersection(atac.obs_names)
@@ -105,7 +90,9 @@ def cmd_preprocess(args) -> None:
                                names=["chrom", "start", "end"], comment="#")
         atac = vocab.map_peaks_to_cres(atac, cres)
     n0 = (rna.n_obs, rna.n_vars, atac.n_vars)
-    rna, atac = paper_qc(rna, atac, args.min_cells, args.min_genes, args.max_genes, args.min_cres, args.max_cres)
+    from . import data
+
+    rna, atac, _ = data.qc(rna, atac, args.min_cells, args.min_genes, args.max_genes, args.min_cres, args.max_cres)
     if rna.n_obs == 0:
         raise SystemExit("error: no cell passed QC; lower --min-genes / --min-cres for small or sparse data")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -116,23 +103,6 @@ def cmd_preprocess(args) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- train
-
-def split_cells(obs, val_fraction: float, test_fraction: float, seed: int, split_column: str = "split"):
-    """Per-cell split labels train / val / test: an existing ``obs[split_column]`` (train/test) is honoured and
-    validation cells are drawn from its training cells; otherwise cells are split at random."""
-    rng = np.random.default_rng(seed)
-    labels = np.full(len(obs), "train", dtype=object)
-    if split_column in obs.columns:
-        given = obs[split_column].astype(str).to_numpy()
-        labels[given != "train"] = "test"
-    else:
-        n_test = int(round(test_fraction * len(obs)))
-        labels[rng.choice(len(obs), n_test, replace=False)] = "test"
-    train = np.flatnonzero(labels == "train")
-    n_val = max(1, int(round(val_fraction * len(train))))
-    labels[rng.choice(train, n_val, replace=False)] = "val"
-    return labels
-
 
 def _parse_overrides(items) -> dict:
     out = {}
@@ -150,14 +120,22 @@ def _parse_overrides(items) -> dict:
 def cmd_train(args) -> None:
     import pandas as pd
 
-    from . import train
+    from . import data, train
 
     rna, atac = load_inputs(args)
-    labels = split_cells(rna.obs, args.val_fraction, args.test_fraction, args.seed)
-    args.out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"cell": rna.obs_names, "split": labels}).to_csv(args.out / "split.csv", index=False)
+    by = args.split or ("predefined" if "split" in rna.obs else "random")
     try:
-        model, history = train.fit(rna, atac, args.direction, labels == "train", labels == "val",
+        train_cells, val_cells, test_cells = data.split_cells(rna.obs, by=by, test_fraction=args.test_fraction,
+                                                              seed=args.seed, held_out=args.held_out,
+                                                              val_fraction=args.val_fraction)
+    except ValueError as err:
+        raise SystemExit(f"error: {err}")
+    labels = pd.Series("train", index=rna.obs_names.astype(str))
+    labels[val_cells], labels[test_cells] = "val", "test"
+    args.out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"cell": labels.index, "split": labels.to_numpy()}).to_csv(args.out / "split.csv", index=False)
+    try:
+        model, history = train.fit(rna, atac, args.direction, train_cells, val_cells,
                                    profile=args.profile, seed=args.seed, checkpoint_dir=args.out / "checkpoints",
                                    device=args.device, epochs=args.epochs, **_parse_overrides(args.set))
     except (TypeError, ValueError) as err:
@@ -269,8 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_preprocess)
 
     p = sub.add_parser("train", formatter_class=fmt, help="train one direction (checkpointed, resumable)",
-                       description="Split cells into train/val/test (an obs 'split' column with train/test is "
-                                   "honoured), train with early stopping on the validation loss, write "
+                       description="Split cells into train/val/test (cisformer.data.split_cells: random, by "
+                                   "cell type, by batch, or an obs 'split' column), train with early stopping on the validation loss, write "
                                    "OUT/model.pt, OUT/split.csv, OUT/history.csv and OUT/checkpoints/. Running "
                                    "the same command again loads the finished model or resumes an interrupted "
                                    "run.",
@@ -285,8 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the profile's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="of the training cells (default 0.1)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="held out, when no obs 'split' (default 0.1)")
+    p.add_argument("--split", choices=["random", "cell_type", "batch", "predefined"],
+                   help="how test cells are held out (default: predefined when obs has 'split', else random)")
+    p.add_argument("--held-out", nargs="+", help="cell types or batches to hold out with --split cell_type|batch")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="of the non-test cells (default 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.2, help="with --split random (default 0.2)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a model/training setting, e.g. --set dim=96 --set lr=5e-4 (repeatable)")
     p.set_defaults(func=cmd_train)

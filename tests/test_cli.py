@@ -82,10 +82,17 @@ def test_clear_errors(tmp_path, capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
-def test_split_honours_given_split():
-    obs = pd.DataFrame({"split": ["train"] * 8 + ["test"] * 2}, index=[f"c{i}" for i in range(10)])
-    labels = cli.split_cells(obs, 0.25, 0.5, seed=0)
-    assert (labels[8:] == "test").all() and (labels == "val").sum() == 2
+def test_train_split_by_cell_type(tmp_path):
+    from cisformer import simulate
+
+    rna, atac, _ = simulate.paired(n_cells=60, n_genes=20, n_cres=100, n_cell_types=3, seed=0)
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    run("train", "--data", tmp_path, "--direction", "rna2atac", "--profile", "quick", "--out", tmp_path / "m",
+        "--split", "cell_type", "--held-out", "type_1", "--set", "dim=30", "--set", "n_layers=1", "--epochs", 1)
+    split = pd.read_csv(tmp_path / "m" / "split.csv").set_index("cell")["split"]
+    is_type1 = (rna.obs["cell_type"] == "type_1").to_numpy()
+    assert (split[rna.obs_names[is_type1]] == "test").all() and (split[rna.obs_names[~is_type1]] != "test").all()
 
 
 def test_module_help_teaches():
