@@ -124,9 +124,10 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
     else:
         raise ValueError(f"threshold must be None, a number or 'topk', got {threshold!r}")
 
-    names = [model.cre_names[i] for i in cre_idx]
+    names = list(model.cre_names) if cres is None else [model.cre_names[i] for i in cre_idx]
     if model.cre_coords is not None:
-        var = pd.DataFrame({k: np.asarray(v)[cre_idx] for k, v in model.cre_coords.items()}, index=names)
+        var = pd.DataFrame({k: np.asarray(v) if cres is None else np.asarray(v)[cre_idx]
+                            for k, v in model.cre_coords.items()}, index=names)
     else:
         var = pd.DataFrame(index=names)
     out = ad.AnnData(prob, obs=rna.obs.copy(), var=var)

@@ -47,6 +47,9 @@ def test_rna2atac_learns_held_out_cells(sim):
     topk = predict.rna_to_atac(model, rna[400:410], threshold="topk")
     k = round(model.open_fraction * atac.n_vars)
     assert np.all(topk.layers["binary"].sum(1) == k)
+    subset = predict.rna_to_atac(model, rna[400:405], cres=atac.var_names[10:20])
+    np.testing.assert_allclose(subset.X, out.X[:5, 10:20], rtol=1e-5, atol=1e-6)
+    assert list(subset.var_names) == list(atac.var_names[10:20])
     # genes are matched by name: shuffling the input's gene order changes nothing
     shuffled = rna[400:410, np.random.default_rng(0).permutation(rna.n_vars)]
     np.testing.assert_allclose(predict.rna_to_atac(model, shuffled).X, out.X[:10], rtol=1e-5, atol=1e-6)
