@@ -36,7 +36,7 @@ def test_rna2atac_learns_held_out_cells(sim):
     rna, atac, _ = sim
     cells = np.arange(rna.n_obs)
     model, history = train.fit(rna, atac, "rna2atac", cells[:350], cells[350:400], profile="quick", seed=0,
-                               epochs=6, progress=False)
+                               epochs=6, multiple=3, progress=False)
     assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]
     out = predict.rna_to_atac(model, rna[400:])
     assert out.shape == (100, atac.n_vars) and out.X.dtype == np.float32
@@ -59,7 +59,7 @@ def test_atac2rna_predicts_every_gene_without_mask(sim):
     rna, atac, _ = sim
     cells = np.arange(rna.n_obs)
     model, _ = train.fit(rna, atac, "atac2rna", cells[:350], cells[350:400], profile="quick", epochs=6, seed=0,
-                         progress=False)
+                         multiple=4, progress=False)
     out = predict.atac_to_rna(model, atac[400:])
     assert out.shape == (100, rna.n_vars) and not out.uns["masked"]
     probs = np.stack([out.layers[f"p_bin{j}"] for j in range(8)], -1)
