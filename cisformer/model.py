@@ -77,7 +77,16 @@ class CisformerConfig:
         Paper: rna2atac 6 layers, dim 210, 6 heads (head dim 128), 2048 genes / 2048 CREs;
         atac2rna 4 layers, dim 280, 7 heads (head dim 140), 10,000 CREs in, 3,000 genes out, 8 bins.
         ``cpu`` and ``quick`` keep the code and shrink depth, width and token budgets; their ``n_digits`` is the
-        fewest digits that index ``n_cres`` (the paper's 7 digits cover 10 million CREs).
+        fewest digits that index ``n_cres`` (the paper's 7 digits cover 10 million CREs) and ``dim`` the multiple
+        of ``n_digits`` nearest the target width:
+
+        =======  ========  ======  ========================  ==================  =================
+        profile  dir.      layers  dim (target) x heads x hd  gene_len (L_g)      cre_len (L_p)
+        =======  ========  ======  ========================  ==================  =================
+        cpu      rna2atac  2       64 x 4 x 16               256 keys            256 queries
+        cpu      atac2rna  2       64 x 4 x 16               256 queries         1024 keys
+        quick    both      2       48 x 2 x 16               128                 128 (512 keys)
+        =======  ========  ======  ========================  ==================  =================
         """
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
