@@ -1,0 +1,482 @@
+"""Baselines for the Fig 2 benchmark, written here from the papers' descriptions (no code copied).
+
+All methods share one interface::
+
+    method = KNNTransfer(n_neighbors=20).fit(rna_train, atac_train, seed=0)
+    atac_pred = method.predict_atac(rna_test)      # RNA -> ATAC methods
+    rna_pred = method.predict_rna(atac_test)       # ATAC -> RNA methods
+
+``fit`` takes paired AnnData (raw counts, identical ``obs_names``; ATAC ``var`` with ``chrom``/``start``/``end``,
+RNA ``var`` with ``chrom``/``start``/``end``/``strand``/``tss``) and returns the fitted object. Predictions are
+AnnData like ``cisformer.predict``: ``predict_atac`` gives cells x CREs, ``X`` = dense float32 probabilities and
+``layers["binary"]`` (the shared rule of ``metrics.binarize``); ``predict_rna`` gives cells x genes, ``X`` =
+expression on the log1p(normalised to 10,000) scale.
+
+RNA -> ATAC
+    ``Floor``          each CRE's open frequency in the training cells, the same for every cell.
+    ``KNNTransfer``    RNA PCA space -> average of the k nearest training cells' binarised ATAC.
+    ``BabelStyle``     BABEL (Wu et al., Nat Commun 2021): RNA encoder/decoder and per-chromosome ATAC
+                       encoders/decoders around one shared latent; negative-binomial loss for RNA and binary
+                       cross-entropy for ATAC; all four paths (RNA->RNA, ATAC->ATAC, RNA->ATAC, ATAC->RNA) trained
+                       jointly. Prediction uses the RNA->ATAC path.
+ATAC -> RNA
+    ``KNNTransfer``    ATAC LSI space -> average of the k nearest training cells' log-normalised RNA.
+    ``ArchRGeneScore`` ArchR's gene activity score (Granja et al., Nat Genet 2021): accessibility summed with
+                       weights exp(-|d|/5 kb) + exp(-1) around the gene body extended 5 kb upstream (d = distance
+                       to the extended body, 0 inside it, window 100 kb beyond it), scaled by inverse gene length
+                       (1..5), depth-normalised to 10,000 and log1p. Unsupervised: ``fit`` only reads coordinates.
+    ``PeakToGene``     ArchR's peak-to-gene links: correlation of metacell (kNN-aggregated) accessibility with
+                       metacell expression for CREs within 250 kb of the TSS; linked CREs (r above a cutoff) feed a
+                       per-gene ridge regression fitted on the metacells and applied to single cells.
+    ``ScarlinkStyle``  SCARlink (Mitra et al., Nat Genet 2024): per-gene Poisson regression (log link) of
+                       normalised expression on the accessibility of CREs / tiles within 250 kb of the gene,
+                       L2-regularised, coefficients constrained non-negative (projected gradient, torch).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from anndata import AnnData
+from torch import nn
+
+from .metrics import binarize, true_expression
+
+
+# ----------------------------------------------------------------------------------------------- shared pieces
+def _dense(x) -> np.ndarray:
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+
+
+def _binary(atac: AnnData) -> sp.csr_matrix:
+    x = sp.csr_matrix(atac.X)
+    return (x > 0).astype(np.float32).tocsr()
+
+
+def _atac_prediction(probs: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame, method: str) -> AnnData:
+    probs = np.clip(np.asarray(probs, dtype=np.float32), 0.0, 1.0)
+    out = AnnData(probs, obs=obs.copy(), var=var.copy())
+    out.layers["binary"] = binarize(probs).astype(np.float32)
+    out.uns["method"] = method
+    out.uns["binarization"] = "expected_count"
+    return out
+
+
+def _rna_prediction(log_expr: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame, method: str) -> AnnData:
+    out = AnnData(np.asarray(log_expr, dtype=np.float32), obs=obs.copy(), var=var.copy())
+    out.uns["method"] = method
+    return out
+
+
+class _RnaPCA:
+    """log1p-normalise -> highly variable genes (train variance) -> standardise -> PCA (fitted on training cells)."""
+
+    def __init__(self, n_top_genes: int = 2000, n_comps: int = 30):
+        self.n_top_genes, self.n_comps = n_top_genes, n_comps
+
+    def fit(self, rna: AnnData, seed: int = 0) -> "_RnaPCA":
+        from sklearn.decomposition import PCA
+
+        x = true_expression(rna)
+        self.genes = rna.var_names[np.sort(np.argsort(-x.var(axis=0))[: min(self.n_top_genes, rna.n_vars)])]
+        x = x[:, rna.var_names.get_indexer(self.genes)]
+        self.mean, self.std = x.mean(axis=0), x.std(axis=0) + 1e-6
+        self.pca = PCA(n_components=min(self.n_comps, min(x.shape) - 1), random_state=seed)
+        self.train_embedding = self.pca.fit_transform((x - self.mean) / self.std)
+        return self
+
+    def transform(self, rna: AnnData) -> np.ndarray:
+        x = true_expression(rna[:, self.genes])
+        return self.pca.transform((x - self.mean) / self.std)
+
+
+class _AtacLSI:
+    """ATAC latent semantic indexing: TF-IDF (training IDF) -> truncated SVD, first component dropped, L2 rows."""
+
+    def __init__(self, n_comps: int = 30):
+        self.n_comps = n_comps
+
+    def _tfidf(self, binary: sp.csr_matrix) -> sp.csr_matrix:
+        tf = sp.diags(1.0 / np.maximum(np.asarray(binary.sum(axis=1)).ravel(), 1.0)) @ binary
+        return sp.csr_matrix(tf.multiply(self.idf[None, :]))
+
+    def fit(self, atac: AnnData, seed: int = 0) -> "_AtacLSI":
+        from sklearn.decomposition import TruncatedSVD
+
+        binary = _binary(atac)
+        self.idf = np.log1p(binary.shape[0] / (1.0 + np.asarray(binary.sum(axis=0)).ravel())).astype(np.float32)
+        self.svd = TruncatedSVD(n_components=min(self.n_comps + 1, min(binary.shape) - 1), random_state=seed)
+        self.train_embedding = self._normalize(self.svd.fit_transform(self._tfidf(binary)))
+        return self
+
+    @staticmethod
+    def _normalize(z: np.ndarray) -> np.ndarray:
+        z = z[:, 1:]
+        return z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)
+
+    def transform(self, atac: AnnData) -> np.ndarray:
+        return self._normalize(self.svd.transform(self._tfidf(_binary(atac))))
+
+
+def _check_paired(rna: AnnData, atac: AnnData) -> None:
+    if not np.array_equal(rna.obs_names, atac.obs_names):
+        raise ValueError("rna and atac must hold the same cells in the same order (obs_names differ)")
+
+
+# ----------------------------------------------------------------------------------------------- RNA -> ATAC
+class Floor:
+    """Each CRE's open frequency in the training cells, predicted for every cell (the floor any model must beat)."""
+
+    name = "floor"
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "Floor":
+        self.var = atac_train.var.copy()
+        self.frequency = np.asarray(_binary(atac_train).mean(axis=0)).ravel().astype(np.float32)
+        return self
+
+    def predict_atac(self, rna: AnnData) -> AnnData:
+        return _atac_prediction(np.tile(self.frequency, (rna.n_obs, 1)), rna.obs, self.var, self.name)
+
+
+class KNNTransfer:
+    """kNN transfer between modalities through an embedding of the input modality fitted on training cells.
+
+    RNA -> ATAC: RNA PCA space, average of the neighbours' binarised ATAC (an accessibility probability).
+    ATAC -> RNA: ATAC LSI space, average of the neighbours' log-normalised RNA.
+    """
+
+    name = "kNN"
+
+    def __init__(self, n_neighbors: int = 20, n_comps: int = 30, n_top_genes: int = 2000):
+        self.n_neighbors, self.n_comps, self.n_top_genes = n_neighbors, n_comps, n_top_genes
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "KNNTransfer":
+        from sklearn.neighbors import NearestNeighbors
+
+        _check_paired(rna_train, atac_train)
+        k = min(self.n_neighbors, rna_train.n_obs)
+        self.rna_space = _RnaPCA(self.n_top_genes, self.n_comps).fit(rna_train, seed)
+        self.atac_space = _AtacLSI(self.n_comps).fit(atac_train, seed)
+        self.rna_nn = NearestNeighbors(n_neighbors=k).fit(self.rna_space.train_embedding)
+        self.atac_nn = NearestNeighbors(n_neighbors=k).fit(self.atac_space.train_embedding)
+        self.train_atac, self.atac_var = _binary(atac_train), atac_train.var.copy()
+        self.train_rna_log, self.rna_var = true_expression(rna_train), rna_train.var.copy()
+        return self
+
+    def predict_atac(self, rna: AnnData) -> AnnData:
+        idx = self.rna_nn.kneighbors(self.rna_space.transform(rna), return_distance=False)
+        probs = np.vstack([np.asarray(self.train_atac[row].mean(axis=0)).ravel() for row in idx])
+        return _atac_prediction(probs, rna.obs, self.atac_var, self.name)
+
+    def predict_rna(self, atac: AnnData) -> AnnData:
+        idx = self.atac_nn.kneighbors(self.atac_space.transform(atac), return_distance=False)
+        return _rna_prediction(self.train_rna_log[idx].mean(axis=1), atac.obs, self.rna_var, self.name)
+
+
+class _BabelNet(nn.Module):
+    """Shared-latent autoencoder pair: RNA <-> latent <-> per-chromosome ATAC (BABEL's architecture)."""
+
+    def __init__(self, n_genes: int, chrom_sizes: list[int], hidden: int = 64, per_chrom: int = 16,
+                 latent: int = 16):
+        super().__init__()
+        self.chrom_sizes = chrom_sizes
+        self.rna_encoder = nn.Sequential(nn.Linear(n_genes, hidden), nn.PReLU(), nn.Linear(hidden, latent))
+        self.rna_decoder = nn.Sequential(nn.Linear(latent, hidden), nn.PReLU())
+        self.rna_mean = nn.Linear(hidden, n_genes)          # NB mean (softmax over genes x library size)
+        self.rna_log_theta = nn.Linear(hidden, n_genes)     # NB inverse dispersion
+        self.atac_chrom_encoders = nn.ModuleList(nn.Sequential(nn.Linear(n, per_chrom), nn.PReLU())
+                                                 for n in chrom_sizes)
+        self.atac_encoder = nn.Sequential(nn.Linear(per_chrom * len(chrom_sizes), hidden), nn.PReLU(),
+                                          nn.Linear(hidden, latent))
+        self.atac_decoder = nn.Sequential(nn.Linear(latent, per_chrom * len(chrom_sizes)), nn.PReLU())
+        self.atac_chrom_decoders = nn.ModuleList(nn.Linear(per_chrom, n) for n in chrom_sizes)
+        self.per_chrom = per_chrom
+
+    def encode_atac(self, atac):                 # atac: (B, n_cres) grouped by chromosome
+        parts = torch.split(atac, self.chrom_sizes, dim=1)
+        return self.atac_encoder(torch.cat([enc(p) for enc, p in zip(self.atac_chrom_encoders, parts)], dim=1))
+
+    def decode_atac(self, z):                    # -> logits (B, n_cres)
+        h = torch.split(self.atac_decoder(z), self.per_chrom, dim=1)
+        return torch.cat([dec(p) for dec, p in zip(self.atac_chrom_decoders, h)], dim=1)
+
+    def decode_rna(self, z, library):            # -> NB mean (B, n_genes), theta (B, n_genes)
+        h = self.rna_decoder(z)
+        return torch.softmax(self.rna_mean(h), dim=1) * library, torch.exp(self.rna_log_theta(h)).clamp(1e-4, 1e4)
+
+
+def _nb_nll(counts, mean, theta):
+    """Negative-binomial negative log-likelihood (mean / inverse-dispersion parameterisation), per element mean."""
+    eps = 1e-8
+    log_theta_mu = torch.log(theta + mean + eps)
+    ll = (theta * (torch.log(theta + eps) - log_theta_mu) + counts * (torch.log(mean + eps) - log_theta_mu)
+          + torch.lgamma(counts + theta) - torch.lgamma(theta) - torch.lgamma(counts + 1))
+    return -ll.mean()
+
+
+class BabelStyle:
+    """BABEL-style translator (see module docstring); trained on all four paths, predicts RNA -> ATAC."""
+
+    name = "BABEL-style"
+
+    def __init__(self, epochs: int = 20, batch_size: int = 128, lr: float = 1e-3, hidden: int = 64,
+                 latent: int = 16, n_top_genes: int = 2000):
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.hidden, self.latent, self.n_top_genes = hidden, latent, n_top_genes
+
+    def _rna_input(self, rna: AnnData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        counts = _dense(rna[:, self.genes].X)
+        library = counts.sum(axis=1, keepdims=True)
+        log_norm = np.log1p(counts / np.maximum(library, 1.0) * 1e4)
+        return torch.from_numpy(log_norm), torch.from_numpy(counts), torch.from_numpy(np.maximum(library, 1.0))
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "BabelStyle":
+        _check_paired(rna_train, atac_train)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        log_all = true_expression(rna_train)
+        self.genes = rna_train.var_names[np.sort(np.argsort(-log_all.var(axis=0))[: min(self.n_top_genes,
+                                                                                         rna_train.n_vars)])]
+        chrom = atac_train.var["chrom"].astype(str).to_numpy()
+        self.order = np.lexsort((atac_train.var["start"].to_numpy(), chrom))
+        _, sizes = np.unique(chrom[self.order], return_counts=True)
+        self.var = atac_train.var.copy()
+        rna_in, rna_counts, library = self._rna_input(rna_train)
+        atac = torch.from_numpy(_dense(_binary(atac_train)[:, self.order]))
+        self.net = _BabelNet(len(self.genes), sizes.tolist(), self.hidden, latent=self.latent)
+        optim = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        bce = nn.BCEWithLogitsLoss()
+        self.history = []
+        for epoch in range(self.epochs):
+            self.net.train()
+            total = 0.0
+            for batch in np.array_split(rng.permutation(rna_train.n_obs),
+                                        max(1, rna_train.n_obs // self.batch_size)):
+                b = torch.from_numpy(batch)
+                z_rna, z_atac = self.net.rna_encoder(rna_in[b]), self.net.encode_atac(atac[b])
+                loss = 0.0
+                for z in (z_rna, z_atac):      # RNA->RNA, ATAC->RNA, RNA->ATAC, ATAC->ATAC
+                    mean, theta = self.net.decode_rna(z, library[b])
+                    loss = loss + _nb_nll(rna_counts[b], mean, theta) + bce(self.net.decode_atac(z), atac[b])
+                optim.zero_grad()
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
+                optim.step()
+                total += float(loss.detach()) * len(batch)
+            self.history.append({"epoch": epoch, "loss": total / rna_train.n_obs})
+        return self
+
+    @torch.no_grad()
+    def predict_atac(self, rna: AnnData) -> AnnData:
+        self.net.eval()
+        rna_in, _, _ = self._rna_input(rna)
+        probs_sorted = torch.sigmoid(self.net.decode_atac(self.net.rna_encoder(rna_in))).numpy()
+        probs = np.empty_like(probs_sorted)
+        probs[:, self.order] = probs_sorted
+        return _atac_prediction(probs, rna.obs, self.var, self.name)
+
+
+# ----------------------------------------------------------------------------------------------- ATAC -> RNA
+def gene_cre_pairs(genes: pd.DataFrame, cres: pd.DataFrame, upstream: float, downstream: float,
+                   anchor: str = "tss") -> pd.DataFrame:
+    """CREs near each gene: all (gene_idx, cre_idx, distance) with the CRE midpoint within the window.
+
+    ``anchor="tss"``: window ``[tss - upstream, tss + downstream]`` (strand-aware), ``distance`` = signed bp from
+    the TSS. ``anchor="body"``: window around the gene body extended ``upstream`` / ``downstream``, ``distance``
+    = bp from the body (0 inside it). Genes without coordinates get no pairs.
+    """
+    g_chrom = genes["chrom"].astype(str).to_numpy()
+    g_start = pd.to_numeric(genes["start"], errors="coerce").to_numpy(dtype=float)
+    g_end = pd.to_numeric(genes["end"], errors="coerce").to_numpy(dtype=float)
+    g_tss = pd.to_numeric(genes.get("tss", genes["start"]), errors="coerce").to_numpy(dtype=float)
+    minus = genes.get("strand", pd.Series("+", index=genes.index)).astype(str).to_numpy() == "-"
+    c_chrom = cres["chrom"].astype(str).to_numpy()
+    c_mid = (cres["start"].to_numpy(dtype=float) + cres["end"].to_numpy(dtype=float)) / 2
+    by_chrom = {}
+    for chrom in np.unique(c_chrom):
+        idx = np.flatnonzero(c_chrom == chrom)
+        idx = idx[np.argsort(c_mid[idx])]
+        by_chrom[chrom] = (idx, c_mid[idx])
+    rows_g, rows_c, rows_d = [], [], []
+    for g in range(len(genes)):
+        if g_chrom[g] not in by_chrom:
+            continue
+        tss = g_tss[g] if np.isfinite(g_tss[g]) else (g_end[g] if minus[g] else g_start[g])
+        if not np.isfinite(tss):
+            continue
+        up, down = (downstream, upstream) if minus[g] else (upstream, downstream)
+        if anchor == "tss":
+            lo, hi = tss - up, tss + down
+        else:
+            lo, hi = g_start[g] - up, g_end[g] + down
+        idx, mids = by_chrom[g_chrom[g]]
+        sel = idx[np.searchsorted(mids, lo):np.searchsorted(mids, hi, side="right")]
+        if anchor == "tss":
+            dist = (c_mid[sel] - tss) * (-1 if minus[g] else 1)
+        else:
+            dist = np.maximum(0, np.maximum(g_start[g] - c_mid[sel], c_mid[sel] - g_end[g]))
+        rows_g.append(np.full(len(sel), g))
+        rows_c.append(sel)
+        rows_d.append(dist)
+    if not rows_g:
+        return pd.DataFrame({"gene_idx": [], "cre_idx": [], "distance": []}).astype(int)
+    return pd.DataFrame({"gene_idx": np.concatenate(rows_g), "cre_idx": np.concatenate(rows_c),
+                         "distance": np.concatenate(rows_d)})
+
+
+class ArchRGeneScore:
+    """ArchR-style gene activity score (see module docstring). Unsupervised; ``fit`` reads coordinates only."""
+
+    name = "ArchR gene score"
+
+    def __init__(self, gene_upstream: float = 5000, extend: float = 100_000, scale_factor: float = 5.0,
+                 scale_to: float = 1e4):
+        self.gene_upstream, self.extend, self.scale_factor, self.scale_to = gene_upstream, extend, scale_factor, scale_to
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "ArchRGeneScore":
+        genes = rna_train.var.copy()
+        minus = genes.get("strand", pd.Series("+", index=genes.index)).astype(str).to_numpy() == "-"
+        start = pd.to_numeric(genes["start"], errors="coerce").to_numpy(dtype=float)
+        end = pd.to_numeric(genes["end"], errors="coerce").to_numpy(dtype=float)
+        genes["start"] = np.where(minus, start, start - self.gene_upstream)     # body extended 5 kb upstream
+        genes["end"] = np.where(minus, end + self.gene_upstream, end)
+        pairs = gene_cre_pairs(genes, atac_train.var, self.extend, self.extend, anchor="body")
+        weight = np.exp(-np.abs(pairs["distance"].to_numpy()) / 5000.0) + np.exp(-1.0)
+        inv_len = 1.0 / np.maximum(genes["end"].to_numpy(dtype=float) - genes["start"].to_numpy(dtype=float), 1.0)
+        inv_len = np.nan_to_num(inv_len, nan=np.nanmin(inv_len) if np.isfinite(inv_len).any() else 1.0)
+        span = inv_len.max() - inv_len.min()
+        gene_weight = 1 + (inv_len - inv_len.min()) * (self.scale_factor - 1) / (span if span > 0 else 1.0)
+        weight = weight * gene_weight[pairs["gene_idx"].to_numpy()]
+        self.weights = sp.csr_matrix((weight, (pairs["cre_idx"].to_numpy(), pairs["gene_idx"].to_numpy())),
+                                     shape=(atac_train.n_vars, rna_train.n_vars))
+        self.cre_names, self.var = atac_train.var_names, rna_train.var.copy()
+        return self
+
+    def predict_rna(self, atac: AnnData) -> AnnData:
+        x = sp.csr_matrix(atac[:, self.cre_names].X).minimum(4)              # ArchR caps insertion counts at 4
+        score = _dense(x @ self.weights)
+        totals = np.maximum(score.sum(axis=1, keepdims=True), 1e-12)
+        return _rna_prediction(np.log1p(score / totals * self.scale_to), atac.obs, self.var, self.name)
+
+
+class PeakToGene:
+    """ArchR-style peak-to-gene links + per-gene linear prediction (see module docstring)."""
+
+    name = "peak-to-gene"
+
+    def __init__(self, window: float = 250_000, n_metacells: int = 500, metacell_size: int = 50,
+                 min_corr: float = 0.2, max_links: int = 20, ridge: float = 1.0):
+        self.window, self.n_metacells, self.metacell_size = window, n_metacells, metacell_size
+        self.min_corr, self.max_links, self.ridge = min_corr, max_links, ridge
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "PeakToGene":
+        from sklearn.neighbors import NearestNeighbors
+
+        _check_paired(rna_train, atac_train)
+        rng = np.random.default_rng(seed)
+        lsi = _AtacLSI().fit(atac_train, seed)
+        n_meta = min(self.n_metacells, max(10, rna_train.n_obs // 5))
+        k = min(self.metacell_size, rna_train.n_obs)
+        seeds = rng.choice(rna_train.n_obs, size=n_meta, replace=False)
+        members = NearestNeighbors(n_neighbors=k).fit(lsi.train_embedding).kneighbors(
+            lsi.train_embedding[seeds], return_distance=False)
+        agg = sp.csr_matrix((np.full(members.size, 1.0 / k), (np.repeat(np.arange(n_meta), k), members.ravel())),
+                            shape=(n_meta, rna_train.n_obs))
+        meta_atac = _dense(agg @ _binary(atac_train))                         # (n_meta, n_cres)
+        meta_rna = _dense(agg @ true_expression(rna_train))                   # (n_meta, n_genes)
+        pairs = gene_cre_pairs(rna_train.var, atac_train.var, self.window, self.window, anchor="tss")
+        self.models, self.var, self.cre_names = {}, rna_train.var.copy(), atac_train.var_names
+        self.mean_expr = meta_rna.mean(axis=0)
+        for g, group in pairs.groupby("gene_idx"):
+            cres = group["cre_idx"].to_numpy()
+            a, y = meta_atac[:, cres], meta_rna[:, g]
+            ac, yc = a - a.mean(axis=0), y - y.mean()
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = np.nan_to_num((ac * yc[:, None]).sum(0) / np.sqrt((ac ** 2).sum(0) * (yc ** 2).sum()))
+            keep = np.flatnonzero(r > self.min_corr)
+            if keep.size == 0:
+                continue
+            keep = keep[np.argsort(-r[keep])[: self.max_links]]
+            x = ac[:, keep]
+            coef = np.linalg.solve(x.T @ x + self.ridge * np.eye(len(keep)), x.T @ yc)
+            self.models[g] = (cres[keep], a[:, keep].mean(axis=0), coef, y.mean())
+        self.links = pd.DataFrame([(self.var.index[g], self.cre_names[c]) for g, (cs, *_rest) in self.models.items()
+                                   for c in cs], columns=["gene", "cre"])
+        return self
+
+    def predict_rna(self, atac: AnnData) -> AnnData:
+        x = _binary(atac[:, self.cre_names])
+        out = np.tile(self.mean_expr, (atac.n_obs, 1)).astype(np.float32)
+        for g, (cres, centre, coef, intercept) in self.models.items():
+            out[:, g] = intercept + (_dense(x[:, cres]) - centre) @ coef
+        return _rna_prediction(np.maximum(out, 0.0), atac.obs, self.var, self.name)
+
+
+class ScarlinkStyle:
+    """SCARlink-style non-negative Poisson regression per gene (see module docstring)."""
+
+    name = "SCARlink-style"
+
+    def __init__(self, window: float = 250_000, l2: float = 1e-3, epochs: int = 30, lr: float = 0.05,
+                 batch_size: int = 512):
+        self.window, self.l2, self.epochs, self.lr, self.batch_size = window, l2, epochs, lr, batch_size
+
+    def _inputs(self, atac: AnnData) -> sp.csr_matrix:
+        x = sp.csr_matrix(atac[:, self.cre_names].X, dtype=np.float32)
+        depth = np.maximum(np.asarray(x.sum(axis=1)).ravel(), 1.0)
+        return sp.csr_matrix(sp.diags(self.median_depth / depth) @ x)[:, self.used_cres]  # depth-normalised
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "ScarlinkStyle":
+        _check_paired(rna_train, atac_train)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        pairs = gene_cre_pairs(rna_train.var, atac_train.var, self.window, self.window, anchor="tss")
+        self.cre_names, self.var = atac_train.var_names, rna_train.var.copy()
+        self.used_cres, local = np.unique(pairs["cre_idx"].to_numpy(dtype=int), return_inverse=True)
+        self.pair_cre = torch.from_numpy(local.astype(np.int64))
+        self.pair_gene = torch.from_numpy(pairs["gene_idx"].to_numpy(dtype=np.int64))
+        depth = np.asarray(sp.csr_matrix(atac_train.X).sum(axis=1)).ravel()
+        self.median_depth = float(np.median(depth[depth > 0])) if (depth > 0).any() else 1.0
+        x = self._inputs(atac_train)
+        y = np.expm1(true_expression(rna_train))                          # normalised expression (Poisson rate)
+        n_genes = rna_train.n_vars
+        self.weight = torch.zeros(len(self.pair_gene), requires_grad=True)
+        self.bias = torch.tensor(np.log(y.mean(axis=0) + 1e-3), dtype=torch.float32, requires_grad=True)
+        optim = torch.optim.Adam([self.weight, self.bias], lr=self.lr)
+        y_t = torch.from_numpy(y)
+        for _ in range(self.epochs):
+            for batch in np.array_split(rng.permutation(rna_train.n_obs), max(1, rna_train.n_obs // self.batch_size)):
+                eta = self._linear(x[batch], n_genes)
+                loss = (torch.exp(eta) - y_t[batch] * eta).mean() + self.l2 * (self.weight ** 2).sum() / n_genes
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+                with torch.no_grad():
+                    self.weight.clamp_(min=0.0)                           # non-negative coefficients
+        return self
+
+    def _linear(self, x: sp.csr_matrix, n_genes: int) -> torch.Tensor:
+        xb = torch.from_numpy(_dense(x))                                  # (B, n_used_cres)
+        contrib = xb[:, self.pair_cre] * self.weight                      # (B, n_pairs)
+        eta = torch.zeros(xb.shape[0], n_genes).index_add_(1, self.pair_gene, contrib)
+        return (eta + self.bias).clamp(max=20.0)
+
+    @torch.no_grad()
+    def predict_rna(self, atac: AnnData) -> AnnData:
+        x = self._inputs(atac)
+        rate = torch.cat([torch.exp(self._linear(x[i:i + 2048], len(self.var)))
+                          for i in range(0, atac.n_obs, 2048)]).numpy()
+        return _rna_prediction(np.log1p(rate), atac.obs, self.var, self.name)
+
+    @property
+    def coefficients(self) -> pd.DataFrame:
+        """Fitted non-negative CRE -> gene coefficients (gene, cre, weight)."""
+        return pd.DataFrame({"gene": self.var.index[self.pair_gene.numpy()],
+                             "cre": self.cre_names[self.used_cres[self.pair_cre.numpy()]],
+                             "weight": self.weight.detach().numpy()})
+
+
+RNA2ATAC_METHODS = {"floor": Floor, "kNN": KNNTransfer, "BABEL-style": BabelStyle}
+ATAC2RNA_METHODS = {"ArchR gene score": ArchRGeneScore, "peak-to-gene": PeakToGene,
+                    "SCARlink-style": ScarlinkStyle, "kNN": KNNTransfer}

@@ -1,0 +1,348 @@
+"""Benchmark metrics, one code path for every method (Fig 2, S2).
+
+Every function takes AnnData (``pred``: predicted, ``true``: measured, same cells in the same order and, for
+per-feature metrics, the same features) and returns a tidy ``pandas.DataFrame`` with columns ``metric`` and
+``value`` (plus ``cell``, ``gene`` or ``cell_type`` where the metric is per item).
+
+RNA -> ATAC
+    * clustering of (predicted or measured) accessibility with SnapATAC2's ``pp.select_features -> tl.spectral ->
+      pp.knn -> tl.leiden``, scored against cell-type labels by AMI, NMI, ARI and homogeneity (scikit-learn);
+      when ``snapatac2`` is not importable an equivalent pipeline written here is used (TF-IDF -> cosine spectral
+      embedding -> kNN graph -> leiden) and ``CLUSTERING_BACKEND`` says which one ran;
+    * per-cell precision / recall / F1 at one binarisation rule shared by every method (``binarize``);
+    * per-cell AUROC and AUPRC (average precision) of the probabilities against the measured binary state;
+    * pseudobulk Pearson per cell type (mean predicted vs mean measured accessibility over the cells of a type).
+
+ATAC -> RNA
+    * gene-wise Pearson and Spearman across test cells (NaN -> 0), unmasked (main number) and masked (the paper's
+      convention: predictions forced to zero wherever the measured value is zero, in every method);
+    * clustering of predicted RNA (HVG -> PCA -> kNN -> leiden), scored like ATAC.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+from scipy import stats
+from sklearn import metrics as skm
+
+try:  # SnapATAC2 is the reference pipeline; the fallback below reproduces its steps when it is missing
+    import snapatac2 as snap
+    CLUSTERING_BACKEND = "snapatac2"
+except ImportError:  # pragma: no cover - depends on the environment
+    snap = None
+    CLUSTERING_BACKEND = "fallback (TF-IDF spectral + kNN + leiden, written here)"
+
+CLUSTER_METRICS = ("AMI", "NMI", "ARI", "homogeneity")
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _dense(x) -> np.ndarray:
+    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
+
+
+def _aligned(pred: AnnData, true: AnnData) -> tuple[np.ndarray, np.ndarray]:
+    """Dense matrices of ``pred`` and ``true`` on the same cells and features (checked by name)."""
+    if not (pred.n_obs == true.n_obs and np.array_equal(pred.obs_names, true.obs_names)):
+        raise ValueError("pred and true must hold the same cells in the same order (obs_names differ)")
+    if not np.array_equal(pred.var_names, true.var_names):
+        true = true[:, pred.var_names]
+    return _dense(pred.X), _dense(true.X)
+
+
+def binarize(probs: np.ndarray, rule: str = "expected_count", threshold: float = 0.5) -> np.ndarray:
+    """Binarise predicted accessibility probabilities with one rule for every method.
+
+    ``rule="expected_count"`` (default): in each cell the ``k = round(sum of the cell's probabilities)`` CREs
+    with the highest probabilities are called open. It needs no threshold, reads nothing from the measured data,
+    and is fair to methods whose probabilities are calibrated differently (a method that predicts 3 % of CREs
+    open on average calls 3 % open). ``rule="threshold"``: ``probs >= threshold``.
+    """
+    probs = _dense(probs)
+    if rule == "threshold":
+        return probs >= threshold
+    if rule != "expected_count":
+        raise ValueError(f"unknown binarisation rule {rule!r}; use 'expected_count' or 'threshold'")
+    k = np.clip(np.rint(probs.sum(axis=1)).astype(int), 0, probs.shape[1])
+    called = np.zeros(probs.shape, dtype=bool)
+    for i, k_i in enumerate(k):
+        if k_i > 0:
+            called[i, np.argsort(-probs[i], kind="stable")[:k_i]] = True
+    return called
+
+
+def clustering_scores(labels_pred, labels_true) -> pd.DataFrame:
+    """AMI, NMI, ARI and homogeneity of a clustering against reference labels."""
+    labels_pred, labels_true = np.asarray(labels_pred).astype(str), np.asarray(labels_true).astype(str)
+    values = {
+        "AMI": skm.adjusted_mutual_info_score(labels_true, labels_pred),
+        "NMI": skm.normalized_mutual_info_score(labels_true, labels_pred),
+        "ARI": skm.adjusted_rand_score(labels_true, labels_pred),
+        "homogeneity": skm.homogeneity_score(labels_true, labels_pred),
+    }
+    return pd.DataFrame({"metric": list(values), "value": [float(v) for v in values.values()]})
+
+
+# ----------------------------------------------------------------------------------------------- clustering
+def _leiden(connectivities: sp.spmatrix, resolution: float, seed: int) -> np.ndarray:
+    import igraph as ig
+    import leidenalg
+
+    graph = sp.triu(sp.csr_matrix(connectivities), k=1).tocoo()
+    g = ig.Graph(n=connectivities.shape[0], edges=list(zip(graph.row.tolist(), graph.col.tolist())),
+                 edge_attrs={"weight": graph.data.tolist()})
+    part = leidenalg.find_partition(g, leidenalg.RBConfigurationVertexPartition, weights="weight",
+                                    resolution_parameter=resolution, seed=seed)
+    return np.asarray(part.membership)
+
+
+def _knn_graph(embedding: np.ndarray, n_neighbors: int) -> sp.csr_matrix:
+    from sklearn.neighbors import NearestNeighbors
+
+    n_neighbors = min(n_neighbors, embedding.shape[0] - 1)
+    nn = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(embedding)
+    graph = nn.kneighbors_graph(embedding, mode="connectivity")
+    graph.setdiag(0)
+    graph.eliminate_zeros()
+    return ((graph + graph.T) > 0).astype(np.float32).tocsr()
+
+
+def _spectral_fallback(x: sp.csr_matrix, n_comps: int, seed: int) -> np.ndarray:
+    """SnapATAC2-like spectral embedding: IDF-weighted, L2-normalised cells, cosine similarity graph Laplacian.
+
+    The top eigenvectors of D^-1/2 S D^-1/2 with S = X X^T (cosine) are the left singular vectors of
+    D^-1/2 X, computed without forming S; the first (trivial) one is dropped, the rest scaled by eigenvalue.
+    """
+    from sklearn.utils.extmath import randomized_svd
+
+    idf = np.log1p(x.shape[0] / (1.0 + np.asarray((x > 0).sum(axis=0)).ravel()))
+    xw = sp.csr_matrix(x.multiply(idf[None, :]))
+    norms = np.sqrt(np.asarray(xw.multiply(xw).sum(axis=1)).ravel()) + 1e-12
+    xw = sp.diags(1.0 / norms) @ xw
+    degree = np.asarray(xw @ np.asarray(xw.sum(axis=0)).ravel()).ravel() + 1e-12
+    xl = sp.diags(1.0 / np.sqrt(degree)) @ xw
+    n_comps = max(2, min(n_comps + 1, min(xl.shape) - 1))
+    u, s, _ = randomized_svd(xl, n_components=n_comps, random_state=seed)
+    return (u[:, 1:] * (s[1:] ** 2)[None, :]).astype(np.float32)
+
+
+def embed_atac(adata: AnnData, n_features: int = 50000, n_comps: int = 30, seed: int = 0) -> np.ndarray:
+    """Spectral embedding of accessibility (SnapATAC2 ``select_features -> tl.spectral``, or the fallback).
+
+    ``adata.X`` may be binary, counts or probabilities; it is used as given (sparse float).
+    """
+    x = sp.csr_matrix(_dense(adata.X) if not sp.issparse(adata.X) else adata.X, dtype=np.float32)
+    if snap is not None:
+        work = AnnData(x, obs=pd.DataFrame(index=adata.obs_names.astype(str)),
+                       var=pd.DataFrame(index=adata.var_names.astype(str)))
+        snap.pp.select_features(work, n_features=min(n_features, work.n_vars), verbose=False)
+        snap.tl.spectral(work, n_comps=min(n_comps, max(2, work.n_obs - 2)), random_state=seed)
+        return np.asarray(work.obsm["X_spectral"], dtype=np.float32)
+    keep = np.argsort(-np.asarray((x > 0).sum(axis=0)).ravel())[:n_features]
+    return _spectral_fallback(x[:, np.sort(keep)], n_comps, seed)
+
+
+def cluster_embedding(embedding: np.ndarray, n_neighbors: int = 50, resolution: float = 1.0,
+                      seed: int = 0) -> np.ndarray:
+    """kNN graph on an embedding then leiden clusters (SnapATAC2 ``pp.knn -> tl.leiden`` when available)."""
+    if snap is not None:
+        work = AnnData(np.zeros((embedding.shape[0], 1), dtype=np.float32))
+        work.obsm["X_embed"] = np.asarray(embedding, dtype=np.float64)
+        snap.pp.knn(work, n_neighbors=min(n_neighbors, work.n_obs - 1), use_rep="X_embed", random_state=seed)
+        snap.tl.leiden(work, resolution=resolution, random_state=seed)
+        return work.obs["leiden"].astype(str).to_numpy()
+    return _leiden(_knn_graph(embedding, n_neighbors), resolution, seed).astype(str)
+
+
+def atac_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: int = 50,
+                    resolution: float = 1.0, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Cluster accessibility and score the clusters against ``adata.obs[label_key]``.
+
+    Returns
+    -------
+    (scores, clusters, embedding)
+        tidy AMI/NMI/ARI/homogeneity, the leiden labels and the spectral embedding (for UMAPs).
+    """
+    embedding = embed_atac(adata, seed=seed)
+    clusters = cluster_embedding(embedding, n_neighbors=n_neighbors, resolution=resolution, seed=seed)
+    return clustering_scores(clusters, adata.obs[label_key]), clusters, embedding
+
+
+def embed_rna(adata: AnnData, n_top_genes: int = 2000, n_comps: int = 30, is_log: bool | None = None,
+              seed: int = 0) -> np.ndarray:
+    """HVG -> PCA embedding of (predicted or measured) RNA.
+
+    ``is_log``: whether ``adata.X`` is already log1p-normalised (predictions); by default, values that are all
+    integers are taken as counts and normalised to 10,000 per cell and log1p-transformed first.
+    """
+    from sklearn.decomposition import PCA
+
+    x = _dense(adata.X)
+    if is_log is None:
+        is_log = not np.allclose(x, np.round(x))
+    if not is_log:
+        x = _log_normalize(x)
+    var = x.var(axis=0)
+    keep = np.sort(np.argsort(-var)[: min(n_top_genes, x.shape[1])])
+    x = x[:, keep]
+    x = (x - x.mean(axis=0)) / (x.std(axis=0) + 1e-6)
+    n_comps = min(n_comps, min(x.shape) - 1)
+    return PCA(n_components=n_comps, random_state=seed).fit_transform(x).astype(np.float32)
+
+
+def rna_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: int = 15, resolution: float = 1.0,
+                   is_log: bool | None = None, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Cluster RNA (HVG -> PCA -> kNN -> leiden) and score against ``adata.obs[label_key]``."""
+    embedding = embed_rna(adata, is_log=is_log, seed=seed)
+    clusters = _leiden(_knn_graph(embedding, n_neighbors), resolution, seed).astype(str)
+    return clustering_scores(clusters, adata.obs[label_key]), clusters, embedding
+
+
+# ----------------------------------------------------------------------------------------------- RNA -> ATAC
+def per_cell_classification(pred: AnnData, true: AnnData, rule: str = "expected_count",
+                            threshold: float = 0.5) -> pd.DataFrame:
+    """Per-cell precision, recall, F1 (after ``binarize``) and AUROC, AUPRC (from the probabilities).
+
+    Cells whose measured profile has no open or no closed CRE get NaN AUROC/AUPRC.
+    """
+    probs, truth = _aligned(pred, true)
+    truth = truth > 0
+    called = binarize(probs, rule=rule, threshold=threshold)
+    tp = (called & truth).sum(axis=1).astype(float)
+    precision = np.divide(tp, called.sum(axis=1), out=np.zeros_like(tp), where=called.sum(axis=1) > 0)
+    recall = np.divide(tp, truth.sum(axis=1), out=np.zeros_like(tp), where=truth.sum(axis=1) > 0)
+    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
+                   where=(precision + recall) > 0)
+    auroc = np.full(len(tp), np.nan)
+    auprc = np.full(len(tp), np.nan)
+    for i in range(len(tp)):
+        if 0 < truth[i].sum() < truth.shape[1]:
+            auroc[i] = skm.roc_auc_score(truth[i], probs[i])
+            auprc[i] = skm.average_precision_score(truth[i], probs[i])
+    cells = np.asarray(pred.obs_names)
+    parts = [pd.DataFrame({"cell": cells, "metric": name, "value": values}) for name, values in
+             (("precision", precision), ("recall", recall), ("F1", f1), ("AUROC", auroc), ("AUPRC", auprc))]
+    return pd.concat(parts, ignore_index=True)
+
+
+def pseudobulk_pearson(pred: AnnData, true: AnnData, label_key: str = "cell_type") -> pd.DataFrame:
+    """Pearson r between mean predicted and mean measured (binarised) accessibility per cell type."""
+    probs, truth = _aligned(pred, true)
+    truth = (truth > 0).astype(np.float32)
+    labels = true.obs[label_key].astype(str).to_numpy()
+    rows = []
+    for cell_type in np.unique(labels):
+        mask = labels == cell_type
+        a, b = probs[mask].mean(axis=0), truth[mask].mean(axis=0)
+        r = stats.pearsonr(a, b)[0] if a.std() > 0 and b.std() > 0 else 0.0
+        rows.append({"cell_type": cell_type, "metric": "pseudobulk_pearson", "value": float(r),
+                     "n_cells": int(mask.sum())})
+    return pd.DataFrame(rows)
+
+
+def rna2atac_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type", rule: str = "expected_count",
+                     cluster: bool = True, seed: int = 0) -> pd.DataFrame:
+    """All RNA->ATAC metrics of one prediction as one tidy table (means over cells / cell types)."""
+    parts = []
+    if cluster:
+        scored = pred.copy()
+        scored.obs[label_key] = true.obs[label_key].to_numpy()
+        parts.append(atac_clustering(scored, label_key=label_key, seed=seed)[0])
+    per_cell = per_cell_classification(pred, true, rule=rule)
+    parts.append(per_cell.groupby("metric", sort=False)["value"].mean().reset_index())
+    pb = pseudobulk_pearson(pred, true, label_key=label_key)
+    parts.append(pd.DataFrame({"metric": ["pseudobulk_pearson"], "value": [pb["value"].mean()]}))
+    return pd.concat(parts, ignore_index=True)[["metric", "value"]]
+
+
+# ----------------------------------------------------------------------------------------------- ATAC -> RNA
+def _log_normalize(counts: np.ndarray, target_sum: float = 1e4) -> np.ndarray:
+    totals = counts.sum(axis=1, keepdims=True)
+    return np.log1p(counts / np.maximum(totals, 1e-12) * target_sum).astype(np.float32)
+
+
+def true_expression(true: AnnData) -> np.ndarray:
+    """Measured expression on the log1p scale: counts are normalised to 10,000 per cell and log1p-transformed;
+    already-normalised data (``uns["counts"] is False``) are log1p-transformed only if not already logged."""
+    x = _dense(true.X)
+    if true.uns.get("counts", True):
+        return _log_normalize(x)
+    return x if x.max() < 30 else np.log1p(x)
+
+
+def _columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a - a.mean(axis=0)
+    b = b - b.mean(axis=0)
+    denom = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (a * b).sum(axis=0) / denom
+    return np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def genewise_correlation(pred: AnnData, true: AnnData, masked: bool = False) -> pd.DataFrame:
+    """Gene-wise Pearson and Spearman r across cells between predicted and measured expression (NaN -> 0).
+
+    ``pred.X`` is taken on the log1p scale (as ``cisformer.predict.atac_to_rna`` returns); ``true`` is
+    normalised by ``true_expression``. ``masked=True`` is the paper's convention: predictions are set to zero
+    where the measured value is zero (it uses the measured non-zero pattern, so it is not a prediction of it).
+    """
+    if not np.array_equal(pred.obs_names, true.obs_names):
+        raise ValueError("pred and true must hold the same cells in the same order (obs_names differ)")
+    true = true[:, pred.var_names]
+    y_pred = _dense(pred.X)
+    y_true = true_expression(true)
+    if masked:
+        y_pred = np.where(y_true > 0, y_pred, 0.0).astype(np.float32)
+    pearson = _columnwise_pearson(y_pred, y_true)
+    spearman = _columnwise_pearson(stats.rankdata(y_pred, axis=0), stats.rankdata(y_true, axis=0))
+    genes = np.asarray(pred.var_names)
+    suffix = "_masked" if masked else ""
+    return pd.concat([pd.DataFrame({"gene": genes, "metric": f"pearson{suffix}", "value": pearson}),
+                      pd.DataFrame({"gene": genes, "metric": f"spearman{suffix}", "value": spearman})],
+                     ignore_index=True)
+
+
+def atac2rna_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type", cluster: bool = True,
+                     seed: int = 0) -> pd.DataFrame:
+    """All ATAC->RNA metrics of one prediction: mean gene-wise correlations (unmasked and masked) and the
+    clustering scores of the predicted RNA (when ``cluster`` and labels are present)."""
+    parts = [genewise_correlation(pred, true, masked=m).groupby("metric", sort=False)["value"].mean()
+             .reset_index() for m in (False, True)]
+    if cluster and pred.n_vars >= 3:
+        scored = AnnData(_dense(pred.X), obs=pd.DataFrame({label_key: true.obs[label_key].to_numpy()},
+                                                          index=pred.obs_names))
+        parts.append(rna_clustering(scored, label_key=label_key, is_log=True, seed=seed)[0])
+    return pd.concat(parts, ignore_index=True)[["metric", "value"]]
+
+
+# ----------------------------------------------------------------------------------------------- reporting
+def summarize(table: pd.DataFrame, group: str = "scenario") -> pd.DataFrame:
+    """Mean, sd and number of seeds of every (group, method, metric) in a long metrics table."""
+    return (table.groupby([group, "method", "metric"], sort=False)["value"]
+            .agg(mean="mean", sd="std", n="count").reset_index().fillna({"sd": 0.0}))
+
+
+def describe_comparison(table: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer",
+                        floor: str | None = "floor") -> str:
+    """One sentence per group, computed from the numbers: how ``ours`` compares with the best other method and
+    with the floor on ``metric`` (means over seeds). Used for the notebooks' honest prose."""
+    summary = summarize(table[table["metric"] == metric], group)
+    lines = []
+    for name, part in summary.groupby(group, sort=False):
+        means = part.set_index("method")["mean"]
+        if ours not in means:
+            lines.append(f"- {name}: {ours} was not run, so no comparison on {metric}.")
+            continue
+        others = means.drop([ours] + ([floor] if floor in means else []), errors="ignore")
+        sentence = f"- {name}: {ours} {metric} = {means[ours]:.3f}"
+        if len(others):
+            best = others.idxmax()
+            verdict = "wins" if means[ours] >= others.max() else "loses"
+            sentence += f"; best other method {best} = {others.max():.3f}, so {ours} {verdict}"
+            sentence += f" (difference {means[ours] - others.max():+.3f})"
+        if floor in means:
+            relation = "above" if means[ours] > means[floor] else "not above"
+            sentence += f"; {relation} the floor ({floor} = {means[floor]:.3f})"
+        lines.append(sentence + ".")
+    return "\n".join(lines)

@@ -1,0 +1,141 @@
+"""Metrics on hand-made inputs with known answers, and on simulated data."""
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from anndata import AnnData
+
+from cisformer import metrics
+
+
+def _atac(x, labels=None):
+    n = x.shape[0]
+    obs = pd.DataFrame({"cell_type": labels if labels is not None else ["a"] * n}, index=[f"c{i}" for i in range(n)])
+    return AnnData(np.asarray(x, dtype=np.float32), obs=obs,
+                   var=pd.DataFrame(index=[f"chr1:{i * 1000}-{i * 1000 + 500}" for i in range(x.shape[1])]))
+
+
+@pytest.fixture
+def binary_truth():
+    rng = np.random.default_rng(0)
+    truth = (rng.random((30, 200)) < 0.2).astype(np.float32)
+    truth[:, 0], truth[:, 1] = 1, 0          # every cell has an open and a closed CRE
+    return truth
+
+
+def _value(table, metric):
+    return table.loc[table["metric"] == metric, "value"].to_numpy()
+
+
+def test_perfect_prediction_scores_one(binary_truth):
+    table = metrics.per_cell_classification(_atac(binary_truth), _atac(binary_truth))
+    for metric in ("precision", "recall", "F1", "AUROC", "AUPRC"):
+        np.testing.assert_allclose(_value(table, metric), 1.0)
+    assert set(table.columns) == {"cell", "metric", "value"}
+
+
+def test_inverted_prediction_has_auroc_zero(binary_truth):
+    table = metrics.per_cell_classification(_atac(1 - binary_truth), _atac(binary_truth))
+    np.testing.assert_allclose(_value(table, "AUROC"), 0.0)
+    np.testing.assert_allclose(_value(table, "precision"), 0.0)
+
+
+def test_constant_prediction_has_auroc_half(binary_truth):
+    table = metrics.per_cell_classification(_atac(np.full_like(binary_truth, 0.3)), _atac(binary_truth))
+    np.testing.assert_allclose(_value(table, "AUROC"), 0.5)
+
+
+def test_binarize_rules():
+    probs = np.array([[0.9, 0.6, 0.3, 0.2], [0.1, 0.1, 0.2, 0.0]], dtype=np.float32)
+    # expected count: row 0 sums to 2.0 -> two called; row 1 sums to 0.4 -> none called
+    np.testing.assert_array_equal(metrics.binarize(probs), [[1, 1, 0, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(metrics.binarize(probs, "threshold", 0.25), [[1, 1, 1, 0], [0, 0, 0, 0]])
+    with pytest.raises(ValueError):
+        metrics.binarize(probs, "bogus")
+
+
+def test_clustering_scores_invariant_to_label_names():
+    truth = np.repeat(["x", "y", "z"], 10)
+    pred = np.repeat(["2", "0", "1"], 10)
+    table = metrics.clustering_scores(pred, truth)
+    np.testing.assert_allclose(table["value"], 1.0)
+    assert list(table["metric"]) == list(metrics.CLUSTER_METRICS)
+
+
+def test_pseudobulk_pearson_perfect(binary_truth):
+    labels = np.repeat(["a", "b", "c"], 10)
+    table = metrics.pseudobulk_pearson(_atac(binary_truth, labels), _atac(binary_truth, labels))
+    assert sorted(table["cell_type"]) == ["a", "b", "c"]
+    np.testing.assert_allclose(table["value"], 1.0, atol=1e-6)
+
+
+def test_mismatched_cells_rejected(binary_truth):
+    true = _atac(binary_truth)
+    pred = _atac(binary_truth[::-1])
+    pred.obs_names = list(true.obs_names[::-1])
+    with pytest.raises(ValueError):
+        metrics.per_cell_classification(pred, true)
+
+
+def _rna(counts, labels=None):
+    n = counts.shape[0]
+    obs = pd.DataFrame({"cell_type": labels if labels is not None else ["a"] * n}, index=[f"c{i}" for i in range(n)])
+    return AnnData(sp.csr_matrix(counts.astype(np.float32)), obs=obs,
+                   var=pd.DataFrame(index=[f"g{j}" for j in range(counts.shape[1])]))
+
+
+def test_genewise_correlation_known_answers():
+    rng = np.random.default_rng(1)
+    counts = rng.poisson(3.0, (40, 6)).astype(np.float32)
+    true = _rna(counts)
+    perfect = AnnData(metrics.true_expression(true), obs=true.obs.copy(), var=true.var.copy())
+    table = metrics.genewise_correlation(perfect, true)
+    np.testing.assert_allclose(table["value"], 1.0, atol=1e-5)
+    constant = AnnData(np.ones((40, 6), dtype=np.float32), obs=true.obs.copy(), var=true.var.copy())
+    table = metrics.genewise_correlation(constant, true)
+    np.testing.assert_allclose(table["value"], 0.0)        # NaN -> 0
+    masked = metrics.genewise_correlation(constant, true, masked=True)
+    assert set(masked["metric"]) == {"pearson_masked", "spearman_masked"}
+    assert {"gene", "metric", "value"} <= set(masked.columns)
+
+
+def test_masking_uses_true_zero_pattern():
+    counts = np.array([[0, 5], [3, 0], [4, 4], [0, 1]], dtype=np.float32)
+    true = _rna(counts)
+    pred = AnnData(np.ones((4, 2), dtype=np.float32), obs=true.obs.copy(), var=true.var.copy())
+    masked = metrics.genewise_correlation(pred, true, masked=True)
+    # masked prediction is the indicator of the true non-zeros -> positive correlation for both genes
+    assert (masked.loc[masked["metric"] == "pearson_masked", "value"] > 0.5).all()
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    from cisformer import simulate
+
+    return simulate.paired(n_cells=300, n_genes=80, n_cres=600, n_cell_types=3, seed=0)
+
+
+def test_atac_clustering_recovers_types(simulated):
+    _, atac, _ = simulated
+    scores, clusters, embedding = metrics.atac_clustering(atac, seed=0)
+    assert len(clusters) == atac.n_obs and embedding.shape[0] == atac.n_obs
+    assert scores.set_index("metric").loc["AMI", "value"] > 0.5
+
+
+def test_rna_clustering_and_summaries(simulated):
+    rna, atac, _ = simulated
+    scores, _, _ = metrics.rna_clustering(rna, seed=0)
+    assert scores.set_index("metric").loc["AMI", "value"] > 0.3
+    summary = metrics.rna2atac_summary(atac, atac, cluster=False)
+    assert set(summary["metric"]) == {"precision", "recall", "F1", "AUROC", "AUPRC", "pseudobulk_pearson"}
+    perfect = AnnData(metrics.true_expression(rna), obs=rna.obs.copy(), var=rna.var.copy())
+    summary = metrics.atac2rna_summary(perfect, rna).set_index("metric")["value"]
+    assert summary["pearson"] == pytest.approx(1.0, abs=1e-5) and "AMI" in summary
+
+
+def test_describe_comparison():
+    table = pd.DataFrame({"scenario": ["s"] * 6, "method": ["cisformer", "kNN", "floor"] * 2,
+                          "seed": [0, 0, 0, 1, 1, 1], "metric": ["AMI"] * 6,
+                          "value": [0.5, 0.6, 0.1, 0.5, 0.6, 0.1]})
+    text = metrics.describe_comparison(table, "AMI", group="scenario")
+    assert "kNN" in text and "loses" in text and "floor" in text
