@@ -51,20 +51,30 @@ def _aligned(pred: AnnData, true: AnnData) -> tuple[np.ndarray, np.ndarray]:
     return _dense(pred.X), _dense(true.X)
 
 
-def binarize(probs: np.ndarray, rule: str = "expected_count", threshold: float = 0.5) -> np.ndarray:
+def binarize(probs: np.ndarray, rule: str = "expected_count", threshold: float = 0.5,
+             open_fraction: float | None = None) -> np.ndarray:
     """Binarise predicted accessibility probabilities with one rule for every method.
 
     ``rule="expected_count"`` (default): in each cell the ``k = round(sum of the cell's probabilities)`` CREs
     with the highest probabilities are called open. It needs no threshold, reads nothing from the measured data,
     and is fair to methods whose probabilities are calibrated differently (a method that predicts 3 % of CREs
-    open on average calls 3 % open). ``rule="threshold"``: ``probs >= threshold``.
+    open on average calls 3 % open). ``rule="topk"``: in every cell the ``round(open_fraction * n_CREs)`` most
+    probable CREs are called open, with ``open_fraction`` the mean open fraction of the *training* cells -
+    identical for every method and blind to how each method's probabilities are calibrated (Cisformer trains on
+    50/50 open/closed samples, so its raw probabilities overstate openness); the benchmark notebooks use it.
+    ``rule="threshold"``: ``probs >= threshold``.
     """
     probs = _dense(probs)
     if rule == "threshold":
         return probs >= threshold
-    if rule != "expected_count":
-        raise ValueError(f"unknown binarisation rule {rule!r}; use 'expected_count' or 'threshold'")
-    k = np.clip(np.rint(probs.sum(axis=1)).astype(int), 0, probs.shape[1])
+    if rule == "topk":
+        if open_fraction is None:
+            raise ValueError("rule='topk' needs open_fraction (mean open fraction of the training cells)")
+        k = np.full(probs.shape[0], int(round(open_fraction * probs.shape[1])))
+    elif rule == "expected_count":
+        k = np.clip(np.rint(probs.sum(axis=1)).astype(int), 0, probs.shape[1])
+    else:
+        raise ValueError(f"unknown binarisation rule {rule!r}; use 'expected_count', 'topk' or 'threshold'")
     called = np.zeros(probs.shape, dtype=bool)
     for i, k_i in enumerate(k):
         if k_i > 0:
@@ -201,14 +211,14 @@ def rna_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: in
 
 # ----------------------------------------------------------------------------------------------- RNA -> ATAC
 def per_cell_classification(pred: AnnData, true: AnnData, rule: str = "expected_count",
-                            threshold: float = 0.5) -> pd.DataFrame:
+                            threshold: float = 0.5, open_fraction: float | None = None) -> pd.DataFrame:
     """Per-cell precision, recall, F1 (after ``binarize``) and AUROC, AUPRC (from the probabilities).
 
     Cells whose measured profile has no open or no closed CRE get NaN AUROC/AUPRC.
     """
     probs, truth = _aligned(pred, true)
     truth = truth > 0
-    called = binarize(probs, rule=rule, threshold=threshold)
+    called = binarize(probs, rule=rule, threshold=threshold, open_fraction=open_fraction)
     tp = (called & truth).sum(axis=1).astype(float)
     precision = np.divide(tp, called.sum(axis=1), out=np.zeros_like(tp), where=called.sum(axis=1) > 0)
     recall = np.divide(tp, truth.sum(axis=1), out=np.zeros_like(tp), where=truth.sum(axis=1) > 0)
@@ -242,14 +252,18 @@ def pseudobulk_pearson(pred: AnnData, true: AnnData, label_key: str = "cell_type
 
 
 def rna2atac_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type", rule: str = "expected_count",
-                     cluster: bool = True, seed: int = 0) -> pd.DataFrame:
+                     open_fraction: float | None = None, cluster: bool = True, seed: int = 0,
+                     max_cluster_cells: int | None = None) -> pd.DataFrame:
     """All RNA->ATAC metrics of one prediction as one tidy table (means over cells / cell types)."""
     parts = []
     if cluster:
         scored = pred.copy()
         scored.obs[label_key] = true.obs[label_key].to_numpy()
+        if max_cluster_cells and scored.n_obs > max_cluster_cells:
+            keep = np.sort(np.random.default_rng(seed).choice(scored.n_obs, max_cluster_cells, replace=False))
+            scored = scored[keep].copy()
         parts.append(atac_clustering(scored, label_key=label_key, seed=seed)[0])
-    per_cell = per_cell_classification(pred, true, rule=rule)
+    per_cell = per_cell_classification(pred, true, rule=rule, open_fraction=open_fraction)
     parts.append(per_cell.groupby("metric", sort=False)["value"].mean().reset_index())
     pb = pseudobulk_pearson(pred, true, label_key=label_key)
     parts.append(pd.DataFrame({"metric": ["pseudobulk_pearson"], "value": [pb["value"].mean()]}))

@@ -50,6 +50,8 @@ def test_binarize_rules():
     # expected count: row 0 sums to 2.0 -> two called; row 1 sums to 0.4 -> none called
     np.testing.assert_array_equal(metrics.binarize(probs), [[1, 1, 0, 0], [0, 0, 0, 0]])
     np.testing.assert_array_equal(metrics.binarize(probs, "threshold", 0.25), [[1, 1, 1, 0], [0, 0, 0, 0]])
+    # top-k: the same k (training open fraction x n CREs) in every cell, whatever the calibration
+    np.testing.assert_array_equal(metrics.binarize(probs, "topk", open_fraction=0.25), [[1, 0, 0, 0], [0, 0, 1, 0]])
     with pytest.raises(ValueError):
         metrics.binarize(probs, "bogus")
 
