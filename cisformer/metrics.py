@@ -175,6 +175,7 @@ def atac_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: i
         tidy AMI/NMI/ARI/homogeneity, the leiden labels and the spectral embedding (for UMAPs).
     """
     embedding = embed_atac(adata, seed=seed)
+    n_neighbors = min(n_neighbors, max(5, adata.n_obs // 10))      # small test sets: keep the graph local
     clusters = cluster_embedding(embedding, n_neighbors=n_neighbors, resolution=resolution, seed=seed)
     return clustering_scores(clusters, adata.obs[label_key]), clusters, embedding
 
@@ -352,7 +353,8 @@ def describe_comparison(table: pd.DataFrame, metric: str, group: str = "scenario
         sentence = f"- {name}: {ours} {metric} = {means[ours]:.3f}"
         if len(others):
             best = others.idxmax()
-            verdict = "wins" if means[ours] >= others.max() else "loses"
+            diff = means[ours] - others.max()
+            verdict = "ties" if abs(diff) < 0.005 else ("wins" if diff > 0 else "loses")
             sentence += f"; best other method {best} = {others.max():.3f}, so {ours} {verdict}"
             sentence += f" (difference {means[ours] - others.max():+.3f})"
         if floor in means:
