@@ -51,12 +51,19 @@ def scbutterfly_python() -> Path:
     return scbutterfly_env_dir() / "bin" / "python"
 
 
+def _child_env(threads: int = 1) -> dict:
+    """Environment of scButterfly's subprocess: no inherited notebook plotting backend or Python path."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
+    return env | {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def scbutterfly_available() -> bool:
     """True when the scButterfly environment exists and imports the package."""
     python = scbutterfly_python()
     if not python.exists():
         return False
-    probe = subprocess.run([str(python), "-c", "import scButterfly.butterfly"], capture_output=True, timeout=300)
+    probe = subprocess.run([str(python), "-c", "import scButterfly.butterfly"], capture_output=True, timeout=300,
+                           env=_child_env())
     return probe.returncode == 0
 
 
@@ -79,7 +86,7 @@ def ensure_scbutterfly_env(verbose: bool = False) -> Path:
     for cmd in steps:
         if verbose:
             print("+", " ".join(cmd), flush=True)
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
         if done.returncode != 0:
             raise RuntimeError(f"installing scButterfly's environment failed at {' '.join(cmd)}:\n"
                                + "\n".join((done.stdout + done.stderr).splitlines()[-15:]))
@@ -190,7 +197,7 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
             "n_top_genes": int(min(n_top_genes, rna.n_vars)),
         }, open(f"{work}/config.json", "w"))
         Path(f"{work}/driver.py").write_text(_DRIVER)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), MPLBACKEND="Agg")
+        env = _child_env(threads)
         t0 = time.time()
         done = subprocess.run([str(python), f"{work}/driver.py", work, str(threads)], capture_output=True,
                               text=True, timeout=timeout_s, env=env, cwd=work)
