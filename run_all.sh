@@ -45,8 +45,8 @@ setup_venv() {
       TORCH_SPEC="torch==2.13.0"   # CPU build, installed from local disk on the project machines
     fi
   fi
-  local extras="test"
-  [ "${CISFORMER_GPU_EXTRA:-0}" = 1 ] && extras="test,gpu"
+  local extras="test,liftover"
+  [ "${CISFORMER_GPU_EXTRA:-0}" = 1 ] && extras="test,liftover,gpu"
   local stamp_want
   stamp_want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC $extras"
   if [ -x "$PY" ] && [ "$(cat "$VENV/.cisformer-stamp" 2>/dev/null)" = "$stamp_want" ]; then

@@ -374,6 +374,13 @@ def _to_anndata(acc: PairAccumulator, pairs, genes_kept, cres_kept, gene_var, cr
 
 # --------------------------------------------------------------------------------------------- summaries
 
+def _entries(X, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``X[rows[i], cols[i]]`` as a 1-D float array (scipy returns a sparse matrix, not an array, when empty)."""
+    if len(rows) == 0:
+        return np.zeros(0)
+    return np.asarray(X[rows, cols], dtype=np.float64).ravel()
+
+
 def links_table(per_type: dict[str, ad.AnnData], min_cells: int = 1) -> pd.DataFrame:
     """Tidy CRE-gene pairs: one row per (cell type, gene, CRE) co-sampled in at least ``min_cells`` cells.
 
@@ -385,7 +392,7 @@ def links_table(per_type: dict[str, ad.AnnData], min_cells: int = 1) -> pd.DataF
         n = adata.layers["n_cells"].tocoo()
         keep = n.data >= min_cells
         rows, cols = n.row[keep], n.col[keep]
-        score = np.asarray(adata.X[rows, cols]).ravel()
+        score = _entries(adata.X, rows, cols)
         frame = pd.DataFrame({"cell_type": cell_type, "gene": adata.obs_names[rows], "cre": adata.var_names[cols],
                               "score": score, "n_cells": n.data[keep].astype(np.int64)})
         frame["rank"] = frame["score"].rank(ascending=False, method="first").astype(np.int64)
@@ -408,7 +415,7 @@ def pair_scores(per_type: dict[str, ad.AnnData], pairs: pd.DataFrame, how: str =
         ci = adata.var_names.get_indexer(pairs["cre"])
         ok = (gi >= 0) & (ci >= 0)
         vals = np.zeros(len(pairs))
-        vals[ok] = np.asarray(adata.X[gi[ok], ci[ok]]).ravel()
+        vals[ok] = _entries(adata.X, gi[ok], ci[ok])
         stack.append(vals)
     stack = np.vstack(stack)
     combined = stack.max(0) if how == "max" else stack.mean(0)

@@ -14,6 +14,9 @@ expression on the log1p(normalised to 10,000) scale.
 
 RNA -> ATAC
     ``Floor``          each CRE's open frequency in the training cells, the same for every cell.
+    ``CellTypeMean``   a reference, not a method: each CRE's open frequency in the training cells of the test
+                       cell's *annotated* cell type (it reads the test labels); how much a perfect cell-type
+                       classifier gains over the floor on each metric.
     ``KNNTransfer``    RNA PCA space -> average of the k nearest training cells' binarised ATAC.
     ``BabelStyle``     BABEL (Wu et al., Nat Commun 2021): RNA encoder/decoder and per-chromosome ATAC
                        encoders/decoders around one shared latent; negative-binomial loss for RNA and binary
@@ -137,6 +140,32 @@ class Floor:
 
     def predict_atac(self, rna: AnnData) -> AnnData:
         return _atac_prediction(np.tile(self.frequency, (rna.n_obs, 1)), rna.obs, self.var, self.name)
+
+
+class CellTypeMean:
+    """Open frequency per CRE in the training cells of each annotated cell type, predicted from the test cell's
+    own label in ``obs[key]`` (cell types absent from training get the floor). A reference that reads labels."""
+
+    name = "cell-type mean"
+
+    def __init__(self, key: str = "cell_type"):
+        self.key = key
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "CellTypeMean":
+        if self.key not in atac_train.obs:
+            raise KeyError(f"CellTypeMean needs cell-type labels in obs[{self.key!r}]")
+        self.var = atac_train.var.copy()
+        binary, labels = _binary(atac_train), atac_train.obs[self.key].astype(str).to_numpy()
+        self.floor = np.asarray(binary.mean(axis=0)).ravel().astype(np.float32)
+        self.frequency = {t: np.asarray(binary[labels == t].mean(axis=0)).ravel().astype(np.float32)
+                          for t in np.unique(labels)}
+        return self
+
+    def predict_atac(self, rna: AnnData) -> AnnData:
+        if self.key not in rna.obs:
+            raise KeyError(f"CellTypeMean predicts from the cells' labels in obs[{self.key!r}]")
+        probs = np.vstack([self.frequency.get(t, self.floor) for t in rna.obs[self.key].astype(str)])
+        return _atac_prediction(probs, rna.obs, self.var, self.name)
 
 
 class KNNTransfer:

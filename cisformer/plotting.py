@@ -5,6 +5,7 @@ file in the provenance log so that ``figures/INDEX.md`` can trace it.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -16,6 +17,9 @@ import pandas as pd  # noqa: E402
 
 from . import provenance  # noqa: E402
 
+# embedding fonts in PDFs logs one INFO line per glyph subset when a library has set the root logger to INFO
+logging.getLogger("fontTools").setLevel(logging.WARNING)
+
 PALETTE = "tab20"
 METHOD_COLORS = {
     "cisformer": "#d62728",
@@ -23,6 +27,7 @@ METHOD_COLORS = {
     "BABEL-style": "#2ca02c",
     "kNN": "#9467bd",
     "floor": "#7f7f7f",
+    "cell-type mean": "#bcbd22",
     "ArchR gene score": "#ff7f0e",
     "peak-to-gene": "#8c564b",
     "SCARlink-style": "#e377c2",

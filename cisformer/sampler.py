@@ -66,6 +66,35 @@ def bin_expression(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, np.minimum(bins, n_bins - 1), 0)
 
 
+def base_rate_logits(rna_X: sp.csr_matrix, atac_X: sp.csr_matrix, config: CisformerConfig,
+                     bin_edges=None) -> np.ndarray:
+    """Base rates of the training targets as logits, the model's ``query_prior`` (one pseudocount per outcome).
+
+    rna2atac: (n_CREs,) logit of each CRE's open frequency over the cells of ``atac_X``, plus the log odds by
+    which the balanced query draw (up to ``cre_len / 2`` open CREs, closed ones for the rest) favours open CREs,
+    so that the offset matches the targets the model is trained on.
+    atac2rna: (n_genes, n_bins) log frequency of each expression bin of each gene over the cells of ``rna_X``
+    (queries are drawn uniformly, so no correction).
+    """
+    if config.direction == "rna2atac":
+        n_cells, n_cres = atac_X.shape
+        n_open = np.bincount(atac_X.indices[atac_X.data > 0], minlength=n_cres)
+        freq = (n_open + 1.0) / (n_cells + 2.0)
+        open_per_cell = np.diff(sp.csr_matrix(atac_X > 0).indptr)
+        n_query = min(config.cre_len, n_cres)
+        n_open_query = np.minimum(open_per_cell, n_query // 2)
+        p_open_drawn = np.mean(n_open_query / np.maximum(open_per_cell, 1))  # an open CRE is a query
+        p_closed_drawn = np.mean((n_query - n_open_query) / np.maximum(n_cres - open_per_cell, 1))
+        return (np.log(freq / (1 - freq)) + np.log(p_open_drawn / p_closed_drawn)).astype(np.float32)
+    rna_X = sp.csr_matrix(rna_X)
+    n_cells, n_genes, n_bins = rna_X.shape[0], rna_X.shape[1], len(bin_edges)
+    counts = np.zeros((n_genes, n_bins))
+    positive = rna_X.data > 0
+    np.add.at(counts, (rna_X.indices[positive], bin_expression(rna_X.data[positive], bin_edges)), 1)
+    counts[:, 0] = n_cells - counts[:, 1:].sum(1)
+    return np.log((counts + 1.0) / (n_cells + n_bins)).astype(np.float32)
+
+
 def bin_centres(edges) -> np.ndarray:
     """Expected log1p value of each bin: 0 for bin 0, the midpoint of its edges otherwise."""
     edges = np.asarray(edges, dtype=np.float64)

@@ -31,8 +31,8 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from .model import Cisformer, CisformerConfig, DIRECTIONS, PROFILES
-from .sampler import PairedCells, expression_bin_edges, make_loader
+from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
+from .sampler import PairedCells, base_rate_logits, expression_bin_edges, make_loader
 
 
 @dataclass
@@ -115,7 +115,7 @@ def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, r
     cfg = dataclasses.asdict(train_cfg)
     cfg.pop("epochs")
     cfg.pop("num_workers")
-    h.update(json.dumps([model_cfg.to_dict(), cfg, seed], sort_keys=True).encode())
+    h.update(json.dumps([CHECKPOINT_FORMAT, model_cfg.to_dict(), cfg, seed], sort_keys=True).encode())
     for names in (rna.var_names, atac.var_names, rna.obs_names[train_idx], rna.obs_names[val_idx]):
         h.update("\x00".join(map(str, names)).encode())
     rows = np.concatenate([train_idx, val_idx])
@@ -240,6 +240,8 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     model.open_fraction = float(n_open.mean() / model_cfg.n_cres)
     if bin_edges is not None:
         model.bin_edges.copy_(torch.as_tensor(bin_edges, dtype=torch.float32))
+    model.query_prior.copy_(torch.from_numpy(
+        base_rate_logits(rna_X[train_idx], atac_X[train_idx], model_cfg, bin_edges)))
 
     run_dir = None
     if checkpoint_dir is not None:

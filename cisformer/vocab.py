@@ -267,7 +267,7 @@ def liftover(df: pd.DataFrame, chain_path, min_ratio: float = 0.5, max_ratio: fl
     try:
         from pyliftover import LiftOver
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("liftover needs the optional package 'pyliftover': pip install pyliftover") from err
+        raise ImportError("liftover needs the optional package 'pyliftover': pip install pyliftover (or the extra: pip install -e '.[liftover]')") from err
     lo = LiftOver(str(chain_path))
     keep, new = [], []
     for label, chrom, start, end in zip(df.index, df["chrom"], df["start"], df["end"]):

@@ -132,3 +132,17 @@ def test_deletion_effects_shape_and_direction_check():
     assert effects.shape == (len(pairs),) and np.isfinite(effects).all() and (effects != 0).any()
     with pytest.raises(ValueError, match="atac2rna"):
         attention.deletion_effects(_model("rna2atac", rna, atac), rna, atac, pairs, n_cells=4)
+
+
+def test_links_table_with_a_cell_type_without_pairs():
+    genes, cres = ["g0", "g1"], ["c0", "c1", "c2"]
+    seen = sp.csr_matrix(np.array([[0, 2, 0], [0, 0, 0]], dtype=np.float32))
+    empty = sp.csr_matrix((2, 3), dtype=np.float32)
+    per_type = {t: __import__("anndata").AnnData(X=sp.csr_matrix(n * 0.5), layers={"n_cells": n},
+                                                 obs=pd.DataFrame(index=genes), var=pd.DataFrame(index=cres))
+                for t, n in {"A": seen, "B": empty}.items()}
+    table = attention.links_table(per_type)
+    assert table[["cell_type", "gene", "cre"]].values.tolist() == [["A", "g0", "c1"]]
+    assert table["score"].tolist() == [1.0] and table["n_cells"].tolist() == [2]
+    pairs = pd.DataFrame({"gene": ["g0", "g1"], "cre": ["c1", "c0"]})
+    np.testing.assert_allclose(attention.pair_scores(per_type, pairs, how="max"), [1.0, 0.0])

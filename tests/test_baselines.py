@@ -26,6 +26,7 @@ def _random_atac(atac_test):
 
 
 @pytest.mark.parametrize("method, margin", [(baselines.Floor(), 0.0), (baselines.KNNTransfer(n_neighbors=10), 0.1),
+                                            (baselines.CellTypeMean(), 0.1),
                                             (baselines.BabelStyle(epochs=30, batch_size=32), 0.1)])
 def test_rna2atac_shapes_and_beats_random(split, method, margin):
     rna_tr, atac_tr, rna_te, atac_te = split
@@ -45,6 +46,18 @@ def test_learned_rna2atac_beat_floor_on_pseudobulk(split):
     floor = metrics.pseudobulk_pearson(baselines.Floor().fit(rna_tr, atac_tr).predict_atac(rna_te), atac_te)
     knn = metrics.pseudobulk_pearson(baselines.KNNTransfer(10).fit(rna_tr, atac_tr).predict_atac(rna_te), atac_te)
     assert knn["value"].mean() > floor["value"].mean()
+
+
+def test_cell_type_mean_reads_labels_and_falls_back_to_floor(split):
+    rna_tr, atac_tr, rna_te, _ = split
+    ref = baselines.CellTypeMean().fit(rna_tr, atac_tr)
+    query = rna_te[:4].copy()
+    query.obs["cell_type"] = [rna_tr.obs["cell_type"].iloc[0], "unseen type", rna_tr.obs["cell_type"].iloc[0], "x"]
+    pred = ref.predict_atac(query).X
+    np.testing.assert_array_equal(pred[0], pred[2])
+    np.testing.assert_allclose(pred[1], baselines.Floor().fit(rna_tr, atac_tr).frequency)
+    with pytest.raises(KeyError, match="cell_type"):
+        ref.predict_atac(query[:, :].copy().__class__(query.X, var=query.var))
 
 
 @pytest.mark.parametrize("method", [baselines.ArchRGeneScore(), baselines.PeakToGene(n_metacells=60, metacell_size=10),

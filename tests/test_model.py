@@ -25,6 +25,15 @@ def _rna2atac_batch(n_keys=(5, 9), lq=12, seed=0, pad_to=None):
             "target": torch.randint(0, 2, (B, lq), generator=g).float()}
 
 
+def _batch(direction):
+    """Two cells, 12 query tokens each, 5 / 9 (rna2atac) or 4 / 9 (atac2rna) keys."""
+    if direction == "rna2atac":
+        return _rna2atac_batch()
+    return {"cre_idx": torch.randint(0, 700, (2, 9)), "cre_pad": torch.arange(9)[None] >= torch.tensor([[4], [9]]),
+            "gene_idx": torch.randint(0, 50, (2, 12)), "gene_pad": torch.zeros(2, 12, dtype=torch.bool),
+            "target": torch.randint(0, 8, (2, 12))}
+
+
 @pytest.mark.parametrize("direction", ["rna2atac", "atac2rna"])
 @pytest.mark.parametrize("profile", ["quick", "cpu", "paper"])
 def test_profiles_build(direction, profile):
@@ -55,12 +64,7 @@ def test_digit_encoding_unique_per_cre():
 def test_shapes_and_attention(direction):
     torch.manual_seed(0)
     model = Cisformer(_cfg(direction)).eval()
-    if direction == "rna2atac":
-        batch = _rna2atac_batch()
-    else:
-        batch = {"cre_idx": torch.randint(0, 700, (2, 9)), "cre_pad": torch.arange(9)[None] >= torch.tensor([[4], [9]]),
-                 "gene_idx": torch.randint(0, 50, (2, 12)), "gene_pad": torch.zeros(2, 12, dtype=torch.bool),
-                 "target": torch.randint(0, 8, (2, 12))}
+    batch = _batch(direction)
     logits, attn = model(batch, return_attention=True)
     assert logits.shape == ((2, 12) if direction == "rna2atac" else (2, 12, 8))
     assert len(attn) == 2 and attn[0].shape == (2, 12, 9)
@@ -170,3 +174,14 @@ def test_flash_varlen_packing_matches_sdpa(monkeypatch):
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=~key_pad[:, None, None, :])
     out = M._flash_attention(q, k, v, key_pad)  # computes in bf16 like the kernel
     torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("direction", ["rna2atac", "atac2rna"])
+def test_query_prior_is_an_additive_offset(direction):
+    torch.manual_seed(0)
+    model = Cisformer(_cfg(direction)).eval()
+    batch = _batch(direction)
+    before = model(batch)
+    model.query_prior.normal_()
+    query = batch["cre_idx"] if direction == "rna2atac" else batch["gene_idx"]
+    torch.testing.assert_close(model(batch), before + model.query_prior[query])

@@ -113,3 +113,18 @@ def test_shape_errors(data):
         sampler.PairedCells(rna_X, atac_X, [0], _cfg("rna2atac", n_genes=61))
     with pytest.raises(ValueError, match="cells"):
         sampler.PairedCells(rna_X[:5], atac_X, [0], _cfg("rna2atac"))
+
+
+def test_base_rate_logits_by_hand():
+    atac = sp.csr_matrix(np.array([[1, 0, 3], [1, 0, 0], [2, 0, 0]], dtype=np.float32))  # 3 cells x 3 CREs
+    cfg = CisformerConfig(direction="rna2atac", n_genes=2, n_cres=3, dim=4, n_digits=1, cre_len=2)
+    logit = sampler.base_rate_logits(None, atac, cfg)
+    freq = (np.array([3, 0, 1]) + 1) / (3 + 2)  # one pseudocount per outcome
+    # queries: 1 open + 1 closed CRE per cell; cells have 2, 1, 1 open CREs (and 1, 2, 2 closed)
+    p_open_drawn, p_closed_drawn = np.mean([1 / 2, 1, 1]), np.mean([1 / 1, 1 / 2, 1 / 2])
+    np.testing.assert_allclose(logit, np.log(freq / (1 - freq)) + np.log(p_open_drawn / p_closed_drawn), rtol=1e-6)
+    rna = sp.csr_matrix(np.array([[0, 1], [0, 7], [0, 0], [0, 1]], dtype=np.float32))  # 4 cells x 2 genes
+    edges = np.linspace(0, np.log1p(7), 3)  # bins: 0 = zero, 1 = low, 2 = high
+    log_freq = sampler.base_rate_logits(rna, None, _cfg("atac2rna", n_genes=2, n_bins=3), edges)
+    counts = np.array([[4, 0, 0], [1, 2, 1]])  # gene 0 always zero; gene 1: one zero, two low, one high
+    np.testing.assert_allclose(np.exp(log_freq), (counts + 1) / (4 + 3), rtol=1e-6)

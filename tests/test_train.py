@@ -36,7 +36,7 @@ def test_rna2atac_learns_held_out_cells(sim):
     rna, atac, _ = sim
     cells = np.arange(rna.n_obs)
     model, history = train.fit(rna, atac, "rna2atac", cells[:350], cells[350:400], profile="quick", seed=0,
-                               epochs=6, multiple=3, progress=False)
+                               epochs=6, multiple=6, progress=False)
     assert history["val_loss"].iloc[-1] < history["val_loss"].iloc[0]
     out = predict.rna_to_atac(model, rna[400:])
     assert out.shape == (100, atac.n_vars) and out.X.dtype == np.float32
