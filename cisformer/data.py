@@ -19,8 +19,6 @@ float32 (raw counts unless ``uns["counts"]`` is False); ``obs["cell_type"]`` and
 """
 from __future__ import annotations
 
-import gzip
-import os
 from functools import lru_cache
 from pathlib import Path
 

@@ -1,12 +1,9 @@
 """Baselines: fit/predict shapes and that each beats a random prediction on simulated data."""
 import numpy as np
-import torch
 import pytest
 from anndata import AnnData
 
 from cisformer import baselines, external, metrics, simulate
-
-torch.set_num_threads(1)  # 2 shared cores: thread spin-waits make tiny models slower, not faster
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,10 @@ import subprocess
 import sys
 
 import anndata as ad
-import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from cisformer import cli
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def run(*argv):

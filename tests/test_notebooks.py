@@ -3,7 +3,6 @@ the quick profile. Outputs go to a temporary folder, never over the committed cp
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -23,14 +23,6 @@ def sim():
     return simulate.paired(n_cells=500, n_genes=100, n_cres=400, n_cell_types=3, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_rna2atac_learns_held_out_cells(sim):
     """A quick-profile model generates ATAC of unseen cells with AUROC > 0.9."""
     rna, atac, _ = sim
