@@ -14,8 +14,9 @@ reused for any number of query chunks (:meth:`Cisformer.encode_keys` / :meth:`Ci
 :mod:`cisformer.predict` scores a full CRE vocabulary.
 
 Base rates: every query token's logits carry a fixed offset, ``query_prior``, the training cells' base rate of
-that feature (rna2atac: logit of the CRE's open frequency; atac2rna: log frequency of each expression bin of the
-gene), set by :func:`cisformer.train.fit`. The network then learns only the cell-specific deviation from the
+that feature (rna2atac: logit of the CRE's open frequency, shifted by the odds of the balanced open/closed query
+draw; atac2rna: log frequency of each expression bin of the gene), set by :func:`cisformer.train.fit` from
+:func:`cisformer.sampler.base_rate_logits`. The network then learns only the cell-specific deviation from the
 base rate. This is our addition to the paper's model: with the paper's GPU budget the digit encoding eventually
 memorises a base rate per CRE, but with minutes of CPU training it cannot, and a model that has not learned base
 rates scores below the trivial "open frequency" baseline. All-zero offsets give back the paper's model exactly.
