@@ -174,10 +174,14 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
     python = scbutterfly_python()
     if not python.exists():
         raise RuntimeError("scButterfly's environment is missing; call ensure_scbutterfly_env() first")
-    order, chrom_counts = _sorted_by_chromosome(atac)
     names = pd.Index(rna.obs_names)
     train_pos = names.get_indexer(pd.Index(train_cells))
     test_pos = names.get_indexer(pd.Index(test_cells))
+    # CREs never open in a training cell have an infinite inverse document frequency in scButterfly's TF-IDF,
+    # which turns its inputs (and then its BCE loss) into NaN; they are left out and predicted closed (0).
+    seen = np.flatnonzero(np.asarray((atac.X[train_pos] > 0).sum(axis=0)).ravel() > 0)
+    order, chrom_counts = _sorted_by_chromosome(atac[:, seen])
+    order = seen[order]
     rng = np.random.default_rng(seed)
     shuffled = rng.permutation(train_pos)
     n_val = max(1, len(shuffled) // 5)
@@ -206,7 +210,7 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
             raise RuntimeError("scButterfly failed:\n" + "\n".join((done.stdout + done.stderr).splitlines()[-20:]))
         probs_sorted = np.load(f"{work}/r2a.npy")
         timing = json.load(open(f"{work}/timing.json"))
-    probs = np.empty_like(probs_sorted)
+    probs = np.zeros((len(test_pos), atac.n_vars), dtype=np.float32)
     probs[:, order] = probs_sorted
     pred = ad.AnnData(probs, obs=atac.obs.iloc[test_pos].copy(), var=atac.var.copy())
     timing["wall_s"] = wall_s
