@@ -6,6 +6,7 @@ run_benchmarks.py parses; peak memory is that process's RSS high-water mark (``r
 """
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -216,7 +217,6 @@ def simulate_peak_matrix(cre_chrom, cre_start, cre_end, n_cells: int, n_peaks: i
 
 def profile_ops(fn, top: int = 12) -> list[dict]:
     """Run ``fn()`` under torch.profiler; the ``top`` operators by self CPU time (name, ms, share, calls)."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
@@ -231,3 +231,29 @@ def fail(task: str, exc: BaseException) -> None:
     """Report a task that could not run (printed in the table as 'n/a: <reason>'); never a number."""
     emit({"task": task, "error": f"{type(exc).__name__}: {exc}"[:300]})
     sys.exit(0)
+
+
+def driver_parser(doc: str, tasks) -> argparse.ArgumentParser:
+    """The command line both drivers share; each adds its own options."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("task", choices=list(tasks))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-cres", type=int, default=N_HUMAN_CRES)
+    p.add_argument("--n-expressed", type=int, default=2048)
+    p.add_argument("--cre-bed", default=None)
+    p.add_argument("--peaks-npz", default=None)
+    p.add_argument("--profile", action="store_true", help="also run once under torch.profiler (top operators)")
+    p.add_argument("--profile-batch", type=int, default=2)
+    return p
+
+
+def run_task(tasks: dict, args) -> None:
+    """Run ``tasks[args.task]`` and print its result line; a failure is reported as n/a, never as a number."""
+    try:
+        result = tasks[args.task](args)
+    except Exception as exc:
+        fail(args.task, exc)
+    emit(result)

@@ -9,7 +9,6 @@ A task whose API is not in the package yet reports ``error`` (shown as n/a), nev
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -180,37 +179,21 @@ def task_fit_cpu(args) -> dict:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=["matmul", "train", "predict", "simulate_peaks", "map", "fit_cpu"])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
+    tasks = {"matmul": task_matmul, "train": task_train, "predict": task_predict,
+             "simulate_peaks": task_simulate_peaks, "map": task_map, "fit_cpu": task_fit_cpu}
+    p = bc.driver_parser(__doc__, tasks)
     p.add_argument("--n-genes", type=int, default=38244)
-    p.add_argument("--n-cres", type=int, default=bc.N_HUMAN_CRES)
-    p.add_argument("--n-expressed", type=int, default=2048)
     p.add_argument("--chunk", type=int, default=None)
-    p.add_argument("--cre-bed", default=None)
-    p.add_argument("--peaks-npz", default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--n-cells", type=int, default=10_000)
     p.add_argument("--n-peaks", type=int, default=80_000)
     p.add_argument("--peaks-min", type=int, default=5_000)
     p.add_argument("--peaks-max", type=int, default=10_000)
     p.add_argument("--direction", default="rna2atac")
-    p.add_argument("--profile", action="store_true", help="also run once under torch.profiler (top operators)")
-    p.add_argument("--profile-batch", type=int, default=2)
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--sim-genes", type=int, default=2000)
     p.add_argument("--sim-cres", type=int, default=20000)
-    args = p.parse_args()
-    tasks = {"matmul": task_matmul, "train": task_train, "predict": task_predict,
-             "simulate_peaks": task_simulate_peaks, "map": task_map, "fit_cpu": task_fit_cpu}
-    try:
-        result = tasks[args.task](args)
-    except Exception as exc:  # reported as n/a in the table, never as a number
-        bc.fail(args.task, exc)
-    bc.emit(result)
+    bc.run_task(tasks, p.parse_args())
 
 
 if __name__ == "__main__":

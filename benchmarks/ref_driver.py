@@ -11,7 +11,6 @@ Tasks: ``train``, ``predict``, ``preprocess``. Prints ``BENCH_RESULT {json}``.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -64,18 +63,24 @@ def shape_info(config: dict) -> dict:
                 batch_size=config["training"]["batch_size"], n_genes=m["total_gene"])
 
 
+def reference_model(args):
+    """Threads, config, shapes and the reference's model built from its config with its seed."""
+    from cisformer.M2Mmodel.utils import setup_seed
+
+    threads = bc.set_threads(args.threads)
+    config = reference_config()
+    setup_seed(config["training"]["SEED"])
+    return threads, config, shape_info(config), build_model(config)
+
+
 def task_train(args) -> dict:
     import numpy as np
     import torch
     import torch.nn.functional as F
     import torch.optim as optim
-    from cisformer.M2Mmodel.utils import list_digit, setup_seed
+    from cisformer.M2Mmodel.utils import list_digit
 
-    threads = bc.set_threads(args.threads)
-    config = reference_config()
-    info = shape_info(config)
-    setup_seed(config["training"]["SEED"])
-    model = build_model(config)
+    threads, config, info, model = reference_model(args)
     optimizer = optim.Adam(model.parameters(), lr=float(config["training"]["lr"]), amsgrad=True)
     b = bc.synthetic_rna2atac_batch(info["batch_size"], info["gene_len"], info["cre_len"], info["n_genes"],
                                     bc.N_HUMAN_CRES, seed=args.seed)
@@ -110,13 +115,7 @@ def task_predict(args) -> dict:
     import numpy as np
     import pandas as pd
     import scipy.sparse as sp
-    from cisformer.M2Mmodel.utils import setup_seed
-
-    threads = bc.set_threads(args.threads)
-    config = reference_config()
-    info = shape_info(config)
-    setup_seed(config["training"]["SEED"])
-    model = build_model(config)
+    threads, config, info, model = reference_model(args)
     model.eval()
     n_cres = args.n_cres
     genes, counts = bc.synthetic_cell(args.n_expressed, info["n_genes"], seed=args.seed)
@@ -207,25 +206,10 @@ def task_preprocess(args) -> dict:
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=["train", "predict", "preprocess"])
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--n-cres", type=int, default=bc.N_HUMAN_CRES)
-    p.add_argument("--n-expressed", type=int, default=2048)
-    p.add_argument("--cre-bed", default=None)
-    p.add_argument("--peaks-npz", default=None)
+    tasks = {"train": task_train, "predict": task_predict, "preprocess": task_preprocess}
+    p = bc.driver_parser(__doc__, tasks)
     p.add_argument("--n-cells", type=int, default=200)
-    p.add_argument("--profile", action="store_true", help="also run once under torch.profiler (top operators)")
-    p.add_argument("--profile-batch", type=int, default=2)
-    args = p.parse_args()
-    try:
-        result = {"train": task_train, "predict": task_predict, "preprocess": task_preprocess}[args.task](args)
-    except Exception as exc:  # reported as n/a in the table, never as a number
-        bc.fail(args.task, exc)
-    bc.emit(result)
+    bc.run_task(tasks, p.parse_args())
 
 
 if __name__ == "__main__":

@@ -223,6 +223,13 @@ class _Prepared:
         self.rna_X, self.atac_X = _aligned(rna.X, gene_lookup), _aligned(atac.X, cre_lookup)
 
 
+def _torch_device(device: str) -> str:
+    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; any other device string unchanged."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 @torch.no_grad()
 def iter_cell_attention(model, prepared: _Prepared, rows, query_genes: np.ndarray, layer: int | str = "mean",
                         normalize: bool = True, batch_size: int = 8, seed: int = 0, device: str = "cpu"):
@@ -230,6 +237,7 @@ def iter_cell_attention(model, prepared: _Prepared, rows, query_genes: np.ndarra
     CRE tokens and the (normalised) head-averaged attention as a genes x CREs array, whatever the direction."""
     direction = model.config.direction
     norm = NORMALIZERS[direction] if normalize else (lambda a: np.asarray(a, dtype=np.float64))
+    device = _torch_device(device)
     model = model.to(device).eval()
     for batch in _token_batches(model, prepared.rna_X, prepared.atac_X, np.asarray(rows), query_genes,
                                 batch_size, seed):
@@ -290,6 +298,8 @@ def extract(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell
     normalize
         Per-cell normalisation of the paper (log for rna2atac, rank + min-max for atac2rna); ``False`` keeps
         raw weights.
+    device
+        Where the model runs: a torch device string, or ``"auto"`` (CUDA when available, else CPU).
 
     Returns
     -------
@@ -538,6 +548,7 @@ def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFra
     if model.config.direction != "atac2rna":
         raise ValueError("deletion_effects needs an atac2rna model (genes are predicted from open CREs)")
     prep = _Prepared(model, rna, atac)
+    device = _torch_device(device)
     centres = torch.as_tensor(sampler.bin_centres(model.bin_edges.cpu().numpy()), dtype=torch.float32, device=device)
     gene_vocab = prep.genes_kept[prep.gene_var.index.get_indexer(pairs["gene"])]
     cre_vocab = prep.cres_kept[prep.cre_var.index.get_indexer(pairs["cre"])]

@@ -57,6 +57,11 @@ def _binary(atac: AnnData) -> sp.csr_matrix:
     return (x > 0).astype(np.float32).tocsr()
 
 
+def _open_frequency(binary: sp.csr_matrix) -> np.ndarray:
+    """Fraction of the rows (cells) in which each column (CRE) is open, float32."""
+    return np.asarray(binary.mean(axis=0)).ravel().astype(np.float32)
+
+
 def _atac_prediction(probs: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame, method: str) -> AnnData:
     probs = np.clip(np.asarray(probs, dtype=np.float32), 0.0, 1.0)
     out = AnnData(probs, obs=obs.copy(), var=var.copy())
@@ -135,7 +140,7 @@ class Floor:
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "Floor":
         self.var = atac_train.var.copy()
-        self.frequency = np.asarray(_binary(atac_train).mean(axis=0)).ravel().astype(np.float32)
+        self.frequency = _open_frequency(_binary(atac_train))
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
@@ -156,9 +161,8 @@ class CellTypeMean:
             raise KeyError(f"CellTypeMean needs cell-type labels in obs[{self.key!r}]")
         self.var = atac_train.var.copy()
         binary, labels = _binary(atac_train), atac_train.obs[self.key].astype(str).to_numpy()
-        self.floor = np.asarray(binary.mean(axis=0)).ravel().astype(np.float32)
-        self.frequency = {t: np.asarray(binary[labels == t].mean(axis=0)).ravel().astype(np.float32)
-                          for t in np.unique(labels)}
+        self.floor = _open_frequency(binary)
+        self.frequency = {t: _open_frequency(binary[labels == t]) for t in np.unique(labels)}
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:

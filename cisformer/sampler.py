@@ -78,9 +78,9 @@ def base_rate_logits(rna_X: sp.csr_matrix, atac_X: sp.csr_matrix, config: Cisfor
     """
     if config.direction == "rna2atac":
         n_cells, n_cres = atac_X.shape
-        n_open = np.bincount(atac_X.indices[atac_X.data > 0], minlength=n_cres)
-        freq = (n_open + 1.0) / (n_cells + 2.0)
-        open_per_cell = np.diff(sp.csr_matrix(atac_X > 0).indptr)
+        opened = sp.csr_matrix(atac_X > 0)
+        freq = (np.bincount(opened.indices, minlength=n_cres) + 1.0) / (n_cells + 2.0)
+        open_per_cell = np.diff(opened.indptr)
         n_query = min(config.cre_len, n_cres)
         n_open_query = np.minimum(open_per_cell, n_query // 2)
         p_open_drawn = np.mean(n_open_query / np.maximum(open_per_cell, 1))  # an open CRE is a query

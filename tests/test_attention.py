@@ -1,4 +1,5 @@
 """Attention read-out: normalisation, window, denominators, sparse output, link recovery on planted truth."""
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -138,8 +139,8 @@ def test_links_table_with_a_cell_type_without_pairs():
     genes, cres = ["g0", "g1"], ["c0", "c1", "c2"]
     seen = sp.csr_matrix(np.array([[0, 2, 0], [0, 0, 0]], dtype=np.float32))
     empty = sp.csr_matrix((2, 3), dtype=np.float32)
-    per_type = {t: __import__("anndata").AnnData(X=sp.csr_matrix(n * 0.5), layers={"n_cells": n},
-                                                 obs=pd.DataFrame(index=genes), var=pd.DataFrame(index=cres))
+    per_type = {t: ad.AnnData(X=sp.csr_matrix(n * 0.5), layers={"n_cells": n},
+                              obs=pd.DataFrame(index=genes), var=pd.DataFrame(index=cres))
                 for t, n in {"A": seen, "B": empty}.items()}
     table = attention.links_table(per_type)
     assert table[["cell_type", "gene", "cre"]].values.tolist() == [["A", "g0", "c1"]]

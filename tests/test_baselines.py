@@ -54,7 +54,7 @@ def test_cell_type_mean_reads_labels_and_falls_back_to_floor(split):
     np.testing.assert_array_equal(pred[0], pred[2])
     np.testing.assert_allclose(pred[1], baselines.Floor().fit(rna_tr, atac_tr).frequency)
     with pytest.raises(KeyError, match="cell_type"):
-        ref.predict_atac(query[:, :].copy().__class__(query.X, var=query.var))
+        ref.predict_atac(AnnData(query.X, var=query.var))  # no obs["cell_type"]
 
 
 @pytest.mark.parametrize("method", [baselines.ArchRGeneScore(), baselines.PeakToGene(n_metacells=60, metacell_size=10),
