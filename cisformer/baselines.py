@@ -149,12 +149,17 @@ class Floor:
 
 class CellTypeMean:
     """Open frequency per CRE in the training cells of each annotated cell type, predicted from the test cell's
-    own label in ``obs[key]`` (cell types absent from training get the floor). A reference that reads labels."""
+    own label in ``obs[key]`` (cell types absent from training get the floor). A reference that reads labels.
+
+    Each type's frequency is shrunk towards the floor by counting the floor as ``prior_cells`` extra cells,
+    ``(open in type + prior_cells * floor) / (cells of type + prior_cells)``: without it, the many CREs never seen
+    open in a small type all tie at 0 and lose the floor's ranking, which understates what the label is worth.
+    """
 
     name = "cell-type mean"
 
-    def __init__(self, key: str = "cell_type"):
-        self.key = key
+    def __init__(self, key: str = "cell_type", prior_cells: float = 10.0):
+        self.key, self.prior_cells = key, float(prior_cells)
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "CellTypeMean":
         if self.key not in atac_train.obs:
@@ -162,7 +167,11 @@ class CellTypeMean:
         self.var = atac_train.var.copy()
         binary, labels = _binary(atac_train), atac_train.obs[self.key].astype(str).to_numpy()
         self.floor = _open_frequency(binary)
-        self.frequency = {t: _open_frequency(binary[labels == t]) for t in np.unique(labels)}
+        self.frequency = {}
+        for t in np.unique(labels):
+            n_type = int((labels == t).sum())
+            self.frequency[t] = ((n_type * _open_frequency(binary[labels == t]) + self.prior_cells * self.floor)
+                                 / (n_type + self.prior_cells)).astype(np.float32)
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:

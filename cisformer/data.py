@@ -602,6 +602,47 @@ def _pick_groups(sizes: pd.Series, n_total: int, low: float, high: float, rng) -
     return best
 
 
+def subsample(rna, atac, n_cells: int | None = None, n_cres: int | None = None, n_genes: int | None = None,
+              seed: int = 0, genes_with_coords: bool = False):
+    """A seeded, smaller copy of a paired dataset, as the benchmark notebooks' profiles size it.
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData (same cells in the same order), counts.
+    n_cells
+        Cells drawn at random without replacement (``None``: all).
+    n_cres
+        The most frequently open CREs kept, in their original order (``None``: all).
+    n_genes
+        The genes of highest variance of log-normalised expression kept, in their original order (``None``: all).
+    seed
+        Seeds the cell draw: the same seed and ``n_cells`` give the same cells whatever ``n_cres`` and ``n_genes``.
+    genes_with_coords
+        Keep only genes with genomic coordinates (``var["chrom"]`` non-empty) before choosing ``n_genes``; needed
+        by methods that read the CREs around a gene.
+
+    Returns
+    -------
+    (rna, atac)
+        New AnnData objects.
+    """
+    from .metrics import true_expression
+
+    if n_cells and rna.n_obs > n_cells:
+        keep = np.sort(np.random.default_rng(seed).choice(rna.n_obs, n_cells, replace=False))
+        rna, atac = rna[keep], atac[keep]
+    if n_cres and atac.n_vars > n_cres:
+        freq = np.asarray((atac.X > 0).mean(axis=0)).ravel()
+        atac = atac[:, np.sort(np.argsort(-freq, kind="stable")[:n_cres])]
+    if genes_with_coords and "chrom" in rna.var:
+        rna = rna[:, rna.var["chrom"].astype(str).str.len().to_numpy() > 0]
+    if n_genes and rna.n_vars > n_genes:
+        variance = true_expression(rna).var(axis=0)
+        rna = rna[:, np.sort(np.argsort(-variance, kind="stable")[:n_genes])]
+    return rna.copy(), atac.copy()
+
+
 def split_cells(obs: pd.DataFrame, by: str = "random", test_fraction: float = 0.2, seed: int = 0, held_out=None,
                 val_fraction: float = 0.1, column: str | None = None):
     """Split cells into (train, val, test) name arrays with no overlap.

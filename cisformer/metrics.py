@@ -339,9 +339,10 @@ def summarize(table: pd.DataFrame, group: str = "scenario") -> pd.DataFrame:
 
 
 def describe_comparison(table: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer",
-                        floor: str | None = "floor") -> str:
+                        floor: str | None = "floor", tie: float = 0.005) -> str:
     """One sentence per group, computed from the numbers: how ``ours`` compares with the best other method and
-    with the floor on ``metric`` (means over seeds). Used for the notebooks' honest prose."""
+    with the floor on ``metric`` (means over seeds); differences smaller than ``tie`` are called ties. Used for
+    the notebooks' honest prose."""
     summary = summarize(table[table["metric"] == metric], group)
     lines = []
     for name, part in summary.groupby(group, sort=False):
@@ -354,11 +355,12 @@ def describe_comparison(table: pd.DataFrame, metric: str, group: str = "scenario
         if len(others):
             best = others.idxmax()
             diff = means[ours] - others.max()
-            verdict = "ties" if abs(diff) < 0.005 else ("wins" if diff > 0 else "loses")
+            verdict = "ties" if abs(diff) < tie else ("wins" if diff > 0 else "loses")
             sentence += f"; best other method {best} = {others.max():.3f}, so {ours} {verdict}"
             sentence += f" (difference {means[ours] - others.max():+.3f})"
         if floor in means:
-            relation = "above" if means[ours] > means[floor] else "not above"
-            sentence += f"; {relation} the floor ({floor} = {means[floor]:.3f})"
+            diff = means[ours] - means[floor]
+            relation = "ties" if abs(diff) < tie else ("is above" if diff > 0 else "is below")
+            sentence += f"; it {relation} the floor ({floor} = {means[floor]:.3f})"
         lines.append(sentence + ".")
     return "\n".join(lines)

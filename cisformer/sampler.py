@@ -104,7 +104,7 @@ def bin_centres(edges) -> np.ndarray:
 # ------------------------------------------------------------------------------------------- datasets
 
 def _as_csr(X) -> sp.csr_matrix:
-    X = sp.csr_matrix(X, dtype=np.float32)
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True)  # a copy: the caller's matrix is never changed
     X.sum_duplicates()  # canonical: sorted indices, no duplicates
     X.eliminate_zeros()
     return X

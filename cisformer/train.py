@@ -236,7 +236,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
         model.cre_coords = {"chrom": atac.var["chrom"].astype(str).tolist(),
                             "start": atac.var["start"].astype(np.int64).tolist(),
                             "end": atac.var["end"].astype(np.int64).tolist()}
-    n_open = np.diff(atac_X[train_idx].indptr)
+    n_open = np.asarray((atac_X[train_idx] > 0).sum(axis=1)).ravel()  # stored zeros are not open
     model.open_fraction = float(n_open.mean() / model_cfg.n_cres)
     if bin_edges is not None:
         model.bin_edges.copy_(torch.as_tensor(bin_edges, dtype=torch.float32))

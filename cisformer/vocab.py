@@ -156,10 +156,7 @@ def map_peaks_to_cres(atac, cres, chunk_cells: int = 500, dtype=np.float32):
     n_cells = X.shape[0]
 
     def binary_block(c0):
-        block = X[c0:c0 + chunk_cells]
-        block = sp.csr_matrix(((block.data != 0).astype(np.float32), block.indices, block.indptr), shape=block.shape)
-        block.eliminate_zeros()
-        return block
+        return (X[c0:c0 + chunk_cells] != 0).astype(np.float32)  # a new matrix without stored zeros
 
     # upper bound of the output size (exact unless two open peaks of a cell hit the same CRE)
     upper = 0

@@ -57,6 +57,22 @@ def test_cell_type_mean_reads_labels_and_falls_back_to_floor(split):
         ref.predict_atac(AnnData(query.X, var=query.var))  # no obs["cell_type"]
 
 
+def test_cell_type_mean_shrinks_towards_floor(split):
+    """prior_cells=0 is the raw per-type frequency; otherwise CREs never open in the type keep the floor's order."""
+    rna_tr, atac_tr, _, _ = split
+    cell_type = rna_tr.obs["cell_type"].iloc[0]
+    in_type = (atac_tr.obs["cell_type"] == cell_type).to_numpy()
+    opened = (atac_tr.X[in_type] > 0).toarray()
+    floor = baselines.Floor().fit(rna_tr, atac_tr).frequency
+    raw = baselines.CellTypeMean(prior_cells=0).fit(rna_tr, atac_tr).frequency[cell_type]
+    np.testing.assert_allclose(raw, opened.mean(axis=0), rtol=1e-6)
+    shrunk = baselines.CellTypeMean(prior_cells=10).fit(rna_tr, atac_tr).frequency[cell_type]
+    np.testing.assert_allclose(shrunk, (opened.sum(axis=0) + 10 * floor) / (in_type.sum() + 10), rtol=1e-5)
+    never = ~opened.any(axis=0) & (floor > 0)
+    assert never.sum() > 1 and np.all(shrunk[never] > 0)
+    assert np.array_equal(np.argsort(shrunk[never], kind="stable"), np.argsort(floor[never], kind="stable"))
+
+
 @pytest.mark.parametrize("method", [baselines.ArchRGeneScore(), baselines.PeakToGene(n_metacells=60, metacell_size=10),
                                     baselines.ScarlinkStyle(epochs=40), baselines.KNNTransfer(n_neighbors=10)])
 def test_atac2rna_shapes_and_beats_random(split, method):

@@ -14,7 +14,7 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from cisformer import data, paths, provenance
+from cisformer import data, paths, provenance, simulate
 
 DATA = paths.data_dir()
 
@@ -345,3 +345,20 @@ def test_split_cells_modes():
     rna_b, _ = data.load("bmmc")
     tr, va, te = data.split_cells(rna_b.obs, by="predefined")
     assert set(rna_b.obs.loc[te, "batch"]) == {"s1d2"} and len(tr) + len(va) == 221
+
+
+def test_subsample_is_seeded_and_keeps_the_most_open_cres():
+    rna, atac, _ = simulate.paired(n_cells=200, n_genes=60, n_cres=300, n_cell_types=3, seed=0)
+    rna.var["chrom"] = ["chr1"] * 50 + [""] * 10
+    small_rna, small_atac = data.subsample(rna, atac, n_cells=80, n_cres=100, n_genes=20, seed=3)
+    assert small_rna.shape == (80, 20) and small_atac.shape == (80, 100)
+    assert list(small_rna.obs_names) == list(small_atac.obs_names)
+    freq = np.asarray((atac[small_atac.obs_names].X > 0).mean(axis=0)).ravel()
+    kept = atac.var_names.get_indexer(small_atac.var_names)
+    assert freq[kept].min() >= np.delete(freq, kept).max()           # the most frequently open CREs
+    assert list(kept) == sorted(kept)                                 # in their original order
+    again, _ = data.subsample(rna, atac, n_cells=80, seed=3)          # same seed, same cells
+    assert list(again.obs_names) == list(small_rna.obs_names) and again.n_vars == rna.n_vars
+    with_coords, _ = data.subsample(rna, atac, n_cells=80, seed=3, genes_with_coords=True)
+    assert with_coords.n_vars == 50
+    assert rna.shape == (200, 60) and atac.shape == (200, 300)       # inputs untouched

@@ -141,3 +141,12 @@ def test_describe_comparison():
                           "value": [0.5, 0.6, 0.1, 0.5, 0.6, 0.1]})
     text = metrics.describe_comparison(table, "AMI", group="scenario")
     assert "kNN" in text and "loses" in text and "floor" in text
+
+
+def test_describe_comparison_calls_small_differences_ties():
+    table = pd.DataFrame({"scenario": ["a", "a", "a", "b", "b", "b"], "method": ["cisformer", "kNN", "floor"] * 2,
+                          "seed": 0, "metric": "AUROC", "value": [0.7001, 0.6, 0.7, 0.6, 0.65, 0.7]})
+    a, b = metrics.describe_comparison(table, "AUROC").splitlines()
+    assert "cisformer wins" in a and "ties the floor" in a
+    assert "cisformer loses" in b and "is below the floor" in b
+    assert "is above the floor" in metrics.describe_comparison(table, "AUROC", tie=0.00001).splitlines()[0]

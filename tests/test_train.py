@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 from cisformer import predict, simulate, train
@@ -45,6 +46,26 @@ def test_rna2atac_learns_held_out_cells(sim):
     # genes are matched by name: shuffling the input's gene order changes nothing
     shuffled = rna[400:410, np.random.default_rng(0).permutation(rna.n_vars)]
     np.testing.assert_allclose(predict.rna_to_atac(model, shuffled).X, out.X[:10], rtol=1e-5, atol=1e-6)
+
+
+def test_stored_zeros_are_not_open(sim):
+    """Stored zeros in the ATAC matrix are not open (base rates, top-k fraction), and fit leaves the input as it was."""
+    rna, atac, _ = sim
+    rna, atac = rna[:60].copy(), atac[:60].copy()
+    padded = atac.copy()
+    x = padded.X.tocoo()
+    closed = np.argwhere(atac.X.toarray() == 0)[::7]          # store a zero for every 7th closed entry
+    padded.X = sp.csr_matrix((np.r_[x.data, np.zeros(len(closed))], (np.r_[x.row, closed[:, 0]],
+                              np.r_[x.col, closed[:, 1]])), shape=x.shape)
+    assert padded.X.nnz > atac.X.nnz
+    stored = padded.X.copy()
+    fitted = [train.fit(rna, a, "rna2atac", np.arange(40), np.arange(40, 60), profile="quick", epochs=1,
+                        progress=False)[0] for a in (atac, padded)]
+    for before, after in ((stored.indptr, padded.X.indptr), (stored.indices, padded.X.indices),
+                          (stored.data, padded.X.data)):
+        np.testing.assert_array_equal(before, after)          # the caller's matrix is left as it was
+    assert fitted[0].open_fraction == pytest.approx(fitted[1].open_fraction)
+    torch.testing.assert_close(fitted[0].query_prior, fitted[1].query_prior)
 
 
 def test_atac2rna_predicts_every_gene_without_mask(sim):
