@@ -35,6 +35,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     CLUSTERING_BACKEND = "fallback (TF-IDF spectral + kNN + leiden, written here)"
 
 CLUSTER_METRICS = ("AMI", "NMI", "ARI", "homogeneity")
+TIE = 0.005  # differences of means smaller than this are reported as ties
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -339,7 +340,7 @@ def summarize(table: pd.DataFrame, group: str = "scenario") -> pd.DataFrame:
 
 
 def describe_comparison(table: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer",
-                        floor: str | None = "floor", tie: float = 0.005) -> str:
+                        floor: str | None = "floor", tie: float = TIE) -> str:
     """One sentence per group, computed from the numbers: how ``ours`` compares with the best other method and
     with the floor on ``metric`` (means over seeds); differences smaller than ``tie`` are called ties. Used for
     the notebooks' honest prose."""
