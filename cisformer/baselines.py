@@ -12,22 +12,32 @@ AnnData like ``cisformer.predict``: ``predict_atac`` gives cells x CREs, ``X`` =
 ``layers["binary"]`` (the shared rule of ``metrics.binarize``); ``predict_rna`` gives cells x genes, ``X`` =
 expression on the log1p(normalised to 10,000) scale.
 
+Every method that learns starts from the same base rate as the floor: ``BabelStyle``'s output biases are the
+training base rates (:func:`cre_base_rate_logits`, the definition Cisformer uses too), and ``KNNTransfer``'s
+neighbour average is shrunk towards the floor by the rule ``CellTypeMean`` uses (:func:`_shrink_to_floor`).
+
 RNA -> ATAC
     ``Floor``          each CRE's open frequency in the training cells, the same for every cell.
     ``CellTypeMean``   a reference, not a method: each CRE's open frequency in the training cells of the test
                        cell's *annotated* cell type (it reads the test labels); how much a perfect cell-type
                        classifier gains over the floor on each metric.
-    ``KNNTransfer``    RNA PCA space -> average of the k nearest training cells' binarised ATAC.
+    ``KNNTransfer``    RNA PCA space -> average of the k nearest training cells' binarised ATAC, shrunk towards
+                       the floor.
     ``BabelStyle``     BABEL (Wu et al., Nat Commun 2021): RNA encoder/decoder and per-chromosome ATAC
                        encoders/decoders around one shared latent; negative-binomial loss for RNA and binary
                        cross-entropy for ATAC; all four paths (RNA->RNA, ATAC->ATAC, RNA->ATAC, ATAC->RNA) trained
-                       jointly. Prediction uses the RNA->ATAC path.
+                       jointly. Prediction uses the RNA->ATAC path. Output layers start at the training base
+                       rates (zero weights, base-rate biases), so the untrained network predicts the floor.
 ATAC -> RNA
+    ``GeneMean``       the floor: each gene's mean log-normalised expression in the training cells, for every cell.
     ``KNNTransfer``    ATAC LSI space -> average of the k nearest training cells' log-normalised RNA.
     ``ArchRGeneScore`` ArchR's gene activity score (Granja et al., Nat Genet 2021): accessibility summed with
                        weights exp(-|d|/5 kb) + exp(-1) around the gene body extended 5 kb upstream (d = distance
                        to the extended body, 0 inside it, window 100 kb beyond it), scaled by inverse gene length
                        (1..5), depth-normalised to 10,000 and log1p. Unsupervised: ``fit`` only reads coordinates.
+                       ArchR sums fragments in 500-bp genome tiles; here it sums whatever ``atac.var`` holds:
+                       called peaks for SNARE-seq / BMMC (genes with no peak in their window score 0, listed in
+                       ``genes_without_cres``), tiles for ``data.load("pbmc_scarlink")``.
     ``PeakToGene``     ArchR's peak-to-gene links: correlation of metacell (kNN-aggregated) accessibility with
                        metacell expression for CREs within 250 kb of the TSS; linked CREs (r above a cutoff) feed a
                        per-gene ridge regression fitted on the metacells and applied to single cells.
@@ -60,6 +70,24 @@ def _binary(atac: AnnData) -> sp.csr_matrix:
 def _open_frequency(binary: sp.csr_matrix) -> np.ndarray:
     """Fraction of the rows (cells) in which each column (CRE) is open, float32."""
     return np.asarray(binary.mean(axis=0)).ravel().astype(np.float32)
+
+
+def cre_base_rate_logits(binary) -> np.ndarray:
+    """Each CRE's training base rate as a logit, ``log((open + 1) / (n_cells - open + 1))`` (float32).
+
+    ``binary``: cells x CREs (sparse or dense; entries > 0 count as open), the training cells only. One
+    pseudocount per outcome keeps CREs never (or always) open finite. The one definition of the base rate that
+    the learned RNA -> ATAC methods start from (BABEL-style's output biases, Cisformer's prior).
+    """
+    n_cells = binary.shape[0]
+    opened = np.asarray((binary > 0).sum(axis=0), dtype=np.float64).ravel()
+    return np.log((opened + 1.0) / (n_cells - opened + 1.0)).astype(np.float32)
+
+
+def _shrink_to_floor(open_counts: np.ndarray, n_cells, floor: np.ndarray, prior_cells: float) -> np.ndarray:
+    """Open frequency among ``n_cells`` cells with the floor counted as ``prior_cells`` extra cells:
+    ``(open_counts + prior_cells * floor) / (n_cells + prior_cells)`` (float32; broadcasts over rows)."""
+    return ((open_counts + prior_cells * floor) / (n_cells + prior_cells)).astype(np.float32)
 
 
 def _atac_prediction(probs: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame, method: str) -> AnnData:
@@ -169,9 +197,9 @@ class CellTypeMean:
         self.floor = _open_frequency(binary)
         self.frequency = {}
         for t in np.unique(labels):
-            n_type = int((labels == t).sum())
-            self.frequency[t] = ((n_type * _open_frequency(binary[labels == t]) + self.prior_cells * self.floor)
-                                 / (n_type + self.prior_cells)).astype(np.float32)
+            in_type = binary[labels == t]
+            self.frequency[t] = _shrink_to_floor(np.asarray(in_type.sum(axis=0)).ravel(), in_type.shape[0],
+                                                 self.floor, self.prior_cells)
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
@@ -184,14 +212,19 @@ class CellTypeMean:
 class KNNTransfer:
     """kNN transfer between modalities through an embedding of the input modality fitted on training cells.
 
-    RNA -> ATAC: RNA PCA space, average of the neighbours' binarised ATAC (an accessibility probability).
-    ATAC -> RNA: ATAC LSI space, average of the neighbours' log-normalised RNA.
+    RNA -> ATAC: RNA PCA space; each CRE's open frequency among the ``n_neighbors`` nearest training cells,
+    shrunk towards the floor exactly like ``CellTypeMean`` (the floor counted as ``prior_cells`` extra cells,
+    ``(open among neighbours + prior_cells * floor) / (n_neighbors + prior_cells)``), so that CREs closed in
+    every neighbour keep the floor's ranking instead of tying at 0. ``prior_cells=0`` is the plain average.
+    ATAC -> RNA: ATAC LSI space, average of the neighbours' log-normalised RNA (not shrunk).
     """
 
     name = "kNN"
 
-    def __init__(self, n_neighbors: int = 20, n_comps: int = 30, n_top_genes: int = 2000):
+    def __init__(self, n_neighbors: int = 20, n_comps: int = 30, n_top_genes: int = 2000,
+                 prior_cells: float = 10.0):
         self.n_neighbors, self.n_comps, self.n_top_genes = n_neighbors, n_comps, n_top_genes
+        self.prior_cells = float(prior_cells)
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "KNNTransfer":
         from sklearn.neighbors import NearestNeighbors
@@ -203,12 +236,17 @@ class KNNTransfer:
         self.rna_nn = NearestNeighbors(n_neighbors=k).fit(self.rna_space.train_embedding)
         self.atac_nn = NearestNeighbors(n_neighbors=k).fit(self.atac_space.train_embedding)
         self.train_atac, self.atac_var = _binary(atac_train), atac_train.var.copy()
+        self.floor = _open_frequency(self.train_atac)
         self.train_rna_log, self.rna_var = true_expression(rna_train), rna_train.var.copy()
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
         idx = self.rna_nn.kneighbors(self.rna_space.transform(rna), return_distance=False)
-        probs = np.vstack([np.asarray(self.train_atac[row].mean(axis=0)).ravel() for row in idx])
+        n_test, k = idx.shape
+        neighbours = sp.csr_matrix((np.ones(idx.size, dtype=np.float32), idx.ravel(), np.arange(0, idx.size + 1, k)),
+                                   shape=(n_test, self.train_atac.shape[0]))
+        open_counts = _dense(neighbours @ self.train_atac)
+        probs = _shrink_to_floor(open_counts, k, self.floor, self.prior_cells)
         return _atac_prediction(probs, rna.obs, self.atac_var, self.name)
 
     def predict_rna(self, atac: AnnData) -> AnnData:
@@ -235,6 +273,17 @@ class _BabelNet(nn.Module):
         self.atac_chrom_decoders = nn.ModuleList(nn.Linear(per_chrom, n) for n in chrom_sizes)
         self.per_chrom = per_chrom
 
+    @torch.no_grad()
+    def start_from_base_rates(self, cre_logits: np.ndarray, gene_log_share: np.ndarray) -> None:
+        """Output layers start at the training base rates: zero weights, biases = ``cre_logits`` (CREs in the
+        decoder's chromosome order) and ``gene_log_share`` (softmax of it = each gene's share of the library), so
+        the untrained network predicts the floor for every cell and training learns only the deviations."""
+        for dec, logits in zip(self.atac_chrom_decoders, torch.split(torch.as_tensor(cre_logits), self.chrom_sizes)):
+            dec.weight.zero_()
+            dec.bias.copy_(logits)
+        self.rna_mean.weight.zero_()
+        self.rna_mean.bias.copy_(torch.as_tensor(gene_log_share))
+
     def encode_atac(self, atac):                 # atac: (B, n_cres) grouped by chromosome
         parts = torch.split(atac, self.chrom_sizes, dim=1)
         return self.atac_encoder(torch.cat([enc(p) for enc, p in zip(self.atac_chrom_encoders, parts)], dim=1))
@@ -258,7 +307,14 @@ def _nb_nll(counts, mean, theta):
 
 
 class BabelStyle:
-    """BABEL-style translator (see module docstring); trained on all four paths, predicts RNA -> ATAC."""
+    """BABEL-style translator (see module docstring); trained on all four paths, predicts RNA -> ATAC.
+
+    Starts from the base rates of the training cells, like Cisformer: the ATAC decoder's output biases are
+    :func:`cre_base_rate_logits` and the RNA decoder's mean-layer biases are the log of each gene's share of all
+    training counts (one pseudocount per gene) - the intercept-only Poisson fit of the softmax-times-library mean,
+    the RNA equivalent of the CRE base rate. Their weights start at zero, so with ``epochs=0`` every cell gets
+    the floor's probabilities (the floor's ranking of CREs, smoothed by one pseudocount per outcome).
+    """
 
     name = "BABEL-style"
 
@@ -285,8 +341,12 @@ class BabelStyle:
         _, sizes = np.unique(chrom[self.order], return_counts=True)
         self.var = atac_train.var.copy()
         rna_in, rna_counts, library = self._rna_input(rna_train)
-        atac = torch.from_numpy(_dense(_binary(atac_train)[:, self.order]))
+        binary = _binary(atac_train)[:, self.order]
+        atac = torch.from_numpy(_dense(binary))
         self.net = _BabelNet(len(self.genes), sizes.tolist(), self.hidden, latent=self.latent)
+        gene_totals = rna_counts.sum(dim=0).double().numpy()
+        self.net.start_from_base_rates(cre_base_rate_logits(binary),
+                                       np.log((gene_totals + 1.0) / (gene_totals.sum() + len(gene_totals))))
         optim = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         bce = nn.BCEWithLogitsLoss()
         self.history = []
@@ -367,8 +427,30 @@ def gene_cre_pairs(genes: pd.DataFrame, cres: pd.DataFrame, upstream: float, dow
                          "distance": np.concatenate(rows_d)})
 
 
+class GeneMean:
+    """The ATAC -> RNA floor: each gene's mean log-normalised expression (``metrics.true_expression``) over the
+    training cells, predicted for every cell. Reads no ATAC; any method that learns must beat it."""
+
+    name = "floor"
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "GeneMean":
+        self.var = rna_train.var.copy()
+        self.mean = true_expression(rna_train).mean(axis=0)
+        return self
+
+    def predict_rna(self, atac: AnnData) -> AnnData:
+        return _rna_prediction(np.tile(self.mean, (atac.n_obs, 1)), atac.obs, self.var, self.name)
+
+
 class ArchRGeneScore:
-    """ArchR-style gene activity score (see module docstring). Unsupervised; ``fit`` reads coordinates only."""
+    """ArchR-style gene activity score (see module docstring). Unsupervised; ``fit`` reads coordinates only.
+
+    ArchR scores 500-bp genome tiles; this sums the features in ``atac.var``. With called peaks (SNARE-seq,
+    BMMC) many genes have no feature in their window and score 0 in every cell: after ``fit``,
+    ``genes_without_cres`` lists them and ``coverage`` is the fraction of genes with at least one. Given tiles
+    (``cisformer.data.load("pbmc_scarlink")``, whose ``atac.var`` holds 500-bp tiles around its genes) it is
+    ArchR's tile-based score.
+    """
 
     name = "ArchR gene score"
 
@@ -393,6 +475,10 @@ class ArchRGeneScore:
         self.weights = sp.csr_matrix((weight, (pairs["cre_idx"].to_numpy(), pairs["gene_idx"].to_numpy())),
                                      shape=(atac_train.n_vars, rna_train.n_vars))
         self.cre_names, self.var = atac_train.var_names, rna_train.var.copy()
+        covered = np.zeros(rna_train.n_vars, dtype=bool)
+        covered[pairs["gene_idx"].to_numpy(dtype=int)] = True
+        self.genes_without_cres = list(rna_train.var_names[~covered])
+        self.coverage = float(covered.mean()) if covered.size else 0.0
         return self
 
     def predict_rna(self, atac: AnnData) -> AnnData:
@@ -520,5 +606,5 @@ class ScarlinkStyle:
 
 
 RNA2ATAC_METHODS = {"floor": Floor, "kNN": KNNTransfer, "BABEL-style": BabelStyle}
-ATAC2RNA_METHODS = {"ArchR gene score": ArchRGeneScore, "peak-to-gene": PeakToGene,
+ATAC2RNA_METHODS = {"floor": GeneMean, "ArchR gene score": ArchRGeneScore, "peak-to-gene": PeakToGene,
                     "SCARlink-style": ScarlinkStyle, "kNN": KNNTransfer}
