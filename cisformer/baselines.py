@@ -294,7 +294,9 @@ class _BabelNet(nn.Module):
 
     def decode_rna(self, z, library):            # -> NB mean (B, n_genes), theta (B, n_genes)
         h = self.rna_decoder(z)
-        return torch.softmax(self.rna_mean(h), dim=1) * library, torch.exp(self.rna_log_theta(h)).clamp(1e-4, 1e4)
+        # clamp before exp: exp overflowing to inf, then clamped, gives 0 * inf = NaN gradients
+        log_theta = self.rna_log_theta(h).clamp(np.log(1e-4), np.log(1e4))
+        return torch.softmax(self.rna_mean(h), dim=1) * library, torch.exp(log_theta)
 
 
 def _nb_nll(counts, mean, theta):
@@ -318,7 +320,7 @@ class BabelStyle:
 
     name = "BABEL-style"
 
-    def __init__(self, epochs: int = 20, batch_size: int = 128, lr: float = 1e-3, hidden: int = 64,
+    def __init__(self, epochs: int = 15, batch_size: int = 128, lr: float = 1e-3, hidden: int = 64,
                  latent: int = 16, n_top_genes: int = 2000):
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.hidden, self.latent, self.n_top_genes = hidden, latent, n_top_genes

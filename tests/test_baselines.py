@@ -146,16 +146,23 @@ def _mean_gene_rmse(method, split) -> float:
 RMSE_MARGIN = 0.03  # a learned method's mean gene-wise RMSE must be at least 3% below the floor's
 
 
+SCARLINK_ON_LOG_SCALE = pytest.mark.xfail(
+    strict=True, reason="SCARlink-style predicts log1p of its Poisson mean, not the mean of log1p expression; on the "
+                        "log scale that bias costs more than its links gain (known loss, reported; XPASS = fixed)")
+
+
 @pytest.mark.parametrize("method", [baselines.KNNTransfer(n_neighbors=10),
-                                    baselines.PeakToGene(n_metacells=60, metacell_size=10)],
-                         ids=["kNN", "peak-to-gene"])
+                                    baselines.PeakToGene(n_metacells=60, metacell_size=10),
+                                    pytest.param(baselines.ScarlinkStyle(epochs=40), marks=SCARLINK_ON_LOG_SCALE)],
+                         ids=["kNN", "peak-to-gene", "SCARlink-style"])
 def test_learned_atac2rna_beats_floor(split, method):
     assert _mean_gene_rmse(method, split) < (1 - RMSE_MARGIN) * _mean_gene_rmse(baselines.GeneMean(), split)
 
 
 @pytest.mark.parametrize("method", [baselines.KNNTransfer(n_neighbors=280),
-                                    baselines.PeakToGene(n_metacells=60, metacell_size=10, min_corr=1.1)],
-                         ids=["kNN over all training cells", "peak-to-gene without links"])
+                                    baselines.PeakToGene(n_metacells=60, metacell_size=10, min_corr=1.1),
+                                    baselines.ScarlinkStyle(epochs=0)],
+                         ids=["kNN over all training cells", "peak-to-gene without links", "SCARlink-style 0 epochs"])
 def test_atac2rna_margin_fails_without_learning(split, method):
     assert _mean_gene_rmse(method, split) > (1 - RMSE_MARGIN) * _mean_gene_rmse(baselines.GeneMean(), split)
 
