@@ -11,7 +11,7 @@ from cisformer import baselines, external, metrics, simulate
 @pytest.fixture(scope="module")
 def split():
     """Simulated paired data with three cell types, split at random into 280 training and 80 test cells."""
-    rna, atac, truth = simulate.paired(n_cells=360, n_genes=60, n_cres=480, n_cell_types=3, seed=1)
+    rna, atac, _ = simulate.paired(n_cells=360, n_genes=60, n_cres=480, n_cell_types=3, seed=1)
     order = np.random.default_rng(0).permutation(rna.n_obs)
     train, test = rna.obs_names[order[:280]], rna.obs_names[order[280:]]
     return rna[train].copy(), atac[train].copy(), rna[test].copy(), atac[test].copy()
