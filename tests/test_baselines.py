@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cisformer import baselines, external, metrics, simulate
+from cisformer import baselines, metrics, simulate
 
 
 @pytest.fixture(scope="module")
@@ -202,19 +202,3 @@ def test_gene_cre_pairs_window():
     # minus strand: a CRE downstream in genome coordinates is upstream of the gene -> negative distance
     assert pairs.set_index("gene_idx").loc[1, "distance"] < 0
 
-
-@pytest.mark.skipif(not external.scbutterfly_python().exists(), reason="scButterfly environment not installed")
-def test_scbutterfly_runs(split):
-    rna_tr, atac_tr, rna_te, atac_te = split
-    import anndata as ad
-
-    rna = ad.concat([rna_tr, rna_te], merge="same")
-    atac = ad.concat([atac_tr, atac_te], merge="same")
-    x = atac.X.tolil()
-    x[: rna_tr.n_obs, 5] = 0  # a CRE never open in training cells (made scButterfly's loss NaN)
-    atac.X = x.tocsr()
-    pred, timing = external.run_scbutterfly_rna2atac(rna, atac, rna_tr.obs_names, rna_te.obs_names,
-                                                     pretrain_epochs=1, translator_epochs=1, n_top_genes=60)
-    assert pred.shape == atac_te.shape and timing["wall_s"] > 0
-    assert list(pred.var_names) == list(atac_te.var_names)
-    assert np.isfinite(pred.X).all() and not pred.X[:, 5].any()
