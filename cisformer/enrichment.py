@@ -362,7 +362,10 @@ def gwas_enrichment(top, load: dict, bins, traits=None, n_random: int = 1000, se
     -------
     One row per trait: ``n_variants_universe``, ``n_variants_top``, ``pip_top`` (observed load), ``pip_null``
     (mean load of the random sets), ``enrichment`` (``pip_top / pip_null``; NaN when ``pip_null`` is 0),
-    ``p_empirical`` (one-sided, random >= observed, +1 corrected) and ``null_overlap``.
+    ``p_empirical`` (one-sided, random >= observed, +1 corrected), ``null_overlap``, and ``p_pooled`` (the same
+    on every row): the one-sided empirical p of the set's load summed over all traits tested against the same
+    random sets' sums. It tests the pooled enrichment of :func:`pooled_enrichment` against the CRE sampling
+    noise, which the bootstrap over traits there does not see.
     """
     traits = gwas_traits(load) if traits is None else list(traits)
     missing = [t for t in traits if t not in load]
@@ -371,6 +374,8 @@ def gwas_enrichment(top, load: dict, bins, traits=None, n_random: int = 1000, se
     top = np.asarray(top, dtype=np.int64)
     random_sets = matched_random_sets(top, bins, n_random, seed)
     overlap = null_overlap(top, bins)
+    total = np.sum([load[trait][0] for trait in traits], axis=0) if traits else np.zeros(len(bins))
+    p_pooled = empirical_p(float(total[top].sum()), total[random_sets].sum(1))
     rows = []
     for trait in traits:
         pip_sum, n_var = load[trait]
@@ -380,7 +385,7 @@ def gwas_enrichment(top, load: dict, bins, traits=None, n_random: int = 1000, se
         rows.append({"trait": trait, "n_variants_universe": int(n_var.sum()), "n_variants_top": int(n_var[top].sum()),
                      "pip_top": observed, "pip_null": expected,
                      "enrichment": observed / expected if expected > 0 else np.nan,
-                     "p_empirical": empirical_p(observed, null), "null_overlap": overlap})
+                     "p_empirical": empirical_p(observed, null), "null_overlap": overlap, "p_pooled": p_pooled})
     return pd.DataFrame(rows)
 
 
@@ -400,7 +405,7 @@ def gwas_compare(tops: dict, load: dict, bins, traits=None, n_random: int = 1000
 def pooled_enrichment(table: pd.DataFrame, group: str = "method", observed: str = "pip_top",
                       expected: str = "pip_null", unit: str = "trait", pseudocount: float = 0.1,
                       n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Summary over traits of each group's enrichment, with bootstrap confidence intervals.
+    """Summary over traits (or other ``unit``s) of each group's enrichment, with bootstrap confidence intervals.
 
     * pooled enrichment = sum of observed / sum of null expectation over the traits (traits weigh by their
       expected load, so traits with more fine-mapped signal count more);
@@ -413,8 +418,9 @@ def pooled_enrichment(table: pd.DataFrame, group: str = "method", observed: str 
 
     Returns
     -------
-    One row per group: ``n_traits``, ``observed_total``, ``expected_total``, ``pooled_enrichment``,
-    ``pooled_ci_low``, ``pooled_ci_high``, ``geometric_mean``, ``geometric_ci_low``, ``geometric_ci_high``.
+    One row per group: ``n_<unit>s`` (e.g. ``n_traits``), ``observed_total``, ``expected_total``,
+    ``pooled_enrichment``, ``pooled_ci_low``, ``pooled_ci_high``, ``geometric_mean``, ``geometric_ci_low``,
+    ``geometric_ci_high``.
     """
     for field in (group, observed, expected, unit):
         if field not in table:
@@ -436,7 +442,7 @@ def pooled_enrichment(table: pd.DataFrame, group: str = "method", observed: str 
     boot_geo = np.exp(log_ratio[resample].mean(1))
     tail = 100 * (1 - ci) / 2
     summary = pd.DataFrame({
-        group: names, "n_traits": n, "observed_total": obs.sum(0), "expected_total": exp.sum(0),
+        group: names, f"n_{unit}s": n, "observed_total": obs.sum(0), "expected_total": exp.sum(0),
         "pooled_enrichment": pooled,
         "pooled_ci_low": np.nanpercentile(boot_pooled, tail, axis=0),
         "pooled_ci_high": np.nanpercentile(boot_pooled, 100 - tail, axis=0),
