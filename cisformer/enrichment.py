@@ -2,11 +2,17 @@
 
 * :func:`pair_correlation` + :func:`topk_vs_random`: expression-accessibility correlation across pseudobulks
   of the top-k pairs vs random candidate pairs (Fig 3d-e), one-sided tests.
-* :func:`gwas_enrichment`: mean fine-mapped PIP of GWAS variants inside the top CREs over that of random CREs
-  (Fig 3f), per trait, with an empirical p-value.
+* Matched null (:func:`matching_covariates`, :func:`matching_bins`, :func:`matched_random_sets`): random CRE
+  sets with the accessibility x width composition of the tested set. Attention-ranked CREs are biased towards
+  frequently open CREs (they are co-sampled in more cells), and open CREs carry more GWAS variants and ChIP
+  peaks, so a uniform null would reward that bias; both enrichments below draw from the matched null.
+* :func:`gwas_enrichment` / :func:`gwas_compare` / :func:`pooled_enrichment`: fine-mapped PIP load of the top
+  CREs over that of matched random sets (Fig 3f), per trait, one-sided empirical p, Benjamini-Hochberg q over
+  all tests, and a per-method summary over one shared trait set (pooled ratio and geometric mean, bootstrap
+  CIs).
 * :func:`chip_enrichment` and :func:`bound_vs_unbound`: overlap of a TF gene's top attention-ranked CREs with
-  the TF's ChIP-seq peaks vs random CRE sets (fold, empirical p), and attention of bound vs unbound CREs
-  (one-sided Welch t-test) (Fig 3b-c).
+  the TF's ChIP-seq peaks vs matched random CRE sets (fold, empirical p), and attention of bound vs unbound
+  CREs (one-sided Welch t-test) (Fig 3b-c); :func:`bh_qvalues` corrects either family.
 * :func:`expression_by_link_count`: expression of genes grouped by their number of linked CREs (Fig 3h-i).
 
 Intervals are 0-based half-open (``chrom``, ``start``, ``end``); overlaps of >= 1 bp count
@@ -133,11 +139,192 @@ def topk_vs_random(scores, values, ks=(100, 200, 500, 1000), n_random: int = 1, 
     return pd.DataFrame(rows)
 
 
+# --------------------------------------------------------------------------------------------- multiple testing
+
+def bh_qvalues(pvalues) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q) of a family of tests; NaN p-values stay NaN and do not count
+    as tests."""
+    p = np.asarray(pvalues, dtype=float)
+    q = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    if not len(finite):
+        return q
+    if ((p[finite] < 0) | (p[finite] > 1)).any():
+        raise ValueError("bh_qvalues: p-values must lie in [0, 1]")
+    order = finite[np.argsort(p[finite], kind="stable")]
+    m = len(order)
+    scaled = p[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(1.0, np.minimum.accumulate(scaled[::-1])[::-1])
+    return q
+
+
+# --------------------------------------------------------------------------------------------- matched null
+
+def matching_covariates(atac, cres=None, cells=None) -> pd.DataFrame:
+    """The two CRE properties a matched null holds fixed: accessibility and width.
+
+    Parameters
+    ----------
+    atac
+        AnnData, cells x CREs, the ATAC matrix the model read; ``var`` carries ``start`` and ``end``.
+    cres
+        CRE names (``atac.var_names``) of the candidate universe, in the order of the tested positions
+        (default: all CREs).
+    cells
+        Row positions (or a boolean mask) of the cells over which accessibility is measured (default: all).
+
+    Returns
+    -------
+    DataFrame indexed by CRE: ``accessibility`` (fraction of the cells with a count > 0) and ``width``
+    (``end - start``, bp).
+    """
+    for field in ("start", "end"):
+        if field not in atac.var:
+            raise ValueError(f"matching_covariates: atac.var lacks '{field}'; give every CRE its coordinates "
+                             f"(chrom/start/end, e.g. parsed from 'chr1:100-600' names)")
+    names = atac.var_names if cres is None else pd.Index(cres)
+    cols = atac.var_names.get_indexer(names)
+    if (cols < 0).any():
+        raise ValueError(f"matching_covariates: {int((cols < 0).sum())} of the cres are not in atac.var_names "
+                         f"(e.g. {list(names[cols < 0][:3])})")
+    X = atac.X if cells is None else atac.X[np.asarray(cells)]
+    if X.shape[0] == 0:
+        raise ValueError("matching_covariates: no cell selected; pass cells with at least one row")
+    n_open = np.asarray((X[:, cols] > 0).sum(axis=0)).ravel()
+    var = atac.var.iloc[cols]
+    width = (pd.to_numeric(var["end"]) - pd.to_numeric(var["start"])).to_numpy(dtype=float)
+    return pd.DataFrame({"accessibility": n_open / X.shape[0], "width": width}, index=names)
+
+
+def _quantile_bins(values: np.ndarray, n_bins: int) -> np.ndarray:
+    """0..k-1 quantile bin of each value (k <= n_bins: tied quantile edges are merged)."""
+    if n_bins <= 1 or np.ptp(values) == 0:
+        return np.zeros(len(values), dtype=np.int64)
+    codes = pd.qcut(values, n_bins, labels=False, duplicates="drop")
+    return np.unique(np.asarray(codes), return_inverse=True)[1].astype(np.int64)
+
+
+def _merge_small_bins(codes: np.ndarray, min_size: int) -> np.ndarray:
+    """Merge ordered bins with their upper neighbours until each holds >= ``min_size`` members (a short last
+    group joins the one before it)."""
+    sizes = np.bincount(codes)
+    group, merged, filled = np.zeros(len(sizes), dtype=np.int64), 0, 0
+    for b, size in enumerate(sizes):
+        group[b] = merged
+        filled += size
+        if filled >= min_size:
+            merged, filled = merged + 1, 0
+    if 0 < filled < min_size and merged > 0:  # leftover tail: join the previous group
+        group[group == merged] = merged - 1
+    return np.unique(group[codes], return_inverse=True)[1].astype(np.int64)
+
+
+def matching_bins(accessibility, width, n_accessibility_bins: int = 20, n_width_bins: int = 3,
+                  min_bin_size: int = 20) -> np.ndarray:
+    """Bin label of every candidate CRE for a matched null: accessibility quantile bins, each split into width
+    quantile bins.
+
+    Quantiles are taken over the candidates given (the universe). Tied quantile edges are merged; then, in
+    order of accessibility (and of width within an accessibility bin), bins smaller than ``min_bin_size``
+    CREs are merged with their neighbours, so that every bin offers a choice of CREs to draw from.
+
+    Matching is only as fine as the bins: within a bin a top set can still sit at the open end. On the
+    synthetic case of the tests (variant load proportional to accessibility, top set = the most open CREs),
+    the residual pooled enrichment was 1.06 with 10 accessibility bins and 1.02 with 20 (the default).
+
+    Returns
+    -------
+    int array, one label per CRE (0 .. n_bins-1). All-zero labels would be the unmatched (uniform) null.
+    """
+    accessibility, width = np.asarray(accessibility, dtype=float), np.asarray(width, dtype=float)
+    if accessibility.shape != width.shape or accessibility.ndim != 1:
+        raise ValueError("matching_bins: accessibility and width must be 1-d arrays of the same length (one "
+                         "value per candidate CRE)")
+    if not (np.isfinite(accessibility).all() and np.isfinite(width).all()):
+        raise ValueError("matching_bins: accessibility and width must be finite for every candidate CRE")
+    acc_bin = _merge_small_bins(_quantile_bins(accessibility, n_accessibility_bins), min_bin_size)
+    labels = np.zeros(len(accessibility), dtype=np.int64)
+    next_label = 0
+    for a in range(acc_bin.max() + 1 if len(acc_bin) else 0):
+        members = np.flatnonzero(acc_bin == a)
+        width_bin = _merge_small_bins(_quantile_bins(width[members], n_width_bins), min_bin_size)
+        labels[members] = next_label + width_bin
+        next_label += width_bin.max() + 1
+    return labels
+
+
+def bin_composition(members, bins) -> pd.Series:
+    """Number of ``members`` (positions into ``bins``) in each bin label (bins without a member omitted)."""
+    labels, counts = np.unique(np.asarray(bins)[np.asarray(members, dtype=np.int64)], return_counts=True)
+    return pd.Series(counts, index=labels, name="n")
+
+
+def matched_random_sets(top, bins, n_random: int = 1000, seed: int = 0, max_cells: int = 4_000_000) -> np.ndarray:
+    """Random CRE sets with the bin composition of ``top`` (the matched null).
+
+    For every bin holding c members of ``top``, each random set takes c CREs of that bin, uniformly without
+    replacement (so a random set may share CREs with ``top``; where ``top`` fills a bin, the null equals it
+    there - see :func:`null_overlap`). With ``bins`` from :func:`matching_bins`, a random set has the same
+    accessibility x width composition as ``top``; with all-zero ``bins`` it is a uniform random subset.
+
+    Parameters
+    ----------
+    top
+        Distinct positions (0 .. len(bins)-1) of the tested CREs in the candidate universe.
+    bins
+        Bin label per candidate CRE (:func:`matching_bins`).
+    n_random, seed
+        Number of random sets; seed of the generator (same seed, same sets).
+    max_cells
+        Memory bound: random keys are drawn in blocks of at most this many numbers.
+
+    Returns
+    -------
+    int64 array (n_random, len(top)) of positions in the universe.
+    """
+    bins = np.asarray(bins)
+    top = np.asarray(top, dtype=np.int64)
+    if len(top) and (top.min() < 0 or top.max() >= len(bins)):
+        raise ValueError(f"matched_random_sets: top positions must lie in 0..{len(bins) - 1} (the universe)")
+    if len(np.unique(top)) != len(top):
+        raise ValueError("matched_random_sets: top holds repeated positions; pass each CRE once")
+    rng = np.random.default_rng(seed)
+    out = np.empty((n_random, len(top)), dtype=np.int64)
+    col = 0
+    for label, count in bin_composition(top, bins).items():
+        pool = np.flatnonzero(bins == label)
+        block = max(1, max_cells // len(pool))
+        for start in range(0, n_random, block):
+            rows = slice(start, min(n_random, start + block))
+            keys = rng.random((rows.stop - rows.start, len(pool)))
+            picked = np.argpartition(keys, count - 1, axis=1)[:, :count] if count < len(pool) else \
+                np.broadcast_to(np.arange(len(pool)), keys.shape)
+            out[rows, col:col + count] = pool[picked]
+        col += count
+    return out
+
+
+def null_overlap(top, bins) -> float:
+    """Expected fraction of a matched random set that lies in ``top`` itself (sum over bins of c^2 / n, over k).
+    Near 1 the null is the tested set again and no test can reject: the set is explained by its accessibility
+    and width alone."""
+    top = np.asarray(top, dtype=np.int64)
+    if not len(top):
+        return float("nan")
+    composition = bin_composition(top, bins)
+    sizes = pd.Series(np.bincount(np.asarray(bins)), name="n").loc[composition.index]
+    return float((composition ** 2 / sizes).sum() / len(top))
+
+
 # --------------------------------------------------------------------------------------------- GWAS
 
 def variant_load(cres: pd.DataFrame, variants: pd.DataFrame, trait_key: str = "trait",
                  pp_key: str = "pp") -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per trait and per CRE: (sum of PIPs of the variants inside the CRE, number of such variants)."""
+    for field in ("chrom", "start", "end", pp_key, trait_key):
+        if field not in variants:
+            raise ValueError(f"variant_load: variants lack the '{field}' column (expected chrom/start/end/"
+                             f"{pp_key}/{trait_key}, as cisformer.data.load_gwas_finemapped() returns)")
     out = {}
     for trait, vt in variants.groupby(trait_key, observed=True):
         qi, ri = overlap_index(cres, vt)
@@ -147,46 +334,123 @@ def variant_load(cres: pd.DataFrame, variants: pd.DataFrame, trait_key: str = "t
     return out
 
 
-def gwas_enrichment(top: np.ndarray, cres: pd.DataFrame, variants: pd.DataFrame, n_random: int = 1000,
-                    seed: int = 0, load: dict | None = None) -> pd.DataFrame:
-    """GWAS enrichment of a CRE set: mean PIP of the fine-mapped variants inside the ``top`` CREs over the mean
-    PIP of variants inside random CRE sets of the same size drawn from ``cres`` (the candidate universe).
+def gwas_traits(load: dict) -> list[str]:
+    """Traits with at least one variant inside the candidate universe: the one trait set every method is tested
+    on (fixed from the universe alone, before any method's top set is seen)."""
+    return [trait for trait, (_, n_var) in load.items() if n_var.sum() > 0]
+
+
+def gwas_enrichment(top, load: dict, bins, traits=None, n_random: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Fine-mapped GWAS PIP load of a CRE set against matched random sets, per trait.
+
+    The PIP load of a set is the sum of the PIPs of a trait's fine-mapped variants inside its CREs (a variant in
+    two CREs counts twice). The null is :func:`matched_random_sets` (same accessibility x width composition,
+    same random sets for every trait).
 
     Parameters
     ----------
     top
-        Row positions (in ``cres``) of the top CREs.
-    cres
-        Candidate CREs (chrom/start/end).
-    variants
-        Fine-mapped variants: chrom/start/end/pp/trait (``cisformer.data.load_gwas_finemapped()``).
+        Positions of the tested CREs in the candidate universe (the CREs ``load`` was computed on).
     load
-        Precomputed :func:`variant_load` (reuse it when testing several CRE sets on the same universe).
+        :func:`variant_load` of the universe.
+    bins
+        :func:`matching_bins` of the universe (all zeros: unmatched null).
+    traits
+        Traits tested (default :func:`gwas_traits`: those with a variant in the universe).
 
     Returns
     -------
-    One row per trait: ``n_variants_top``, ``mean_pip_top``, ``mean_pip_random`` (mean over random sets that
-    hold a variant), ``enrichment`` (ratio), ``p_empirical`` (random >= top). NaN where the top set holds no
-    variant of the trait.
+    One row per trait: ``n_variants_universe``, ``n_variants_top``, ``pip_top`` (observed load), ``pip_null``
+    (mean load of the random sets), ``enrichment`` (``pip_top / pip_null``; NaN when ``pip_null`` is 0),
+    ``p_empirical`` (one-sided, random >= observed, +1 corrected), ``null_overlap``, and ``p_pooled`` (the same
+    on every row): the one-sided empirical p of the set's load summed over all traits tested against the same
+    random sets' sums. It tests the pooled enrichment of :func:`pooled_enrichment` against the CRE sampling
+    noise, which the bootstrap over traits there does not see.
     """
+    traits = gwas_traits(load) if traits is None else list(traits)
+    missing = [t for t in traits if t not in load]
+    if missing:
+        raise ValueError(f"gwas_enrichment: traits {missing[:5]} are not in load (traits there: {list(load)[:5]}...)")
     top = np.asarray(top, dtype=np.int64)
-    load = load if load is not None else variant_load(cres, variants)
-    rng = np.random.default_rng(seed)
-    random_sets = np.stack([rng.choice(len(cres), len(top), replace=False) for _ in range(n_random)]) \
-        if len(top) and n_random else np.zeros((0, len(top)), dtype=np.int64)
+    random_sets = matched_random_sets(top, bins, n_random, seed)
+    overlap = null_overlap(top, bins)
+    total = np.sum([load[trait][0] for trait in traits], axis=0) if traits else np.zeros(len(bins))
+    p_pooled = empirical_p(float(total[top].sum()), total[random_sets].sum(1))
     rows = []
-    for trait, (pip_sum, n_var) in load.items():
-        n_top = n_var[top].sum()
-        observed = pip_sum[top].sum() / n_top if n_top else np.nan
-        rs, rn = pip_sum[random_sets].sum(1), n_var[random_sets].sum(1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            null = np.where(rn > 0, rs / np.maximum(rn, 1), np.nan)
-        mean_random = float(np.nanmean(null)) if np.isfinite(null).any() else np.nan
-        rows.append({"trait": trait, "n_variants_top": int(n_top), "mean_pip_top": float(observed),
-                     "mean_pip_random": mean_random,
-                     "enrichment": float(observed / mean_random) if mean_random and np.isfinite(observed) else np.nan,
-                     "p_empirical": empirical_p(observed, null)})
+    for trait in traits:
+        pip_sum, n_var = load[trait]
+        observed = float(pip_sum[top].sum())
+        null = pip_sum[random_sets].sum(1)
+        expected = float(null.mean()) if len(null) else np.nan
+        rows.append({"trait": trait, "n_variants_universe": int(n_var.sum()), "n_variants_top": int(n_var[top].sum()),
+                     "pip_top": observed, "pip_null": expected,
+                     "enrichment": observed / expected if expected > 0 else np.nan,
+                     "p_empirical": empirical_p(observed, null), "null_overlap": overlap, "p_pooled": p_pooled})
     return pd.DataFrame(rows)
+
+
+def gwas_compare(tops: dict, load: dict, bins, traits=None, n_random: int = 1000, seed: int = 0,
+                 group: str = "method") -> pd.DataFrame:
+    """:func:`gwas_enrichment` of several CRE sets (e.g. one per method) on the same traits, with
+    Benjamini-Hochberg q-values over all set x trait tests (column ``q``). ``tops``: name -> positions; the name
+    goes in column ``group``."""
+    traits = gwas_traits(load) if traits is None else list(traits)
+    frames = [gwas_enrichment(top, load, bins, traits, n_random, seed).assign(**{group: name})
+              for name, top in tops.items()]
+    table = pd.concat(frames, ignore_index=True)
+    table["q"] = bh_qvalues(table["p_empirical"])
+    return table
+
+
+def pooled_enrichment(table: pd.DataFrame, group: str = "method", observed: str = "pip_top",
+                      expected: str = "pip_null", unit: str = "trait", pseudocount: float = 0.1,
+                      n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Summary over traits (or other ``unit``s) of each group's enrichment, with bootstrap confidence intervals.
+
+    * pooled enrichment = sum of observed / sum of null expectation over the traits (traits weigh by their
+      expected load, so traits with more fine-mapped signal count more);
+    * geometric mean of the per-trait ratios ``(observed + pseudocount) / (expected + pseudocount)``: the
+      pseudocount (default 0.1 PIP, a tenth of one certain causal variant) keeps traits with no variant in the
+      set finite and shrinks ratios of traits with little expected load towards 1.
+
+    Intervals: percentile bootstrap over traits (``n_boot`` resamples of the traits with replacement, the same
+    resamples for every group). Every group must hold the same traits (compare like with like).
+
+    Returns
+    -------
+    One row per group: ``n_<unit>s`` (e.g. ``n_traits``), ``observed_total``, ``expected_total``,
+    ``pooled_enrichment``, ``pooled_ci_low``, ``pooled_ci_high``, ``geometric_mean``, ``geometric_ci_low``,
+    ``geometric_ci_high``.
+    """
+    for field in (group, observed, expected, unit):
+        if field not in table:
+            raise ValueError(f"pooled_enrichment: table lacks the '{field}' column")
+    obs = table.pivot(index=unit, columns=group, values=observed)
+    exp = table.pivot(index=unit, columns=group, values=expected)
+    if obs.isna().any().any() or exp.isna().any().any():
+        raise ValueError(f"pooled_enrichment: every {group} must be tested on the same {unit}s (missing or NaN "
+                         f"'{observed}'/'{expected}' values); test all on one {unit} set, e.g. gwas_traits(load)")
+    names = obs.columns
+    obs, exp = obs.to_numpy(dtype=float), exp.loc[obs.index, names].to_numpy(dtype=float)
+    n = obs.shape[0]
+    rng = np.random.default_rng(seed)
+    resample = rng.integers(0, n, size=(n_boot, n))
+    log_ratio = np.log((obs + pseudocount) / (exp + pseudocount))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pooled = obs.sum(0) / exp.sum(0)
+        boot_pooled = obs[resample].sum(1) / exp[resample].sum(1)   # (n_boot, groups)
+    boot_geo = np.exp(log_ratio[resample].mean(1))
+    tail = 100 * (1 - ci) / 2
+    summary = pd.DataFrame({
+        group: names, f"n_{unit}s": n, "observed_total": obs.sum(0), "expected_total": exp.sum(0),
+        "pooled_enrichment": pooled,
+        "pooled_ci_low": np.nanpercentile(boot_pooled, tail, axis=0),
+        "pooled_ci_high": np.nanpercentile(boot_pooled, 100 - tail, axis=0),
+        "geometric_mean": np.exp(log_ratio.mean(0)),
+        "geometric_ci_low": np.percentile(boot_geo, tail, axis=0),
+        "geometric_ci_high": np.percentile(boot_geo, 100 - tail, axis=0)})
+    order = list(pd.unique(table[group]))
+    return summary.set_index(group).loc[order].reset_index()
 
 
 # --------------------------------------------------------------------------------------------- ChIP
@@ -199,23 +463,25 @@ def bound_cres(cres: pd.DataFrame, peaks: pd.DataFrame) -> np.ndarray:
     return bound
 
 
-def chip_enrichment(scores, bound, n_top: int, n_random: int = 1000, seed: int = 0) -> dict:
-    """Overlap of the ``n_top`` highest-scoring CREs with ChIP peaks vs random CRE sets of the same size.
+def chip_enrichment(scores, bound, n_top: int, bins, n_random: int = 1000, seed: int = 0) -> dict:
+    """Overlap of the ``n_top`` highest-scoring CREs with ChIP peaks vs matched random CRE sets.
 
-    ``scores`` and ``bound`` are per candidate CRE (same order). Returns ``n_top``, ``n_bound_top``,
-    ``frac_top``, ``frac_random`` (mean over random sets), ``fold`` and ``p_empirical``.
+    ``scores``, ``bound`` and ``bins`` (:func:`matching_bins`; all zeros: unmatched null) are per candidate CRE,
+    same order. Returns ``n_top``, ``n_bound_top``, ``frac_top``, ``frac_random`` (mean over the random sets of
+    :func:`matched_random_sets`), ``fold``, ``p_empirical`` (one-sided, +1 corrected) and ``null_overlap``.
     """
-    scores, bound = np.asarray(scores, dtype=float), np.asarray(bound, dtype=bool)
+    scores, bound, bins = np.asarray(scores, dtype=float), np.asarray(bound, dtype=bool), np.asarray(bins)
+    if not (len(scores) == len(bound) == len(bins)):
+        raise ValueError(f"chip_enrichment: scores ({len(scores)}), bound ({len(bound)}) and bins ({len(bins)}) "
+                         "must have one entry per candidate CRE")
     n_top = int(min(n_top, len(scores)))
     top = np.argsort(-scores, kind="stable")[:n_top]
     observed = bound[top].mean() if n_top else np.nan
-    rng = np.random.default_rng(seed)
-    null = np.array([bound[rng.choice(len(scores), n_top, replace=False)].mean() for _ in range(n_random)]) \
-        if n_top else np.zeros(0)
+    null = bound[matched_random_sets(top, bins, n_random, seed)].mean(1) if n_top else np.zeros(0)
     frac_random = float(null.mean()) if len(null) else np.nan
     return {"n_top": n_top, "n_bound_top": int(bound[top].sum()), "frac_top": float(observed),
             "frac_random": frac_random, "fold": float(observed / frac_random) if frac_random else np.nan,
-            "p_empirical": empirical_p(observed, null)}
+            "p_empirical": empirical_p(observed, null), "null_overlap": null_overlap(top, bins)}
 
 
 def bound_vs_unbound(scores, bound) -> dict:
