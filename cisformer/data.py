@@ -603,7 +603,7 @@ def _pick_groups(sizes: pd.Series, n_total: int, low: float, high: float, rng) -
 
 
 def subsample(rna, atac, n_cells: int | None = None, n_cres: int | None = None, n_genes: int | None = None,
-              seed: int = 0, genes_with_coords: bool = False):
+              seed: int = 0, genes_with_coords: bool = False, select_on=None):
     """A seeded, smaller copy of a paired dataset, as the benchmark notebooks' profiles size it.
 
     Parameters
@@ -621,6 +621,9 @@ def subsample(rna, atac, n_cells: int | None = None, n_cres: int | None = None, 
     genes_with_coords
         Keep only genes with genomic coordinates (``var["chrom"]`` non-empty) before choosing ``n_genes``; needed
         by methods that read the CREs around a gene.
+    select_on
+        obs names of the cells whose data choose the CREs and genes (pass the training and validation cells of a
+        benchmark, so that nothing about the test cells decides which features are scored); ``None``: all cells.
 
     Returns
     -------
@@ -632,15 +635,34 @@ def subsample(rna, atac, n_cells: int | None = None, n_cres: int | None = None, 
     if n_cells and rna.n_obs > n_cells:
         keep = np.sort(np.random.default_rng(seed).choice(rna.n_obs, n_cells, replace=False))
         rna, atac = rna[keep], atac[keep]
+    rows = slice(None) if select_on is None else rna.obs_names.get_indexer(pd.Index(select_on).astype(str))
+    if select_on is not None and (rows < 0).any():
+        raise _error("select_on", "obs_names", f"{int((rows < 0).sum())} names are not cells of the data",
+                     "pass obs names of cells kept by n_cells (e.g. the training cells of a split of these cells)")
     if n_cres and atac.n_vars > n_cres:
-        freq = np.asarray((atac.X > 0).mean(axis=0)).ravel()
+        freq = np.asarray((atac.X[rows] > 0).mean(axis=0)).ravel()
         atac = atac[:, np.sort(np.argsort(-freq, kind="stable")[:n_cres])]
     if genes_with_coords and "chrom" in rna.var:
         rna = rna[:, rna.var["chrom"].astype(str).str.len().to_numpy() > 0]
     if n_genes and rna.n_vars > n_genes:
-        variance = true_expression(rna).var(axis=0)
+        variance = true_expression(rna[rows]).var(axis=0)
         rna = rna[:, np.sort(np.argsort(-variance, kind="stable")[:n_genes])]
     return rna.copy(), atac.copy()
+
+
+def label_tokens(obs: pd.DataFrame, key: str = "cell_type"):
+    """An RNA-like AnnData whose only expressed "gene" in each cell is its label ``obs[key]`` (count 1): the
+    oracle input that hands a model the answer (the cell type) and nothing else. A model trained on it that
+    does not reach the cell-type mean's accuracy cannot learn CRE x cell-type structure at all."""
+    import anndata as ad
+
+    if key not in obs:
+        raise _error("obs", key, "column missing", f"add obs['{key}'] with the labels")
+    labels = obs[key].astype(str).to_numpy()
+    names = np.unique(labels)
+    X = sp.csr_matrix((np.ones(len(labels), dtype=np.float32), (np.arange(len(labels)), np.searchsorted(names, labels))),
+                      shape=(len(labels), len(names)))
+    return ad.AnnData(X, obs=obs.copy(), var=pd.DataFrame(index=[f"label:{n}" for n in names]))
 
 
 def split_cells(obs: pd.DataFrame, by: str = "random", test_fraction: float = 0.2, seed: int = 0, held_out=None,

@@ -2,29 +2,50 @@
 
 Two directions share every module:
 
-* ``rna2atac``: queries = CREs (peak digit index encoding), keys = the cell's expressed genes (gene token +
-  value embedding). One logit per CRE query -> sigmoid -> P(open). Loss: binary cross-entropy.
-* ``atac2rna``: queries = genes (gene token embedding), keys = the cell's open CREs (digit encoding).
-  ``n_bins`` logits per gene query -> softmax over expression bins. Loss: categorical cross-entropy.
+* ``rna2atac``: queries = CREs, keys = the cell's expressed genes (gene token + value embedding).
+  One logit per CRE -> sigmoid -> P(open). Loss: binary cross-entropy.
+* ``atac2rna``: queries = genes, keys = the cell's open CREs.
+  ``n_bins`` logits per gene -> softmax over bins of log1p(counts per 10,000). Loss: categorical cross-entropy.
 
-As in the paper's Methods there is no self-attention: the keys are embedded once (embedding + LayerNorm, i.e.
-the reference's depth-0 encoder) and every layer is ``x = x + MHA(LN(x), keys)`` then ``x = x + FFN(LN(x))``
-(ReLU FFN). Because keys are never updated, their per-layer projections can be computed once per cell and
-reused for any number of query chunks (:meth:`Cisformer.encode_keys` / :meth:`Cisformer.decode`), which is how
-:mod:`cisformer.predict` scores a full CRE vocabulary.
+Two architectures (``CisformerConfig.arch``):
 
-Base rates: every query token's logits carry a fixed offset, ``query_prior``, the training cells' base rate of
-that feature (rna2atac: logit of the CRE's open frequency, shifted by the odds of the balanced open/closed query
-draw; atac2rna: log frequency of each expression bin of the gene), set by :func:`cisformer.train.fit` from
-:func:`cisformer.sampler.base_rate_logits`. The network then learns only the cell-specific deviation from the
-base rate. This is our addition to the paper's model: with the paper's GPU budget the digit encoding eventually
-memorises a base rate per CRE, but with minutes of CPU training it cannot, and a model that has not learned base
-rates scores below the trivial "open frequency" baseline. All-zero offsets give back the paper's model exactly.
+``"cisformer"`` (the default, this package's model). The prediction for output feature ``j`` (a CRE, or a gene's
+bins) of cell ``i`` is a sum of four terms::
+
+    logit_ij = prior_j + <z_i, u_j> + b_j + readout_j(attention of query j over cell i's key tokens) (+ depth_i)
+
+* ``prior_j``: the training base rate (fixed, :func:`cisformer.sampler.base_rate_logits`);
+* ``z_i``: a cell state from the cell's whole input profile (:class:`CellEncoder`, an MLP trained with an
+  auxiliary reconstruction of its own input, so that it keeps the cell's identity), read for *every* output
+  feature by one matrix product (``u_j``, ``b_j`` free per feature): cheap enough to train on the whole
+  vocabulary at every step;
+* the attention path: a free query embedding per output feature attends to the cell's key tokens (no FFN,
+  :class:`AttentionPath`), and a per-feature readout turns what it gathered into a logit. Its weights are the
+  CRE-gene attention that :mod:`cisformer.attention` reads; how much prediction it carries is measured by
+  ablation (``Cisformer.ablate_attention``);
+* ``depth_i`` (rna2atac): the cell's log number of open CREs relative to the training mean, known in training
+  (as PeakVI's library factor) and predicted from ``z_i`` at prediction, so capacity goes to CRE-specific
+  deviations rather than to sequencing depth.
+
+Why: on shallow data (SNARE-seq: ~80 open CREs of 10,000 per cell) the paper's architecture trained for CPU minutes
+learns one offset per cell (its depth) and nothing of cell type; the dense all-CRE loss of the factorised term and
+the reconstruction-regularised cell state learn cell-type-specific accessibility in about a minute.
+
+``"paper"``: the paper's model. The queries are CREs written as base-10 digits (one shared digit embedding
+table, concatenated: the peak digit index encoding) or gene embeddings, and every layer is
+``x = x + MHA(LN(x), keys)`` then ``x = x + FFN(LN(x))``, trained on balanced draws of open and closed CREs.
+The only additions are a fixed base-rate offset per query (``query_prior``; all-zero offsets give back the paper's
+model exactly) and targets binned on the counts-per-10,000 scale (see :mod:`cisformer.sampler`).
+
+In both, keys are embedded once (embedding + LayerNorm) and never updated, so their per-layer projections are
+computed once per cell and reused for any number of query chunks (:meth:`Cisformer.encode_keys` /
+:meth:`Cisformer.decode`), which is how :mod:`cisformer.predict` scores a full vocabulary.
 
 Padding: key padding is a boolean mask given to the attention kernel, so padded keys receive exactly zero
 attention mass (the reference implementation zeroed the padded *values* only, leaving them in the softmax).
 
-Shapes: B = cells in the batch, Lq = query tokens, Lk = key tokens, D = model dim, H = heads, Dh = head dim.
+Shapes: B = cells in the batch, Lq = query tokens, Lk = key tokens, D = model dim, H = heads, Dh = head dim,
+R = cell-state width (``rank``), N_in = input features (genes or CREs), N_out = output features.
 """
 from __future__ import annotations
 
@@ -42,7 +63,8 @@ except Exception:  # ImportError, or a broken CUDA build: fall back to scaled_do
 
 DIRECTIONS = ("rna2atac", "atac2rna")
 PROFILES = ("quick", "cpu", "paper")
-CHECKPOINT_FORMAT = 2  # bumped when the state dict changes, so cached runs of older code are not reused
+ARCHS = ("cisformer", "paper")
+CHECKPOINT_FORMAT = 3  # bumped when the state dict or the training targets change: older cached runs are not reused
 
 
 @dataclass
@@ -50,58 +72,86 @@ class CisformerConfig:
     """Architecture and token budget of one Cisformer model.
 
     ``gene_len`` / ``cre_len`` are the sampler's token budgets per cell (L_g, L_p): for rna2atac ``gene_len``
-    expressed genes are keys and ``cre_len`` CREs (half open, half closed) are queries; for atac2rna
-    ``cre_len`` open CREs are keys and ``gene_len`` genes are queries.
+    expressed genes are keys and ``cre_len`` CREs (open ones, up to half, and closed ones) are queries; for
+    atac2rna ``cre_len`` open CREs are keys and ``gene_len`` genes drawn uniformly are queries.
+    ``rank``, ``hidden`` and ``input_dropout`` size the cell encoder of ``arch="cisformer"``; ``n_digits`` and
+    ``ff_mult`` belong to ``arch="paper"``.
     """
     direction: str
     n_genes: int
     n_cres: int
+    arch: str = "cisformer"
     dim: int = 210
     n_layers: int = 6
     n_heads: int = 6
     head_dim: int = 128
     ff_mult: int = 4
     dropout: float = 0.1
-    n_digits: int = 7           # CRE index written with this many base-10 digits
-    max_value: int = 64         # rna2atac: expression counts are floored and capped at this value
+    n_digits: int = 7           # paper: CRE index written with this many base-10 digits
+    max_value: int = 64         # rna2atac: expression counts are floored and capped at this value (key tokens)
     n_bins: int = 8             # atac2rna: expression classes (bin 0 = zero)
     gene_len: int = 2048
     cre_len: int = 2048
+    rank: int = 64              # cisformer: width of the cell state z
+    hidden: int = 256           # cisformer: width of the cell encoder's MLP
+    input_dropout: float = 0.2  # cisformer: share of the encoder's input features dropped while training
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {self.direction!r}")
-        if self.dim % self.n_digits:
-            raise ValueError(f"dim ({self.dim}) must be divisible by n_digits ({self.n_digits}): the digit "
-                             "embeddings are concatenated")
-        if self.n_cres > 10 ** self.n_digits:
-            raise ValueError(f"n_cres ({self.n_cres}) needs more than n_digits={self.n_digits} digits")
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if min(self.n_genes, self.n_cres) < 1:
             raise ValueError("n_genes and n_cres must be positive")
+        if self.arch == "paper":
+            if self.dim % self.n_digits:
+                raise ValueError(f"dim ({self.dim}) must be divisible by n_digits ({self.n_digits}): the digit "
+                                 "embeddings are concatenated")
+            if self.n_cres > 10 ** self.n_digits:
+                raise ValueError(f"n_cres ({self.n_cres}) needs more than n_digits={self.n_digits} digits")
 
     @classmethod
-    def from_profile(cls, direction: str, profile: str, n_genes: int, n_cres: int, **overrides) -> "CisformerConfig":
-        """Sizes for a profile: ``paper`` (the paper's), ``cpu`` (minutes on 2 cores) or ``quick`` (tests, CI).
+    def from_profile(cls, direction: str, profile: str, n_genes: int, n_cres: int, arch: str = "cisformer",
+                     **overrides) -> "CisformerConfig":
+        """Sizes for a profile: ``paper`` (GPU), ``cpu`` (minutes on 2 cores) or ``quick`` (tests, CI).
 
-        Paper: rna2atac 6 layers, dim 210, 6 heads (head dim 128), 2048 genes / 2048 CREs;
-        atac2rna 4 layers, dim 280, 7 heads (head dim 140), 10,000 CREs in, 3,000 genes out, 8 bins.
-        ``cpu`` and ``quick`` keep the code and shrink depth, width and token budgets; their ``n_digits`` is the
-        fewest digits that index ``n_cres`` (the paper's 7 digits cover 10 million CREs) and ``dim`` the multiple
-        of ``n_digits`` nearest the target width:
+        ``arch="paper"``, profile ``paper``: the paper's sizes, rna2atac 6 layers, dim 210, 6 heads (head dim
+        128), 2048 genes / 2048 CREs; atac2rna 4 layers, dim 280, 7 heads (head dim 140), 10,000 CREs in, 3,000
+        genes out. ``cpu`` and ``quick`` keep the code and shrink depth, width and token budgets; their
+        ``n_digits`` is the fewest digits that index ``n_cres`` and ``dim`` the multiple of ``n_digits`` nearest
+        the target width:
 
-        =======  ========  ======  ========================  ==================  =================
-        profile  dir.      layers  dim (target) x heads x hd  gene_len (L_g)      cre_len (L_p)
-        =======  ========  ======  ========================  ==================  =================
-        cpu      rna2atac  2       64 x 4 x 16               256 keys            256 queries
-        cpu      atac2rna  2       64 x 4 x 16               256 queries         1024 keys
-        quick    both      2       48 x 2 x 16               128                 128 (512 keys)
-        =======  ========  ======  ========================  ==================  =================
+        =========  =======  ========  ======  ================  ==========  ==========  ====  ======
+        arch       profile  dir.      layers  dim x heads x hd  gene_len    cre_len     rank  hidden
+        =========  =======  ========  ======  ================  ==========  ==========  ====  ======
+        paper      cpu      rna2atac  2       64 x 4 x 16       256 keys    256 queries
+        paper      cpu      atac2rna  2       64 x 4 x 16       256 queries 1024 keys
+        paper      quick    both      2       48 x 2 x 16       128         128 (512)
+        cisformer  paper    rna2atac  1       128 x 8 x 16      2048 keys   4096 queries 128  1024
+        cisformer  paper    atac2rna  1       128 x 8 x 16      3000        10,000 keys  128  1024
+        cisformer  cpu      rna2atac  1       32 x 2 x 16       256 keys    128 queries  32   256
+        cisformer  cpu      atac2rna  1       32 x 2 x 16       128         1024 keys    64   256
+        cisformer  quick    both      1       32 x 2 x 16       128         256 / 512    32   128
+        =========  =======  ========  ======  ================  ==========  ==========  ====  ======
         """
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-        if profile == "paper":
+        if arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        if arch == "cisformer":
+            dim, layers, heads, head_dim, glen, clen, rank, hidden = {
+                ("paper", "rna2atac"): (128, 1, 8, 16, 2048, 4096, 128, 1024),
+                ("paper", "atac2rna"): (128, 1, 8, 16, 3000, 10_000, 128, 1024),
+                ("cpu", "rna2atac"): (32, 1, 2, 16, 256, 128, 32, 256),
+                ("cpu", "atac2rna"): (32, 1, 2, 16, 128, 1024, 64, 256),
+                ("quick", "rna2atac"): (32, 1, 2, 16, 128, 256, 32, 128),
+                ("quick", "atac2rna"): (32, 1, 2, 16, 128, 512, 32, 128),
+            }[(profile, direction)]
+            sizes = dict(dim=dim, n_layers=layers, n_heads=heads, head_dim=head_dim, gene_len=glen, cre_len=clen,
+                         rank=rank, hidden=hidden, dropout=0.1, input_dropout=0.2)
+        elif profile == "paper":
             if direction == "rna2atac":
                 sizes = dict(dim=210, n_layers=6, n_heads=6, head_dim=128, gene_len=2048, cre_len=2048)
             else:
@@ -119,7 +169,17 @@ class CisformerConfig:
             sizes = dict(dim=dim, n_layers=layers, n_heads=heads, head_dim=head_dim, gene_len=glen, cre_len=clen,
                          n_digits=n_digits, dropout=0.1 if profile == "cpu" else 0.0)
         sizes.update(overrides)
-        return cls(direction=direction, n_genes=n_genes, n_cres=n_cres, **sizes)
+        return cls(direction=direction, n_genes=n_genes, n_cres=n_cres, arch=arch, **sizes)
+
+    @property
+    def n_out(self) -> int:
+        """Output features: CREs (rna2atac) or genes (atac2rna)."""
+        return self.n_cres if self.direction == "rna2atac" else self.n_genes
+
+    @property
+    def out_width(self) -> int:
+        """Logits per output feature: 1 (P(open)) or ``n_bins``."""
+        return 1 if self.direction == "rna2atac" else self.n_bins
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -226,53 +286,153 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """Cross-attention block: residual + LayerNorm around MHA, then around a ReLU FFN."""
+    """Cross-attention block: residual + LayerNorm around MHA, then (paper) around a ReLU FFN."""
 
-    def __init__(self, cfg: CisformerConfig):
+    def __init__(self, cfg: CisformerConfig, feed_forward: bool = True):
         super().__init__()
         self.ln_attn = nn.LayerNorm(cfg.dim)
         self.attn = CrossAttention(cfg)
-        self.ln_ff = nn.LayerNorm(cfg.dim)
-        self.ff = FeedForward(cfg)
+        if feed_forward:
+            self.ln_ff = nn.LayerNorm(cfg.dim)
+            self.ff = FeedForward(cfg)
+        self.feed_forward = feed_forward
 
     def forward(self, x, k, v, key_pad, return_attention=False):
         a, attn = self.attn(self.ln_attn(x), k, v, key_pad, return_attention)
         x = x + a
-        x = x + self.ff(self.ln_ff(x))
+        if self.feed_forward:
+            x = x + self.ff(self.ln_ff(x))
         return x, attn
+
+
+# --------------------------------------------------------------------------------------------------- cell state
+
+class CellEncoder(nn.Module):
+    """Cell state ``z`` (B, R) from the cell's whole input profile, and a reconstruction of that profile.
+
+    rna2atac: the input is the cell's log1p(counts per 10,000) of every gene, standardised with the training
+    cells' mean and sd (buffers ``input_mean`` / ``input_std``, set by :func:`cisformer.train.fit`).
+    atac2rna: the input is the mean of a learned embedding over the cell's open-CRE tokens (an embedding bag).
+    Input features are dropped at random in training (``input_dropout``), then an MLP gives ``z``. The
+    reconstruction (MSE on the standardised expression, or BCE of every CRE's open state) is an auxiliary loss:
+    it keeps the cell's identity in ``z`` where the sparse targets alone would not.
+    """
+
+    def __init__(self, cfg: CisformerConfig):
+        super().__init__()
+        self.direction = cfg.direction
+        if cfg.direction == "rna2atac":
+            self.register_buffer("input_mean", torch.zeros(cfg.n_genes))
+            self.register_buffer("input_std", torch.ones(cfg.n_genes))
+            self.input = nn.Linear(cfg.n_genes, cfg.hidden)
+            self.reconstruct = nn.Sequential(nn.Linear(cfg.rank, cfg.hidden), nn.ReLU(),
+                                             nn.Linear(cfg.hidden, cfg.n_genes))
+        else:
+            self.input = nn.Embedding(cfg.n_cres, cfg.hidden)
+            self.input_bias = nn.Parameter(torch.zeros(cfg.hidden))
+            self.reconstruct = nn.Linear(cfg.rank, cfg.n_cres)
+        self.input_dropout = cfg.input_dropout
+        self.mlp = nn.Sequential(nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(),
+                                 nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.rank))
+
+    def standardized(self, expr: torch.Tensor) -> torch.Tensor:
+        return (expr - self.input_mean) / self.input_std
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        if self.direction == "rna2atac":
+            x = F.dropout(self.standardized(batch["expr"]), self.input_dropout, self.training)
+            h = self.input(x)  # (B, hidden)
+        else:
+            keep = ~batch["cre_pad"]
+            if self.training and self.input_dropout > 0:
+                keep = keep & (torch.rand(keep.shape, device=keep.device) >= self.input_dropout)
+            w = keep.float() / keep.sum(1, keepdim=True).clamp(min=1)  # mean over the kept open CREs
+            h = (self.input(batch["cre_idx"]) * w.unsqueeze(-1)).sum(1) + self.input_bias  # (B, hidden)
+        return self.mlp(h)  # (B, R)
+
+    def reconstruction_loss(self, z: torch.Tensor, batch: dict) -> torch.Tensor:
+        if self.direction == "rna2atac":
+            return F.mse_loss(self.reconstruct(z), self.standardized(batch["expr"]))
+        return F.binary_cross_entropy_with_logits(self.reconstruct(z), batch["open_all"])
+
+
+class AttentionPath(nn.Module):
+    """Output features attend to the cell's key tokens: a free query embedding per output feature, ``n_layers``
+    cross-attention layers (no FFN: what a query gathers is the attention-weighted sum of the cell's key values),
+    and a per-feature readout (zero at initialisation, so the path starts silent)."""
+
+    def __init__(self, cfg: CisformerConfig):
+        super().__init__()
+        self.out_width = cfg.out_width
+        self.query_emb = nn.Embedding(cfg.n_out, cfg.dim)
+        self.blocks = nn.ModuleList([Block(cfg, feed_forward=False) for _ in range(cfg.n_layers)])
+        self.ln_out = nn.LayerNorm(cfg.dim)
+        self.readout = nn.Embedding(cfg.n_out, cfg.dim * cfg.out_width)
+        nn.init.zeros_(self.readout.weight)
+
+    def forward(self, query_idx, kv, key_pad, return_attention=False):
+        """query_idx (B, Lq) -> logits (B, Lq, out_width) and the per-layer attention (B, Lq, Lk) or None."""
+        x = self.query_emb(query_idx)
+        attns = []
+        for blk, (k, v) in zip(self.blocks, kv):
+            x, attn = blk(x, k, v, key_pad, return_attention)
+            attns.append(attn)
+        h = self.ln_out(x).unsqueeze(-2)  # (B, Lq, 1, D)
+        readout = self.readout(query_idx).unflatten(-1, (self.out_width, -1))  # (B, Lq, out_width, D)
+        return (h * readout).sum(-1), attns
 
 
 # --------------------------------------------------------------------------------------------------- model
 
 @dataclass
 class Keys:
-    """Per-layer key/value projections of one batch of cells (from :meth:`Cisformer.encode_keys`)."""
-    kv: list            # n_layers x (k, v), each (B, H, Lk, Dh)
-    pad: torch.Tensor   # (B, Lk) True = padding
+    """What :meth:`Cisformer.encode_keys` computes once per batch of cells."""
+    kv: list                            # n_layers x (k, v), each (B, H, Lk, Dh)
+    pad: torch.Tensor                   # (B, Lk) True = padding
+    state: torch.Tensor | None = None       # cisformer: cell state z (B, R)
+    factorised: torch.Tensor | None = None  # cisformer: factorised logits of every output feature (B, N_out[, bins])
 
 
 class Cisformer(nn.Module):
-    """Cisformer for one direction (``config.direction``).
+    """Cisformer for one direction and architecture (``config.direction``, ``config.arch``).
 
     Besides the weights, a trained model carries its vocabulary so that prediction aligns new AnnData by name:
     ``gene_names`` and ``cre_names`` (lists, set by :func:`cisformer.train.fit`), ``cre_coords`` (dict of
-    chrom/start/end lists or None), ``bin_edges`` (atac2rna: log1p edges of the expression bins) and
-    ``open_fraction`` (rna2atac: mean fraction of open CREs per training cell).
+    chrom/start/end lists or None), ``bin_edges`` (atac2rna: edges of the expression bins on the
+    log1p(counts per 10,000) scale) and ``open_fraction`` (rna2atac: mean fraction of open CREs per training cell).
     """
 
     def __init__(self, config: CisformerConfig):
         super().__init__()
         self.config = cfg = config
         self.gene_emb = nn.Embedding(cfg.n_genes, cfg.dim)
-        self.cre_enc = DigitEncoding(cfg.dim, cfg.n_digits)
         if cfg.direction == "rna2atac":
             self.value_emb = nn.Embedding(cfg.max_value + 1, cfg.dim)  # value 0 = padding only
         self.key_norm = nn.LayerNorm(cfg.dim)
         self.emb_dropout = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
-        self.ln_out = nn.LayerNorm(cfg.dim)
-        self.head = nn.Linear(cfg.dim, 1 if cfg.direction == "rna2atac" else cfg.n_bins)
+        if cfg.arch == "paper":
+            self.cre_enc = DigitEncoding(cfg.dim, cfg.n_digits)
+            self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+            self.ln_out = nn.LayerNorm(cfg.dim)
+            self.head = nn.Linear(cfg.dim, cfg.out_width)
+        else:
+            if cfg.direction == "atac2rna":
+                self.cre_emb = nn.Embedding(cfg.n_cres, cfg.dim)  # key tokens
+            self.encoder = CellEncoder(cfg)
+            self.path = AttentionPath(cfg)
+            self.out_factor = nn.Embedding(cfg.n_out, cfg.out_width * cfg.rank)  # u_j, one per bin
+            self.out_bias = nn.Embedding(cfg.n_out, cfg.out_width)             # b_j
+            if cfg.direction == "rna2atac":
+                self.depth_head = nn.Linear(cfg.rank, 1)
         self.apply(self._init_weights)
+        if cfg.arch == "cisformer":
+            for module in [*self.encoder.modules(), self.depth_head if cfg.direction == "rna2atac" else None]:
+                if isinstance(module, nn.Linear):
+                    module.reset_parameters()  # PyTorch's default (fan-in) initialisation for the MLP
+            nn.init.normal_(self.out_factor.weight, std=0.01)
+            nn.init.zeros_(self.out_bias.weight)
+            nn.init.zeros_(self.path.readout.weight)
+        self.ablate_attention = False  # True: predict without the attention path (how much does it carry?)
         self.gene_names: list[str] | None = None
         self.cre_names: list[str] | None = None
         self.cre_coords: dict | None = None
@@ -290,28 +450,57 @@ class Cisformer(nn.Module):
             nn.init.normal_(module.weight, std=0.5)
 
     # ---- the two halves ------------------------------------------------------------------------------------
-    def embed_queries(self, query_idx: torch.Tensor) -> torch.Tensor:
-        """(B, Lq) CRE indices (rna2atac) or gene indices (atac2rna) -> (B, Lq, D)."""
-        if self.config.direction == "rna2atac":
-            return self.emb_dropout(self.cre_enc(query_idx))
-        return self.emb_dropout(self.gene_emb(query_idx))
-
-    def encode_keys(self, batch: dict) -> Keys:
-        """Embed the key tokens of ``batch`` and project them for every layer (done once per cell)."""
+    def _key_tokens(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         if self.config.direction == "rna2atac":
             value = batch["gene_value"].clamp(0, self.config.max_value)
-            keys = self.gene_emb(batch["gene_idx"]) + self.value_emb(value)  # (B, Lg, D)
-            pad = batch["gene_pad"]
-        else:
-            keys = self.cre_enc(batch["cre_idx"])  # (B, Lp, D)
-            pad = batch["cre_pad"]
+            return self.gene_emb(batch["gene_idx"]) + self.value_emb(value), batch["gene_pad"]  # (B, Lg, D)
+        emb = self.cre_enc(batch["cre_idx"]) if self.config.arch == "paper" else self.cre_emb(batch["cre_idx"])
+        return emb, batch["cre_pad"]  # (B, Lp, D)
+
+    def encode_keys(self, batch: dict) -> Keys:
+        """Embed the key tokens of ``batch`` and project them for every layer (done once per cell); for
+        ``arch="cisformer"`` also the cell state and (rna2atac) the depth offset: ``batch["depth"]`` when the
+        batch carries it (training), else predicted from the cell state."""
+        keys, pad = self._key_tokens(batch)
         keys = self.emb_dropout(self.key_norm(keys))
-        return Keys(kv=[blk.attn.project_keys(keys) for blk in self.blocks], pad=pad)
+        blocks = self.blocks if self.config.arch == "paper" else self.path.blocks
+        out = Keys(kv=[blk.attn.project_keys(keys) for blk in blocks], pad=pad)
+        if self.config.arch == "cisformer":
+            out.state = self.encoder(batch)
+            depth = None
+            if self.config.direction == "rna2atac":
+                depth = batch["depth"] if "depth" in batch else self.depth_head(out.state).squeeze(-1)
+            out.factorised = self.factorised_logits(out.state, depth)
+        return out
+
+    def factorised_logits(self, z: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
+        """prior + <z, u> + b (+ depth) for every output feature at once (one matmul): z (B, R) ->
+        (B, N_out) for rna2atac, (B, N_out, n_bins) for atac2rna."""
+        width = self.config.out_width
+        u = self.out_factor.weight.view(-1, self.config.rank)  # (N_out * width, R)
+        logits = (z @ u.T).unflatten(-1, (-1, width)) + self.out_bias.weight \
+            + self.query_prior.view(-1, width)  # (B, N_out, width)
+        if depth is not None:
+            logits = logits + depth[:, None, None]
+        return logits.squeeze(-1) if width == 1 else logits
+
+    def _gather(self, per_feature: torch.Tensor, query_idx: torch.Tensor) -> torch.Tensor:
+        """(B, N_out[, bins]) -> the entries of ``query_idx`` (B, Lq[, bins])."""
+        if self.config.out_width > 1:
+            query_idx = query_idx[..., None].expand(-1, -1, self.config.out_width)
+        return per_feature.gather(1, query_idx)
 
     def decode(self, query_idx: torch.Tensor, keys: Keys, return_attention: bool = False):
         """Queries attend to precomputed keys. Returns logits (B, Lq) for rna2atac, (B, Lq, n_bins) for
         atac2rna, and with ``return_attention`` also the per-layer head-averaged weights (B, Lq, Lk)."""
-        x = self.embed_queries(query_idx)
+        if self.config.arch == "cisformer":
+            logits = self._gather(keys.factorised, query_idx)
+            path, attns = self.path(query_idx, keys.kv, keys.pad, return_attention)
+            if not self.ablate_attention:
+                logits = logits + (path.squeeze(-1) if self.config.out_width == 1 else path)
+            return (logits, attns) if return_attention else logits
+        x = self.emb_dropout(self.cre_enc(query_idx) if self.config.direction == "rna2atac"
+                             else self.gene_emb(query_idx))
         attns = []
         for blk, (k, v) in zip(self.blocks, keys.kv):
             x, attn = blk(x, k, v, keys.pad, return_attention)
@@ -322,24 +511,53 @@ class Cisformer(nn.Module):
         logits = logits + self.query_prior[query_idx]  # (B, Lq) or (B, Lq, n_bins)
         return (logits, attns) if return_attention else logits
 
-    def forward(self, batch: dict, return_attention: bool = False):
+    def forward(self, batch: dict, return_attention: bool = False, return_loss: bool = False):
         """Logits for the query tokens of ``batch`` (a dict from :mod:`cisformer.sampler`).
 
         rna2atac: queries ``cre_idx`` (B, Lp), keys ``gene_idx``/``gene_value``/``gene_pad`` -> logits (B, Lp).
         atac2rna: queries ``gene_idx`` (B, Lg), keys ``cre_idx``/``cre_pad`` -> logits (B, Lg, n_bins).
+        ``arch="cisformer"`` also reads ``expr`` (rna2atac, the cell's log1p counts per 10,000 of every gene).
         With ``return_attention=True`` returns ``(logits, attn)``, ``attn`` a list (one per layer) of
         head-averaged cross-attention weights (B, L_query, L_key); padded keys get exactly 0.
+        With ``return_loss=True`` returns ``(loss, logits)`` (training batches; see :meth:`loss`).
         """
         query_idx = batch["cre_idx"] if self.config.direction == "rna2atac" else batch["gene_idx"]
-        return self.decode(query_idx, self.encode_keys(batch), return_attention)
+        keys = self.encode_keys(batch)
+        out = self.decode(query_idx, keys, return_attention)
+        if return_loss:
+            return self.loss(out, batch, keys), out
+        return out
 
-    def loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Mean BCE (rna2atac) or CCE (atac2rna) over the non-padded query tokens."""
-        if self.config.direction == "rna2atac":
-            keep = ~batch["cre_pad"]
-            return F.binary_cross_entropy_with_logits(logits[keep].float(), batch["target"][keep].float())
-        keep = ~batch["gene_pad"]
-        return F.cross_entropy(logits[keep].float(), batch["target"][keep])
+    def loss(self, logits: torch.Tensor, batch: dict, keys: Keys | None = None) -> torch.Tensor:
+        """Training loss of one batch.
+
+        paper: mean BCE (rna2atac) or CCE (atac2rna) over the non-padded query tokens.
+        cisformer: the factorised logits are fitted on *every* output feature (BCE over all CREs,
+        ``batch["open_all"]``, or CCE over all genes, ``batch["bins_all"]``); the attention path is fitted on the
+        drawn queries, added to the factorised logits held fixed (detached), so that it learns what the cell
+        state does not explain. rna2atac draws are balanced, so their logits get the case-control offset
+        ``batch["draw_offset"]``; atac2rna genes are drawn uniformly. Plus the encoder's reconstruction loss and
+        (rna2atac) the depth head's MSE.
+        """
+        cfg = self.config
+        keep = ~(batch["cre_pad"] if cfg.direction == "rna2atac" else batch["gene_pad"])
+        if cfg.arch == "paper":
+            if cfg.direction == "rna2atac":
+                return F.binary_cross_entropy_with_logits(logits[keep].float(), batch["target"][keep].float())
+            return F.cross_entropy(logits[keep].float(), batch["target"][keep])
+        query_idx = batch["cre_idx"] if cfg.direction == "rna2atac" else batch["gene_idx"]
+        factorised = self._gather(keys.factorised, query_idx)
+        path_only = logits - factorised + factorised.detach()  # gradient reaches the attention path only
+        reconstruction = self.encoder.reconstruction_loss(keys.state, batch)
+        if cfg.direction == "rna2atac":
+            drawn = path_only + batch["draw_offset"][:, None]
+            drawn = F.binary_cross_entropy_with_logits(drawn[keep].float(), batch["target"][keep].float())
+            dense = F.binary_cross_entropy_with_logits(keys.factorised.float(), batch["open_all"])
+            depth = F.mse_loss(self.depth_head(keys.state).squeeze(-1), batch["depth"])
+            return dense + drawn + reconstruction + 0.01 * depth
+        drawn = F.cross_entropy(path_only[keep].float(), batch["target"][keep])
+        dense = F.cross_entropy(keys.factorised.flatten(0, 1).float(), batch["bins_all"].flatten())
+        return dense + drawn + reconstruction
 
     # ---- persistence ---------------------------------------------------------------------------------------
     def checkpoint_dict(self) -> dict:

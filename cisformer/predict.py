@@ -57,6 +57,31 @@ def _batches(model, X, batch_size: int, seed: int):
 
 
 @torch.no_grad()
+def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0) -> np.ndarray:
+    """Logits of ``queries`` (default: every output feature) for every cell of ``X``.
+
+    ``X`` is a cells x input-vocabulary CSR matrix (genes for rna2atac, CREs for atac2rna, columns in the
+    model's order). Returns (cells, queries) for rna2atac, (cells, queries, n_bins) for atac2rna, float32.
+    The keys of a batch of cells are encoded once and reused for every chunk of queries.
+    """
+    cfg = model.config
+    queries = np.arange(cfg.n_out) if queries is None else np.asarray(queries)
+    was_training = model.training
+    model.eval()
+    device = _device_of(model)
+    query_all = torch.as_tensor(queries, device=device)
+    shape = (X.shape[0], len(queries)) + (() if cfg.out_width == 1 else (cfg.out_width,))
+    out = np.empty(shape, dtype=np.float32)
+    for rows, batch in _batches(model, X, batch_size, seed):
+        keys = model.encode_keys(batch)  # projected once, reused for every chunk
+        for lo in range(0, len(queries), chunk):
+            query = query_all[lo:lo + chunk].expand(len(rows), -1)
+            out[rows, lo:lo + chunk] = model.decode(query, keys).float().cpu().numpy()
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
 def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 8192, cres=None,
                 seed: int = 0) -> ad.AnnData:
     """Predict chromatin accessibility of every CRE for every cell from its RNA.
@@ -95,17 +120,8 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
         cre_idx = pd.Index(model.cre_names).get_indexer(list(cres))
         if (cre_idx < 0).any():
             raise ValueError(f"{int((cre_idx < 0).sum())} requested CREs are not in the model's vocabulary")
-    was_training = model.training
-    model.eval()
-    device = _device_of(model)
-    query_all = torch.as_tensor(cre_idx, device=device)
-    prob = np.empty((rna.n_obs, len(cre_idx)), dtype=np.float32)
-    for rows, batch in _batches(model, X, batch_size, seed):
-        keys = model.encode_keys(batch)  # projected once, reused for every chunk
-        for lo in range(0, len(cre_idx), chunk):
-            query = query_all[lo:lo + chunk].expand(len(rows), -1)
-            prob[rows, lo:lo + chunk] = torch.sigmoid(model.decode(query, keys).float()).cpu().numpy()
-    model.train(was_training)
+    logits = predict_logits(model, X, cre_idx, batch_size, chunk, seed)
+    prob = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
     if threshold is None or isinstance(threshold, (int, float)):
         value = PAPER_THRESHOLD if threshold is None else float(threshold)
@@ -160,7 +176,8 @@ def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, 
 
     Returns
     -------
-    AnnData cells x genes: ``X`` expected log1p(count) (probability-weighted bin centres, float32);
+    AnnData cells x genes: ``X`` expected log1p(counts per 10,000), the scale of ``metrics.true_expression``
+    (probability-weighted bin centres, float32);
     ``layers["bin"]`` most probable bin; ``layers["p_bin0"] ... layers["p_bin7"]`` bin probabilities;
     ``uns["bin_edges"]``, ``uns["bin_centres"]``, ``uns["masked"]``.
     """
@@ -168,17 +185,7 @@ def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, 
         raise ValueError(f"atac_to_rna needs an atac2rna model, got a {model.config.direction} model")
     X = align_features(atac, model.cre_names, "CREs")
     n_genes, n_bins = model.config.n_genes, model.config.n_bins
-    was_training = model.training
-    model.eval()
-    device = _device_of(model)
-    genes = torch.arange(n_genes, device=device)
-    prob = np.empty((atac.n_obs, n_genes, n_bins), dtype=np.float32)
-    for rows, batch in _batches(model, X, batch_size, seed):
-        keys = model.encode_keys(batch)
-        for lo in range(0, n_genes, chunk):
-            query = genes[lo:lo + chunk].expand(len(rows), -1)
-            prob[rows, lo:lo + chunk] = torch.softmax(model.decode(query, keys).float(), -1).cpu().numpy()
-    model.train(was_training)
+    prob = torch.softmax(torch.from_numpy(predict_logits(model, X, None, batch_size, chunk, seed)), -1).numpy()
 
     if mask is not None:
         if isinstance(mask, ad.AnnData):

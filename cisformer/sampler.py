@@ -5,15 +5,23 @@ Per cell and per repeat (the paper repeats every cell ``multiple`` times per epo
 rna2atac
     keys    = up to ``gene_len`` expressed genes, value = min(floor(count), ``max_value``) (at least 1);
     queries = ``cre_len / 2`` open CREs + closed CREs filling the rest to ``cre_len`` (the reference's rule:
-              balanced whenever the cell has ``cre_len / 2`` open CREs), target 1 / 0.
+              balanced whenever the cell has ``cre_len / 2`` open CREs), target 1 / 0. For ``arch="cisformer"``
+              the item also carries ``draw_offset``, the log odds by which the draw favours open CREs in this
+              cell (log(pi_open / pi_closed), pi = share of the cell's open / closed CREs drawn: the case-control
+              correction that keeps logits trained on balanced draws on the natural scale), ``expr`` (log1p
+              counts per 10,000 of every gene, the cell encoder's input), ``open_all`` (every CRE's open state)
+              and ``depth`` (log number of open CREs minus the training cells' mean).
 atac2rna
     keys    = up to ``cre_len`` open CREs;
     queries = ``gene_len`` genes drawn uniformly from the whole gene vocabulary (all genes when the vocabulary
               is smaller), target = expression bin. Drawing uniformly - zeros included, in their natural
               proportion - lets the model learn which genes are silent, so prediction can query every gene
               without reading the true non-zero pattern (the reference trained on expressed genes only and had
-              to mask its predictions with the measured non-zero pattern, a leak).
-    bins    = 0 for zero; 1..n_bins-1 = equal-width bins of log1p(count) between 0 and the training maximum.
+              to mask its predictions with the measured non-zero pattern, a leak). ``arch="cisformer"`` items
+              also carry ``bins_all`` (every gene's bin) and ``open_all`` (the encoder's reconstruction target).
+    bins    = 0 for zero; 1..n_bins-1 = equal-width bins of log1p(counts per 10,000) between 0 and the training
+              maximum. The paper binned raw counts; binning depth-normalised values puts predictions on the scale
+              the benchmark measures (log1p counts per 10,000), so sequencing depth is not scored as expression.
 
 Randomness: every item draws from ``np.random.default_rng((seed, epoch, item))``, so batches are identical
 whatever the number of DataLoader workers and a resumed run sees the same draws as an uninterrupted one.
@@ -26,6 +34,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .baselines import cre_base_rate_logits
 from .model import CisformerConfig
 
 
@@ -47,52 +56,66 @@ def _closed_indices(rng: np.random.Generator, open_sorted: np.ndarray, n_total: 
     return ranks + np.searchsorted(shifted, ranks, side="right")
 
 
+def per_10k(X) -> sp.csr_matrix:
+    """Counts -> counts per 10,000 in the cell (CSR float32): the cell's total over the given genes is 10,000."""
+    X = sp.csr_matrix(X, dtype=np.float32)
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    return sp.csr_matrix(sp.diags((1e4 / np.maximum(totals, 1e-12)).astype(np.float32)) @ X)
+
+
 def expression_values(counts: np.ndarray, max_value: int) -> np.ndarray:
     """Gene value tokens: counts floored and capped at ``max_value``; any positive value gets at least 1."""
     return np.clip(np.floor(counts), 1, max_value).astype(np.int64)
 
 
 def expression_bin_edges(rna_X: sp.csr_matrix, n_bins: int = 8) -> np.ndarray:
-    """Bin edges (length ``n_bins``) on the log1p scale: 0, w, 2w, ..., max with w = max / (n_bins - 1)."""
+    """Bin edges (length ``n_bins``) on the log1p scale of ``rna_X`` (counts per 10,000 in training):
+    0, w, 2w, ..., max with w = max / (n_bins - 1)."""
     top = float(np.log1p(rna_X.data.max())) if rna_X.nnz else 1.0
     return np.linspace(0.0, top, n_bins)
 
 
 def bin_expression(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Counts -> bin index: 0 for zero, else 1 + floor(log1p(count) / w), capped at ``len(edges) - 1``."""
+    """Values -> bin index: 0 for zero, else 1 + floor(log1p(value) / w), capped at ``len(edges) - 1``."""
     n_bins = len(edges)
     width = edges[-1] / (n_bins - 1)
     bins = np.floor(np.log1p(np.maximum(counts, 0)) / width).astype(np.int64) + 1
     return np.where(counts > 0, np.minimum(bins, n_bins - 1), 0)
 
 
-def base_rate_logits(rna_X: sp.csr_matrix, atac_X: sp.csr_matrix, config: CisformerConfig,
+def base_rate_logits(rna_norm: sp.csr_matrix, atac_X: sp.csr_matrix, config: CisformerConfig,
                      bin_edges=None) -> np.ndarray:
     """Base rates of the training targets as logits, the model's ``query_prior`` (one pseudocount per outcome).
 
-    rna2atac: (n_CREs,) logit of each CRE's open frequency over the cells of ``atac_X``, plus the log odds by
-    which the balanced query draw (up to ``cre_len / 2`` open CREs, closed ones for the rest) favours open CREs,
-    so that the offset matches the targets the model is trained on.
-    atac2rna: (n_genes, n_bins) log frequency of each expression bin of each gene over the cells of ``rna_X``
-    (queries are drawn uniformly, so no correction).
+    rna2atac: (n_CREs,) :func:`cre_base_rate_logits` of the cells of ``atac_X``; for ``arch="paper"`` plus the
+    log odds by which its balanced query draw (up to ``cre_len / 2`` open CREs, closed ones for the rest) favours
+    open CREs, so that the offset matches the targets that model is trained on.
+    atac2rna: (n_genes, n_bins) log frequency of each expression bin of each gene over the cells of ``rna_norm``
+    (counts per 10,000; queries are drawn uniformly, so no correction).
     """
     if config.direction == "rna2atac":
+        prior = cre_base_rate_logits(atac_X)
+        if config.arch == "cisformer":
+            return prior
         n_cells, n_cres = atac_X.shape
-        opened = sp.csr_matrix(atac_X > 0)
-        freq = (np.bincount(opened.indices, minlength=n_cres) + 1.0) / (n_cells + 2.0)
-        open_per_cell = np.diff(opened.indptr)
+        open_per_cell = np.diff(sp.csr_matrix(atac_X > 0).indptr)
         n_query = min(config.cre_len, n_cres)
         n_open_query = np.minimum(open_per_cell, n_query // 2)
         p_open_drawn = np.mean(n_open_query / np.maximum(open_per_cell, 1))  # an open CRE is a query
         p_closed_drawn = np.mean((n_query - n_open_query) / np.maximum(n_cres - open_per_cell, 1))
-        return (np.log(freq / (1 - freq)) + np.log(p_open_drawn / p_closed_drawn)).astype(np.float32)
-    rna_X = sp.csr_matrix(rna_X)
-    n_cells, n_genes, n_bins = rna_X.shape[0], rna_X.shape[1], len(bin_edges)
+        return (prior + np.log(p_open_drawn / p_closed_drawn)).astype(np.float32)
+    rna_norm = sp.csr_matrix(rna_norm)
+    n_cells, n_genes, n_bins = rna_norm.shape[0], rna_norm.shape[1], len(bin_edges)
     counts = np.zeros((n_genes, n_bins))
-    positive = rna_X.data > 0
-    np.add.at(counts, (rna_X.indices[positive], bin_expression(rna_X.data[positive], bin_edges)), 1)
+    positive = rna_norm.data > 0
+    np.add.at(counts, (rna_norm.indices[positive], bin_expression(rna_norm.data[positive], bin_edges)), 1)
     counts[:, 0] = n_cells - counts[:, 1:].sum(1)
     return np.log((counts + 1.0) / (n_cells + n_bins)).astype(np.float32)
+
+
+def log_depth(atac_X) -> np.ndarray:
+    """log(number of open CREs) per cell (at least 1): the depth the rna2atac model's offset is measured in."""
+    return np.log(np.maximum(np.diff(sp.csr_matrix(atac_X > 0).indptr), 1)).astype(np.float32)
 
 
 def bin_centres(edges) -> np.ndarray:
@@ -125,11 +148,14 @@ class PairedCells(Dataset):
         Repeats of every cell per epoch, each with fresh draws.
     bin_edges
         atac2rna expression bin edges (from :func:`expression_bin_edges` on the training cells).
+    depth_centre
+        rna2atac ``arch="cisformer"``: the training cells' mean :func:`log_depth` (default: these cells').
     """
 
     def __init__(self, rna_X, atac_X, cells, config: CisformerConfig, multiple: int = 1, seed: int = 0,
-                 bin_edges=None):
+                 bin_edges=None, depth_centre: float | None = None):
         self.rna_X, self.atac_X = _as_csr(rna_X), _as_csr(atac_X)
+        self.rna_norm = per_10k(self.rna_X)
         if self.rna_X.shape[0] != self.atac_X.shape[0]:
             raise ValueError(f"RNA has {self.rna_X.shape[0]} cells but ATAC has {self.atac_X.shape[0]}")
         if (self.rna_X.shape[1], self.atac_X.shape[1]) != (config.n_genes, config.n_cres):
@@ -140,6 +166,8 @@ class PairedCells(Dataset):
         if config.direction == "atac2rna" and bin_edges is None:
             raise ValueError("atac2rna needs bin_edges (see expression_bin_edges)")
         self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
+        self.depth = log_depth(self.atac_X)
+        self.depth_centre = float(self.depth[self.cells].mean()) if depth_centre is None else float(depth_centre)
 
     def set_epoch(self, epoch: int) -> None:
         """Fresh draws every epoch (called by the training loop)."""
@@ -158,30 +186,52 @@ class PairedCells(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, i))
         genes, counts = self._row(self.rna_X, cell)
         cres, _ = self._row(self.atac_X, cell)  # open CREs (stored entries are > 0), sorted
+        item = {"cell": cell}
+        if cfg.arch == "cisformer":
+            item["open_all"] = _dense_row(cres, np.ones(len(cres)), cfg.n_cres)
         if cfg.direction == "rna2atac":
             pick = _subset(rng, np.arange(len(genes)), cfg.gene_len)
             n_query = min(cfg.cre_len, cfg.n_cres)
             open_q = _subset(rng, cres, n_query // 2)
             closed_q = _closed_indices(rng, cres, cfg.n_cres, n_query - len(open_q))
-            return {"cell": cell, "gene_idx": genes[pick], "gene_value": expression_values(counts[pick], cfg.max_value),
-                    "cre_idx": np.concatenate([open_q, closed_q]),
-                    "target": np.concatenate([np.ones(len(open_q)), np.zeros(len(closed_q))]).astype(np.float32)}
+            item.update(gene_idx=genes[pick], gene_value=expression_values(counts[pick], cfg.max_value),
+                        cre_idx=np.concatenate([open_q, closed_q]),
+                        target=np.concatenate([np.ones(len(open_q)), np.zeros(len(closed_q))]).astype(np.float32))
+            if cfg.arch == "cisformer":
+                pi_open = max(len(open_q), 1) / max(len(cres), 1)
+                pi_closed = max(len(closed_q), 1) / max(cfg.n_cres - len(cres), 1)
+                norm_genes, norm_values = self._row(self.rna_norm, cell)
+                item.update(draw_offset=np.float32(np.log(pi_open / pi_closed)),
+                            depth=np.float32(self.depth[cell] - self.depth_centre),
+                            expr=_dense_row(norm_genes, np.log1p(norm_values), cfg.n_genes))
+            return item
         query = np.sort(_subset(rng, np.arange(cfg.n_genes), cfg.gene_len))
-        dense = np.zeros(cfg.n_genes, dtype=np.float32)
-        dense[genes] = counts
-        return {"cell": cell, "cre_idx": _subset(rng, cres, cfg.cre_len), "gene_idx": query,
-                "target": bin_expression(dense[query], self.bin_edges)}
+        norm_genes, norm_values = self._row(self.rna_norm, cell)
+        bins = bin_expression(_dense_row(norm_genes, norm_values, cfg.n_genes), self.bin_edges)
+        item.update(cre_idx=_subset(rng, cres, cfg.cre_len), gene_idx=query, target=bins[query])
+        if cfg.arch == "cisformer":
+            item["bins_all"] = bins
+        return item
+
+
+def _dense_row(idx: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, dtype=np.float32)
+    out[idx] = values
+    return out
 
 
 class CellKeys(Dataset):
     """Prediction inputs: the key tokens of each cell (no targets, nothing about the other modality).
 
-    rna2atac: up to ``gene_len`` expressed genes with their values; atac2rna: up to ``cre_len`` open CREs.
-    Cells with more tokens than the budget get a seeded random subset, as in training.
+    rna2atac: up to ``gene_len`` expressed genes with their values (and, for ``arch="cisformer"``, ``expr``:
+    log1p counts per 10,000 of every gene); atac2rna: up to ``cre_len`` open CREs. Cells with more tokens than
+    the budget get a seeded random subset, as in training.
     """
 
     def __init__(self, X, config: CisformerConfig, seed: int = 0):
         self.X, self.config, self.seed = _as_csr(X), config, int(seed)
+        if config.direction == "rna2atac" and config.arch == "cisformer":
+            self.X_norm = per_10k(self.X)
 
     def __len__(self) -> int:
         return self.X.shape[0]
@@ -190,15 +240,20 @@ class CellKeys(Dataset):
         cfg, rng = self.config, np.random.default_rng((self.seed, cell))
         lo, hi = self.X.indptr[cell], self.X.indptr[cell + 1]
         idx, data = self.X.indices[lo:hi].astype(np.int64), self.X.data[lo:hi]
-        if cfg.direction == "rna2atac":
-            pick = _subset(rng, np.arange(len(idx)), cfg.gene_len)
-            return {"cell": cell, "gene_idx": idx[pick], "gene_value": expression_values(data[pick], cfg.max_value)}
-        return {"cell": cell, "cre_idx": _subset(rng, idx, cfg.cre_len)}
+        if cfg.direction == "atac2rna":
+            return {"cell": cell, "cre_idx": _subset(rng, idx, cfg.cre_len)}
+        pick = _subset(rng, np.arange(len(idx)), cfg.gene_len)
+        item = {"cell": cell, "gene_idx": idx[pick], "gene_value": expression_values(data[pick], cfg.max_value)}
+        if cfg.arch == "cisformer":
+            item["expr"] = _dense_row(idx, np.log1p(self.X_norm.data[lo:hi]), cfg.n_genes)
+        return item
 
 
 # ------------------------------------------------------------------------------------------- batching
 
 _PAD_OF = {"gene_idx": "gene_pad", "cre_idx": "cre_pad"}
+_TOKENS = ("gene_idx", "cre_idx", "gene_value", "target")                       # per-token lists, padded
+_PER_CELL = ("expr", "open_all", "depth", "draw_offset", "bins_all")            # fixed size per cell, stacked
 
 
 def _pad_stack(arrays, dtype, pad_value=0):
@@ -212,19 +267,20 @@ def _pad_stack(arrays, dtype, pad_value=0):
 
 
 def collate(items: list[dict]) -> dict:
-    """Pad the items' token lists to the longest in the batch; ``*_pad`` masks are True at padding."""
+    """Pad the items' token lists to the longest in the batch (``*_pad`` masks are True at padding) and stack
+    their per-cell arrays."""
     batch = {"cell": torch.tensor([it["cell"] for it in items], dtype=torch.long)}
-    for key in ("gene_idx", "cre_idx", "gene_value", "target"):
+    for key in _TOKENS:
         if key not in items[0]:
             continue
-        if key == "target":
-            dtype = np.float32 if items[0]["target"].dtype == np.float32 else np.int64
-        else:
-            dtype = np.int64
+        dtype = items[0][key].dtype if key == "target" else np.int64
         values, pad = _pad_stack([it[key] for it in items], dtype)
         batch[key] = values
         if key in _PAD_OF:
             batch[_PAD_OF[key]] = pad
+    for key in _PER_CELL:
+        if key in items[0]:
+            batch[key] = torch.from_numpy(np.stack([it[key] for it in items]))
     return batch
 
 

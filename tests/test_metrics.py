@@ -128,11 +128,19 @@ def test_rna_clustering_and_summaries(simulated):
     rna, atac, _ = simulated
     scores, _, _ = metrics.rna_clustering(rna, seed=0)
     assert scores.set_index("metric").loc["AMI", "value"] > 0.3
-    summary = metrics.rna2atac_summary(atac, atac, cluster=False)
+    summary = metrics.rna2atac_summary(atac, atac, cluster=False, open_fraction=0.1)
     assert set(summary["metric"]) == {"precision", "recall", "F1", "AUROC", "AUPRC", "pseudobulk_pearson"}
+    floor = np.asarray((atac.X > 0).mean(0)).ravel()
+    summary = metrics.rna2atac_summary(atac, atac, open_fraction=0.1, floor=floor, measured=True).set_index("metric")
+    assert summary.loc["AMI", "value"] > 0.5 and summary.loc["probe", "value"] > 0.9
+    assert summary.loc["AUROC_gain", "value"] > 0.2
     perfect = AnnData(metrics.true_expression(rna), obs=rna.obs.copy(), var=rna.var.copy())
-    summary = metrics.atac2rna_summary(perfect, rna).set_index("metric")["value"]
+    gene_mean = metrics.true_expression(rna).mean(0)
+    summary = metrics.atac2rna_summary(perfect, rna, floor=gene_mean).set_index("metric")["value"]
     assert summary["pearson"] == pytest.approx(1.0, abs=1e-5) and "AMI" in summary
+    assert summary["skill"] == pytest.approx(1.0) and summary["rmse"] == pytest.approx(0.0, abs=1e-5)
+    constant = AnnData(np.tile(gene_mean, (rna.n_obs, 1)), obs=rna.obs.copy(), var=rna.var.copy())
+    assert metrics.skill_over_floor(constant, rna, gene_mean).set_index("metric").loc["skill", "value"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_describe_comparison():
@@ -141,12 +149,48 @@ def test_describe_comparison():
                           "value": [0.5, 0.6, 0.1, 0.5, 0.6, 0.1]})
     text = metrics.describe_comparison(table, "AMI", group="scenario")
     assert "kNN" in text and "loses" in text and "floor" in text
+    # the floor is a peer: beating kNN but not the floor is no win
+    above_knn = table.assign(value=np.where(table["method"] == "floor", 0.9, table["value"]))
+    assert "best other method (floor included) floor" in metrics.describe_comparison(above_knn, "AMI")
 
 
 def test_describe_comparison_calls_small_differences_ties():
     table = pd.DataFrame({"scenario": ["a", "a", "a", "b", "b", "b"], "method": ["cisformer", "kNN", "floor"] * 2,
                           "seed": 0, "metric": "AUROC", "value": [0.7001, 0.6, 0.7, 0.6, 0.65, 0.7]})
     a, b = metrics.describe_comparison(table, "AUROC").splitlines()
-    assert "cisformer wins" in a and "ties the floor" in a
+    assert "cisformer ties" in a and "ties the floor" in a
     assert "cisformer loses" in b and "is below the floor" in b
-    assert "is above the floor" in metrics.describe_comparison(table, "AUROC", tie=0.00001).splitlines()[0]
+    strict = metrics.describe_comparison(table, "AUROC", tie=0.00001).splitlines()[0]
+    assert "cisformer wins" in strict and "is above the floor" in strict
+
+
+def test_learning_diagnostics_cannot_be_passed_by_a_shortcut():
+    """A per-cell constant shift of the floor (depth only) gains no AUROC, has no within-cell spread and tells
+    no cell types apart; a cell-type-specific prediction does all three."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(["a", "b", "c"], 40)
+    profile = rng.uniform(0.01, 0.3, (3, 300))
+    truth = rng.random((120, 300)) < profile[np.repeat(np.arange(3), 40)]
+    floor = truth.mean(0)
+    shift = rng.normal(0, 1, (120, 1))
+    shortcut = 1 / (1 + np.exp(-(np.log(floor / (1 - floor)) + shift)))
+    informed = profile[np.repeat(np.arange(3), 40)]
+    floor_auroc = np.nanmean(metrics.per_cell_auroc(np.broadcast_to(floor, truth.shape), truth))
+    assert np.nanmean(metrics.per_cell_auroc(shortcut, truth)) == pytest.approx(floor_auroc)
+    assert np.nanmean(metrics.per_cell_auroc(informed, truth)) > floor_auroc + 0.05
+    within, across = metrics.deviation_spread(np.log(shortcut / (1 - shortcut)) - np.log(floor / (1 - floor)))
+    assert within < 1e-6 and across > 0.5
+    assert metrics.celltype_probe(informed + rng.normal(0, 0.01, informed.shape), labels) > 0.95
+    assert metrics.celltype_probe(shortcut, labels) < 0.6
+
+
+def test_per_cell_auroc_matches_scikit_learn():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    truth = rng.random((5, 50)) < 0.3
+    scores = np.round(rng.random((5, 50)), 1)  # ties
+    expected = [roc_auc_score(t, s) for t, s in zip(truth, scores)]
+    np.testing.assert_allclose(metrics.per_cell_auroc(scores, truth), expected)
+    truth[0] = False
+    assert np.isnan(metrics.per_cell_auroc(scores, truth)[0])

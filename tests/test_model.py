@@ -1,14 +1,24 @@
 import pytest
 import torch
 
-from cisformer.model import Cisformer, CisformerConfig, cre_digits
+from cisformer.model import ARCHS, Cisformer, CisformerConfig, cre_digits
 
 
-def _cfg(direction, **kw):
+def _cfg(direction, arch="paper", **kw):
     base = dict(n_genes=50, n_cres=700, dim=24, n_layers=2, n_heads=2, head_dim=8, dropout=0.0, n_digits=3,
-                gene_len=16, cre_len=32)
+                gene_len=16, cre_len=32, rank=8, hidden=16, input_dropout=0.0)
     base.update(kw)
-    return CisformerConfig(direction=direction, **base)
+    return CisformerConfig(direction=direction, arch=arch, **base)
+
+
+def _model(direction, arch="paper", **kw):
+    """A model whose every path matters: the attention readout (zero at initialisation) is randomised."""
+    torch.manual_seed(0)
+    model = Cisformer(_cfg(direction, arch, **kw)).eval()
+    if arch == "cisformer":
+        with torch.no_grad():
+            model.path.readout.weight.normal_()
+    return model
 
 
 def _rna2atac_batch(n_keys=(5, 9), lq=12, seed=0, pad_to=None):
@@ -20,6 +30,7 @@ def _rna2atac_batch(n_keys=(5, 9), lq=12, seed=0, pad_to=None):
     gene_pad = torch.arange(lk)[None, :] >= torch.tensor(n_keys)[:, None]
     gene_idx[gene_pad], gene_value[gene_pad] = 0, 0
     return {"gene_idx": gene_idx, "gene_value": gene_value, "gene_pad": gene_pad,
+            "expr": torch.rand(B, 50, generator=g),
             "cre_idx": torch.randint(0, 700, (B, lq), generator=g), "cre_pad": torch.zeros(B, lq, dtype=torch.bool),
             "target": torch.randint(0, 2, (B, lq), generator=g).float()}
 
@@ -35,19 +46,22 @@ def _batch(direction):
 
 @pytest.mark.parametrize("direction", ["rna2atac", "atac2rna"])
 @pytest.mark.parametrize("profile", ["quick", "cpu", "paper"])
-def test_profiles_build(direction, profile):
-    cfg = CisformerConfig.from_profile(direction, profile, n_genes=1677, n_cres=25_734)
-    assert cfg.dim % cfg.n_digits == 0 and 10 ** cfg.n_digits >= cfg.n_cres
-    if profile == "paper":
+@pytest.mark.parametrize("arch", ARCHS)
+def test_profiles_build(direction, profile, arch):
+    cfg = CisformerConfig.from_profile(direction, profile, n_genes=1677, n_cres=25_734, arch=arch)
+    assert cfg.arch == arch
+    if arch == "paper":
+        assert cfg.dim % cfg.n_digits == 0 and 10 ** cfg.n_digits >= cfg.n_cres
+    if arch == "paper" and profile == "paper":
         expect = (6, 210, 6, 2048, 2048) if direction == "rna2atac" else (4, 280, 7, 3000, 10_000)
         assert (cfg.n_layers, cfg.dim, cfg.n_heads, cfg.gene_len, cfg.cre_len) == expect
-    else:
+    elif profile != "paper":
         Cisformer(cfg)
 
 
 def test_digit_encoding_unique_per_cre():
     torch.manual_seed(0)
-    cfg = _cfg("rna2atac", n_cres=1000)
+    cfg = _cfg("rna2atac", "paper", n_cres=1000)
     model = Cisformer(cfg)
     idx = torch.arange(cfg.n_cres)
     assert cre_digits(torch.tensor([407]), 3).tolist() == [[4, 0, 7]]
@@ -60,9 +74,9 @@ def test_digit_encoding_unique_per_cre():
 
 
 @pytest.mark.parametrize("direction", ["rna2atac", "atac2rna"])
-def test_shapes_and_attention(direction):
-    torch.manual_seed(0)
-    model = Cisformer(_cfg(direction)).eval()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shapes_and_attention(direction, arch):
+    model = _model(direction, arch)
     batch = _batch(direction)
     logits, attn = model(batch, return_attention=True)
     assert logits.shape == ((2, 12) if direction == "rna2atac" else (2, 12, 8))
@@ -73,13 +87,12 @@ def test_shapes_and_attention(direction):
         torch.testing.assert_close(a.sum(-1), torch.ones(2, 12))
     # the explicit-attention path and the fused kernel compute the same logits
     torch.testing.assert_close(model(batch), logits, rtol=1e-4, atol=1e-5)
-    assert torch.isfinite(model.loss(logits, batch))
 
 
-def test_padding_invariance():
+@pytest.mark.parametrize("arch", ARCHS)
+def test_padding_invariance(arch):
     """A cell's outputs do not depend on how far its key list is padded."""
-    torch.manual_seed(0)
-    model = Cisformer(_cfg("rna2atac")).eval()
+    model = _model("rna2atac", arch)
     short = _rna2atac_batch(n_keys=(5, 9), pad_to=9)
     long = {k: v.clone() for k, v in short.items()}
     extra = 20
@@ -93,10 +106,10 @@ def test_padding_invariance():
     assert torch.all(a_long[..., 9:] == 0)
 
 
-def test_zero_value_padding_would_leak():
+@pytest.mark.parametrize("arch", ARCHS)
+def test_zero_value_padding_would_leak(arch):
     """Why masks matter: zeroing padded values (the reference's approach) changes the output, masking does not."""
-    torch.manual_seed(0)
-    model = Cisformer(_cfg("rna2atac")).eval()
+    model = _model("rna2atac", arch)
     batch = _rna2atac_batch(n_keys=(5, 5), pad_to=5)
     keys = model.encode_keys(batch)
     padded = {k: torch.cat([v, v[:, :3]], 1) if k in ("gene_idx", "gene_value") else v for k, v in batch.items()}
@@ -110,9 +123,9 @@ def test_zero_value_padding_would_leak():
     assert not torch.allclose(model.decode(batch["cre_idx"], keys_pad), ref, atol=1e-4)
 
 
-def test_encode_once_decode_chunks_matches_forward():
-    torch.manual_seed(0)
-    model = Cisformer(_cfg("rna2atac")).eval()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_encode_once_decode_chunks_matches_forward(arch):
+    model = _model("rna2atac", arch)
     batch = _rna2atac_batch(lq=30)
     full = model(batch)
     keys = model.encode_keys(batch)
@@ -120,8 +133,9 @@ def test_encode_once_decode_chunks_matches_forward():
     torch.testing.assert_close(torch.cat(parts, 1), full)
 
 
-def test_cell_without_keys_is_finite():
-    model = Cisformer(_cfg("rna2atac")).eval()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_cell_without_keys_is_finite(arch):
+    model = _model("rna2atac", arch)
     batch = _rna2atac_batch(n_keys=(0, 4), pad_to=4)
     logits, attn = model(batch, return_attention=True)
     assert torch.isfinite(logits).all() and torch.isfinite(model(batch)).all()
@@ -131,17 +145,19 @@ def test_cell_without_keys_is_finite():
 def test_config_errors():
     with pytest.raises(ValueError, match="direction"):
         CisformerConfig(direction="rna2dna", n_genes=5, n_cres=5)
+    with pytest.raises(ValueError, match="arch"):
+        CisformerConfig(direction="rna2atac", n_genes=5, n_cres=5, arch="bert")
     with pytest.raises(ValueError, match="divisible"):
-        CisformerConfig(direction="rna2atac", n_genes=5, n_cres=5, dim=50, n_digits=7)
+        CisformerConfig(direction="rna2atac", n_genes=5, n_cres=5, dim=50, n_digits=7, arch="paper")
     with pytest.raises(ValueError, match="digits"):
-        CisformerConfig(direction="rna2atac", n_genes=5, n_cres=5000, dim=30, n_digits=3)
+        CisformerConfig(direction="rna2atac", n_genes=5, n_cres=5000, dim=30, n_digits=3, arch="paper")
     with pytest.raises(ValueError, match="profile"):
         CisformerConfig.from_profile("rna2atac", "gpu", 5, 5)
 
 
-def test_save_load_roundtrip(tmp_path):
-    torch.manual_seed(0)
-    model = Cisformer(_cfg("atac2rna")).eval()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_save_load_roundtrip(tmp_path, arch):
+    model = _model("atac2rna", arch)
     model.gene_names = [f"g{i}" for i in range(50)]
     model.cre_names = [f"c{i}" for i in range(700)]
     model.bin_edges.copy_(torch.linspace(0, 3, 8))
@@ -176,11 +192,61 @@ def test_flash_varlen_packing_matches_sdpa(monkeypatch):
 
 
 @pytest.mark.parametrize("direction", ["rna2atac", "atac2rna"])
-def test_query_prior_is_an_additive_offset(direction):
-    torch.manual_seed(0)
-    model = Cisformer(_cfg(direction)).eval()
+@pytest.mark.parametrize("arch", ARCHS)
+def test_query_prior_is_an_additive_offset(direction, arch):
+    model = _model(direction, arch)
     batch = _batch(direction)
     before = model(batch)
     model.query_prior.normal_()
     query = batch["cre_idx"] if direction == "rna2atac" else batch["gene_idx"]
     torch.testing.assert_close(model(batch), before + model.query_prior[query])
+
+
+@pytest.mark.parametrize("direction", ["rna2atac", "atac2rna"])
+def test_cisformer_logit_is_factorised_plus_attention_path(direction):
+    """logit = factorised term of every feature (one matmul) + attention path; ablate_attention drops the path."""
+    model = _model(direction, "cisformer")
+    batch = _batch(direction)
+    query = batch["cre_idx"] if direction == "rna2atac" else batch["gene_idx"]
+    keys = model.encode_keys(batch)
+    factorised = model._gather(keys.factorised, query)
+    full = model.decode(query, keys)
+    assert not torch.allclose(full, factorised)
+    model.ablate_attention = True
+    torch.testing.assert_close(model.decode(query, keys), factorised)
+    # the factorised term is computed for every output feature: a query reads its own row
+    n_out = 700 if direction == "rna2atac" else 50
+    assert keys.factorised.shape[:2] == (2, n_out)
+
+
+def test_cisformer_depth_offset_known_in_training_predicted_otherwise():
+    model = _model("rna2atac", "cisformer")
+    batch = _batch("rna2atac")
+    predicted = model(batch)
+    shifted = model(dict(batch, depth=torch.tensor([1.0, -2.0])))
+    predicted_depth = model.depth_head(model.encoder(batch)).squeeze(-1)
+    torch.testing.assert_close(shifted - predicted, (torch.tensor([1.0, -2.0]) - predicted_depth)[:, None].expand(2, 12))
+
+
+@pytest.mark.parametrize("direction", ["rna2atac", "atac2rna"])
+def test_cisformer_drawn_loss_trains_the_attention_path_only(direction):
+    """The factorised term and the cell encoder learn from the all-feature loss only: their gradients are the
+    same whether the attention path is used or not, while the path itself gets a gradient."""
+    batch = _batch(direction)
+    if direction == "rna2atac":
+        batch.update(open_all=(torch.rand(2, 700) < 0.1).float(), depth=torch.zeros(2), draw_offset=torch.ones(2))
+    else:
+        batch.update(open_all=(torch.rand(2, 700) < 0.1).float(), bins_all=torch.randint(0, 8, (2, 50)))
+    grads = []
+    for ablate in (False, True):
+        model = _model(direction, "cisformer")
+        model.train()
+        model.ablate_attention = ablate
+        loss, _ = model(batch, return_loss=True)
+        assert torch.isfinite(loss)
+        loss.backward()
+        grads.append((model.out_factor.weight.grad.clone(), model.encoder.mlp[-1].weight.grad.clone(),
+                      model.path.readout.weight.grad))
+    torch.testing.assert_close(grads[0][0], grads[1][0])
+    torch.testing.assert_close(grads[0][1], grads[1][1])
+    assert grads[0][2].abs().sum() > 0

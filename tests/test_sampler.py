@@ -13,10 +13,10 @@ def data():
     return rna.X.tocsr(), atac.X.tocsr()
 
 
-def _cfg(direction, **kw):
+def _cfg(direction, arch="paper", **kw):
     base = dict(n_genes=60, n_cres=500, dim=30, n_digits=3, gene_len=20, cre_len=40)
     base.update(kw)
-    return CisformerConfig(direction=direction, **base)
+    return CisformerConfig(direction=direction, arch=arch, **base)
 
 
 def test_closed_indices_avoid_open():
@@ -117,14 +117,56 @@ def test_shape_errors(data):
 
 def test_base_rate_logits_by_hand():
     atac = sp.csr_matrix(np.array([[1, 0, 3], [1, 0, 0], [2, 0, 0]], dtype=np.float32))  # 3 cells x 3 CREs
-    cfg = CisformerConfig(direction="rna2atac", n_genes=2, n_cres=3, dim=4, n_digits=1, cre_len=2)
+    cfg = CisformerConfig(direction="rna2atac", n_genes=2, n_cres=3, dim=4, n_digits=1, cre_len=2, arch="paper")
     logit = sampler.base_rate_logits(None, atac, cfg)
     freq = (np.array([3, 0, 1]) + 1) / (3 + 2)  # one pseudocount per outcome
     # queries: 1 open + 1 closed CRE per cell; cells have 2, 1, 1 open CREs (and 1, 2, 2 closed)
     p_open_drawn, p_closed_drawn = np.mean([1 / 2, 1, 1]), np.mean([1 / 1, 1 / 2, 1 / 2])
     np.testing.assert_allclose(logit, np.log(freq / (1 - freq)) + np.log(p_open_drawn / p_closed_drawn), rtol=1e-6)
+    # arch="cisformer" trains on natural proportions (all CREs, case-control offsets on draws): no correction
+    natural = sampler.base_rate_logits(None, atac, CisformerConfig(direction="rna2atac", n_genes=2, n_cres=3))
+    np.testing.assert_allclose(natural, np.log(freq / (1 - freq)), rtol=1e-6)
     rna = sp.csr_matrix(np.array([[0, 1], [0, 7], [0, 0], [0, 1]], dtype=np.float32))  # 4 cells x 2 genes
     edges = np.linspace(0, np.log1p(7), 3)  # bins: 0 = zero, 1 = low, 2 = high
     log_freq = sampler.base_rate_logits(rna, None, _cfg("atac2rna", n_genes=2, n_bins=3), edges)
     counts = np.array([[4, 0, 0], [1, 2, 1]])  # gene 0 always zero; gene 1: one zero, two low, one high
     np.testing.assert_allclose(np.exp(log_freq), (counts + 1) / (4 + 3), rtol=1e-6)
+
+
+def test_cisformer_items_carry_dense_targets_depth_and_draw_offset(data):
+    rna_X, atac_X = data
+    cfg = _cfg("rna2atac", "cisformer", cre_len=40)
+    ds = sampler.PairedCells(rna_X, atac_X, np.arange(40), cfg, seed=0)
+    depths = np.log(np.maximum(np.diff(atac_X[:40].indptr), 1))
+    assert np.isclose(ds.depth_centre, depths.mean())
+    it = ds[7]
+    cell = it["cell"]
+    assert np.array_equal(it["open_all"], (atac_X[cell].toarray()[0] > 0).astype(np.float32))
+    counts = rna_X[cell].toarray()[0]
+    np.testing.assert_allclose(it["expr"], np.log1p(counts / counts.sum() * 1e4), rtol=1e-5)
+    assert np.isclose(it["depth"], depths[cell] - depths.mean())
+    n_open, n_drawn_open = atac_X[cell].nnz, int(it["target"].sum())
+    n_drawn_closed = len(it["target"]) - n_drawn_open
+    expected = np.log((n_drawn_open / n_open) / (n_drawn_closed / (500 - n_open)))
+    assert np.isclose(it["draw_offset"], expected, rtol=1e-5)
+    # a validation set uses the training cells' centre
+    val = sampler.PairedCells(rna_X, atac_X, np.arange(40, 60), cfg, depth_centre=ds.depth_centre)
+    assert val.depth_centre == ds.depth_centre
+    batch = sampler.collate([ds[0], ds[1]])
+    assert batch["expr"].shape == (2, 60) and batch["open_all"].shape == (2, 500) and batch["depth"].shape == (2,)
+
+    cfg = _cfg("atac2rna", "cisformer", gene_len=25)
+    edges = sampler.expression_bin_edges(sampler.per_10k(rna_X), cfg.n_bins)
+    it = sampler.PairedCells(rna_X, atac_X, np.arange(10), cfg, bin_edges=edges)[3]
+    assert np.array_equal(it["bins_all"][it["gene_idx"]], it["target"])
+    norm = sampler.per_10k(rna_X[it["cell"]]).toarray()[0]
+    assert np.array_equal(it["bins_all"], sampler.bin_expression(norm, edges))
+
+
+def test_per_10k_and_bins_on_the_normalised_scale():
+    X = sp.csr_matrix(np.array([[1, 3, 0], [0, 0, 0], [5, 5, 10]], dtype=np.float32))
+    norm = sampler.per_10k(X).toarray()
+    np.testing.assert_allclose(norm[0], [2500, 7500, 0])
+    assert norm[1].sum() == 0 and np.isclose(norm[2].sum(), 1e4)
+    edges = sampler.expression_bin_edges(sampler.per_10k(X), 8)
+    assert np.isclose(edges[-1], np.log1p(7500))
