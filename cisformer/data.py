@@ -650,6 +650,22 @@ def subsample(rna, atac, n_cells: int | None = None, n_cres: int | None = None, 
     return rna.copy(), atac.copy()
 
 
+def downsample_atac(atac, keep: float, seed: int = 0):
+    """A copy of ``atac`` with each count (fragment) kept with probability ``keep`` (binomial thinning), as if
+    the cells had been sequenced less deeply; entries thinned to zero are removed. ``keep=1`` returns a copy."""
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep must be in (0, 1], got {keep}")
+    X = sp.csr_matrix(atac.X, dtype=np.float32, copy=True)
+    if keep < 1:
+        if X.nnz and not np.allclose(X.data, np.round(X.data)):
+            raise _error("atac", "X", "non-integer values", "downsampling thins counts: pass raw counts")
+        X.data = np.random.default_rng(seed).binomial(X.data.astype(np.int64), keep).astype(np.float32)
+        X.eliminate_zeros()
+    out = atac.copy()
+    out.X = X
+    return out
+
+
 def label_tokens(obs: pd.DataFrame, key: str = "cell_type"):
     """An RNA-like AnnData whose only expressed "gene" in each cell is its label ``obs[key]`` (count 1): the
     oracle input that hands a model the answer (the cell type) and nothing else. A model trained on it that

@@ -29,6 +29,8 @@ ATAC -> RNA
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
@@ -150,17 +152,31 @@ def _spectral_fallback(x: sp.csr_matrix, n_comps: int, seed: int) -> np.ndarray:
 def embed_atac(adata: AnnData, n_features: int = 50000, n_comps: int = 30, seed: int = 0) -> np.ndarray:
     """Spectral embedding of accessibility (SnapATAC2 ``select_features -> tl.spectral``, or the fallback).
 
-    ``adata.X`` may be binary, counts or probabilities; it is used as given (sparse float).
+    ``adata.X`` may be binary, counts or probabilities; it is used as given (sparse float). Cells with no signal
+    in the selected features (possible in shallow measured data) cannot be embedded: their rows are all zero.
     """
     x = sp.csr_matrix(_dense(adata.X) if not sp.issparse(adata.X) else adata.X, dtype=np.float32)
+    part = None
     if snap is not None:
         work = AnnData(x, obs=pd.DataFrame(index=adata.obs_names.astype(str)),
                        var=pd.DataFrame(index=adata.var_names.astype(str)))
         snap.pp.select_features(work, n_features=min(n_features, work.n_vars), verbose=False)
-        snap.tl.spectral(work, n_comps=min(n_comps, max(2, work.n_obs - 2)), random_state=seed)
-        return np.asarray(work.obsm["X_spectral"], dtype=np.float32)
-    keep = np.argsort(-np.asarray((x > 0).sum(axis=0)).ravel())[:n_features]
-    return _spectral_fallback(x[:, np.sort(keep)], n_comps, seed)
+        selected = work.var["selected"].to_numpy(dtype=bool)
+        has = np.diff(sp.csr_matrix(x[:, selected] > 0).indptr) > 0
+        work = work[has].copy()
+        try:
+            snap.tl.spectral(work, n_comps=min(n_comps, max(2, work.n_obs - 2)), random_state=seed)
+            part = np.asarray(work.obsm["X_spectral"], dtype=np.float32)
+        except Exception as err:  # ARPACK fails on graphs with isolated cells (very shallow, tiny inputs)
+            warnings.warn(f"SnapATAC2's spectral embedding failed ({type(err).__name__}); the fallback pipeline "
+                          "written here embeds this input instead", RuntimeWarning)
+    if part is None:
+        keep = np.sort(np.argsort(-np.asarray((x > 0).sum(axis=0)).ravel())[:n_features])
+        has = np.diff(sp.csr_matrix(x[:, keep] > 0).indptr) > 0
+        part = _spectral_fallback(x[has][:, keep], n_comps, seed)
+    embedding = np.zeros((x.shape[0], part.shape[1]), dtype=np.float32)
+    embedding[has] = part
+    return embedding
 
 
 def cluster_embedding(embedding: np.ndarray, n_neighbors: int = 50, resolution: float = 1.0,
@@ -179,14 +195,21 @@ def atac_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: i
                     resolution: float = 1.0, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Cluster accessibility and score the clusters against ``adata.obs[label_key]``.
 
+    Cells that cannot be embedded (no signal in the selected features, possible in shallow measured data) carry
+    no information: they are put together in one cluster, ``"empty"``.
+
     Returns
     -------
     (scores, clusters, embedding)
         tidy AMI/NMI/ARI/homogeneity, the leiden labels and the spectral embedding (for UMAPs).
     """
     embedding = embed_atac(adata, seed=seed)
-    n_neighbors = min(n_neighbors, max(5, adata.n_obs // 10))      # small test sets: keep the graph local
-    clusters = cluster_embedding(embedding, n_neighbors=n_neighbors, resolution=resolution, seed=seed)
+    has_data = np.abs(embedding).sum(axis=1) > 0
+    n_neighbors = min(n_neighbors, max(5, int(has_data.sum()) // 10))      # small test sets: keep the graph local
+    clusters = np.full(adata.n_obs, "empty", dtype=object)
+    clusters[has_data] = cluster_embedding(embedding[has_data], n_neighbors=n_neighbors, resolution=resolution,
+                                           seed=seed)
+    clusters = clusters.astype(str)
     return clustering_scores(clusters, adata.obs[label_key]), clusters, embedding
 
 
@@ -232,6 +255,26 @@ def per_cell_auroc(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     u = (ranks * truth).sum(axis=1) - n_pos * (n_pos + 1) / 2
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
+
+
+def per_cell_auprc(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Average precision of each row of ``scores`` against the binary row of ``truth``, computed as scikit-learn's
+    ``average_precision_score`` (precision at each distinct threshold, weighted by the recall it adds; tied
+    scores form one threshold), without its per-call overhead. NaN for rows without a positive or a negative."""
+    truth = np.asarray(truth, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    out = np.full(len(scores), np.nan)
+    for i, (s, y) in enumerate(zip(scores, truth)):
+        n_pos = y.sum()
+        if n_pos == 0 or n_pos == len(y):
+            continue
+        order = np.argsort(-s, kind="stable")
+        s, y = s[order], y[order]
+        ends = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # last index of each distinct threshold
+        tp = np.cumsum(y)[ends]
+        precision, recall = tp / (ends + 1), tp / n_pos
+        out[i] = np.sum(np.diff(recall, prepend=0.0) * precision)
+    return out
 
 
 def _logit(p: np.ndarray, eps: float = 1e-4) -> np.ndarray:
@@ -289,9 +332,7 @@ def per_cell_classification(pred: AnnData, true: AnnData, rule: str = "expected_
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros_like(tp),
                    where=(precision + recall) > 0)
     auroc = per_cell_auroc(probs, truth)
-    auprc = np.full(len(tp), np.nan)
-    for i in np.flatnonzero(np.isfinite(auroc)):
-        auprc[i] = skm.average_precision_score(truth[i], probs[i])
+    auprc = per_cell_auprc(probs, truth)
     cells = np.asarray(pred.obs_names)
     parts = [pd.DataFrame({"cell": cells, "metric": name, "value": values}) for name, values in
              (("precision", precision), ("recall", recall), ("F1", f1), ("AUROC", auroc), ("AUPRC", auprc))]

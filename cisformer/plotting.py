@@ -23,6 +23,9 @@ logging.getLogger("fontTools").setLevel(logging.WARNING)
 PALETTE = "tab20"
 METHOD_COLORS = {
     "cisformer": "#d62728",
+    "cisformer (paper architecture)": "#ff9896",
+    "cisformer without attention path": "#c49c94",
+    "cisformer (oracle: cell type as input)": "#dbdb8d",
     "scButterfly": "#1f77b4",
     "BABEL-style": "#2ca02c",
     "kNN": "#9467bd",

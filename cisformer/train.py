@@ -224,8 +224,9 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     history
         DataFrame with one row per epoch: ``epoch, train_loss, val_loss, val_score`` (the criterion above),
         rna2atac also ``val_within_sd, val_across_sd`` (spread of the predicted logit minus the base rate
-        within cells and across cells, :func:`cisformer.metrics.deviation_spread`), then ``lr, seconds,
-        samples_per_s``.
+        within cells and across cells, :func:`cisformer.metrics.deviation_spread`), then ``lr``, ``seconds``
+        (the epoch's wall-clock, validation included: their sum is the training time) and ``samples_per_s``
+        (training samples per second).
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -337,9 +338,10 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
             bar.set_postfix(loss=f"{loss.item():.4f}")
         scheduler.step()
         train_loss = total / max(n_seen, 1)
-        seconds = time.perf_counter() - t0
+        train_seconds = time.perf_counter() - t0
         val_loss = evaluate(model, val_set, train_cfg.batch_size, accelerator)
         criterion = validation_criterion(raw_model, val_input, val_truth)
+        seconds = time.perf_counter() - t0  # the epoch's wall-clock, validation included
         improved = criterion["val_score"] > best_score
         if improved:
             best_score, bad_epochs = criterion["val_score"], 0
@@ -348,7 +350,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
             bad_epochs += 1
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **criterion,
                      "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
-                     "samples_per_s": n_seen * accelerator.num_processes / seconds})
+                     "samples_per_s": n_seen * accelerator.num_processes / train_seconds})
         if progress and accelerator.is_main_process:
             print(f"{direction} epoch {epoch + 1}: train {train_loss:.4f}  val {val_loss:.4f}  "
                   f"criterion {criterion['val_score']:.4f}  ({seconds:.1f} s, {rows[-1]['samples_per_s']:.1f} "

@@ -184,13 +184,15 @@ def test_learning_diagnostics_cannot_be_passed_by_a_shortcut():
     assert metrics.celltype_probe(shortcut, labels) < 0.6
 
 
-def test_per_cell_auroc_matches_scikit_learn():
-    from sklearn.metrics import roc_auc_score
+def test_per_cell_auroc_and_auprc_match_scikit_learn():
+    from sklearn.metrics import average_precision_score, roc_auc_score
 
     rng = np.random.default_rng(1)
     truth = rng.random((5, 50)) < 0.3
     scores = np.round(rng.random((5, 50)), 1)  # ties
-    expected = [roc_auc_score(t, s) for t, s in zip(truth, scores)]
-    np.testing.assert_allclose(metrics.per_cell_auroc(scores, truth), expected)
+    np.testing.assert_allclose(metrics.per_cell_auroc(scores, truth),
+                               [roc_auc_score(t, s) for t, s in zip(truth, scores)])
+    np.testing.assert_allclose(metrics.per_cell_auprc(scores, truth),
+                               [average_precision_score(t, s) for t, s in zip(truth, scores)])
     truth[0] = False
-    assert np.isnan(metrics.per_cell_auroc(scores, truth)[0])
+    assert np.isnan(metrics.per_cell_auroc(scores, truth)[0]) and np.isnan(metrics.per_cell_auprc(scores, truth)[0])
