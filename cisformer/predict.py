@@ -19,6 +19,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from .metrics import log_expression
 from .sampler import CellKeys, bin_centres, collate
 
 PAPER_THRESHOLD = 0.5
@@ -46,10 +47,10 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _batches(model, X, batch_size: int, seed: int):
+def _batches(model, X, batch_size: int, seed: int, X_log=None):
     """Key batches of cells grouped by their number of key tokens, so that little padding is computed."""
     device = _device_of(model)
-    dataset = CellKeys(X, model.config, seed)
+    dataset = CellKeys(X, model.config, seed, X_log)
     order = np.argsort(np.diff(X.indptr), kind="stable")
     for lo in range(0, len(order), batch_size):
         batch = collate([dataset[int(i)] for i in order[lo:lo + batch_size]])
@@ -57,11 +58,13 @@ def _batches(model, X, batch_size: int, seed: int):
 
 
 @torch.no_grad()
-def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0) -> np.ndarray:
+def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0,
+                   X_log=None) -> np.ndarray:
     """Logits of ``queries`` (default: every output feature) for every cell of ``X``.
 
     ``X`` is a cells x input-vocabulary CSR matrix (genes for rna2atac, CREs for atac2rna, columns in the
-    model's order). Returns (cells, queries) for rna2atac, (cells, queries, n_bins) for atac2rna, float32.
+    model's order); ``X_log`` its log-scale expression (rna2atac, ``arch="cisformer"``; default: ``X`` taken as
+    counts). Returns (cells, queries) for rna2atac, (cells, queries, n_bins) for atac2rna, float32.
     The keys of a batch of cells are encoded once and reused for every chunk of queries.
     """
     cfg = model.config
@@ -72,7 +75,7 @@ def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 819
     query_all = torch.as_tensor(queries, device=device)
     shape = (X.shape[0], len(queries)) + (() if cfg.out_width == 1 else (cfg.out_width,))
     out = np.empty(shape, dtype=np.float32)
-    for rows, batch in _batches(model, X, batch_size, seed):
+    for rows, batch in _batches(model, X, batch_size, seed, X_log):
         keys = model.encode_keys(batch)  # projected once, reused for every chunk
         for lo in range(0, len(queries), chunk):
             query = query_all[lo:lo + chunk].expand(len(rows), -1)
@@ -120,7 +123,8 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
         cre_idx = pd.Index(model.cre_names).get_indexer(list(cres))
         if (cre_idx < 0).any():
             raise ValueError(f"{int((cre_idx < 0).sum())} requested CREs are not in the model's vocabulary")
-    logits = predict_logits(model, X, cre_idx, batch_size, chunk, seed)
+    X_log = log_expression(ad.AnnData(X, uns={"counts": rna.uns.get("counts", True)}))
+    logits = predict_logits(model, X, cre_idx, batch_size, chunk, seed, X_log)
     prob = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
     if threshold is None or isinstance(threshold, (int, float)):

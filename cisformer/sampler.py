@@ -19,9 +19,10 @@ atac2rna
               without reading the true non-zero pattern (the reference trained on expressed genes only and had
               to mask its predictions with the measured non-zero pattern, a leak). ``arch="cisformer"`` items
               also carry ``bins_all`` (every gene's bin) and ``open_all`` (the encoder's reconstruction target).
-    bins    = 0 for zero; 1..n_bins-1 = equal-width bins of log1p(counts per 10,000) between 0 and the training
-              maximum. The paper binned raw counts; binning depth-normalised values puts predictions on the scale
-              the benchmark measures (log1p counts per 10,000), so sequencing depth is not scored as expression.
+    bins    = 0 for zero; 1..n_bins-1 = equal-width bins of the log-scale expression (log1p counts per 10,000,
+              :func:`cisformer.metrics.log_expression`) between 0 and the training maximum. The paper binned raw
+              counts; binning depth-normalised values puts predictions on the scale the benchmark measures, so
+              sequencing depth is not scored as expression.
 
 Randomness: every item draws from ``np.random.default_rng((seed, epoch, item))``, so batches are identical
 whatever the number of DataLoader workers and a resumed run sees the same draws as an uninterrupted one.
@@ -35,6 +36,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from .baselines import cre_base_rate_logits
+from .metrics import log_normalized
 from .model import CisformerConfig
 
 
@@ -56,42 +58,35 @@ def _closed_indices(rng: np.random.Generator, open_sorted: np.ndarray, n_total: 
     return ranks + np.searchsorted(shifted, ranks, side="right")
 
 
-def per_10k(X) -> sp.csr_matrix:
-    """Counts -> counts per 10,000 in the cell (CSR float32): the cell's total over the given genes is 10,000."""
-    X = sp.csr_matrix(X, dtype=np.float32)
-    totals = np.asarray(X.sum(axis=1)).ravel()
-    return sp.csr_matrix(sp.diags((1e4 / np.maximum(totals, 1e-12)).astype(np.float32)) @ X)
-
-
 def expression_values(counts: np.ndarray, max_value: int) -> np.ndarray:
     """Gene value tokens: counts floored and capped at ``max_value``; any positive value gets at least 1."""
     return np.clip(np.floor(counts), 1, max_value).astype(np.int64)
 
 
-def expression_bin_edges(rna_X: sp.csr_matrix, n_bins: int = 8) -> np.ndarray:
-    """Bin edges (length ``n_bins``) on the log1p scale of ``rna_X`` (counts per 10,000 in training):
-    0, w, 2w, ..., max with w = max / (n_bins - 1)."""
-    top = float(np.log1p(rna_X.data.max())) if rna_X.nnz else 1.0
+def expression_bin_edges(rna_log: sp.csr_matrix, n_bins: int = 8) -> np.ndarray:
+    """Bin edges (length ``n_bins``) on the log scale of ``rna_log`` (the training cells'
+    :func:`cisformer.metrics.log_expression`): 0, w, 2w, ..., max with w = max / (n_bins - 1)."""
+    top = float(rna_log.data.max()) if rna_log.nnz else 1.0
     return np.linspace(0.0, top, n_bins)
 
 
-def bin_expression(counts: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Values -> bin index: 0 for zero, else 1 + floor(log1p(value) / w), capped at ``len(edges) - 1``."""
+def bin_expression(log_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Log-scale expression -> bin index: 0 for zero, else 1 + floor(value / w), capped at ``len(edges) - 1``."""
     n_bins = len(edges)
     width = edges[-1] / (n_bins - 1)
-    bins = np.floor(np.log1p(np.maximum(counts, 0)) / width).astype(np.int64) + 1
-    return np.where(counts > 0, np.minimum(bins, n_bins - 1), 0)
+    bins = np.floor(np.maximum(log_values, 0) / width).astype(np.int64) + 1
+    return np.where(log_values > 0, np.minimum(bins, n_bins - 1), 0)
 
 
-def base_rate_logits(rna_norm: sp.csr_matrix, atac_X: sp.csr_matrix, config: CisformerConfig,
+def base_rate_logits(rna_log: sp.csr_matrix, atac_X: sp.csr_matrix, config: CisformerConfig,
                      bin_edges=None) -> np.ndarray:
     """Base rates of the training targets as logits, the model's ``query_prior`` (one pseudocount per outcome).
 
     rna2atac: (n_CREs,) :func:`cre_base_rate_logits` of the cells of ``atac_X``; for ``arch="paper"`` plus the
     log odds by which its balanced query draw (up to ``cre_len / 2`` open CREs, closed ones for the rest) favours
     open CREs, so that the offset matches the targets that model is trained on.
-    atac2rna: (n_genes, n_bins) log frequency of each expression bin of each gene over the cells of ``rna_norm``
-    (counts per 10,000; queries are drawn uniformly, so no correction).
+    atac2rna: (n_genes, n_bins) log frequency of each expression bin of each gene over the cells of ``rna_log``
+    (log-scale expression; queries are drawn uniformly, so no correction).
     """
     if config.direction == "rna2atac":
         prior = cre_base_rate_logits(atac_X)
@@ -104,11 +99,11 @@ def base_rate_logits(rna_norm: sp.csr_matrix, atac_X: sp.csr_matrix, config: Cis
         p_open_drawn = np.mean(n_open_query / np.maximum(open_per_cell, 1))  # an open CRE is a query
         p_closed_drawn = np.mean((n_query - n_open_query) / np.maximum(n_cres - open_per_cell, 1))
         return (prior + np.log(p_open_drawn / p_closed_drawn)).astype(np.float32)
-    rna_norm = sp.csr_matrix(rna_norm)
-    n_cells, n_genes, n_bins = rna_norm.shape[0], rna_norm.shape[1], len(bin_edges)
+    rna_log = sp.csr_matrix(rna_log)
+    n_cells, n_genes, n_bins = rna_log.shape[0], rna_log.shape[1], len(bin_edges)
     counts = np.zeros((n_genes, n_bins))
-    positive = rna_norm.data > 0
-    np.add.at(counts, (rna_norm.indices[positive], bin_expression(rna_norm.data[positive], bin_edges)), 1)
+    positive = rna_log.data > 0
+    np.add.at(counts, (rna_log.indices[positive], bin_expression(rna_log.data[positive], bin_edges)), 1)
     counts[:, 0] = n_cells - counts[:, 1:].sum(1)
     return np.log((counts + 1.0) / (n_cells + n_bins)).astype(np.float32)
 
@@ -150,12 +145,15 @@ class PairedCells(Dataset):
         atac2rna expression bin edges (from :func:`expression_bin_edges` on the training cells).
     depth_centre
         rna2atac ``arch="cisformer"``: the training cells' mean :func:`log_depth` (default: these cells').
+    rna_log
+        The cells' log-scale expression (:func:`cisformer.metrics.log_expression`), the targets' scale and the
+        cell encoder's input; default: ``rna_X`` taken as counts (:func:`cisformer.metrics.log_normalized`).
     """
 
     def __init__(self, rna_X, atac_X, cells, config: CisformerConfig, multiple: int = 1, seed: int = 0,
-                 bin_edges=None, depth_centre: float | None = None):
+                 bin_edges=None, depth_centre: float | None = None, rna_log=None):
         self.rna_X, self.atac_X = _as_csr(rna_X), _as_csr(atac_X)
-        self.rna_norm = per_10k(self.rna_X)
+        self.rna_log = log_normalized(self.rna_X) if rna_log is None else _as_csr(rna_log)
         if self.rna_X.shape[0] != self.atac_X.shape[0]:
             raise ValueError(f"RNA has {self.rna_X.shape[0]} cells but ATAC has {self.atac_X.shape[0]}")
         if (self.rna_X.shape[1], self.atac_X.shape[1]) != (config.n_genes, config.n_cres):
@@ -200,14 +198,12 @@ class PairedCells(Dataset):
             if cfg.arch == "cisformer":
                 pi_open = max(len(open_q), 1) / max(len(cres), 1)
                 pi_closed = max(len(closed_q), 1) / max(cfg.n_cres - len(cres), 1)
-                norm_genes, norm_values = self._row(self.rna_norm, cell)
                 item.update(draw_offset=np.float32(np.log(pi_open / pi_closed)),
                             depth=np.float32(self.depth[cell] - self.depth_centre),
-                            expr=_dense_row(norm_genes, np.log1p(norm_values), cfg.n_genes))
+                            expr=_dense_row(*self._row(self.rna_log, cell), cfg.n_genes))
             return item
         query = np.sort(_subset(rng, np.arange(cfg.n_genes), cfg.gene_len))
-        norm_genes, norm_values = self._row(self.rna_norm, cell)
-        bins = bin_expression(_dense_row(norm_genes, norm_values, cfg.n_genes), self.bin_edges)
+        bins = bin_expression(_dense_row(*self._row(self.rna_log, cell), cfg.n_genes), self.bin_edges)
         item.update(cre_idx=_subset(rng, cres, cfg.cre_len), gene_idx=query, target=bins[query])
         if cfg.arch == "cisformer":
             item["bins_all"] = bins
@@ -224,17 +220,21 @@ class CellKeys(Dataset):
     """Prediction inputs: the key tokens of each cell (no targets, nothing about the other modality).
 
     rna2atac: up to ``gene_len`` expressed genes with their values (and, for ``arch="cisformer"``, ``expr``:
-    log1p counts per 10,000 of every gene); atac2rna: up to ``cre_len`` open CREs. Cells with more tokens than
-    the budget get a seeded random subset, as in training.
+    the log-scale expression of every gene, from ``X_log`` or, by default, ``X`` taken as counts); atac2rna: up
+    to ``cre_len`` open CREs. Cells with more tokens than the budget get a seeded random subset, as in training.
     """
 
-    def __init__(self, X, config: CisformerConfig, seed: int = 0):
+    def __init__(self, X, config: CisformerConfig, seed: int = 0, X_log=None):
         self.X, self.config, self.seed = _as_csr(X), config, int(seed)
         if config.direction == "rna2atac" and config.arch == "cisformer":
-            self.X_norm = per_10k(self.X)
+            self.X_log = log_normalized(self.X) if X_log is None else _as_csr(X_log)
 
     def __len__(self) -> int:
         return self.X.shape[0]
+
+    def _log_row(self, cell: int):
+        lo, hi = self.X_log.indptr[cell], self.X_log.indptr[cell + 1]
+        return self.X_log.indices[lo:hi].astype(np.int64), self.X_log.data[lo:hi]
 
     def __getitem__(self, cell: int) -> dict:
         cfg, rng = self.config, np.random.default_rng((self.seed, cell))
@@ -245,7 +245,7 @@ class CellKeys(Dataset):
         pick = _subset(rng, np.arange(len(idx)), cfg.gene_len)
         item = {"cell": cell, "gene_idx": idx[pick], "gene_value": expression_values(data[pick], cfg.max_value)}
         if cfg.arch == "cisformer":
-            item["expr"] = _dense_row(idx, np.log1p(self.X_norm.data[lo:hi]), cfg.n_genes)
+            item["expr"] = _dense_row(*self._log_row(cell), cfg.n_genes)
         return item
 
 

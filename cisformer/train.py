@@ -32,7 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
-from .sampler import PairedCells, base_rate_logits, expression_bin_edges, make_loader, per_10k
+from .metrics import log_expression
+from .sampler import PairedCells, base_rate_logits, expression_bin_edges, make_loader
 
 
 @dataclass
@@ -251,12 +252,14 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
         train_cfg.epochs = int(epochs)
 
     rna_X, atac_X = sp.csr_matrix(rna.X, dtype=np.float32), sp.csr_matrix(atac.X, dtype=np.float32)
-    rna_norm = per_10k(rna_X)
-    bin_edges = expression_bin_edges(rna_norm[train_idx], model_cfg.n_bins) if direction == "atac2rna" else None
-    train_set = PairedCells(rna_X, atac_X, train_idx, model_cfg, train_cfg.multiple, seed, bin_edges)
+    rna_log = log_expression(rna)  # the targets' scale, the one the benchmark's metrics compare on
+    bin_edges = expression_bin_edges(rna_log[train_idx], model_cfg.n_bins) if direction == "atac2rna" else None
+    train_set = PairedCells(rna_X, atac_X, train_idx, model_cfg, train_cfg.multiple, seed, bin_edges,
+                            rna_log=rna_log)
     scored_val = np.sort(np.random.default_rng(seed).choice(val_idx, min(train_cfg.scored_val_cells, len(val_idx)),
                                                             replace=False))
-    val_set = PairedCells(rna_X, atac_X, scored_val, model_cfg, 1, seed + 1, bin_edges, train_set.depth_centre)
+    val_set = PairedCells(rna_X, atac_X, scored_val, model_cfg, 1, seed + 1, bin_edges, train_set.depth_centre,
+                          rna_log)
 
     torch.manual_seed(seed)
     model = Cisformer(model_cfg)
@@ -270,9 +273,9 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     if bin_edges is not None:
         model.bin_edges.copy_(torch.as_tensor(bin_edges, dtype=torch.float32))
     model.query_prior.copy_(torch.from_numpy(
-        base_rate_logits(rna_norm[train_idx], atac_X[train_idx], model_cfg, bin_edges)))
+        base_rate_logits(rna_log[train_idx], atac_X[train_idx], model_cfg, bin_edges)))
     if arch == "cisformer" and direction == "rna2atac":
-        log_expr = rna_norm[train_idx].log1p()
+        log_expr = rna_log[train_idx]
         mean = np.asarray(log_expr.mean(axis=0)).ravel()
         sd = np.sqrt(np.maximum(np.asarray(log_expr.multiply(log_expr).mean(axis=0)).ravel() - mean ** 2, 0.0))
         model.encoder.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
@@ -294,8 +297,8 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.step_size, gamma=train_cfg.gamma)
     model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler steps per epoch: kept unwrapped
     raw_model = accelerator.unwrap_model(model)
-    val_input = rna_X[scored_val] if direction == "rna2atac" else atac_X[scored_val]
-    val_truth = atac_X[scored_val] > 0 if direction == "rna2atac" else rna_norm[scored_val].log1p()
+    val_input = (rna_X[scored_val], rna_log[scored_val]) if direction == "rna2atac" else (atac_X[scored_val], None)
+    val_truth = atac_X[scored_val] > 0 if direction == "rna2atac" else rna_log[scored_val]
 
     start_epoch, best_score, bad_epochs, rows = 0, -math.inf, 0, []
     best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
@@ -379,17 +382,19 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
 
 
 @torch.no_grad()
-def validation_criterion(model, X, truth) -> dict:
+def validation_criterion(model, inputs, truth) -> dict:
     """The model-selection criterion of :func:`fit` on validation cells (see there), with diagnostics.
 
-    ``X``: the cells' input matrix (cells x the model's input vocabulary); ``truth``: rna2atac their measured
-    open state (cells x CREs, sparse bool), atac2rna their measured log1p(counts per 10,000) (cells x genes).
+    ``inputs``: ``(X, X_log)``, the cells' input matrix (cells x the model's input vocabulary) and, for rna2atac,
+    its log-scale expression; ``truth``: rna2atac their measured open state (cells x CREs, sparse bool),
+    atac2rna their log-scale expression (cells x genes, :func:`cisformer.metrics.log_expression`).
     """
     from .metrics import deviation_spread, per_cell_auroc, _columnwise_pearson
     from .predict import predict_logits
     from .sampler import bin_centres
 
-    logits = predict_logits(model, sp.csr_matrix(X), batch_size=16)
+    X, X_log = inputs
+    logits = predict_logits(model, sp.csr_matrix(X), batch_size=16, X_log=X_log)
     if model.config.direction == "rna2atac":
         truth = np.asarray(sp.csr_matrix(truth).toarray(), dtype=bool)
         prior = model.query_prior.cpu().numpy()

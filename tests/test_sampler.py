@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from cisformer import sampler, simulate
+from cisformer import metrics, sampler, simulate
 from cisformer.model import CisformerConfig
 
 
@@ -57,8 +57,9 @@ def test_rna2atac_items(data):
 def test_atac2rna_items_and_bins(data):
     rna_X, atac_X = data
     cfg = _cfg("atac2rna", gene_len=25, cre_len=30)
-    edges = sampler.expression_bin_edges(rna_X, cfg.n_bins)
-    assert len(edges) == 8 and edges[0] == 0 and np.isclose(edges[-1], np.log1p(rna_X.data.max()))
+    log_X = metrics.log_normalized(rna_X)
+    edges = sampler.expression_bin_edges(log_X, cfg.n_bins)
+    assert len(edges) == 8 and edges[0] == 0 and np.isclose(edges[-1], log_X.data.max())
     ds = sampler.PairedCells(rna_X, atac_X, np.arange(10, 30), cfg, seed=0, bin_edges=edges)
     it = ds[3]
     cell = it["cell"]
@@ -74,7 +75,7 @@ def test_atac2rna_items_and_bins(data):
 
 def test_binning():
     edges = np.linspace(0, np.log1p(100.0), 8)
-    bins = sampler.bin_expression(np.array([0, 1, 5, 30, 100, 1000.0]), edges)
+    bins = sampler.bin_expression(np.log1p(np.array([0, 1, 5, 30, 100, 1000.0])), edges)
     assert bins[0] == 0 and bins[1] >= 1 and np.all(np.diff(bins) >= 0) and bins[-1] == 7 and bins[-2] == 7
     centres = sampler.bin_centres(edges)
     assert centres[0] == 0 and len(centres) == 8 and np.all(np.diff(centres) > 0)
@@ -156,17 +157,17 @@ def test_cisformer_items_carry_dense_targets_depth_and_draw_offset(data):
     assert batch["expr"].shape == (2, 60) and batch["open_all"].shape == (2, 500) and batch["depth"].shape == (2,)
 
     cfg = _cfg("atac2rna", "cisformer", gene_len=25)
-    edges = sampler.expression_bin_edges(sampler.per_10k(rna_X), cfg.n_bins)
+    edges = sampler.expression_bin_edges(metrics.log_normalized(rna_X), cfg.n_bins)
     it = sampler.PairedCells(rna_X, atac_X, np.arange(10), cfg, bin_edges=edges)[3]
     assert np.array_equal(it["bins_all"][it["gene_idx"]], it["target"])
-    norm = sampler.per_10k(rna_X[it["cell"]]).toarray()[0]
-    assert np.array_equal(it["bins_all"], sampler.bin_expression(norm, edges))
+    log_row = metrics.log_normalized(rna_X[it["cell"]]).toarray()[0]
+    assert np.array_equal(it["bins_all"], sampler.bin_expression(log_row, edges))
 
 
-def test_per_10k_and_bins_on_the_normalised_scale():
+def test_log_normalized_and_bins_on_that_scale():
     X = sp.csr_matrix(np.array([[1, 3, 0], [0, 0, 0], [5, 5, 10]], dtype=np.float32))
-    norm = sampler.per_10k(X).toarray()
-    np.testing.assert_allclose(norm[0], [2500, 7500, 0])
-    assert norm[1].sum() == 0 and np.isclose(norm[2].sum(), 1e4)
-    edges = sampler.expression_bin_edges(sampler.per_10k(X), 8)
+    log_X = metrics.log_normalized(X).toarray()
+    np.testing.assert_allclose(log_X[0], np.log1p([2500, 7500, 0]), rtol=1e-6)
+    assert log_X[1].sum() == 0 and np.isclose(np.expm1(log_X[2]).sum(), 1e4)
+    edges = sampler.expression_bin_edges(metrics.log_normalized(X), 8)
     assert np.isclose(edges[-1], np.log1p(7500))
