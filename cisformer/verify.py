@@ -153,8 +153,10 @@ def report(table: pd.DataFrame, show_all: bool = False) -> str:
     shown = table if show_all else compared[~compared["ok"] | (compared["max_abs_diff"].fillna(0) > 0)]
     lines = []
     if len(shown):
-        with pd.option_context("display.max_rows", None, "display.max_colwidth", 90, "display.width", 250):
-            lines.append(shown.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+        cells = [COLUMNS] + [[str(r.file), str(r.column), "" if pd.isna(r.max_abs_diff) else f"{r.max_abs_diff:.3g}",
+                              r.tolerance, "ok" if r.ok else "FAIL", r.note] for r in shown.itertuples()]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(COLUMNS) - 1)]
+        lines += ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in cells]
     files = table["file"].nunique()
     identical = int((compared["ok"] & (compared["max_abs_diff"].fillna(0) == 0)).sum())
     failed = int((~table["ok"]).sum())
