@@ -7,17 +7,23 @@
 #   ./run_all.sh --only benchmark_rna2atac --data /path/to/data
 #   ./run_all.sh --test               set up .venv if needed, then run the test suite (pytest)
 #   ./run_all.sh --setup              only create / update .venv
+#   ./run_all.sh --verify [--only NAME] [--against DIR]
+#                                     regenerate into a temporary folder with an empty model cache and compare
+#                                     every CSV with figures/ (or DIR) within the tolerances of cisformer/verify.py;
+#                                     exits non-zero on any difference beyond them
 #
 # Environment: CISFORMER_VENV (default .venv), TORCH_SPEC (pip requirement for torch; default: the local CPU
 # build torch==2.13.0, or a CUDA build from PyPI when nvidia-smi finds a GPU), CISFORMER_GPU_EXTRA=1 to also
-# install flash-attn (needs CUDA and a compiler).
+# install flash-attn (needs CUDA and a compiler), CISFORMER_THREADS (BLAS / OpenMP threads of the notebooks,
+# default 1: results depend on the thread count, so it is fixed).
 set -euo pipefail
 
-usage() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PROFILE=cpu
 ONLY=""
 DATA=""
+AGAINST=""
 MODE=figures
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,11 +31,14 @@ while [ $# -gt 0 ]; do
     --only) ONLY="$2"; shift 2 ;;
     --data) DATA="$(cd "$2" && pwd)"; shift 2 ;;
     --test) MODE=test; shift ;;
+    --verify) MODE=verify; shift ;;
+    --against) AGAINST="$(cd "$2" && pwd)"; shift 2 ;;
     --setup) MODE=setup; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
+if [ -n "$AGAINST" ] && [ "$MODE" != verify ]; then echo "run_all.sh: --against needs --verify" >&2; exit 2; fi
 case "$PROFILE" in quick|cpu|paper) ;; *) echo "run_all.sh: --profile must be quick, cpu or paper" >&2; exit 2 ;; esac
 
 ROOT="$(cd "$(dirname "$0")" && pwd)"
@@ -68,9 +77,28 @@ if [ "$MODE" = test ]; then
 fi
 
 if [ "$PROFILE" = cpu ]; then FIGURES="$ROOT/figures"; else FIGURES="$ROOT/figures/$PROFILE"; fi
+# Same seeds, same tables: the thread count changes BLAS / OpenMP rounding (and torch.set_num_threads also sets
+# scikit-learn's OpenMP threads), and str hashes (set order) change per process unless seeded.
+THREADS="${CISFORMER_THREADS:-1}"
+export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" \
+       NUMBA_NUM_THREADS="$THREADS" RAYON_NUM_THREADS="$THREADS" PYTHONHASHSEED=0
+if [ "$MODE" = verify ]; then
+  REFERENCE="${AGAINST:-$FIGURES}"
+  VERIFY_DIR="$(mktemp -d "${TMPDIR:-/tmp}/cisformer-verify.XXXXXX")"
+  FIGURES="$VERIFY_DIR/figures"
+  # an empty model cache, so that every model is trained by this code (the cache key hashes the configuration
+  # and the data, not the code); the scButterfly environment is an installed tool, not a result: shared
+  SHARED_CACHE="${CISFORMER_CACHE:-$ROOT/.cache}"
+  export CISFORMER_CACHE="$VERIFY_DIR/cache"
+  mkdir -p "$CISFORMER_CACHE"
+  [ -d "$SHARED_CACHE/env-scbutterfly" ] && ln -s "$SHARED_CACHE/env-scbutterfly" "$CISFORMER_CACHE/env-scbutterfly"
+  trap 'rm -rf "$VERIFY_DIR/cache"' EXIT
+  echo "== verify: regenerating into $FIGURES (model cache $CISFORMER_CACHE, removed at exit), reference $REFERENCE"
+fi
 mkdir -p "$FIGURES"
 failed=0
 summary=()
+ran=()
 for nb in "$ROOT"/notebooks/*.ipynb; do
   stem="$(basename "$nb" .ipynb)"
   name="${stem#[0-9][0-9]_}"
@@ -98,8 +126,15 @@ PYEOF
     tail -n 30 "$out/run.log" >&2
   fi
   summary+=("$(printf '%-26s %-7s %6ss' "$stem" "$status" "$(( $(date +%s) - start ))")")
+  ran+=("$name")
 done
+if [ ${#ran[@]} -eq 0 ]; then echo "run_all.sh: no notebook matches --only '$ONLY'" >&2; exit 2; fi
 "$PY" -m cisformer.provenance "$FIGURES" >/dev/null
 echo "== summary (profile $PROFILE; index: ${FIGURES#$ROOT/}/INDEX.md)"
 printf '%s\n' "${summary[@]}"
+if [ "$MODE" = verify ]; then
+  echo "== verify: CSVs of $FIGURES vs $REFERENCE"
+  "$PY" -m cisformer.verify "$FIGURES" "$REFERENCE" --names "${ran[@]}" || failed=1
+  echo "== verify: $([ $failed = 0 ] && echo passed || echo FAILED); regenerated tables kept in $FIGURES"
+fi
 exit $failed

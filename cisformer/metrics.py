@@ -123,7 +123,11 @@ def _knn_graph(embedding: np.ndarray, n_neighbors: int) -> sp.csr_matrix:
     from sklearn.neighbors import NearestNeighbors
 
     n_neighbors = min(n_neighbors, embedding.shape[0] - 1)
-    nn = NearestNeighbors(n_neighbors=n_neighbors + 1).fit(embedding)
+    # exact distances from a k-d tree: the default brute search computes |x|^2 - 2xy + |y|^2 in chunks whose
+    # size follows the OpenMP thread count, so its rounding - and which of several equidistant cells becomes a
+    # neighbour (predictions often hold identical cells) - changed with the threads (torch.set_num_threads too)
+    embedding = np.asarray(embedding, dtype=np.float64)
+    nn = NearestNeighbors(n_neighbors=n_neighbors + 1, algorithm="kd_tree").fit(embedding)
     graph = nn.kneighbors_graph(embedding, mode="connectivity")
     graph.setdiag(0)
     graph.eliminate_zeros()
