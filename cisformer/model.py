@@ -149,8 +149,10 @@ class CisformerConfig:
                 ("quick", "rna2atac"): (32, 1, 2, 16, 128, 256, 32, 128),
                 ("quick", "atac2rna"): (32, 1, 2, 16, 128, 512, 32, 128),
             }[(profile, direction)]
+            # rna2atac: no dropout (measured on SNARE-seq: higher AUROC gain, probe and AMI than 0.1 / 0.2)
+            drop, input_drop = (0.0, 0.0) if direction == "rna2atac" else (0.1, 0.2)
             sizes = dict(dim=dim, n_layers=layers, n_heads=heads, head_dim=head_dim, gene_len=glen, cre_len=clen,
-                         rank=rank, hidden=hidden, dropout=0.1, input_dropout=0.2)
+                         rank=rank, hidden=hidden, dropout=drop, input_dropout=input_drop)
         elif profile == "paper":
             if direction == "rna2atac":
                 sizes = dict(dim=210, n_layers=6, n_heads=6, head_dim=128, gene_len=2048, cre_len=2048)
