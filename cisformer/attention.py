@@ -476,7 +476,7 @@ def peak_to_gene_correlation(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFr
     cutoff and not their correlations; link recovery needs a score for every candidate pair.
     """
     from sklearn.decomposition import TruncatedSVD
-    from sklearn.neighbors import NearestNeighbors
+    from .metrics import exact_neighbors
 
     from .enrichment import pearson_pairs
 
@@ -492,7 +492,7 @@ def peak_to_gene_correlation(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFr
     n_meta = min(n_metacells, max(10, atac.n_obs // 5))
     k = min(metacell_size, atac.n_obs)
     seeds = rng.choice(atac.n_obs, n_meta, replace=False)
-    members = NearestNeighbors(n_neighbors=k).fit(lsi).kneighbors(lsi[seeds], return_distance=False)
+    members = exact_neighbors(lsi, k).kneighbors(np.asarray(lsi[seeds], dtype=np.float64), return_distance=False)
     agg = sp.csr_matrix((np.full(members.size, 1.0 / k), (np.repeat(np.arange(n_meta), k), members.ravel())),
                         shape=(n_meta, atac.n_obs))
     counts = sp.csr_matrix(rna.X, dtype=np.float64)

@@ -54,7 +54,7 @@ import torch
 from anndata import AnnData
 from torch import nn
 
-from .metrics import binarize, true_expression
+from .metrics import binarize, exact_neighbors, true_expression
 
 
 # ----------------------------------------------------------------------------------------------- shared pieces
@@ -227,21 +227,19 @@ class KNNTransfer:
         self.prior_cells = float(prior_cells)
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "KNNTransfer":
-        from sklearn.neighbors import NearestNeighbors
-
         _check_paired(rna_train, atac_train)
         k = min(self.n_neighbors, rna_train.n_obs)
         self.rna_space = _RnaPCA(self.n_top_genes, self.n_comps).fit(rna_train, seed)
         self.atac_space = _AtacLSI(self.n_comps).fit(atac_train, seed)
-        self.rna_nn = NearestNeighbors(n_neighbors=k).fit(self.rna_space.train_embedding)
-        self.atac_nn = NearestNeighbors(n_neighbors=k).fit(self.atac_space.train_embedding)
+        self.rna_nn = exact_neighbors(self.rna_space.train_embedding, k)
+        self.atac_nn = exact_neighbors(self.atac_space.train_embedding, k)
         self.train_atac, self.atac_var = _binary(atac_train), atac_train.var.copy()
         self.floor = _open_frequency(self.train_atac)
         self.train_rna_log, self.rna_var = true_expression(rna_train), rna_train.var.copy()
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
-        idx = self.rna_nn.kneighbors(self.rna_space.transform(rna), return_distance=False)
+        idx = self.rna_nn.kneighbors(np.asarray(self.rna_space.transform(rna), dtype=np.float64), return_distance=False)
         n_test, k = idx.shape
         neighbours = sp.csr_matrix((np.ones(idx.size, dtype=np.float32), idx.ravel(), np.arange(0, idx.size + 1, k)),
                                    shape=(n_test, self.train_atac.shape[0]))
@@ -250,7 +248,7 @@ class KNNTransfer:
         return _atac_prediction(probs, rna.obs, self.atac_var, self.name)
 
     def predict_rna(self, atac: AnnData) -> AnnData:
-        idx = self.atac_nn.kneighbors(self.atac_space.transform(atac), return_distance=False)
+        idx = self.atac_nn.kneighbors(np.asarray(self.atac_space.transform(atac), dtype=np.float64), return_distance=False)
         return _rna_prediction(self.train_rna_log[idx].mean(axis=1), atac.obs, self.rna_var, self.name)
 
 
@@ -501,15 +499,13 @@ class PeakToGene:
         self.min_corr, self.max_links, self.ridge = min_corr, max_links, ridge
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "PeakToGene":
-        from sklearn.neighbors import NearestNeighbors
-
         _check_paired(rna_train, atac_train)
         rng = np.random.default_rng(seed)
         lsi = _AtacLSI().fit(atac_train, seed)
         n_meta = min(self.n_metacells, max(10, rna_train.n_obs // 5))
         k = min(self.metacell_size, rna_train.n_obs)
         seeds = rng.choice(rna_train.n_obs, size=n_meta, replace=False)
-        members = NearestNeighbors(n_neighbors=k).fit(lsi.train_embedding).kneighbors(
+        members = exact_neighbors(lsi.train_embedding, k).kneighbors(
             lsi.train_embedding[seeds], return_distance=False)
         agg = sp.csr_matrix((np.full(members.size, 1.0 / k), (np.repeat(np.arange(n_meta), k), members.ravel())),
                             shape=(n_meta, rna_train.n_obs))

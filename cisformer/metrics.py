@@ -119,16 +119,20 @@ def _leiden(connectivities: sp.spmatrix, resolution: float, seed: int) -> np.nda
     return np.asarray(part.membership)
 
 
-def _knn_graph(embedding: np.ndarray, n_neighbors: int) -> sp.csr_matrix:
+def exact_neighbors(points: np.ndarray, n_neighbors: int):
+    """A fitted scikit-learn ``NearestNeighbors`` with exact k-d tree distances in float64, used wherever the
+    package looks for neighbours. The default brute search computes |x|^2 - 2xy + |y|^2 in chunks whose size
+    follows the OpenMP thread count, so its rounding - and which of several equidistant cells becomes a neighbour
+    (predictions often hold identical cells) - changed with the threads (``torch.set_num_threads`` too)."""
     from sklearn.neighbors import NearestNeighbors
 
+    return NearestNeighbors(n_neighbors=n_neighbors, algorithm="kd_tree").fit(np.asarray(points, dtype=np.float64))
+
+
+def _knn_graph(embedding: np.ndarray, n_neighbors: int) -> sp.csr_matrix:
     n_neighbors = min(n_neighbors, embedding.shape[0] - 1)
-    # exact distances from a k-d tree: the default brute search computes |x|^2 - 2xy + |y|^2 in chunks whose
-    # size follows the OpenMP thread count, so its rounding - and which of several equidistant cells becomes a
-    # neighbour (predictions often hold identical cells) - changed with the threads (torch.set_num_threads too)
     embedding = np.asarray(embedding, dtype=np.float64)
-    nn = NearestNeighbors(n_neighbors=n_neighbors + 1, algorithm="kd_tree").fit(embedding)
-    graph = nn.kneighbors_graph(embedding, mode="connectivity")
+    graph = exact_neighbors(embedding, n_neighbors + 1).kneighbors_graph(embedding, mode="connectivity")
     graph.setdiag(0)
     graph.eliminate_zeros()
     return ((graph + graph.T) > 0).astype(np.float32).tocsr()

@@ -120,9 +120,16 @@ def _hash_update(h, X):
         h.update(np.ascontiguousarray(arr).tobytes())
 
 
+_TRAINING_CODE = ("model.py", "sampler.py", "train.py", "metrics.py", "baselines.py")
+
+
 def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, rna, atac, train_idx, val_idx) -> str:
-    """Hash of everything that determines a training run's result (except the number of epochs)."""
+    """Hash of everything that determines a training run's result (except the number of epochs): the configs,
+    the seed, the data and the source of the modules that training runs, so that a cache written by older code is
+    never reused."""
     h = hashlib.blake2b(digest_size=8)
+    for name in _TRAINING_CODE:
+        h.update((Path(__file__).parent / name).read_bytes())
     cfg = dataclasses.asdict(train_cfg)
     cfg.pop("epochs")
     cfg.pop("num_workers")
