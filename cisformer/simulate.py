@@ -240,7 +240,9 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
 
     active = np.ones((len(links_gene), n_cell_types), dtype=bool)  # link x cell type where it acts
     if celltype_specific > 0:
-        chosen = np.flatnonzero((extra.random(len(links_gene)) < celltype_specific) & ~in_group)
+        # links of interacting pairs keep acting everywhere, and their CREs keep the program they share
+        chosen = np.flatnonzero((extra.random(len(links_gene)) < celltype_specific) & ~in_group
+                                & ~np.isin(links_cre, links_cre[in_group]))
         for i in chosen:
             types = extra.choice(n_cell_types, int(extra.integers(1, n_cell_types)), replace=False)
             active[i] = False
@@ -255,8 +257,8 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
             c = links_cre[i]
             if c in confounder_of.values():
                 continue
-            options = np.array([f for f in window_cres(links_gene[i]) if f not in taken])
-            for f in extra.choice(options, min(int(confounders), len(options)), replace=False) if len(options) else []:
+            options = np.array([f for f in window_cres(links_gene[i]) if f not in taken], dtype=np.int64)
+            for f in extra.choice(options, min(int(confounders), len(options)), replace=False):
                 p_open[:, f] = p_open[:, c]
                 prob[:, f] = prob[:, c]
                 independent = extra.random(n_cells) < prob[:, c]
