@@ -518,6 +518,38 @@ def scarlink_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame
     return lookup.reindex(pd.MultiIndex.from_arrays([pairs["gene"], pairs["cre"]])).fillna(0.0).to_numpy()
 
 
+def regression_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, alpha: float = 1.0) -> np.ndarray:
+    """Plain regression score of every given pair: per gene, ridge regression (penalty ``alpha``, intercept not
+    penalised) of its log-normalised expression (log1p counts per 10,000, :func:`cisformer.metrics.true_expression`)
+    on the binary accessibility of all of that gene's CREs in ``pairs``; the score is the CRE's coefficient
+    (signed: a CRE whose opening lowers expression ranks last). ``alpha`` is on the scale of the summed squares of
+    the centred 0/1 accessibility (about the number of cells in which a CRE is open), so 1 is close to least
+    squares on thousands of cells."""
+    from .metrics import true_expression
+
+    if alpha < 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha}")
+    gi = rna.var_names.get_indexer(pairs["gene"])
+    ci = atac.var_names.get_indexer(pairs["cre"])
+    if (gi < 0).any() or (ci < 0).any():
+        raise ValueError("pairs name genes / CREs absent from rna.var_names / atac.var_names; build them with "
+                         "candidate_pairs(rna.var, atac.var)")
+    if not np.array_equal(rna.obs_names, atac.obs_names):
+        raise ValueError("rna and atac must hold the same cells in the same order (identical obs_names)")
+    binary = sp.csc_matrix(atac.X, dtype=np.float64)
+    binary.data = (binary.data > 0).astype(np.float64)
+    expression = true_expression(rna)  # normalised over all genes of the cell, then log1p
+    scores = np.zeros(len(pairs))
+    for gene in np.unique(gi):
+        rows = np.flatnonzero(gi == gene)
+        y = expression[:, gene].astype(np.float64)
+        x = binary[:, ci[rows]].toarray()
+        x -= x.mean(0)
+        gram = x.T @ x + alpha * np.eye(len(rows))
+        scores[rows] = np.linalg.lstsq(gram, x.T @ (y - y.mean()), rcond=None)[0]
+    return scores
+
+
 def link_recovery(pairs: pd.DataFrame, scores: dict[str, np.ndarray], truth: pd.DataFrame) -> pd.DataFrame:
     """AUROC and AUPRC (average precision) of each method's scores for the same candidate pairs against planted
     links (``truth`` with ``gene``, ``cre``). Returns one row per method plus the base rate (AUPRC of random)."""
