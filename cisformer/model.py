@@ -20,9 +20,12 @@ bins) of cell ``i`` is a sum of four terms::
   feature by one matrix product (``u_j``, ``b_j`` free per feature): cheap enough to train on the whole
   vocabulary at every step;
 * the attention path: a free query embedding per output feature attends to the cell's key tokens (no FFN,
-  :class:`AttentionPath`), and a per-feature readout turns what it gathered into a logit. Its weights are the
-  CRE-gene attention that :mod:`cisformer.attention` reads; how much prediction it carries is measured by
-  ablation (``Cisformer.ablate_attention``);
+  :class:`AttentionPath`), and a per-feature readout turns what it gathered into a logit. In atac2rna a gene
+  attends only to the open CREs within ``cis_window`` bp of its TSS (the links' window), so the path carries the
+  cis-regulation that the cell state cannot single out; rna2atac CREs attend to every expressed gene (trans
+  readouts such as a TF gene's CREs genome-wide). Its weights are the CRE-gene attention that
+  :mod:`cisformer.attention` reads; how much prediction it carries is measured by ablation
+  (``Cisformer.ablate_attention``);
 * ``depth_i`` (rna2atac): the cell's log number of open CREs relative to the training mean, known in training
   (as PeakVI's library factor) and predicted from ``z_i`` at prediction, so capacity goes to CRE-specific
   deviations rather than to sequencing depth.
@@ -74,8 +77,9 @@ class CisformerConfig:
     ``gene_len`` / ``cre_len`` are the sampler's token budgets per cell (L_g, L_p): for rna2atac ``gene_len``
     expressed genes are keys and ``cre_len`` CREs (open ones, up to half, and closed ones) are queries; for
     atac2rna ``cre_len`` open CREs are keys and ``gene_len`` genes drawn uniformly are queries.
-    ``rank``, ``hidden`` and ``input_dropout`` size the cell encoder of ``arch="cisformer"``; ``n_digits`` and
-    ``ff_mult`` belong to ``arch="paper"``.
+    ``rank``, ``hidden`` and ``input_dropout`` size the cell encoder of ``arch="cisformer"``; ``cis_window``
+    (atac2rna, 0 = no window) restricts its attention path to each gene's cis CREs; ``n_digits`` and ``ff_mult``
+    belong to ``arch="paper"``.
     """
     direction: str
     n_genes: int
@@ -95,6 +99,7 @@ class CisformerConfig:
     rank: int = 64              # cisformer: width of the cell state z
     hidden: int = 256           # cisformer: width of the cell encoder's MLP
     input_dropout: float = 0.2  # cisformer: share of the encoder's input features dropped while training
+    cis_window: int = 0         # cisformer atac2rna: genes attend only to CREs within this many bp of their TSS
 
     def __post_init__(self):
         if self.direction not in DIRECTIONS:
@@ -152,7 +157,8 @@ class CisformerConfig:
             # rna2atac: no dropout (measured on SNARE-seq: higher AUROC gain, probe and AMI than 0.1 / 0.2)
             drop, input_drop = (0.0, 0.0) if direction == "rna2atac" else (0.1, 0.2)
             sizes = dict(dim=dim, n_layers=layers, n_heads=heads, head_dim=head_dim, gene_len=glen, cre_len=clen,
-                         rank=rank, hidden=hidden, dropout=drop, input_dropout=input_drop)
+                         rank=rank, hidden=hidden, dropout=drop, input_dropout=input_drop,
+                         cis_window=250_000 if direction == "atac2rna" else 0)
         elif profile == "paper":
             if direction == "rna2atac":
                 sizes = dict(dim=210, n_layers=6, n_heads=6, head_dim=128, gene_len=2048, cre_len=2048)
@@ -246,8 +252,9 @@ class CrossAttention(nn.Module):
         """keys (B, Lk, D) -> k, v (B, H, Lk, Dh); depends on the keys only, so reusable across query chunks."""
         return self._heads(self.to_k(keys)), self._heads(self.to_v(keys))
 
-    def forward(self, x, k, v, key_pad, return_attention=False):
-        """x (B, Lq, D) queries; k, v (B, H, Lk, Dh); key_pad (B, Lk) True = padding.
+    def forward(self, x, k, v, key_pad, return_attention=False, allowed=None):
+        """x (B, Lq, D) queries; k, v (B, H, Lk, Dh); key_pad (B, Lk) True = padding; ``allowed`` (B, Lq, Lk)
+        optional: which keys each query may attend to (a query with no allowed key attends nowhere, output 0).
 
         Returns the output (B, Lq, D) and, with ``return_attention``, the head-averaged weights (B, Lq, Lk).
         """
@@ -255,24 +262,23 @@ class CrossAttention(nn.Module):
         if k.shape[0] == 1 and B > 1:  # one cell's keys shared by a batch of query chunks
             k, v, key_pad = k.expand(B, -1, -1, -1), v.expand(B, -1, -1, -1), key_pad.expand(B, -1)
         q = self._heads(self.to_q(x))  # (B, H, Lq, Dh)
-        empty = key_pad.all(1)  # cells without a single key: attend nowhere, output 0
-        if empty.any():
-            key_pad = key_pad.clone()
-            key_pad[empty, 0] = False
+        mask = ~key_pad[:, None, :] if allowed is None else allowed & ~key_pad[:, None, :]  # (B, 1 or Lq, Lk)
+        nowhere = ~mask.any(-1)  # queries without a single key: attend nowhere, output 0
+        if nowhere.any():
+            mask = mask | nowhere[..., None]  # any key, then the output is zeroed (avoids an all -inf row)
         attn = None
         if return_attention:  # explicit softmax: the returned weights are exactly the ones applied
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)  # (B, H, Lq, Lk)
-            scores = scores.float().masked_fill(key_pad[:, None, None, :], float("-inf"))
-            weights = scores.softmax(-1)
-            weights = weights.masked_fill(empty[:, None, None, None], 0.0)
+            weights = scores.float().masked_fill(~mask[:, None], float("-inf")).softmax(-1)
+            weights = weights.masked_fill(nowhere[:, None, :, None], 0.0)
             out = weights.to(v.dtype) @ v
             attn = weights.mean(1)  # (B, Lq, Lk)
-        elif flash_attn_varlen_func is not None and q.is_cuda:
+        elif flash_attn_varlen_func is not None and q.is_cuda and allowed is None and not nowhere.any():
             out = _flash_attention(q, k, v, key_pad)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=~key_pad[:, None, None, :])
-        if empty.any():
-            out = out.masked_fill(empty[:, None, None, None], 0.0)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None])
+        if nowhere.any():
+            out = out.masked_fill(nowhere[:, None, :, None], 0.0)
         out = out.transpose(1, 2).flatten(-2)  # (B, Lq, H*Dh)
         return self.dropout(self.to_out(out)), attn
 
@@ -299,8 +305,8 @@ class Block(nn.Module):
             self.ff = FeedForward(cfg)
         self.feed_forward = feed_forward
 
-    def forward(self, x, k, v, key_pad, return_attention=False):
-        a, attn = self.attn(self.ln_attn(x), k, v, key_pad, return_attention)
+    def forward(self, x, k, v, key_pad, return_attention=False, allowed=None):
+        a, attn = self.attn(self.ln_attn(x), k, v, key_pad, return_attention, allowed)
         x = x + a
         if self.feed_forward:
             x = x + self.ff(self.ln_ff(x))
@@ -372,12 +378,13 @@ class AttentionPath(nn.Module):
         self.readout = nn.Embedding(cfg.n_out, cfg.dim * cfg.out_width)
         nn.init.zeros_(self.readout.weight)
 
-    def forward(self, query_idx, kv, key_pad, return_attention=False):
-        """query_idx (B, Lq) -> logits (B, Lq, out_width) and the per-layer attention (B, Lq, Lk) or None."""
+    def forward(self, query_idx, kv, key_pad, return_attention=False, allowed=None):
+        """query_idx (B, Lq) -> logits (B, Lq, out_width) and the per-layer attention (B, Lq, Lk) or None;
+        ``allowed`` (B, Lq, Lk): the keys each query may attend to (the cis window), or None for all."""
         x = self.query_emb(query_idx)
         attns = []
         for blk, (k, v) in zip(self.blocks, kv):
-            x, attn = blk(x, k, v, key_pad, return_attention)
+            x, attn = blk(x, k, v, key_pad, return_attention, allowed)
             attns.append(attn)
         h = self.ln_out(x).unsqueeze(-2)  # (B, Lq, 1, D)
         readout = self.readout(query_idx).unflatten(-1, (self.out_width, -1))  # (B, Lq, out_width, D)
@@ -391,6 +398,7 @@ class Keys:
     """What :meth:`Cisformer.encode_keys` computes once per batch of cells."""
     kv: list                            # n_layers x (k, v), each (B, H, Lk, Dh)
     pad: torch.Tensor                   # (B, Lk) True = padding
+    tokens: torch.Tensor | None = None  # (B, Lk) vocabulary indices of the key tokens
     state: torch.Tensor | None = None       # cisformer: cell state z (B, R)
     factorised: torch.Tensor | None = None  # cisformer: factorised logits of every output feature (B, N_out[, bins])
 
@@ -442,6 +450,9 @@ class Cisformer(nn.Module):
         self.register_buffer("bin_edges", torch.zeros(cfg.n_bins))  # set by the sampler's binning (atac2rna)
         prior_shape = (cfg.n_cres,) if cfg.direction == "rna2atac" else (cfg.n_genes, cfg.n_bins)
         self.register_buffer("query_prior", torch.zeros(prior_shape))  # base-rate logits (see module docstring)
+        if cfg.cis_window:  # genome positions (chromosome code, bp) for the cis window; -1 = unknown
+            self.register_buffer("gene_position", torch.full((cfg.n_genes, 2), -1, dtype=torch.long))
+            self.register_buffer("cre_position", torch.full((cfg.n_cres, 2), -1, dtype=torch.long))
 
     @staticmethod
     def _init_weights(module):
@@ -466,7 +477,8 @@ class Cisformer(nn.Module):
         keys, pad = self._key_tokens(batch)
         keys = self.emb_dropout(self.key_norm(keys))
         blocks = self.blocks if self.config.arch == "paper" else self.path.blocks
-        out = Keys(kv=[blk.attn.project_keys(keys) for blk in blocks], pad=pad)
+        tokens = batch["gene_idx"] if self.config.direction == "rna2atac" else batch["cre_idx"]
+        out = Keys(kv=[blk.attn.project_keys(keys) for blk in blocks], pad=pad, tokens=tokens)
         if self.config.arch == "cisformer":
             out.state = self.encoder(batch)
             depth = None
@@ -486,6 +498,16 @@ class Cisformer(nn.Module):
             logits = logits + depth[:, None, None]
         return logits.squeeze(-1) if width == 1 else logits
 
+    def cis_mask(self, query_idx: torch.Tensor, keys: Keys) -> torch.Tensor | None:
+        """(B, Lq, Lk) True where the key CRE lies within ``cis_window`` bp of the query gene's TSS on the same
+        chromosome (atac2rna with a window and known positions); None = every key allowed."""
+        if not self.config.cis_window or self.gene_position[:, 0].max() < 0:
+            return None
+        gene = self.gene_position[query_idx]     # (B, Lq, 2)
+        cre = self.cre_position[keys.tokens]     # (B, Lk, 2)
+        same = (gene[..., None, 0] == cre[:, None, :, 0]) & (gene[..., None, 0] >= 0)
+        return same & ((gene[..., None, 1] - cre[:, None, :, 1]).abs() <= self.config.cis_window)
+
     def _gather(self, per_feature: torch.Tensor, query_idx: torch.Tensor) -> torch.Tensor:
         """(B, N_out[, bins]) -> the entries of ``query_idx`` (B, Lq[, bins])."""
         if self.config.out_width > 1:
@@ -497,7 +519,7 @@ class Cisformer(nn.Module):
         atac2rna, and with ``return_attention`` also the per-layer head-averaged weights (B, Lq, Lk)."""
         if self.config.arch == "cisformer":
             logits = self._gather(keys.factorised, query_idx)
-            path, attns = self.path(query_idx, keys.kv, keys.pad, return_attention)
+            path, attns = self.path(query_idx, keys.kv, keys.pad, return_attention, self.cis_mask(query_idx, keys))
             if not self.ablate_attention:
                 logits = logits + (path.squeeze(-1) if self.config.out_width == 1 else path)
             return (logits, attns) if return_attention else logits

@@ -180,6 +180,25 @@ def _accelerator(device: str):
     return Accelerator(cpu=not use_cuda, mixed_precision=precision)
 
 
+def _set_positions(model: Cisformer, gene_var: pd.DataFrame, cre_var: pd.DataFrame) -> None:
+    """The model's gene TSS and CRE midpoints (chromosome code, bp) for its cis window; genes or CREs without
+    coordinates keep -1 (their attention path then reads no CRE)."""
+    from .attention import gene_tss
+
+    if "chrom" not in gene_var or not {"chrom", "start", "end"} <= set(cre_var.columns):
+        return
+    chroms = {c: i for i, c in enumerate(sorted(set(gene_var["chrom"].astype(str)) | set(cre_var["chrom"].astype(str))))}
+    tss = gene_tss(gene_var)
+    known = np.isfinite(tss) & (gene_var["chrom"].astype(str).str.len().to_numpy() > 0)
+    gene = np.full((len(gene_var), 2), -1, dtype=np.int64)
+    gene[known, 0] = [chroms[c] for c in gene_var["chrom"].astype(str).to_numpy()[known]]
+    gene[known, 1] = tss[known].astype(np.int64)
+    mid = ((pd.to_numeric(cre_var["start"]) + pd.to_numeric(cre_var["end"])) // 2).to_numpy(dtype=np.int64)
+    cre = np.stack([[chroms[c] for c in cre_var["chrom"].astype(str)], mid], axis=1)
+    model.gene_position.copy_(torch.from_numpy(gene))
+    model.cre_position.copy_(torch.from_numpy(cre))
+
+
 def _to_device(batch: dict, device) -> dict:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -281,6 +300,8 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
         model.bin_edges.copy_(torch.as_tensor(bin_edges, dtype=torch.float32))
     model.query_prior.copy_(torch.from_numpy(
         base_rate_logits(rna_log[train_idx], atac_X[train_idx], model_cfg, bin_edges)))
+    if model_cfg.cis_window:
+        _set_positions(model, rna.var, atac.var)
     if arch == "cisformer" and direction == "rna2atac":
         log_expr = rna_log[train_idx]
         mean = np.asarray(log_expr.mean(axis=0)).ravel()

@@ -250,3 +250,25 @@ def test_cisformer_drawn_loss_trains_the_attention_path_only(direction):
     torch.testing.assert_close(grads[0][0], grads[1][0])
     torch.testing.assert_close(grads[0][1], grads[1][1])
     assert grads[0][2].abs().sum() > 0
+
+
+def test_cis_window_keeps_each_gene_to_its_own_cres():
+    """atac2rna with a cis window: a gene attends only to open CREs within the window on its chromosome; a gene
+    with none attends nowhere (its attention path reads nothing)."""
+    model = _model("atac2rna", "cisformer", cis_window=1000)
+    with torch.no_grad():
+        model.gene_position[:, 0], model.gene_position[:, 1] = 0, torch.arange(50) * 10_000  # genes 10 kb apart
+        model.cre_position[:, 0], model.cre_position[:, 1] = 0, torch.arange(700) * 1_000
+        model.cre_position[600:, 0] = 1                                                    # another chromosome
+    batch = {"cre_idx": torch.tensor([[10, 11, 30, 650], [0, 1, 2, 3]]), "cre_pad": torch.zeros(2, 4, dtype=torch.bool),
+             "gene_idx": torch.tensor([[1, 3, 0], [1, 3, 0]]), "gene_pad": torch.zeros(2, 3, dtype=torch.bool)}
+    _, attn = model(batch, return_attention=True)
+    a = attn[0]
+    # cell 0: gene 1 (TSS 10 kb) may read CREs 10 and 11 (10 and 11 kb), gene 3 (30 kb) CRE 30, gene 0 none
+    assert torch.all(a[0, 0, 2:] == 0) and torch.isclose(a[0, 0, :2].sum(), torch.tensor(1.0))
+    assert torch.isclose(a[0, 1, 2], torch.tensor(1.0))
+    assert torch.all(a[0, 2] == 0) and torch.all(a[1, :2] == 0)       # gene 0 reads CREs 0-1 in cell 1 only
+    assert torch.isclose(a[1, 2, :2].sum(), torch.tensor(1.0))
+    model.gene_position.fill_(-1)                                       # unknown positions: no window
+    _, attn = model(batch, return_attention=True)
+    torch.testing.assert_close(attn[0].sum(-1), torch.ones(2, 3))
