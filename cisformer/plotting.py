@@ -20,7 +20,6 @@ from . import provenance  # noqa: E402
 # embedding fonts in PDFs logs one INFO line per glyph subset when a library has set the root logger to INFO
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 
-PALETTE = "tab20"
 METHOD_COLORS = {
     "cisformer": "#d62728",
     "cisformer (paper architecture)": "#ff9896",
@@ -36,6 +35,14 @@ METHOD_COLORS = {
     "SCARlink-style": "#e377c2",
     "measured": "#000000",
 }
+
+
+def category_colors(labels) -> dict:
+    """One distinct colour per category (sorted), from tab20, tab20b and tab20c in turn (60 colours; more
+    categories reuse them): the same category gets the same colour in every panel of a figure."""
+    colors = [c for name in ("tab20", "tab20b", "tab20c") for c in plt.get_cmap(name).colors]
+    categories = sorted({str(label) for label in labels})
+    return {c: colors[i % len(colors)] for i, c in enumerate(categories)}
 
 
 def set_style() -> None:
