@@ -53,9 +53,10 @@ LINK_SETTINGS = {
     "confounded": dict(confounders=2, co_open=0.9, atac_capture=0.5),
     "non-additive": dict(interaction="and", interaction_fraction=1.0),
     "cell-type-specific": dict(celltype_specific=0.6),
+    "trans-regulated": dict(trans_genes=0.5),
     "realistic (all of them, shallow)": dict(gene_spacing=150_000, shared_links=0.4, confounders=2, co_open=0.9,
                                              interaction="and", interaction_fraction=0.5, celltype_specific=0.3,
-                                             atac_capture=0.1, rna_depth=0.25),
+                                             trans_genes=0.3, atac_capture=0.1, rna_depth=0.25),
 }
 LINK_SETTING_NOTES = {
     "easy": "one gene per CRE window, additive log-linear effects of the measured accessibility: the model class "
@@ -70,15 +71,20 @@ LINK_SETTING_NOTES = {
                     "additive effect of its own",
     "cell-type-specific": "60% of links act in only 1 to n-1 cell types while their CRE is open in all: pooled "
                           "over cells the effect is diluted",
+    "trans-regulated": "half of the genes take their expression from their cell type (trans factors), not from "
+                       "their window: their window CREs follow the cell-type programs, so they track expression "
+                       "across cells and types yet cause none of it; only a scorer that sees the whole cell can "
+                       "tell",
     "realistic (all of them, shallow)": "all of the above at once (half of the genes AND, 30% of links "
-                                        "cell-type-specific), shallow",
+                                        "cell-type-specific, 30% of genes trans-regulated), shallow",
 }
 
 
 def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_types: int = 4, seed: int = 0,
            n_batches: int = 2, *, gene_spacing: int = GENE_SPACING, shared_links: float = 0.0,
            confounders: int = 0, co_open: float = 0.9, interaction: str | None = None,
-           interaction_fraction: float = 0.5, celltype_specific: float = 0.0, atac_capture: float = 1.0,
+           interaction_fraction: float = 0.5, celltype_specific: float = 0.0, trans_genes: float = 0.0,
+           trans_effect: float = 1.5, atac_capture: float = 1.0,
            rna_depth: float = 1.0) -> tuple[ad.AnnData, ad.AnnData, pd.DataFrame]:
     """Simulate a paired multiome data set with cell types and planted CRE -> gene links.
 
@@ -107,6 +113,11 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     celltype_specific
         Fraction of the (non-interacting) links that act only in a random 1 to ``n_cell_types - 1`` cell types;
         their CRE is redrawn as open in every type. ``truth["cell_types"]`` names the active types.
+    trans_genes, trans_effect
+        Fraction of the genes regulated in trans: their links are removed (they have none in ``truth``) and their
+        log expression rate instead gets ``trans_effect`` x the standardised mean open probability of their window's
+        CREs in the cell's type - it follows the cell type, as the window does, but no CRE's state in the cell.
+        Listed in ``truth.attrs["trans_genes"]``.
     atac_capture
         Fraction of the open CREs that the ATAC assay records (expression follows the true state).
     rna_depth
@@ -130,7 +141,8 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     if gene_spacing <= 0:
         raise ValueError(f"gene_spacing must be positive (bp), got {gene_spacing}")
     for name, value in (("shared_links", shared_links), ("co_open", co_open),
-                        ("interaction_fraction", interaction_fraction), ("celltype_specific", celltype_specific)):
+                        ("interaction_fraction", interaction_fraction), ("celltype_specific", celltype_specific),
+                        ("trans_genes", trans_genes)):
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"{name} must lie in [0, 1], got {value}")
     if not 0.0 < atac_capture <= 1.0:
@@ -218,6 +230,9 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
         prob[:, cre] = np.clip(p_column[cell_type] * depth, 0, 0.95)
         open_[:, cre] = extra.random(n_cells) < prob[:, cre]
 
+    trans = np.flatnonzero(extra.random(n_genes) < trans_genes) if trans_genes > 0 else np.zeros(0, dtype=np.int64)
+    cis = ~np.isin(links_gene, trans)  # links that exist (a trans gene's are removed)
+
     if shared_links > 0:
         for i in np.flatnonzero(extra.random(len(links_gene)) < shared_links):
             g = links_gene[i]
@@ -253,7 +268,7 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     confounder_of = {}  # confounder CRE -> causal CRE
     if confounders > 0:
         taken = set(links_cre.tolist())
-        for i in range(len(links_gene)):
+        for i in np.flatnonzero(cis):
             c = links_cre[i]
             if c in confounder_of.values():
                 continue
@@ -267,15 +282,20 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
                 confounder_of[f] = c
 
     # --- expression: plain links as a CRE x gene weight matrix, the others link by link -----------------------
-    plain = ~in_group & active.all(1)
+    plain = ~in_group & active.all(1) & cis
     W = sp.csr_matrix((links_w[plain], (links_cre[plain], links_gene[plain])), shape=(n_cres, n_genes))
 
     baseline = rng.normal(-1.2, 0.5, n_genes)
     library = np.clip(rng.lognormal(0.0, 0.3, n_cells) * (1.0 + 0.1 * batch), 0.3, 3.0) * rna_depth
     log_rate = baseline[None, :] + np.asarray(sp.csr_matrix(open_.astype(np.float32)) @ W.toarray())
     acting = open_[:, links_cre] & active[:, cell_type].T  # (cells, links): the link's CRE is open and acting
-    for i in np.flatnonzero(~plain & ~in_group):
+    for i in np.flatnonzero(~plain & ~in_group & cis):
         log_rate[:, links_gene[i]] += links_w[i] * acting[:, i]
+    groups = [(kind, members) for kind, members in groups if cis[members[0]]]
+    for g in trans:  # expression follows the cell type's openness of the window, not the cell's own CREs
+        type_level = p_open[:, window_cres(g)].mean(axis=1)
+        type_level = (type_level - type_level.mean()) / (type_level.std() + 1e-9)
+        log_rate[:, g] += trans_effect * type_level[cell_type]
     for kind, (a, b) in groups:
         if kind == "and":
             effect = (links_w[a] + links_w[b]) * (acting[:, a] & acting[:, b])
@@ -304,10 +324,11 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     uns = {"genome": "sim", "dataset": "sim", "counts": True}
     rna = ad.AnnData(sp.csr_matrix(counts.astype(np.float32)), obs=obs.copy(), var=rna_var, uns=dict(uns))
     atac = ad.AnnData(sp.csr_matrix(atac_counts), obs=obs.copy(), var=atac_var, uns=dict(uns))
-    acting_types = [",".join(cell_type_names[row]) if not row.all() else "all" for row in active]
-    truth = pd.DataFrame({"gene": gene_names[links_gene], "cre": cre_names[links_cre], "weight": links_w,
-                          "cell_types": acting_types})
+    acting_types = np.array([",".join(cell_type_names[row]) if not row.all() else "all" for row in active])
+    truth = pd.DataFrame({"gene": gene_names[links_gene[cis]], "cre": cre_names[links_cre[cis]],
+                          "weight": links_w[cis], "cell_types": acting_types[cis]})
     truth.attrs["confounders"] = {str(cre_names[f]): str(cre_names[c]) for f, c in confounder_of.items()}
+    truth.attrs["trans_genes"] = [str(gene_names[g]) for g in trans]
     truth.attrs["interactions"] = [{"gene": str(gene_names[links_gene[m[0]]]), "kind": kind,
                                     "cres": [str(cre_names[links_cre[j]]) for j in m]} for kind, m in groups]
     return rna, atac, truth

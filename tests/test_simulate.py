@@ -207,3 +207,33 @@ def test_options_validate():
     for name, options in simulate.LINK_SETTINGS.items():
         assert name in simulate.LINK_SETTING_NOTES
         simulate.paired(n_cells=30, n_genes=10, n_cres=60, seed=0, **options)
+
+
+def test_trans_regulated_genes_follow_cell_type_not_their_window():
+    """trans_genes: those genes have no planted link; their expression differs between cell types (as their
+    window's openness does) but, within a cell type, does not follow the cell's own window CREs."""
+    rna, atac, truth = simulate.paired(n_cells=1500, n_genes=40, n_cres=400, n_cell_types=3, seed=2, trans_genes=0.5)
+    trans = truth.attrs["trans_genes"]
+    assert trans and not truth["gene"].isin(trans).any()
+    log_expr = np.log1p(rna[:, trans].X.toarray())
+    types = rna.obs["cell_type"].to_numpy()
+    type_means = np.array([log_expr[types == t].mean(0) for t in np.unique(types)])
+    assert np.median(type_means.std(0)) > 0.1  # expression follows the cell type
+    pairs = _window_pairs(rna, atac, trans)
+    within = []
+    for t in np.unique(types):
+        cells = types == t
+        x = atac.X[cells].toarray() > 0
+        y = np.log1p(rna[cells].X.toarray())
+        for g, c in pairs:
+            if x[:, c].std() > 0 and y[:, g].std() > 0:
+                within.append(np.corrcoef(x[:, c], y[:, g])[0, 1])
+    assert abs(np.mean(within)) < 0.02  # ... but not the cell's own window CREs
+
+
+def _window_pairs(rna, atac, genes):
+    from cisformer.attention import candidate_pairs
+
+    pairs = candidate_pairs(rna.var, atac.var)
+    pairs = pairs[pairs["gene"].isin(genes)]
+    return list(zip(pairs["gene_idx"], pairs["cre_idx"]))
