@@ -255,8 +255,9 @@ def _standardize(rna, atac, source: str, genome: str | None, recover_counts: boo
         atac.var[["chrom", "start", "end"]] = coords[["chrom", "start", "end"]].to_numpy()
         atac.var["start"] = atac.var["start"].astype(np.int64)
         atac.var["end"] = atac.var["end"].astype(np.int64)
-    if vocab.chrom_style(atac.var["chrom"]) == "bare":
-        atac.var["chrom"], renamed = vocab.normalize_chroms(atac.var["chrom"], "chr")
+    chroms, renamed = vocab.normalize_chroms(atac.var["chrom"], "chr")
+    if renamed:
+        atac.var["chrom"] = chroms
         atac.uns["chrom_note"] = f"{renamed} peak chromosome names given the 'chr' prefix (e.g. 1 -> chr1, MT -> chrM)"
     atac.var_names = vocab.peak_names(atac.var)
     return rna, atac
@@ -743,9 +744,10 @@ def lift_peaks(atac, from_build: str, source="atac"):
         raise _error(source, "var (peak coordinates)", f"none of {len(coords)} peaks lifts from {from_build} to {to_build}",
                      f"check that the peaks are on {from_build} and chromosomes are named 'chrN'")
     out = atac[:, lifted["orig_index"].to_numpy()].copy()
-    out.var = pd.DataFrame({"chrom": lifted["chrom"].to_numpy(), "start": lifted["start"].to_numpy(np.int64),
-                            "end": lifted["end"].to_numpy(np.int64)})
-    out.var_names = vocab.peak_names(out.var)
+    var = pd.DataFrame({"chrom": lifted["chrom"].to_numpy(), "start": lifted["start"].to_numpy(np.int64),
+                        "end": lifted["end"].to_numpy(np.int64)})
+    var.index = vocab.peak_names(var)
+    out.var = var
     out.uns["genome"] = to_build
     failed = len(coords) - len(lifted)
     return out, (f"lifted {len(lifted)} of {len(coords)} peaks {from_build} -> {to_build} with the shipped UCSC chain; "

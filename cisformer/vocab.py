@@ -54,7 +54,7 @@ def normalize_chroms(chroms, style: str = "chr") -> tuple[np.ndarray, int]:
     -------
     (names, n_renamed)
     """
-    chroms = np.asarray(chroms, dtype=object).astype(str)
+    chroms = np.array([str(c) for c in np.asarray(chroms, dtype=object)], dtype=object)
     out = chroms.copy()
     if style == "chr":
         bare = np.array([bool(_BARE_CHROM.match(c)) for c in chroms], dtype=bool)
@@ -66,7 +66,7 @@ def normalize_chroms(chroms, style: str = "chr") -> tuple[np.ndarray, int]:
         changed = prefixed
     else:
         raise ValueError(f"style must be 'chr' or 'bare', got {style!r}")
-    return out.astype(object), int(changed.sum())
+    return out, int(changed.sum())
 
 
 def chrom_style(chroms) -> str:
