@@ -29,6 +29,8 @@ layers['counts'] or .raw (log-normalised values: --recover-counts inverts them e
 chr1:100-200, chr1-100-200, chr1_100_200, 1-100-200 or with var columns chrom/start/end:
   cisformer preprocess --rna my_rna.h5ad --atac my_atac.h5ad --cre-vocabulary human --out work/mine
   cisformer preprocess --mudata my.h5mu --cre-vocabulary human --liftover hg19 --recover-counts --out work/mine
+  cisformer preprocess --10x-h5 filtered_feature_bc_matrix.h5 --fragments atac_fragments.tsv.gz \\
+      --cell-types labels.csv --cell-type-column celltype --cre-vocabulary human --out work/pbmc10k
   cisformer train --data work/mine --direction rna2atac --profile paper --device cuda --out work/mine_r2a
   cisformer predict --model work/mine_r2a/model.pt --mudata my.h5mu --out my_with_prediction.h5mu
 multi-GPU: accelerate launch -m cisformer train ...
@@ -87,6 +89,8 @@ def _read_h5ad(path: Path, what: str):
 
 def _sources(args) -> tuple[str, str]:
     """Names of the RNA and ATAC inputs, for messages."""
+    if getattr(args, "tenx_h5", None):
+        return str(args.tenx_h5), str(args.fragments or args.tenx_h5)
     if args.dataset:
         return f"dataset {args.dataset} (RNA)", f"dataset {args.dataset} (ATAC)"
     if getattr(args, "mudata", None):
@@ -132,10 +136,21 @@ def load_inputs(args, need_rna: bool = True, need_atac: bool = True):
 # --------------------------------------------------------------------------------------------------- preprocess
 
 def _read_user_pair(args):
-    """Files given with --rna/--atac or --data, read through cisformer.data.read_paired (counts found or recovered,
-    peak names parsed, chromosome names normalised)."""
+    """Files given with --10x-h5, --rna/--atac or --data, read through cisformer.data.read_10x / read_paired (counts
+    found or recovered, peak names parsed, chromosome names normalised, labels attached)."""
     from . import data
 
+    if args.tenx_h5 is not None:
+        if any(s is not None for s in (args.dataset, args.data, args.rna, args.atac, args.mudata)):
+            raise SystemExit("error: give exactly one input: --10x-h5 FILE or --dataset / --data / --rna+--atac / --mudata")
+        for path, flag in ((args.tenx_h5, "--10x-h5"), (args.fragments, "--fragments"), (args.peaks, "--peaks"),
+                           (args.cell_types, "--cell-types")):
+            if path is not None and not path.exists():
+                raise SystemExit(f"error: {flag} {path} does not exist")
+        return data.read_10x(args.tenx_h5, args.fragments, args.peaks, args.cell_types, args.cell_type_column,
+                             genome=args.genome, recover_counts=args.recover_counts)
+    if args.fragments is not None or args.cell_types is not None:
+        raise SystemExit("error: --fragments and --cell-types go with --10x-h5 FILE")
     rna_path, atac_path = (args.data / "rna.h5ad", args.data / "atac.h5ad") if args.data else (args.rna, args.atac)
     for path, flag in ((rna_path, "--rna"), (atac_path, "--atac")):
         if path is None:
@@ -169,7 +184,7 @@ def cmd_preprocess(args) -> None:
     if args.genome is None and args.cre_vocabulary == "human":
         args.genome = "hg38"
     try:
-        if args.dataset or args.mudata:
+        if (args.dataset or args.mudata) and args.tenx_h5 is None:
             rna, atac = load_inputs(args)
         else:
             rna, atac = _read_user_pair(args)
@@ -432,6 +447,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="RNA stored log1p-normalised (no layers['counts'] or .raw): invert it exactly to counts "
                         "(per cell expm1 / smallest value, accepted only if every value is then an integer), else "
                         "stop with an error")
+    g = p.add_argument_group("10x Multiome download")
+    g.add_argument("--10x-h5", dest="tenx_h5", type=Path,
+                   help="filtered_feature_bc_matrix.h5 of Cell Ranger ARC (both modalities; an input on its own)")
+    g.add_argument("--fragments", type=Path, help="atac_fragments.tsv.gz: count fragments per cell on the peaks")
+    g.add_argument("--peaks", type=Path, help="BED of peaks for --fragments (default: the h5's peaks)")
+    g.add_argument("--cell-types", type=Path, help="CSV/TSV of cell labels: barcodes in the first (or a 'barcode') "
+                                                  "column")
+    g.add_argument("--cell-type-column", default="cell_type", help="column of --cell-types with the labels")
     p.add_argument("--genome", choices=["hg38", "mm10"],
                    help="annotate genes with the shipped gene table (coordinates for links; default hg38 with "
                         "--cre-vocabulary human)")

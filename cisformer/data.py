@@ -434,6 +434,82 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
     return _standardize(rna, atac, source, genome, recover_counts, str(rna_path))
 
 
+def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_column: str = "cell_type",
+             genome: str | None = None, recover_counts: bool = False):
+    """A 10x Multiome download as the data contract's ``(rna, atac)`` pair.
+
+    Parameters
+    ----------
+    h5_path
+        ``filtered_feature_bc_matrix.h5`` (Cell Ranger ARC: Gene Expression and Peaks features).
+    fragments
+        Optional ``atac_fragments.tsv.gz``: the ATAC matrix is then the fragment counts of each cell over the peaks
+        (:func:`read_fragments`), for the cells of the h5.
+    peaks
+        Peaks for ``fragments`` (BED file or chrom/start/end frame); default: the h5's peak features.
+    cell_types
+        Optional CSV / TSV of labels: first column (or a column ``barcode`` / ``cell``) the barcodes,
+        ``cell_type_column`` the labels; stored as ``obs["cell_type"]`` of both modalities ("unknown" where absent).
+    genome, recover_counts
+        As in :func:`read_paired`.
+    """
+    h5_path = Path(h5_path)
+    if fragments is None:
+        rna, atac = read_paired(h5_path, genome=genome, recover_counts=recover_counts)
+    else:
+        first = _read_any(h5_path)
+        types = first.var.get("feature_types", pd.Series("Gene Expression", index=first.var_names)).astype(str)
+        rna = first[:, (types == "Gene Expression").to_numpy()].copy()
+        if "gene_ids" in rna.var:
+            rna.var["gene_id"] = rna.var["gene_ids"].astype(str)
+        if peaks is None:
+            if not (types != "Gene Expression").any():
+                raise _error(h5_path, "features", "no peak features to count the fragments on", "pass --peaks BED")
+            peaks = vocab.parse_peak_names(first.var_names[(types != "Gene Expression").to_numpy()])
+        elif not isinstance(peaks, pd.DataFrame):
+            peaks = pd.read_csv(peaks, sep="\t", header=None, usecols=[0, 1, 2], names=["chrom", "start", "end"],
+                                comment="#", dtype={"chrom": str, "start": np.int64, "end": np.int64})
+        atac = read_fragments(fragments, peaks, barcodes=list(rna.obs_names))
+        empty = np.asarray(atac.X.sum(axis=1)).ravel() == 0
+        if empty.all():
+            raise _error(fragments, "barcode (column 4)", f"no fragment of the file belongs to the {rna.n_obs} cells of "
+                         f"{h5_path.name} (e.g. {list(rna.obs_names[:2])}) or overlaps a peak",
+                         "pass the fragments of the same run, on the same genome build as the peaks")
+        rna, atac = _standardize(rna, atac, str(fragments), genome, recover_counts, str(h5_path))
+    if cell_types is not None:
+        table = pd.read_csv(cell_types, sep=None, engine="python", dtype=str)
+        key = next((c for c in ("barcode", "cell", "barcodes") if c in table.columns), table.columns[0])
+        if cell_type_column not in table.columns:
+            raise _error(cell_types, cell_type_column, f"column missing (columns: {list(table.columns)})",
+                         "name the label column with --cell-type-column")
+        labels = table.set_index(key)[cell_type_column]
+        labels = labels[~labels.index.duplicated()].reindex(rna.obs_names)
+        if labels.isna().all():
+            raise _error(cell_types, key, f"no barcode matches the data (file e.g. {list(table[key][:2])}, data e.g. "
+                         f"{list(rna.obs_names[:2])})", "use the barcodes of the matrix (with their '-1' suffix)")
+        for adata in (rna, atac):
+            adata.obs["cell_type"] = pd.Categorical(labels.fillna("unknown").to_numpy())
+    return rna, atac
+
+
+def write_10x_h5(path, rna, atac) -> None:
+    """Write a paired ``(rna, atac)`` as a Cell Ranger ARC ``filtered_feature_bc_matrix.h5`` (features x cells CSC,
+    ``Gene Expression`` and ``Peaks`` features): fixtures and exchange with 10x tools."""
+    import h5py
+
+    X = sp.hstack([sp.csr_matrix(rna.X), sp.csr_matrix(atac.X)]).T.tocsc().astype(np.int32)
+    gene_ids = rna.var["gene_id"].astype(str).tolist() if "gene_id" in rna.var else list(rna.var_names)
+    with h5py.File(path, "w") as h:
+        m = h.create_group("matrix")
+        m["data"], m["indices"], m["indptr"] = X.data, X.indices, X.indptr
+        m["shape"] = np.array(X.shape, dtype=np.int32)
+        m["barcodes"] = np.array(rna.obs_names, dtype="S")
+        f = m.create_group("features")
+        f["id"] = np.array(gene_ids + list(atac.var_names), dtype="S")
+        f["name"] = np.array(list(rna.var_names) + list(atac.var_names), dtype="S")
+        f["feature_type"] = np.array(["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars, dtype="S")
+
+
 def read_fragments(path, peaks_df, barcodes=None, chunksize: int = 2_000_000):
     """Cells x peaks count matrix from a 10x ``fragments.tsv.gz`` (a fragment counts once per peak it overlaps).
 

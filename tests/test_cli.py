@@ -255,3 +255,30 @@ def test_outputs_are_renamed_into_place(tmp_path):
     assert list(tmp_path.iterdir()) == []
     cli._write_atomic(tmp_path / "out.csv", lambda tmp: tmp.write_text("whole"))
     assert (tmp_path / "out.csv").read_text() == "whole" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_preprocess_10x_download_with_fragments_and_labels(tmp_path, capsys):
+    """A 10x-format fixture from shipped data: Signac's fragments (54 barcodes, chr1) and BMMC RNA counts for those
+    barcodes, peaks tiling chr1:0-1 Mb, labels in a CSV column named by --cell-type-column."""
+    frags = data.reference_path("fragments_tiny")
+    barcodes = pd.read_csv(frags, sep="\t", header=None)[3].unique()
+    rna, _ = data.load("bmmc")
+    rna = rna[: len(barcodes)].copy()
+    rna.obs_names = barcodes
+    starts = np.arange(0, 1_000_000, 5_000)
+    peaks = pd.DataFrame({"chrom": "chr1", "start": starts, "end": starts + 5_000})
+    atac = ad.AnnData(sp.csr_matrix((len(barcodes), len(peaks)), dtype=np.float32), obs=pd.DataFrame(index=barcodes),
+                      var=pd.DataFrame(index=[f"chr1:{s}-{e}" for s, e in zip(peaks.start, peaks.end)]))
+    data.write_10x_h5(tmp_path / "filtered_feature_bc_matrix.h5", rna, atac)
+    pd.DataFrame({"barcode": barcodes, "celltype": ["B"] * 20 + ["T"] * (len(barcodes) - 20)}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    run("preprocess", "--10x-h5", tmp_path / "filtered_feature_bc_matrix.h5", "--fragments", frags,
+        "--cell-types", tmp_path / "labels.csv", "--cell-type-column", "celltype", "--out", tmp_path / "pbmc",
+        "--min-cells", 1, "--min-genes", 1, "--min-cres", 1)
+    out_rna, out_atac = ad.read_h5ad(tmp_path / "pbmc" / "rna.h5ad"), ad.read_h5ad(tmp_path / "pbmc" / "atac.h5ad")
+    fragments = data.read_fragments(frags, peaks, barcodes=list(out_atac.obs_names))
+    assert out_atac.X.sum() == fragments[:, out_atac.var_names].X.sum() > 0
+    assert set(out_rna.obs["cell_type"]) <= {"B", "T"} and (out_rna.obs_names == out_atac.obs_names).all()
+    with pytest.raises(SystemExit, match="error: .*labels.csv: field 'type': column missing"):
+        run("preprocess", "--10x-h5", tmp_path / "filtered_feature_bc_matrix.h5", "--fragments", frags,
+            "--cell-types", tmp_path / "labels.csv", "--cell-type-column", "type", "--out", tmp_path / "x")

@@ -149,16 +149,9 @@ def _tiny_pair(n_cells=30, n_genes=20, n_peaks=25, seed=0):
 
 
 def _write_10x_h5(path, rna, atac):
-    X = sp.hstack([rna.X, atac.X]).T.tocsc().astype(np.int32)  # features x cells, CSC like Cell Ranger
-    with h5py.File(path, "w") as h:
-        m = h.create_group("matrix")
-        m["data"], m["indices"], m["indptr"] = X.data, X.indices, X.indptr
-        m["shape"] = np.array(X.shape, dtype=np.int32)
-        m["barcodes"] = np.array(rna.obs_names, dtype="S")
-        f = m.create_group("features")
-        f["id"] = np.array([f"ENSG{i:011d}" for i in range(rna.n_vars)] + list(atac.var_names), dtype="S")
-        f["name"] = np.array(list(rna.var_names) + list(atac.var_names), dtype="S")
-        f["feature_type"] = np.array(["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars, dtype="S")
+    rna = rna.copy()
+    rna.var["gene_id"] = [f"ENSG{i:011d}" for i in range(rna.n_vars)]
+    data.write_10x_h5(path, rna, atac)
 
 
 def test_read_paired_10x_h5(tmp_path):
