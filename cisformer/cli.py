@@ -227,6 +227,23 @@ def cmd_preprocess(args) -> None:
 
 # --------------------------------------------------------------------------------------------------- train
 
+def _rna_counts(rna, args):
+    """RNA with raw counts in X (found in layers['counts'] / .raw when X holds other values), or one error line:
+    log-normalised values are never floored into training or prediction. Inputs marked ``uns["counts"] = False``
+    (a shipped set with normalised RNA) pass unchanged."""
+    from . import data
+
+    if rna is None or rna.uns.get("counts", True) is False:
+        return rna
+    try:
+        rna, note = data.find_counts(rna, _sources(args)[0])
+    except data.InputError as err:
+        raise _fail(err)
+    if note != "RNA raw counts found in X":
+        print(f"{args.command}: {note}")
+    return rna
+
+
 def _parse_overrides(items) -> dict:
     out = {}
     for item in items or []:
@@ -246,6 +263,7 @@ def cmd_train(args) -> None:
     from . import data, train
 
     rna, atac = load_inputs(args)
+    rna = _rna_counts(rna, args)
     by = args.split or ("predefined" if "split" in rna.obs else "random")
     try:
         train_cells, val_cells, test_cells = data.split_cells(rna.obs, by=by, test_fraction=args.test_fraction,
@@ -371,6 +389,8 @@ def cmd_predict(args) -> None:
                          f"--direction {'atac2rna' if direction == 'rna2atac' else 'rna2atac'}")
     rna, atac = load_inputs(args, need_rna=direction == "rna2atac",
                             need_atac=direction == "atac2rna" and not args.mask)
+    if direction == "rna2atac":
+        rna = _rna_counts(rna, args)
     rna_source, atac_source = _sources(args)
     try:
         if direction == "rna2atac":
@@ -406,6 +426,7 @@ def cmd_link(args) -> None:
         raise SystemExit(f"error: cisformer.attention is not available ({err})")
     model = _load_model(args.model)
     rna, atac = load_inputs(args)
+    rna = _rna_counts(rna, args)
     if args.cell_type_key not in rna.obs:
         raise SystemExit(f"error: {_sources(args)[0]}: field 'obs[{args.cell_type_key!r}]': column missing (obs has "
                          f"{list(rna.obs.columns)[:8]}). Fix: pass --cell-type-key COLUMN")

@@ -681,7 +681,7 @@ def find_counts(adata, source="rna", recover: bool = False, rtol: float = 1e-3):
                      f"integral within {rtol:g})")
     looked = ", ".join(["X"] + [w for w, _ in candidates]) + ("" if candidates else "; there is no layers['counts'] or .raw")
     if counts is not None:
-        fix = (f"the values are {how}-normalised counts that invert exactly: pass --recover-counts (CLI) or "
+        fix = (f"the values are {how}-normalised counts that invert exactly: cisformer preprocess --recover-counts (CLI) or "
                "recover_counts=True (API), or store the raw counts in layers['counts']")
     elif stats["n_nan"] or stats["n_inf"] or stats["n_negative"]:
         fix = ("pass the raw counts (layers['counts'] or .raw of your object, or the Cell Ranger matrix); NaN, inf "

@@ -143,6 +143,9 @@ def test_preprocess_own_data_refuses_then_recovers_and_lifts(tmp_path, capsys):
                                          r"most likely on hg19.*--liftover hg19"):
         run(*base, "--recover-counts")
     assert not (tmp_path / "own").exists()  # nothing written by the refused runs
+    with pytest.raises(SystemExit, match=r"error: .*rna.h5ad: field 'X': RNA values are not raw counts"):
+        run("train", "--rna", tmp_path / "rna.h5ad", "--atac", tmp_path / "atac.h5ad", "--direction", "rna2atac",
+            "--out", tmp_path / "m")  # train never floors log-normalised values either
     capsys.readouterr()
     run(*base, "--recover-counts", "--liftover", "hg19")
     out = capsys.readouterr().out
