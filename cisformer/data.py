@@ -911,9 +911,13 @@ def check_genome(peaks, cre_vocabulary, source="atac", sample: int = 2_000, seed
                 raise _error(source, field, f"{found}, but {other_score['observed']:.0%} overlap the {other} vocabulary: "
                              f"the peaks are {other}, the vocabulary {vocab_species}: species mismatch",
                              f"use --cre-vocabulary {other} (API: cre_vocabulary='{other}')")
-        raise _error(source, field, f"{found}: the peaks are not on the {label} build",
-                     "lift the peaks to the vocabulary's build (--liftover hg19 for hg19 peaks, or "
-                     "cisformer.vocab.liftover with a UCSC chain), or use the vocabulary of your genome")
+        fix = ("lift the peaks to the vocabulary's build (--liftover hg19 for hg19 peaks, or "
+               "cisformer.vocab.liftover with a UCSC chain), or use the vocabulary of your genome")
+        if vocab_species == "mouse":
+            fix = (f"lift the peaks to {build} (e.g. mm10 peaks with UCSC's mm10ToMm39.over.chain.gz and "
+                   "cisformer.vocab.liftover; no mouse chain is shipped), or keep your own peaks as the vocabulary "
+                   "(omit --cre-vocabulary)")
+        raise _error(source, field, f"{found}: the peaks are not on the {label} build", fix)
     return report
 
 

@@ -507,6 +507,8 @@ def test_species_mismatch():
     _, mouse = data.load("snareseq")
     with pytest.raises(data.InputError, match="peaks are mouse.*species mismatch"):
         data.check_genome(mouse, "human", "mouse_atac.h5ad")
+    with pytest.raises(data.InputError, match="not on the mm39 build.*mm10ToMm39"):  # SNARE-seq is mm10
+        data.check_genome(mouse, "mouse", "snareseq_atac.h5ad")
     bare = human.var.assign(chrom=human.var.chrom.str.replace("chr", ""))
     with pytest.raises(data.InputError, match="chromosome names differ"):
         data.check_genome(bare, "human", "bare.h5ad")
