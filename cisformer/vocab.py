@@ -249,15 +249,12 @@ def genome_overlap_score(peaks, cres, shifts=(-3_000_000, -1_500_000, 1_500_000,
     if n == 0:
         return {"observed": 0.0, "null": 0.0, "ratio": 0.0, "matches": False}
 
-    def frac(df):
-        return overlap_share(df, cres)
-
-    observed = frac(p)
+    observed = overlap_share(p, cres)
     nulls = []
     for shift in shifts:
         shifted = pd.DataFrame({"chrom": np.asarray(p["chrom"]), "start": np.asarray(p["start"], np.int64) + shift,
                                 "end": np.asarray(p["end"], np.int64) + shift})
-        nulls.append(frac(shifted))
+        nulls.append(overlap_share(shifted, cres))
     null = float(np.mean(nulls))
     ratio = observed / null if null > 0 else (np.inf if observed > 0 else 0.0)
     return {"observed": float(observed), "null": null, "ratio": float(ratio),
