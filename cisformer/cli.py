@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -30,7 +29,9 @@ chr1:100-200, chr1-100-200, chr1_100_200, 1-100-200 or with var columns chrom/st
   cisformer preprocess --rna my_rna.h5ad --atac my_atac.h5ad --cre-vocabulary human --out work/mine
   cisformer preprocess --mudata my.h5mu --cre-vocabulary human --liftover hg19 --recover-counts --out work/mine
   cisformer preprocess --10x-h5 filtered_feature_bc_matrix.h5 --fragments atac_fragments.tsv.gz \\
-      --cell-types labels.csv --cell-type-column celltype --cre-vocabulary human --out work/pbmc10k
+      --cell-types labels.csv --cell-type-column cell_type --cre-vocabulary human --name pbmc10k --out work/pbmc10k
+  cisformer train --dataset pbmc10k --data-dir work/pbmc10k --direction atac2rna --out work/pbmc10k_a2r
+  ./run_all.sh --data work/pbmc10k --only links_gwas --param dataset=pbmc10k   # a notebook on it
   cisformer train --data work/mine --direction rna2atac --profile paper --device cuda --out work/mine_r2a
   cisformer predict --model work/mine_r2a/model.pt --mudata my.h5mu --out my_with_prediction.h5mu
 multi-GPU: accelerate launch -m cisformer train ...
@@ -44,27 +45,23 @@ def _fail(err) -> SystemExit:
 
 def _write_atomic(path: Path, write) -> None:
     """``write(tmp_path)`` to a temporary name next to ``path`` (same suffix), then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    from . import data
+
+    data.write_atomic(path, write)
 
 
 # --------------------------------------------------------------------------------------------------- inputs
 
 def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("input (one of)")
-    g.add_argument("--dataset", help="a shipped data set by name, e.g. snareseq, snareseq_tiny, bmmc")
+    g.add_argument("--dataset", help="a data set by name: shipped (snareseq, snareseq_tiny, bmmc, pbmc_scarlink) or "
+                                     "one written by preprocess --name NAME --out DIR (with --data-dir DIR)")
     g.add_argument("--data", type=Path, help="a folder with rna.h5ad and atac.h5ad (written by preprocess)")
     g.add_argument("--rna", type=Path, help="cells x genes .h5ad with raw counts (X, layers['counts'] or .raw)")
     g.add_argument("--atac", type=Path, help="cells x peaks .h5ad (counts, binary or normalised: open where > 0)")
     g.add_argument("--mudata", type=Path, help="one .h5mu (MuData) with modalities 'rna' and 'atac'")
-    g.add_argument("--data-dir", type=Path, help="where shipped data sets live (default: the repo's data/)")
+    g.add_argument("--data-dir", type=Path, help="data folder of --dataset: the repo's data/ (default) or one written "
+                                                 "by preprocess --name (shipped sets and references still found)")
 
 
 def _read_h5ad(path: Path, what: str):
@@ -118,11 +115,16 @@ def load_inputs(args, need_rna: bool = True, need_atac: bool = True):
             raise SystemExit(f"error: MuData file {mudata_path} does not exist")
         try:
             return data.read_paired(mudata_path, genome=getattr(args, "genome", None),
-                                    recover_counts=getattr(args, "recover_counts", False))
+                                    recover_counts=getattr(args, "recover_counts", False),
+                                    cell_type_column=getattr(args, "cell_type_column", None))
         except data.InputError as err:
             raise _fail(err)
     if args.data:
         rna_path, atac_path = args.data / "rna.h5ad", args.data / "atac.h5ad"
+        if not rna_path.exists() and not atac_path.exists() and (args.data / "datasets").is_dir():
+            names = sorted(p.name[: -len("_rna.h5ad")] for p in (args.data / "datasets").glob("*_rna.h5ad"))
+            raise SystemExit(f"error: {args.data} is a data folder (data sets {names}), not a folder with rna.h5ad "
+                             f"and atac.h5ad. Fix: pass --dataset NAME --data-dir {args.data}")
     else:
         rna_path, atac_path = args.rna, args.atac
     for needed, path, flag in ((need_rna, rna_path, "--rna"), (need_atac, atac_path, "--atac")):
@@ -147,15 +149,21 @@ def _read_user_pair(args):
                            (args.cell_types, "--cell-types")):
             if path is not None and not path.exists():
                 raise SystemExit(f"error: {flag} {path} does not exist")
-        return data.read_10x(args.tenx_h5, args.fragments, args.peaks, args.cell_types, args.cell_type_column,
-                             genome=args.genome, recover_counts=args.recover_counts)
+        if args.cell_type_column is not None and args.cell_types is None:
+            raise SystemExit(f"error: {args.tenx_h5}: field 'cell types': a 10x h5 holds no cell labels, so "
+                             f"--cell-type-column {args.cell_type_column} has nothing to read. Fix: add --cell-types "
+                             "labels.csv (barcodes and a column of labels)")
+        return data.read_10x(args.tenx_h5, args.fragments, args.peaks, args.cell_types,
+                             args.cell_type_column or "cell_type", genome=args.genome,
+                             recover_counts=args.recover_counts)
     if args.fragments is not None or args.cell_types is not None:
         raise SystemExit("error: --fragments and --cell-types go with --10x-h5 FILE")
     rna_path, atac_path = (args.data / "rna.h5ad", args.data / "atac.h5ad") if args.data else (args.rna, args.atac)
     for path, flag in ((rna_path, "--rna"), (atac_path, "--atac")):
         if path is None:
             raise SystemExit(f"error: preprocess needs {flag} (or --mudata FILE, --dataset NAME)")
-    return data.read_paired(rna_path, atac_path, genome=args.genome, recover_counts=args.recover_counts)
+    return data.read_paired(rna_path, atac_path, genome=args.genome, recover_counts=args.recover_counts,
+                            cell_type_column=args.cell_type_column)
 
 
 def _cre_vocabulary(name: str):
@@ -186,6 +194,8 @@ def cmd_preprocess(args) -> None:
     try:
         if (args.dataset or args.mudata) and args.tenx_h5 is None:
             rna, atac = load_inputs(args)
+            if args.dataset and args.cell_type_column is not None:
+                data.use_cell_type_column(rna, atac, args.cell_type_column, f"dataset {args.dataset}")
         else:
             rna, atac = _read_user_pair(args)
         notes += [n for n in (rna.uns.pop("counts_note", None), atac.uns.pop("chrom_note", None)) if n]
@@ -219,10 +229,24 @@ def cmd_preprocess(args) -> None:
           + report.to_string(index=False))
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
-    for adata, name in ((rna, "rna.h5ad"), (atac, "atac.h5ad")):
-        _write_atomic(args.out / name, lambda tmp, a=adata: a.write_h5ad(tmp, compression="gzip"))
-    print(f"preprocess: {n0[0]} -> {rna.n_obs} cells, {n0[1]} -> {rna.n_vars} genes, {n0[2]} -> {atac.n_vars} "
-          f"{'CREs' if args.cre_vocabulary else 'peaks'}; wrote {args.out}/rna.h5ad and atac.h5ad")
+    counts = (f"preprocess: {n0[0]} -> {rna.n_obs} cells, {n0[1]} -> {rna.n_vars} genes, {n0[2]} -> {atac.n_vars} "
+              f"{'CREs' if args.cre_vocabulary else 'peaks'}")
+    if args.name is None:
+        for adata, name in ((rna, "rna.h5ad"), (atac, "atac.h5ad")):
+            _write_atomic(args.out / name, lambda tmp, a=adata: a.write_h5ad(tmp, compression="gzip"))
+        print(f"{counts}; wrote {args.out}/rna.h5ad and atac.h5ad")
+        return
+    inputs = [str(p) for p in (args.tenx_h5, args.fragments, args.peaks, args.cell_types, args.rna, args.atac,
+                               args.mudata, args.data) if p is not None] or [f"dataset {args.dataset}"]
+    try:
+        written = data.write_dataset(rna, atac, args.name, args.out, licence=args.licence,
+                                     source=f"cisformer preprocess of {' + '.join(inputs)}")
+    except ValueError as err:
+        raise _fail(err)
+    print(f"{counts}; wrote {written['rna']}, {written['atac']} and their lines in {args.out / 'MANIFEST'}\n"
+          f"preprocess: read it with --dataset {args.name} --data-dir {args.out} (train / predict / link), "
+          f"cisformer.data.load({args.name!r}, data_dir={str(args.out)!r}), or the notebooks: ./run_all.sh --data "
+          f"{args.out} --param dataset={args.name}")
 
 
 # --------------------------------------------------------------------------------------------------- train
@@ -451,14 +475,28 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "cross-attention transformer, and read CRE-gene links from it.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{preprocess,train,predict,link}")
 
-    p = sub.add_parser("preprocess", formatter_class=fmt, help="pair cells, map peaks to CREs, paper QC",
+    p = sub.add_parser("preprocess", formatter_class=fmt, help="pair cells, map peaks to CREs, paper QC, write a data "
+                                                              "folder",
                        description="Keep the cells present in both modalities, optionally map peaks onto a CRE "
                                    "vocabulary (>= 1 bp overlap), apply the paper's QC, write OUT/rna.h5ad and "
-                                   "OUT/atac.h5ad.",
+                                   "OUT/atac.h5ad; with --name NAME, a data folder instead: OUT/datasets/"
+                                   "NAME_rna.h5ad, NAME_atac.h5ad and OUT/MANIFEST (sha256 of each), which "
+                                   "`--dataset NAME --data-dir OUT`, cisformer.data.load(NAME, data_dir=OUT), the "
+                                   "notebooks (data_dir) and ./run_all.sh --data OUT --param dataset=NAME read.",
                        epilog="example:\n  cisformer preprocess --rna rna.h5ad --atac atac.h5ad --cre-vocabulary "
                               "human --out work/mine")
     _add_inputs(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--name", help="write OUT as a data folder holding data set NAME (OUT/datasets/NAME_rna.h5ad, "
+                                  "NAME_atac.h5ad, lines added to OUT/MANIFEST; several data sets can share OUT)")
+    p.add_argument("--licence", default="user data", help="licence column of the MANIFEST lines with --name "
+                                                          "(default 'user data')")
+    p.add_argument("--cell-type-column", metavar="COLUMN",
+                   help="the column holding the cell types, copied into obs['cell_type'] of both modalities: a column "
+                        "of --cell-types (10x input; default 'cell_type'), or an obs column of the --rna/--atac "
+                        ".h5ad, --mudata .h5mu (global or per-modality obs) or --dataset input (default: "
+                        "obs['cell_type'] when present, else 'unknown'); a missing column is an error listing the "
+                        "columns there are")
     p.add_argument("--cre-vocabulary", help="'human', 'mouse' or a BED file of CREs (default: keep the peaks); the "
                                             "peaks' genome build and species are checked against it first")
     p.add_argument("--liftover", choices=["hg19", "hg38"],
@@ -474,8 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--fragments", type=Path, help="atac_fragments.tsv.gz: count fragments per cell on the peaks")
     g.add_argument("--peaks", type=Path, help="BED of peaks for --fragments (default: the h5's peaks)")
     g.add_argument("--cell-types", type=Path, help="CSV/TSV of cell labels: barcodes in the first (or a 'barcode') "
-                                                  "column")
-    g.add_argument("--cell-type-column", default="cell_type", help="column of --cell-types with the labels")
+                                                  "column, labels in --cell-type-column")
     p.add_argument("--genome", choices=["hg38", "mm10"],
                    help="annotate genes with the shipped gene table (coordinates for links; default hg38 with "
                         "--cre-vocabulary human)")

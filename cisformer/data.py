@@ -68,11 +68,22 @@ REFERENCES = {
 }
 
 
+MANIFEST_COLUMNS = ["file", "sha256", "bytes", "source", "licence", "description"]
+
+
+def _is_repo_data(root: Path) -> bool:
+    return Path(root).resolve() == (paths.REPO_ROOT / "data").resolve()
+
+
 def read_manifest(data_dir=None) -> pd.DataFrame:
-    """``data/MANIFEST`` as a frame indexed by file (columns sha256, bytes, source, licence, description)."""
+    """``data/MANIFEST`` (or a data folder's) as a frame indexed by file (columns sha256, bytes, source, licence,
+    description)."""
     path = paths.data_dir(data_dir) / "MANIFEST"
     if not path.exists():
-        raise _error(path, "MANIFEST", "the data manifest is missing", "restore data/ from the repository (git checkout data)")
+        fix = ("restore data/ from the repository (git checkout data)" if _is_repo_data(path.parent) else
+               "write the folder with `cisformer preprocess ... --name NAME --out DIR` or cisformer.data.write_dataset "
+               "(they write the MANIFEST), or pass verify=False")
+        raise _error(path, "MANIFEST", "the data manifest is missing", fix)
     return pd.read_csv(path, sep="\t", keep_default_na=False).set_index("file")
 
 
@@ -86,17 +97,30 @@ def _file_sha(path: Path) -> str:
     return _sha256_cached(str(path), stat.st_size, stat.st_mtime)
 
 
+def _locate(rel: str, data_dir=None) -> Path | None:
+    """The first folder of :func:`cisformer.paths.data_dirs` (``data_dir``, then the default data folder) that holds
+    ``rel``; None when none does."""
+    return next((root for root in paths.data_dirs(data_dir) if (root / rel).exists()), None)
+
+
 def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
-    """Path of a shipped file, its sha256 checked against ``MANIFEST`` (and recorded in the provenance log)."""
-    root = paths.data_dir(data_dir)
-    path = root / rel
-    if not path.exists():
+    """Path of a data file, its sha256 checked against the ``MANIFEST`` of the folder holding it (and recorded in
+    the provenance log). ``rel`` is looked up in ``data_dir`` first, then in the default data folder
+    (:func:`cisformer.paths.data_dirs`): a user's data folder holds only the user's data sets, and the reference
+    files and shipped data sets come from the repository's ``data/``."""
+    root = _locate(rel, data_dir)
+    if root is None:
+        path = paths.data_dir(data_dir) / rel
         raise _error(path, "file", "shipped data file not found", f"restore it (git checkout {path}) or pass data_dir=")
+    path = root / rel
     digest = _file_sha(path)
     if verify:
-        manifest = read_manifest(data_dir)
+        manifest = read_manifest(root)
         if rel not in manifest.index:
-            raise _error(root / "MANIFEST", rel, "file has no MANIFEST line", "add it with data/build_shipped_data.py --manifest-only")
+            fix = ("add it with data/build_shipped_data.py --manifest-only" if _is_repo_data(root) else
+                   "write the data set with cisformer.data.write_dataset (or `cisformer preprocess --name`), which "
+                   "adds its MANIFEST lines, or pass verify=False")
+            raise _error(root / "MANIFEST", rel, "file has no MANIFEST line", fix)
         expected = manifest.loc[rel, "sha256"]
         if digest != expected:
             raise _error(path, "sha256", f"checksum mismatch: file has {digest}, MANIFEST says {expected}",
@@ -108,36 +132,120 @@ def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
 def reference_path(key: str, data_dir=None, verify: bool = True) -> Path:
     """Verified path of a shipped reference file; ``key`` in :data:`REFERENCES` or a path relative to ``data/``."""
     rel = REFERENCES.get(key, key)
-    if rel not in REFERENCES.values() and not (paths.data_dir(data_dir) / rel).exists():
+    if rel not in REFERENCES.values() and _locate(rel, data_dir) is None:
         raise KeyError(f"unknown reference {key!r}; choose one of {sorted(REFERENCES)}")
     return shipped_path(rel, data_dir, verify)
 
 
+def dataset_files(name: str) -> tuple[str, str]:
+    """Paths (relative to a data folder) of a paired data set's RNA and ATAC files: ``datasets/<name>_rna.h5ad``
+    and ``datasets/<name>_atac.h5ad``, for the shipped sets (:data:`DATASETS`) and those written by
+    :func:`write_dataset` alike."""
+    return DATASETS.get(name, (f"datasets/{name}_rna.h5ad", f"datasets/{name}_atac.h5ad"))
+
+
+def list_datasets(data_dir=None) -> list[str]:
+    """Names :func:`load` accepts with this ``data_dir``: the shipped sets and those of the data folder."""
+    names = set(DATASETS)
+    for root in paths.data_dirs(data_dir):
+        for rna_file in (root / "datasets").glob("*_rna.h5ad"):
+            name = rna_file.name[: -len("_rna.h5ad")]
+            if (root / dataset_files(name)[1]).exists():
+                names.add(name)
+    return sorted(names)
+
+
 def load(name: str, data_dir=None, verify: bool = True):
-    """Load a shipped paired dataset as ``(rna, atac)`` AnnData with identical obs_names.
+    """Load a shipped paired dataset, or one of a data folder, as ``(rna, atac)`` AnnData with identical obs_names.
 
     Parameters
     ----------
     name
         ``"snareseq"`` (10,309 cells, mm10), ``"snareseq_tiny"`` (100 cells, no labels), ``"bmmc"`` (500 cells, hg38,
         ``obs["split"]`` official train/test), ``"pbmc_scarlink"`` (9,460 cells, 3 genes with normalized RNA,
-        ATAC = 500-bp tiles around the genes).
+        ATAC = 500-bp tiles around the genes), or a data set written into ``data_dir`` by :func:`write_dataset`
+        (``cisformer preprocess ... --name NAME --out DIR``): ``DIR/datasets/NAME_rna.h5ad`` and ``NAME_atac.h5ad``.
     data_dir
-        Folder holding the shipped files (default ``cisformer.paths.data_dir()``).
+        Folder holding the data sets and their ``MANIFEST`` (default ``cisformer.paths.data_dir()``); files it lacks
+        (the shipped sets, reference files) are taken from the default data folder.
     verify
-        Check each file's sha256 against ``data/MANIFEST``.
+        Check each file's sha256 against the ``MANIFEST`` of the folder holding it.
     """
     import anndata as ad
 
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    rna_rel, atac_rel = DATASETS[name]
+    rna_rel, atac_rel = dataset_files(name)
+    if name not in DATASETS and _locate(rna_rel, data_dir) is None:
+        raise KeyError(f"unknown dataset {name!r}; choose one of {list_datasets(data_dir)} (looked for {rna_rel} in "
+                       f"{', '.join(str(p) for p in paths.data_dirs(data_dir))})")
     rna = ad.read_h5ad(shipped_path(rna_rel, data_dir, verify))
     atac = ad.read_h5ad(shipped_path(atac_rel, data_dir, verify))
     for adata in (rna, atac):
         adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
         adata.uns["counts"] = bool(adata.uns.get("counts", True))
     return rna, atac
+
+
+def write_atomic(path, write) -> None:
+    """``write(tmp_path)`` to a temporary name next to ``path`` (same suffix), then rename it to ``path``: an
+    interrupted write leaves no partial file."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def write_dataset(rna, atac, name: str, data_dir, source: str = "", licence: str = "user data",
+                  description: str | None = None) -> dict[str, Path]:
+    """Write a paired data set into a data folder that :func:`load`, the notebooks (``data_dir``) and
+    ``./run_all.sh --data DIR`` read: ``DIR/datasets/<name>_rna.h5ad`` and ``<name>_atac.h5ad`` (each written under a
+    temporary name and renamed), and their lines in ``DIR/MANIFEST`` (added or replaced; same columns as
+    ``data/MANIFEST``: file, sha256, bytes, source, licence, description). The folder needs nothing else: reference
+    files and the shipped data sets are read from the repository's ``data/``. Sets ``uns["dataset"] = name``.
+
+    Returns ``{"rna": path, "atac": path}``; then ``load(name, data_dir=DIR)``.
+    """
+    import re
+
+    root = Path(data_dir)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)):
+        raise ValueError(f"data set name {name!r}: use letters, digits, '_', '.', '-' (it names the files)")
+    if _is_repo_data(root) and name in DATASETS:
+        raise ValueError(f"{name!r} is a shipped data set of {root}: choose another name or another folder")
+    if rna.n_obs != atac.n_obs or not (rna.obs_names == atac.obs_names).all():
+        raise _error(f"data set {name}", "obs_names", "RNA and ATAC do not hold the same cells in the same order",
+                     "pair them first (cisformer.data.pair_cells)")
+    rows, written = {}, {}
+    for kind, adata, rel in zip(("rna", "atac"), (rna, atac), dataset_files(name)):
+        adata.uns["dataset"] = name
+        path = root / rel
+        write_atomic(path, lambda tmp, a=adata: a.write_h5ad(tmp, compression="gzip"))
+        features = "genes" if kind == "rna" else ("CREs" if "n_peaks_mapped" in adata.uns else "peaks")
+        text = description or (
+            f"{name} {kind.upper()}: {adata.n_obs:,} cells x {adata.n_vars:,} {features}; genome "
+            f"{adata.uns.get('genome', 'not set')}; obs cell_type ({adata.obs['cell_type'].nunique() if 'cell_type' in adata.obs else 0} "
+            f"types); {'raw counts' if adata.uns.get('counts', True) else 'not counts'}")
+        rows[rel] = {"sha256": provenance.sha256(path), "bytes": path.stat().st_size, "source": _one_line(source or "user data"),
+                     "licence": _one_line(licence), "description": _one_line(text)}
+        written[kind] = path
+    manifest_path = root / "MANIFEST"
+    manifest = (read_manifest(root) if manifest_path.exists()
+                else pd.DataFrame(columns=MANIFEST_COLUMNS).set_index("file"))
+    for rel, row in rows.items():
+        manifest.loc[rel, list(row)] = list(row.values())
+    manifest = manifest.sort_index().reset_index(names="file")[MANIFEST_COLUMNS]
+    write_atomic(manifest_path, lambda tmp: manifest.to_csv(tmp, sep="\t", index=False))
+    return written
 
 
 # ------------------------------------------------------------------------------------------------ reference readers
@@ -383,7 +491,25 @@ def check_readable(path) -> None:
                          "write or copy the file again") from None
 
 
-def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_counts: bool = False):
+def use_cell_type_column(rna, atac, column: str, source="data", obs: pd.DataFrame | None = None) -> None:
+    """Copy the cell types of the obs column ``column`` into ``obs["cell_type"]`` of both modalities (matched by
+    cell name; "unknown" where a cell has none). The column is looked for in ``obs`` (e.g. a MuData's global obs),
+    then ``rna.obs``, then ``atac.obs``; absent everywhere -> :class:`InputError` naming ``source`` and the columns
+    there are."""
+    frames = ([("obs", obs)] if obs is not None else []) + [("rna obs", rna.obs), ("atac obs", atac.obs)]
+    labels = next((frame[column] for _, frame in frames if column in frame.columns), None)
+    if labels is None:
+        available = "; ".join(f"{where}: {list(frame.columns)}" for where, frame in frames)
+        raise _error(source, f"obs['{column}']", f"cell-type column missing (available columns - {available})",
+                     "name the column that holds the cell types with --cell-type-column COLUMN (cell_type_column=)")
+    labels = labels[~labels.index.duplicated()].astype(object)
+    for adata in (rna, atac):
+        values = labels.reindex(adata.obs_names)
+        adata.obs["cell_type"] = pd.Categorical(values.where(values.notna(), "unknown").astype(str).to_numpy())
+
+
+def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_counts: bool = False,
+                cell_type_column: str | None = None):
     """Read a user's paired RNA + ATAC data into the data contract's ``(rna, atac)`` pair.
 
     RNA counts are looked for in ``X``, ``layers["counts"]`` and ``.raw`` (:func:`find_counts`; where they were
@@ -396,6 +522,10 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
     - ``read_paired("filtered_feature_bc_matrix/")``: 10x matrix folder with both feature types;
     - ``read_paired("rna.h5ad", "atac.h5ad")`` or two 10x h5 / mtx folders, one per modality;
     - ``read_paired("data.h5mu")``: MuData with modalities ``rna`` and ``atac`` (needs ``mudata``).
+
+    ``cell_type_column`` names an obs column (of the .h5ad / .h5mu input) holding the cell types: it is copied into
+    ``obs["cell_type"]`` of both modalities (:func:`use_cell_type_column`); an absent column is an error listing
+    the columns there are. Default: ``obs["cell_type"]`` when present.
 
     Cells present in only one modality are NOT dropped silently: :func:`validate_pair` reports them. Run it next.
     """
@@ -417,6 +547,8 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
             if col in mdata.obs and col not in rna.obs:
                 rna.obs[col] = mdata.obs.loc[rna.obs_names, col].to_numpy()
                 atac.obs[col] = mdata.obs.loc[atac.obs_names, col].to_numpy()
+        if cell_type_column is not None:
+            use_cell_type_column(rna, atac, cell_type_column, str(rna_path), obs=mdata.obs)
         return _standardize(rna, atac, str(rna_path), genome, recover_counts)
     first = _read_any(rna_path)
     if atac_path is None:
@@ -431,6 +563,8 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
         source = str(atac_path)
     if "gene_id" not in rna.var and "gene_ids" in rna.var:
         rna.var["gene_id"] = rna.var["gene_ids"].astype(str)
+    if cell_type_column is not None:
+        use_cell_type_column(rna, atac, cell_type_column, source if atac_path is None else f"{rna_path} / {atac_path}")
     return _standardize(rna, atac, source, genome, recover_counts, str(rna_path))
 
 
