@@ -5,6 +5,10 @@
 #   ./run_all.sh --profile quick      smoke-sized run (minutes) -> figures/quick/
 #   ./run_all.sh --profile paper      the paper's model sizes (GPU) -> figures/paper/
 #   ./run_all.sh --only benchmark_rna2atac --data /path/to/data
+#   ./run_all.sh --data work/pbmc10k --only links_gwas --param dataset=pbmc10k
+#                                     --data DIR: a data folder (cisformer preprocess --name NAME --out DIR; files it
+#                                     lacks come from data/); --param KEY=VALUE (repeatable) sets a notebook parameter
+#                                     of every notebook run, e.g. --param 'datasets=[pbmc10k, bmmc]' (lists in YAML)
 #   ./run_all.sh --test               set up .venv if needed, then run the test suite (pytest)
 #   ./run_all.sh --setup              only create / update .venv
 #   ./run_all.sh --verify [--only NAME] [--against DIR]
@@ -18,12 +22,13 @@
 # default 1: results depend on the thread count, so it is fixed).
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PROFILE=cpu
 ONLY=""
 DATA=""
 AGAINST=""
+PARAMS=()
 MODE=figures
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,6 +38,12 @@ while [ $# -gt 0 ]; do
     --test) MODE=test; shift ;;
     --verify) MODE=verify; shift ;;
     --against) AGAINST="$(cd "$2" && pwd)"; shift 2 ;;
+    --param)
+      case "${2:-}" in
+        [A-Za-z_]*=*) PARAMS+=("$2") ;;
+        *) echo "run_all.sh: --param needs KEY=VALUE (got '${2:-}')" >&2; exit 2 ;;
+      esac
+      shift 2 ;;
     --setup) MODE=setup; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -108,12 +119,25 @@ for nb in "$ROOT"/notebooks/*.ipynb; do
   rm -f "$out/provenance.jsonl"
   params=(-p profile "$PROFILE" -p out_dir "$out")
   [ -n "$DATA" ] && params+=(-p data_dir "$DATA")
-  "$PY" - "$out/params.json" "notebooks/$stem.ipynb" "$PROFILE" "$DATA" <<'PYEOF'
+  for kv in ${PARAMS[@]+"${PARAMS[@]}"}; do
+    case "${kv#*=}" in
+      \[*|\{*) params+=(-y "${kv%%=*}: ${kv#*=}") ;;   # a list / mapping: YAML
+      *) params+=(-p "${kv%%=*}" "${kv#*=}") ;;          # a scalar: papermill reads numbers, True/False/None
+    esac
+  done
+  "$PY" - "$out/params.json" "notebooks/$stem.ipynb" "$PROFILE" "$DATA" ${PARAMS[@]+"${PARAMS[@]}"} <<'PYEOF'
 import json, sys
-path, notebook, profile, data = sys.argv[1:]
+
+import yaml
+from papermill.cli import _resolve_type
+
+path, notebook, profile, data, *extra = sys.argv[1:]
 parameters = {"profile": profile}
 if data:
     parameters["data_dir"] = data
+for kv in extra:
+    key, value = kv.split("=", 1)
+    parameters[key] = yaml.safe_load(value) if value[:1] in "[{" else _resolve_type(value)
 json.dump({"notebook": notebook, "parameters": parameters}, open(path, "w"), indent=1)
 PYEOF
   echo "== $stem (profile $PROFILE)"
