@@ -260,28 +260,97 @@ def test_outputs_are_renamed_into_place(tmp_path):
     assert (tmp_path / "out.csv").read_text() == "whole" and len(list(tmp_path.iterdir())) == 1
 
 
-def test_preprocess_10x_download_with_fragments_and_labels(tmp_path, capsys):
-    """A 10x-format fixture from shipped data: Signac's fragments (54 barcodes, chr1) and BMMC RNA counts for those
-    barcodes, peaks tiling chr1:0-1 Mb, labels in a CSV column named by --cell-type-column."""
-    frags = data.reference_path("fragments_tiny")
-    barcodes = pd.read_csv(frags, sep="\t", header=None)[3].unique()
-    rna, _ = data.load("bmmc")
-    rna = rna[: len(barcodes)].copy()
-    rna.obs_names = barcodes
-    starts = np.arange(0, 1_000_000, 5_000)
-    peaks = pd.DataFrame({"chrom": "chr1", "start": starts, "end": starts + 5_000})
-    atac = ad.AnnData(sp.csr_matrix((len(barcodes), len(peaks)), dtype=np.float32), obs=pd.DataFrame(index=barcodes),
-                      var=pd.DataFrame(index=[f"chr1:{s}-{e}" for s, e in zip(peaks.start, peaks.end)]))
-    data.write_10x_h5(tmp_path / "filtered_feature_bc_matrix.h5", rna, atac)
-    pd.DataFrame({"barcode": barcodes, "celltype": ["B"] * 20 + ["T"] * (len(barcodes) - 20)}).to_csv(
-        tmp_path / "labels.csv", index=False)
-    run("preprocess", "--10x-h5", tmp_path / "filtered_feature_bc_matrix.h5", "--fragments", frags,
-        "--cell-types", tmp_path / "labels.csv", "--cell-type-column", "celltype", "--out", tmp_path / "pbmc",
+def test_preprocess_10x_download_with_fragments_and_labels(tmp_path, tenx_download):
+    """A 10x-format fixture from shipped data (conftest.tenx_download): Signac's fragments (54 barcodes, chr1) and
+    BMMC RNA counts for those barcodes, peaks tiling chr1:0-1 Mb, labels in a CSV column named by --cell-type-column."""
+    frags, peaks = tenx_download["fragments"], tenx_download["peaks"]
+    run("preprocess", "--10x-h5", tenx_download["h5"], "--fragments", frags,
+        "--cell-types", tenx_download["labels"], "--cell-type-column", "celltype", "--out", tmp_path / "pbmc",
         "--min-cells", 1, "--min-genes", 1, "--min-cres", 1)
     out_rna, out_atac = ad.read_h5ad(tmp_path / "pbmc" / "rna.h5ad"), ad.read_h5ad(tmp_path / "pbmc" / "atac.h5ad")
     fragments = data.read_fragments(frags, peaks, barcodes=list(out_atac.obs_names))
     assert out_atac.X.sum() == fragments[:, out_atac.var_names].X.sum() > 0
     assert set(out_rna.obs["cell_type"]) <= {"B", "T"} and (out_rna.obs_names == out_atac.obs_names).all()
     with pytest.raises(SystemExit, match="error: .*labels.csv: field 'type': column missing"):
-        run("preprocess", "--10x-h5", tmp_path / "filtered_feature_bc_matrix.h5", "--fragments", frags,
-            "--cell-types", tmp_path / "labels.csv", "--cell-type-column", "type", "--out", tmp_path / "x")
+        run("preprocess", "--10x-h5", tenx_download["h5"], "--fragments", frags,
+            "--cell-types", tenx_download["labels"], "--cell-type-column", "type", "--out", tmp_path / "x")
+
+
+def test_preprocess_10x_download_to_a_data_folder(tmp_path, tenx_download, capsys):
+    """--name NAME --out DIR writes a data folder (DIR/datasets/NAME_*.h5ad + MANIFEST) that data.load(NAME,
+    data_dir=DIR) and --dataset NAME --data-dir DIR read; reference files and shipped sets come from the repo's data/."""
+    from cisformer import paths, provenance
+
+    folder = tmp_path / "tenx_folder"
+    run("preprocess", "--10x-h5", tenx_download["h5"], "--fragments", tenx_download["fragments"],
+        "--cell-types", tenx_download["labels"], "--cell-type-column", "celltype", "--genome", "hg38",
+        "--name", "tenx", "--out", folder, "--min-cells", 1, "--min-genes", 1, "--min-cres", 1)
+    assert "--dataset tenx --data-dir" in capsys.readouterr().out
+    assert sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()) == [
+        "MANIFEST", "datasets/tenx_atac.h5ad", "datasets/tenx_rna.h5ad"]  # nothing else, no temporary file
+    rna, atac = data.load("tenx", data_dir=folder)
+    assert rna.n_obs == atac.n_obs == 54 and (rna.obs_names == atac.obs_names).all()
+    for adata in (rna, atac):
+        assert set(adata.obs["cell_type"]) == {"B", "T"} and (adata.obs["cell_type"] == "B").sum() == 20
+        assert adata.uns["dataset"] == "tenx" and adata.uns["genome"] == "hg38"
+    manifest = data.read_manifest(folder)
+    assert list(manifest.columns) == list(data.read_manifest().columns)
+    for rel in ("datasets/tenx_rna.h5ad", "datasets/tenx_atac.h5ad"):
+        assert manifest.loc[rel, "sha256"] == provenance.sha256(folder / rel)
+        assert int(manifest.loc[rel, "bytes"]) == (folder / rel).stat().st_size
+        assert manifest.loc[rel, "licence"] == "user data" and "filtered_feature_bc_matrix.h5" in manifest.loc[rel, "source"]
+    # references and shipped data sets fall back to the repo's data/ (checksums verified there)
+    assert data.reference_path("human_cres", data_dir=folder) == paths.REPO_ROOT / "data" / data.REFERENCES["human_cres"]
+    assert len(data.load_genes("hg38", data_dir=folder)) > 30_000
+    assert data.load("snareseq_tiny", data_dir=folder)[0].n_obs == 100
+    assert "tenx" in data.list_datasets(folder) and "tenx" not in data.list_datasets()
+    with pytest.raises(KeyError, match="unknown dataset 'nope'.*tenx"):
+        data.load("nope", data_dir=folder)
+
+    # the CLI reads it by name; --data on a data folder says how
+    capsys.readouterr()
+    run("preprocess", "--dataset", "tenx", "--data-dir", folder, "--out", tmp_path / "again",
+        "--min-cells", 1, "--min-genes", 1, "--min-cres", 1)
+    assert "54 -> 54 cells" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"is a data folder \(data sets \['tenx'\]\).*--dataset NAME --data-dir"):
+        run("train", "--data", folder, "--direction", "rna2atac", "--out", tmp_path / "m")
+
+    # a second data set joins the same folder; rewriting one replaces its MANIFEST lines
+    run("preprocess", "--dataset", "snareseq_tiny", "--name", "tiny_copy", "--licence", "GPL-3", "--out", folder,
+        "--min-cells", 1, "--min-genes", 1, "--min-cres", 1)
+    manifest = data.read_manifest(folder)
+    assert len(manifest) == 4 and manifest.loc["datasets/tiny_copy_rna.h5ad", "licence"] == "GPL-3"
+    assert data.load("tiny_copy", data_dir=folder)[0].n_obs > 50 and data.load("tenx", data_dir=folder)[0].n_obs == 54
+
+    # a 10x h5 has no labels: --cell-type-column without --cell-types is refused
+    with pytest.raises(SystemExit, match="--cell-type-column celltype has nothing to read.*--cell-types"):
+        run("preprocess", "--10x-h5", tenx_download["h5"], "--cell-type-column", "celltype", "--out", tmp_path / "x")
+
+
+def test_cell_type_column_of_h5ad_and_h5mu_inputs(tmp_path):
+    """--cell-type-column picks an obs column of .h5ad / .h5mu inputs into obs['cell_type'] of both modalities; a
+    missing one is an error naming the file and the columns there are."""
+    rna, atac = data.load("snareseq_tiny")
+    rna.obs["annotation"] = ["A"] * 60 + ["B"] * 40
+    rna.obs = rna.obs.drop(columns=["cell_type"])
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    small = ["--min-cells", 1, "--min-genes", 1, "--min-cres", 1]
+    run("preprocess", "--rna", tmp_path / "rna.h5ad", "--atac", tmp_path / "atac.h5ad", "--cell-type-column",
+        "annotation", "--name", "own", "--out", tmp_path / "folder", *small)
+    r, a = data.load("own", data_dir=tmp_path / "folder")
+    assert set(r.obs["cell_type"]) == set(a.obs["cell_type"]) == {"A", "B"}
+    assert (r.obs["cell_type"].astype(str) == rna.obs.loc[r.obs_names, "annotation"]).all()
+    assert (a.obs["cell_type"].astype(str) == rna.obs.loc[a.obs_names, "annotation"]).all()
+    with pytest.raises(SystemExit, match=r"error: .*rna\.h5ad.*field 'obs\['celltype'\]'.*annotation.*Fix: .*--cell-type-column"):
+        run("preprocess", "--rna", tmp_path / "rna.h5ad", "--atac", tmp_path / "atac.h5ad", "--cell-type-column",
+            "celltype", "--out", tmp_path / "x", *small)
+    mudata = pytest.importorskip("mudata")
+    mdata = mudata.MuData({"rna": ad.read_h5ad(tmp_path / "rna.h5ad"), "atac": atac})
+    mdata.obs["label"] = np.where(np.arange(mdata.n_obs) % 2, "odd", "even")
+    mdata.write(tmp_path / "pair.h5mu")
+    run("preprocess", "--mudata", tmp_path / "pair.h5mu", "--cell-type-column", "label", "--out", tmp_path / "mu", *small)
+    assert set(ad.read_h5ad(tmp_path / "mu" / "atac.h5ad").obs["cell_type"]) == {"odd", "even"}
+    with pytest.raises(SystemExit, match=r"pair\.h5mu: field 'obs\['nope'\]'.*label"):
+        run("preprocess", "--mudata", tmp_path / "pair.h5mu", "--cell-type-column", "nope", "--out", tmp_path / "y",
+            *small)

@@ -546,3 +546,49 @@ def test_empty_and_truncated_files(tmp_path):
         data.read_paired(tmp_path / "cut.h5ad", tmp_path / "rna.h5ad")
     with pytest.raises(data.InputError, match="does not exist"):
         data.read_paired(tmp_path / "rna.h5ad", tmp_path / "none.h5ad")
+
+
+# ------------------------------------------------------------------------------------------------ users' data folders
+def test_write_dataset_data_folder(tmp_path):
+    """write_dataset -> a folder with datasets/<name>_*.h5ad and MANIFEST lines; load() reads it by name, checks
+    its checksums, and takes what the folder lacks (shipped sets, references) from the repo's data/."""
+    rna, atac = data.read_paired(*_write_pair(tmp_path))
+    folder = tmp_path / "mine"
+    written = data.write_dataset(rna, atac, "own", folder, source="a paper's supplement", licence="CC BY 4.0")
+    assert written == {"rna": folder / "datasets/own_rna.h5ad", "atac": folder / "datasets/own_atac.h5ad"}
+    r, a = data.load("own", data_dir=folder)
+    assert np.array_equal(r.X.toarray(), rna.X.toarray()) and list(a.var_names) == list(atac.var_names)
+    manifest = pd.read_csv(folder / "MANIFEST", sep="\t")
+    assert list(manifest.columns) == data.MANIFEST_COLUMNS and list(manifest["file"]) == sorted(written_rel := [
+        "datasets/own_atac.h5ad", "datasets/own_rna.h5ad"])
+    assert (manifest["licence"] == "CC BY 4.0").all() and (manifest["source"] == "a paper's supplement").all()
+    assert [provenance.sha256(folder / rel) for rel in written_rel] == list(manifest["sha256"])
+    assert data.reference_path("chain_hg19_hg38", data_dir=folder) == DATA / data.REFERENCES["chain_hg19_hg38"]
+    assert data.load("snareseq_tiny", data_dir=folder)[0].n_obs == 100
+    assert data.list_datasets(folder) == sorted([*data.DATASETS, "own"])
+    # a changed file is caught by its checksum; a file without a MANIFEST line says how to add one
+    with open(folder / "datasets/own_atac.h5ad", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(data.InputError, match=r"own_atac\.h5ad.*sha256.*Fix"):
+        data.load("own", data_dir=folder)
+    data.write_dataset(rna, atac, "own", folder)  # rewriting replaces the lines
+    assert len(data.read_manifest(folder)) == 2 and data.load("own", data_dir=folder)[0].n_obs == rna.n_obs
+    shutil.copy(folder / "datasets/own_rna.h5ad", folder / "datasets/other_rna.h5ad")
+    shutil.copy(folder / "datasets/own_atac.h5ad", folder / "datasets/other_atac.h5ad")
+    with pytest.raises(data.InputError, match="no MANIFEST line.*write_dataset"):
+        data.load("other", data_dir=folder)
+    with pytest.raises(KeyError, match="unknown dataset 'nope'.*own"):
+        data.load("nope", data_dir=folder)
+    with pytest.raises(ValueError, match="data set name"):
+        data.write_dataset(rna, atac, "../escape", folder)
+    with pytest.raises(ValueError, match="shipped data set"):
+        data.write_dataset(rna, atac, "bmmc", DATA)
+    with pytest.raises(data.InputError, match="same cells"):
+        data.write_dataset(rna, atac[::-1].copy(), "own", folder)
+
+
+def _write_pair(tmp_path):
+    rna, atac = _tiny_pair()
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    return tmp_path / "rna.h5ad", tmp_path / "atac.h5ad"
