@@ -11,6 +11,8 @@ Your own data::
     validate_pair(rna, atac, "rna.h5ad", "atac.h5ad", cre_vocabulary="hg38")
     rna, atac, table = qc(rna, atac)
     train, val, test = split_cells(rna.obs, by="cell_type")
+    write_dataset(rna, atac, "mine", "work/mine")        # a data folder: datasets/mine_*.h5ad + MANIFEST
+    rna, atac = load("mine", data_dir="work/mine")        # as the notebooks read it (data_dir); references from data/
 
 Conventions (the team's data contract): ``rna`` and ``atac`` are AnnData with identical ``obs_names``; ``X`` is CSR
 float32 (raw counts unless ``uns["counts"]`` is False); ``obs["cell_type"]`` and ``obs["batch"]`` are categorical;
