@@ -31,7 +31,7 @@ chr1:100-200, chr1-100-200, chr1_100_200, 1-100-200 or with var columns chrom/st
   cisformer preprocess --10x-h5 filtered_feature_bc_matrix.h5 --fragments atac_fragments.tsv.gz \\
       --cell-types labels.csv --cell-type-column cell_type --cre-vocabulary human --name pbmc10k --out work/pbmc10k
   cisformer train --dataset pbmc10k --data-dir work/pbmc10k --direction atac2rna --out work/pbmc10k_a2r
-  ./run_all.sh --data work/pbmc10k --only links_gwas --param dataset=pbmc10k   # a notebook on it
+  ./run_all.sh --data work/pbmc10k --only links_gwas --param dataset=pbmc10k --out work/pbmc10k_figures
   cisformer train --data work/mine --direction rna2atac --profile paper --device cuda --out work/mine_r2a
   cisformer predict --model work/mine_r2a/model.pt --mudata my.h5mu --out my_with_prediction.h5mu
 multi-GPU: accelerate launch -m cisformer train ...
