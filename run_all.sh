@@ -5,6 +5,11 @@
 #   ./run_all.sh --profile quick      smoke-sized run (minutes) -> figures/quick/
 #   ./run_all.sh --profile paper      the paper's model sizes (GPU) -> figures/paper/
 #   ./run_all.sh --only benchmark_rna2atac --data /path/to/data
+#   ./run_all.sh --data work/pbmc10k --only links_gwas --param dataset=pbmc10k [--out work/pbmc10k_figures]
+#                                     --data DIR: a data folder (cisformer preprocess --name NAME --out DIR; files it
+#                                     lacks come from data/); --param KEY=VALUE (repeatable) sets a notebook parameter
+#                                     of every notebook run, e.g. --param 'datasets=[pbmc10k, bmmc]' (lists in YAML);
+#                                     --out DIR: figures folder instead of figures/ (keeps the committed ones intact)
 #   ./run_all.sh --test               set up .venv if needed, then run the test suite (pytest)
 #   ./run_all.sh --setup              only create / update .venv
 #   ./run_all.sh --verify [--only NAME] [--against DIR]
@@ -18,12 +23,14 @@
 # default 1: results depend on the thread count, so it is fixed).
 set -euo pipefail
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PROFILE=cpu
 ONLY=""
 DATA=""
 AGAINST=""
+OUTDIR=""
+PARAMS=()
 MODE=figures
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -33,12 +40,20 @@ while [ $# -gt 0 ]; do
     --test) MODE=test; shift ;;
     --verify) MODE=verify; shift ;;
     --against) AGAINST="$(cd "$2" && pwd)"; shift 2 ;;
+    --out) mkdir -p "$2"; OUTDIR="$(cd "$2" && pwd)"; shift 2 ;;
+    --param)
+      case "${2:-}" in
+        [A-Za-z_]*=*) PARAMS+=("$2") ;;
+        *) echo "run_all.sh: --param needs KEY=VALUE (got '${2:-}')" >&2; exit 2 ;;
+      esac
+      shift 2 ;;
     --setup) MODE=setup; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 if [ -n "$AGAINST" ] && [ "$MODE" != verify ]; then echo "run_all.sh: --against needs --verify" >&2; exit 2; fi
+if [ -n "$OUTDIR" ] && [ "$MODE" = verify ]; then echo "run_all.sh: --verify writes to a temporary folder; compare with --against DIR instead of --out" >&2; exit 2; fi
 case "$PROFILE" in quick|cpu|paper) ;; *) echo "run_all.sh: --profile must be quick, cpu or paper" >&2; exit 2 ;; esac
 
 ROOT="$(cd "$(dirname "$0")" && pwd)"
@@ -76,7 +91,7 @@ if [ "$MODE" = test ]; then
   exec "$PY" -m pytest -q
 fi
 
-if [ "$PROFILE" = cpu ]; then FIGURES="$ROOT/figures"; else FIGURES="$ROOT/figures/$PROFILE"; fi
+if [ -n "$OUTDIR" ]; then FIGURES="$OUTDIR"; elif [ "$PROFILE" = cpu ]; then FIGURES="$ROOT/figures"; else FIGURES="$ROOT/figures/$PROFILE"; fi
 # Same seeds, same tables: the thread count changes BLAS / OpenMP rounding (and torch.set_num_threads also sets
 # scikit-learn's OpenMP threads), and str hashes (set order) change per process unless seeded.
 THREADS="${CISFORMER_THREADS:-1}"
@@ -108,12 +123,25 @@ for nb in "$ROOT"/notebooks/*.ipynb; do
   rm -f "$out/provenance.jsonl"
   params=(-p profile "$PROFILE" -p out_dir "$out")
   [ -n "$DATA" ] && params+=(-p data_dir "$DATA")
-  "$PY" - "$out/params.json" "notebooks/$stem.ipynb" "$PROFILE" "$DATA" <<'PYEOF'
+  for kv in ${PARAMS[@]+"${PARAMS[@]}"}; do
+    case "${kv#*=}" in
+      \[*|\{*) params+=(-y "${kv%%=*}: ${kv#*=}") ;;   # a list / mapping: YAML
+      *) params+=(-p "${kv%%=*}" "${kv#*=}") ;;          # a scalar: papermill reads numbers, True/False/None
+    esac
+  done
+  "$PY" - "$out/params.json" "notebooks/$stem.ipynb" "$PROFILE" "$DATA" ${PARAMS[@]+"${PARAMS[@]}"} <<'PYEOF'
 import json, sys
-path, notebook, profile, data = sys.argv[1:]
+
+import yaml
+from papermill.cli import _resolve_type
+
+path, notebook, profile, data, *extra = sys.argv[1:]
 parameters = {"profile": profile}
 if data:
     parameters["data_dir"] = data
+for kv in extra:
+    key, value = kv.split("=", 1)
+    parameters[key] = yaml.safe_load(value) if value[:1] in "[{" else _resolve_type(value)
 json.dump({"notebook": notebook, "parameters": parameters}, open(path, "w"), indent=1)
 PYEOF
   echo "== $stem (profile $PROFILE)"

@@ -416,6 +416,45 @@ def links(model, rna: ad.AnnData, atac: ad.AnnData, min_cells: int = 1, **extrac
     return links_table(extract(model, rna, atac, **extract_kwargs), min_cells=min_cells)
 
 
+def explain_empty_links(model, rna: ad.AnnData, atac: ad.AnnData, window: int | None = WINDOW,
+                        cell_type_key: str = "cell_type", n_cells_per_type: int | None = 100) -> str:
+    """Why :func:`links` found no CRE-gene pair, and what to change, in one paragraph.
+
+    Checks in order: genes of the model with coordinates in ``rna.var`` (``chrom``, ``tss``), CREs within
+    ``window`` of a TSS (reports the nearest gene-CRE distance and the chromosomes of each), and otherwise pairs
+    that exist but were never co-sampled (gene and CRE both among a read cell's tokens).
+    """
+    prep = _Prepared(model, rna, atac)
+    genes, cres = prep.gene_var, prep.cre_var
+    chrom = genes["chrom"].astype(str) if "chrom" in genes else pd.Series("", index=genes.index)
+    tss = pd.to_numeric(genes["tss"] if "tss" in genes else genes.get("start", pd.Series(np.nan, index=genes.index)),
+                        errors="coerce")
+    located = (chrom.str.len() > 0) & (chrom != "nan") & tss.notna()
+    if not located.any():
+        return (f"none of the model's {len(genes)} genes in the data has coordinates (rna.var 'chrom' and 'tss' are "
+                "empty). Fix: annotate the genes (cisformer preprocess --genome hg38|mm10, or "
+                "cisformer.data.read_paired(..., genome=...)), or add rna.var chrom/tss yourself.")
+    window_text = "any distance" if window is None else f"{window:,} bp"
+    pairs = candidate_pairs(genes, cres, window if window is not None else 10**10)
+    if len(pairs) == 0:
+        g_chroms, c_chroms = set(chrom[located]), set(cres["chrom"].astype(str))
+        shared = sorted(g_chroms & c_chroms)
+        mid = (cres["start"].to_numpy(float) + cres["end"].to_numpy(float)) / 2
+        nearest = min((np.abs(mid[cres["chrom"].astype(str).to_numpy() == c][:, None]
+                              - tss[located & (chrom == c)].to_numpy()[None, :]).min() for c in shared), default=None)
+        where = (f"the nearest CRE is {nearest:,.0f} bp from a TSS" if nearest is not None else
+                 f"genes and CREs share no chromosome (genes on {sorted(g_chroms)[:5]}, CREs on {sorted(c_chroms)[:5]})")
+        fix = ("use genes and CREs of the same regions (keep more of them at preprocess, e.g. a lower --min-cells, "
+               "or use the whole data set)" + ("" if not shared else ", or a larger --window"))
+        return (f"no CRE lies within {window_text} of the TSS of any of the {int(located.sum())} located genes: "
+                f"{where}. Fix: {fix}.")
+    n_types = rna.obs[cell_type_key].nunique() if cell_type_key in rna.obs else 0
+    return (f"{len(pairs)} gene-CRE pairs lie within {window_text}, but none was co-sampled (gene expressed and "
+            f"CRE open in the same cell, both among its tokens) in the cells read ({n_types} cell type(s), up to "
+            f"{n_cells_per_type} cells each). Fix: read more cells (--cells-per-type), check that the window's genes "
+            "are expressed and its CREs open in these cells, or train with larger token budgets.")
+
+
 def pair_scores(per_type: dict[str, ad.AnnData], pairs: pd.DataFrame, how: str = "mean") -> pd.Series:
     """Score of given (``gene``, ``cre``) pairs, combined over cell types (``mean`` or ``max``; pairs never
     co-sampled count as 0). Used to rank the same candidate pairs as the baselines."""

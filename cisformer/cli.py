@@ -1,65 +1,130 @@
 """Command-line interface: ``cisformer preprocess | train | predict | link`` (also ``python -m cisformer``).
 
 Every subcommand mirrors a Python function (``cisformer.train.fit``, ``cisformer.predict.rna_to_atac`` /
-``atac_to_rna``, ``cisformer.attention.links``) and reads paired AnnData files (``.h5ad``), a folder written by
-``preprocess``, or a shipped data set by name.
+``atac_to_rna``, ``cisformer.attention.links``) and reads paired AnnData files (``.h5ad``), one MuData file
+(``.h5mu`` with modalities ``rna`` and ``atac``), a folder written by ``preprocess``, or a shipped data set by
+name. Bad input ends in one ``error: FILE: field 'FIELD': problem. Fix: ...`` line, never a traceback, and outputs
+are written under a temporary name and renamed, so an interrupted command leaves no partial file.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 EXAMPLES = """\
-examples (a complete run on the tiny shipped data set, CPU, about a minute):
-  cisformer preprocess --dataset snareseq_tiny --out work/tiny --min-cells 1 --min-genes 1 --min-cres 1
-  cisformer train   --data work/tiny --direction rna2atac --profile quick --out work/r2a
-  cisformer predict --model work/r2a/model.pt --data work/tiny --cells test --out work/r2a/pred.h5ad
-  cisformer train   --data work/tiny --direction atac2rna --profile quick --out work/a2r
-  cisformer predict --model work/a2r/model.pt --data work/tiny --out work/a2r/pred.h5ad
-  cisformer link    --model work/r2a/model.pt --data work/tiny --out work/r2a/links.csv
+examples (a complete run on the shipped 500-cell BMMC set, CPU, about a minute):
+  cisformer preprocess --dataset bmmc --out work/bmmc --min-cells 5 --min-genes 1 --min-cres 1
+  cisformer train   --data work/bmmc --direction rna2atac --profile quick --out work/r2a
+  cisformer predict --model work/r2a/model.pt --data work/bmmc --cells test --out work/r2a/pred.h5ad
+  cisformer train   --data work/bmmc --direction atac2rna --profile quick --out work/a2r
+  cisformer predict --model work/a2r/model.pt --data work/bmmc --out work/a2r/pred.h5ad
+  cisformer link    --model work/r2a/model.pt --data work/bmmc --out work/r2a/links.csv
 
-your own data: any paired cells x genes / cells x peaks AnnData with raw counts and identical obs_names:
+your own data: paired cells x genes / cells x peaks (.h5ad pair, one .h5mu, or a 10x .h5); RNA as raw counts in X,
+layers['counts'] or .raw (log-normalised values: --recover-counts inverts them exactly or refuses); peaks named
+chr1:100-200, chr1-100-200, chr1_100_200, 1-100-200 or with var columns chrom/start/end:
   cisformer preprocess --rna my_rna.h5ad --atac my_atac.h5ad --cre-vocabulary human --out work/mine
+  cisformer preprocess --mudata my.h5mu --cre-vocabulary human --liftover hg19 --recover-counts --out work/mine
+  cisformer preprocess --10x-h5 filtered_feature_bc_matrix.h5 --fragments atac_fragments.tsv.gz \\
+      --cell-types labels.csv --cell-type-column cell_type --cre-vocabulary human --name pbmc10k --out work/pbmc10k
+  cisformer train --dataset pbmc10k --data-dir work/pbmc10k --direction atac2rna --out work/pbmc10k_a2r
+  ./run_all.sh --data work/pbmc10k --only links_gwas --param dataset=pbmc10k --out work/pbmc10k_figures
   cisformer train --data work/mine --direction rna2atac --profile paper --device cuda --out work/mine_r2a
+  cisformer predict --model work/mine_r2a/model.pt --mudata my.h5mu --out my_with_prediction.h5mu
 multi-GPU: accelerate launch -m cisformer train ...
 """
+
+
+def _fail(err) -> SystemExit:
+    """The one-line CLI error for an exception raised by the package (InputError, ValueError)."""
+    return SystemExit(f"error: {err}")
+
+
+def _write_atomic(path: Path, write) -> None:
+    """``write(tmp_path)`` to a temporary name next to ``path`` (same suffix), then rename it to ``path``."""
+    from . import data
+
+    data.write_atomic(path, write)
 
 
 # --------------------------------------------------------------------------------------------------- inputs
 
 def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
     g = p.add_argument_group("input (one of)")
-    g.add_argument("--dataset", help="a shipped data set by name, e.g. snareseq, snareseq_tiny, bmmc")
+    g.add_argument("--dataset", help="a data set by name: shipped (snareseq, snareseq_tiny, bmmc, pbmc_scarlink) or "
+                                     "one written by preprocess --name NAME --out DIR (with --data-dir DIR)")
     g.add_argument("--data", type=Path, help="a folder with rna.h5ad and atac.h5ad (written by preprocess)")
-    g.add_argument("--rna", type=Path, help="cells x genes .h5ad with raw counts")
-    g.add_argument("--atac", type=Path, help="cells x peaks .h5ad (counts or binary)")
-    g.add_argument("--data-dir", type=Path, help="where shipped data sets live (default: the repo's data/)")
+    g.add_argument("--rna", type=Path, help="cells x genes .h5ad with raw counts (X, layers['counts'] or .raw)")
+    g.add_argument("--atac", type=Path, help="cells x peaks .h5ad (counts, binary or normalised: open where > 0)")
+    g.add_argument("--mudata", type=Path, help="one .h5mu (MuData) with modalities 'rna' and 'atac'")
+    g.add_argument("--data-dir", type=Path, help="data folder of --dataset: the repo's data/ (default) or one written "
+                                                 "by preprocess --name (shipped sets and references still found)")
 
 
 def _read_h5ad(path: Path, what: str):
     import anndata as ad
+
+    from . import data
 
     if not path.exists():
         raise SystemExit(f"error: {what} file {path} does not exist")
     if path.suffix != ".h5ad":
         raise SystemExit(f"error: {what} file {path} must be an .h5ad file (AnnData); convert other formats with "
                          "scanpy (sc.read_10x_h5, sc.read_mtx) or cisformer.data first")
-    return ad.read_h5ad(path)
+    try:
+        data.check_readable(path)
+        return ad.read_h5ad(path)
+    except data.InputError as err:
+        raise _fail(err)
+    except Exception as err:  # anndata / h5py deep inside
+        raise SystemExit(f"error: {path}: field 'file': cannot be read as AnnData ({type(err).__name__}: "
+                         f"{str(err)[:200]}). Fix: write or copy the file again")
+
+
+def _sources(args) -> tuple[str, str]:
+    """Names of the RNA and ATAC inputs, for messages."""
+    if getattr(args, "tenx_h5", None):
+        return str(args.tenx_h5), str(args.fragments or args.tenx_h5)
+    if args.dataset:
+        return f"dataset {args.dataset} (RNA)", f"dataset {args.dataset} (ATAC)"
+    if getattr(args, "mudata", None):
+        return f"{args.mudata} (mod 'rna')", f"{args.mudata} (mod 'atac')"
+    if args.data:
+        return str(args.data / "rna.h5ad"), str(args.data / "atac.h5ad")
+    return str(args.rna), str(args.atac)
 
 
 def load_inputs(args, need_rna: bool = True, need_atac: bool = True):
-    """(rna, atac) from ``--dataset``, ``--data`` or ``--rna``/``--atac``; a modality not needed may be None."""
-    sources = [s for s in (args.dataset, args.data, args.rna or args.atac) if s]
+    """(rna, atac) from ``--dataset``, ``--data``, ``--rna``/``--atac`` or ``--mudata``; a modality not needed may be None."""
+    mudata_path = getattr(args, "mudata", None)
+    sources = [s for s in (args.dataset, args.data, args.rna or args.atac, mudata_path) if s]
     if len(sources) != 1:
-        raise SystemExit("error: give exactly one input: --dataset NAME, --data DIR, or --rna/--atac files")
-    if args.dataset:
-        from . import data
+        raise SystemExit("error: give exactly one input: --dataset NAME, --data DIR, --rna/--atac files or --mudata FILE")
+    from . import data
 
-        return data.load(args.dataset, data_dir=args.data_dir)
+    if args.dataset:
+        try:
+            return data.load(args.dataset, data_dir=args.data_dir)
+        except (KeyError, data.InputError) as err:
+            raise _fail(err.args[0] if isinstance(err, KeyError) else err)
+    if mudata_path:
+        if not mudata_path.exists():
+            raise SystemExit(f"error: MuData file {mudata_path} does not exist")
+        try:
+            return data.read_paired(mudata_path, genome=getattr(args, "genome", None),
+                                    recover_counts=getattr(args, "recover_counts", False),
+                                    cell_type_column=getattr(args, "cell_type_column", None))
+        except data.InputError as err:
+            raise _fail(err)
     if args.data:
         rna_path, atac_path = args.data / "rna.h5ad", args.data / "atac.h5ad"
+        if not rna_path.exists() and not atac_path.exists() and (args.data / "datasets").is_dir():
+            names = sorted(p.name[: -len("_rna.h5ad")] for p in (args.data / "datasets").glob("*_rna.h5ad"))
+            raise SystemExit(f"error: {args.data} is a data folder (data sets {names}), not a folder with rna.h5ad "
+                             f"and atac.h5ad. Fix: pass --dataset NAME --data-dir {args.data}")
     else:
         rna_path, atac_path = args.rna, args.atac
     for needed, path, flag in ((need_rna, rna_path, "--rna"), (need_atac, atac_path, "--atac")):
@@ -72,37 +137,136 @@ def load_inputs(args, need_rna: bool = True, need_atac: bool = True):
 
 # --------------------------------------------------------------------------------------------------- preprocess
 
-def cmd_preprocess(args) -> None:
-    rna, atac = load_inputs(args)
-    common = rna.obs_names.intersection(atac.obs_names)
-    if len(common) == 0:
-        raise SystemExit("error: RNA and ATAC share no cell names (obs_names); they must be the same cells")
-    rna, atac = rna[common].copy(), atac[common].copy()
-    if args.cre_vocabulary:
-        import pandas as pd
-
-        from . import data, vocab
-
-        if args.cre_vocabulary in ("human", "mouse"):
-            cres = data.load_cre_vocabulary(args.cre_vocabulary)
-        else:
-            cres = pd.read_csv(args.cre_vocabulary, sep="\t", header=None, usecols=[0, 1, 2],
-                               names=["chrom", "start", "end"], comment="#")
-        atac = vocab.map_peaks_to_cres(atac, cres)
-    n0 = (rna.n_obs, rna.n_vars, atac.n_vars)
+def _read_user_pair(args):
+    """Files given with --10x-h5, --rna/--atac or --data, read through cisformer.data.read_10x / read_paired (counts
+    found or recovered, peak names parsed, chromosome names normalised, labels attached)."""
     from . import data
 
-    rna, atac, _ = data.qc(rna, atac, args.min_cells, args.min_genes, args.max_genes, args.min_cres, args.max_cres)
-    if rna.n_obs == 0:
-        raise SystemExit("error: no cell passed QC; lower --min-genes / --min-cres for small or sparse data")
-    args.out.mkdir(parents=True, exist_ok=True)
-    rna.write_h5ad(args.out / "rna.h5ad", compression="gzip")
-    atac.write_h5ad(args.out / "atac.h5ad", compression="gzip")
-    print(f"preprocess: {n0[0]} -> {rna.n_obs} cells, {n0[1]} -> {rna.n_vars} genes, {n0[2]} -> {atac.n_vars} "
-          f"CREs; wrote {args.out}/rna.h5ad and atac.h5ad")
+    if args.tenx_h5 is not None:
+        if any(s is not None for s in (args.dataset, args.data, args.rna, args.atac, args.mudata)):
+            raise SystemExit("error: give exactly one input: --10x-h5 FILE or --dataset / --data / --rna+--atac / --mudata")
+        for path, flag in ((args.tenx_h5, "--10x-h5"), (args.fragments, "--fragments"), (args.peaks, "--peaks"),
+                           (args.cell_types, "--cell-types")):
+            if path is not None and not path.exists():
+                raise SystemExit(f"error: {flag} {path} does not exist")
+        if args.cell_type_column is not None and args.cell_types is None:
+            raise SystemExit(f"error: {args.tenx_h5}: field 'cell types': a 10x h5 holds no cell labels, so "
+                             f"--cell-type-column {args.cell_type_column} has nothing to read. Fix: add --cell-types "
+                             "labels.csv (barcodes and a column of labels)")
+        return data.read_10x(args.tenx_h5, args.fragments, args.peaks, args.cell_types,
+                             args.cell_type_column or "cell_type", genome=args.genome,
+                             recover_counts=args.recover_counts)
+    if args.fragments is not None or args.cell_types is not None:
+        raise SystemExit("error: --fragments and --cell-types go with --10x-h5 FILE")
+    rna_path, atac_path = (args.data / "rna.h5ad", args.data / "atac.h5ad") if args.data else (args.rna, args.atac)
+    for path, flag in ((rna_path, "--rna"), (atac_path, "--atac")):
+        if path is None:
+            raise SystemExit(f"error: preprocess needs {flag} (or --mudata FILE, --dataset NAME)")
+    return data.read_paired(rna_path, atac_path, genome=args.genome, recover_counts=args.recover_counts,
+                            cell_type_column=args.cell_type_column)
+
+
+def _cre_vocabulary(name: str):
+    import pandas as pd
+
+    from . import data
+
+    if name in ("human", "mouse"):
+        return data.load_cre_vocabulary(name)
+    path = Path(name)
+    if not path.exists():
+        raise SystemExit(f"error: --cre-vocabulary {name}: not 'human', 'mouse' or an existing BED file")
+    try:
+        return pd.read_csv(path, sep="\t", header=None, usecols=[0, 1, 2], names=["chrom", "start", "end"],
+                           comment="#", dtype={"chrom": str, "start": "int64", "end": "int64"})
+    except (ValueError, pd.errors.ParserError) as err:
+        raise SystemExit(f"error: {path}: field 'BED columns 1-3': cannot be read as chrom, start, end ({err}). "
+                         "Fix: pass a tab-separated BED file")
+
+
+def cmd_preprocess(args) -> None:
+    from . import data, vocab
+
+    rna_source, atac_source = _sources(args)
+    notes = []
+    if args.genome is None and args.cre_vocabulary == "human":
+        args.genome = "hg38"
+    try:
+        if (args.dataset or args.mudata) and args.tenx_h5 is None:
+            rna, atac = load_inputs(args)
+            if args.dataset and args.cell_type_column is not None:
+                data.use_cell_type_column(rna, atac, args.cell_type_column, f"dataset {args.dataset}")
+        else:
+            rna, atac = _read_user_pair(args)
+        notes += [n for n in (rna.uns.pop("counts_note", None), atac.uns.pop("chrom_note", None)) if n]
+        rna, atac, note = data.pair_cells(rna, atac, rna_source, atac_source)
+        notes.append(note)
+        data.validate_pair(rna, atac, rna_source, atac_source, allow_empty_cells=True)
+        notes.append(data.ATAC_RULE)
+        if args.liftover:
+            atac, note = data.lift_peaks(atac, args.liftover, atac_source)
+            notes.append(note)
+        if args.cre_vocabulary:
+            cres = _cre_vocabulary(args.cre_vocabulary)
+            check = data.check_genome(atac, cres, atac_source)
+            n_peaks = atac.n_vars
+            atac = vocab.map_peaks_to_cres(atac, cres)
+            notes.append(f"{atac.uns['n_peaks_mapped']} of {n_peaks} peaks overlap >= 1 CRE of the "
+                         f"{cres.attrs.get('genome', args.cre_vocabulary)} vocabulary ({check['observed']:.0%} of "
+                         f"peaks vs {check['null']:.0%} for shifted peaks: the build fits)")
+        thresholds = dict(min_cells=args.min_cells, min_genes=args.min_genes, max_genes=args.max_genes,
+                          min_peaks=args.min_cres, max_peaks=args.max_cres)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UserWarning)
+            report = data.qc_report(rna, atac, **thresholds, source=rna_source)
+        n0 = (rna.n_obs, rna.n_vars, atac.n_vars)
+        rna, atac, _ = data.qc(rna, atac, **thresholds)
+    except data.InputError as err:
+        raise _fail(err)
+    for note in notes:
+        print(f"preprocess: {note}")
+    print("preprocess: QC, rules applied in this order (removed_alone: by the rule alone)\n"
+          + report.to_string(index=False))
+    for w in caught:
+        print(f"warning: {w.message}", file=sys.stderr)
+    counts = (f"preprocess: {n0[0]} -> {rna.n_obs} cells, {n0[1]} -> {rna.n_vars} genes, {n0[2]} -> {atac.n_vars} "
+              f"{'CREs' if args.cre_vocabulary else 'peaks'}")
+    if args.name is None:
+        for adata, name in ((rna, "rna.h5ad"), (atac, "atac.h5ad")):
+            _write_atomic(args.out / name, lambda tmp, a=adata: a.write_h5ad(tmp, compression="gzip"))
+        print(f"{counts}; wrote {args.out}/rna.h5ad and atac.h5ad")
+        return
+    inputs = [str(p) for p in (args.tenx_h5, args.fragments, args.peaks, args.cell_types, args.rna, args.atac,
+                               args.mudata, args.data) if p is not None] or [f"dataset {args.dataset}"]
+    try:
+        written = data.write_dataset(rna, atac, args.name, args.out, licence=args.licence,
+                                     source=f"cisformer preprocess of {' + '.join(inputs)}")
+    except ValueError as err:
+        raise _fail(err)
+    print(f"{counts}; wrote {written['rna']}, {written['atac']} and their lines in {args.out / 'MANIFEST'}\n"
+          f"preprocess: read it with --dataset {args.name} --data-dir {args.out} (train / predict / link), "
+          f"cisformer.data.load({args.name!r}, data_dir={str(args.out)!r}), or the notebooks: ./run_all.sh --data "
+          f"{args.out} --param dataset={args.name}")
 
 
 # --------------------------------------------------------------------------------------------------- train
+
+def _rna_counts(rna, args):
+    """RNA with raw counts in X (found in layers['counts'] / .raw when X holds other values), or one error line:
+    log-normalised values are never floored into training or prediction. Inputs marked ``uns["counts"] = False``
+    (a shipped set with normalised RNA) pass unchanged."""
+    from . import data
+
+    if rna is None or rna.uns.get("counts", True) is False:
+        return rna
+    try:
+        rna, note = data.find_counts(rna, _sources(args)[0])
+    except data.InputError as err:
+        raise _fail(err)
+    if note != "RNA raw counts found in X":
+        print(f"{args.command}: {note}")
+    return rna
+
 
 def _parse_overrides(items) -> dict:
     out = {}
@@ -123,6 +287,7 @@ def cmd_train(args) -> None:
     from . import data, train
 
     rna, atac = load_inputs(args)
+    rna = _rna_counts(rna, args)
     by = args.split or ("predefined" if "split" in rna.obs else "random")
     try:
         train_cells, val_cells, test_cells = data.split_cells(rna.obs, by=by, test_fraction=args.test_fraction,
@@ -133,7 +298,8 @@ def cmd_train(args) -> None:
     labels = pd.Series("train", index=rna.obs_names.astype(str))
     labels[val_cells], labels[test_cells] = "val", "test"
     args.out.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"cell": labels.index, "split": labels.to_numpy()}).to_csv(args.out / "split.csv", index=False)
+    _write_atomic(args.out / "split.csv",
+                  lambda tmp: pd.DataFrame({"cell": labels.index, "split": labels.to_numpy()}).to_csv(tmp, index=False))
     try:
         model, history = train.fit(rna, atac, args.direction, train_cells, val_cells,
                                    profile=args.profile, seed=args.seed, checkpoint_dir=args.out / "checkpoints",
@@ -141,8 +307,14 @@ def cmd_train(args) -> None:
                                    **_parse_overrides(args.set))
     except (TypeError, ValueError) as err:
         raise SystemExit(f"error: {err}")
-    model.save(args.out / "model.pt")
-    history.to_csv(args.out / "history.csv", index=False)
+    except Exception as err:
+        if _unreadable_checkpoint(err):
+            raise SystemExit(f"error: {args.out / 'checkpoints'}: field 'checkpoint': a saved checkpoint cannot be read, "
+                             f"truncated or corrupt ({type(err).__name__}: {str(err)[:160]}). Fix: delete "
+                             f"{args.out / 'checkpoints'} (training restarts from scratch) or restore it from a copy")
+        raise
+    _write_atomic(args.out / "model.pt", model.save)
+    _write_atomic(args.out / "history.csv", lambda tmp: history.to_csv(tmp, index=False))
     best = history.loc[history["val_score"].idxmax()]
     criterion = "AUROC gain over the floor" if args.direction == "rna2atac" else "gene-wise Pearson"
     print(f"train: best epoch {int(best['epoch'])}, validation {criterion} {best['val_score']:.4f} "
@@ -174,21 +346,84 @@ def _select_cells(adata, cells: str, model_path: Path):
     return adata[list(names)].copy()
 
 
-def _load_model(path: Path):
+def _unreadable_checkpoint(err: Exception) -> bool:
+    """Whether ``err`` is what torch.load raises on a truncated or corrupt file."""
+    import pickle
+    import zipfile
+
+    text = str(err)
+    return isinstance(err, (EOFError, pickle.UnpicklingError, zipfile.BadZipFile)) or (
+        isinstance(err, RuntimeError) and any(k in text for k in ("PytorchStreamReader", "zip archive", "pickle")))
+
+
+def _load_model(path: Path, direction: str | None = None):
+    """A trained model from ``path``; one error line for a missing, truncated or corrupt file or a model of the
+    other direction than ``direction``."""
     from .model import Cisformer
 
     if not path.exists():
         raise SystemExit(f"error: model file {path} does not exist (cisformer train writes OUT/model.pt)")
-    return Cisformer.load(path)
+    fix = "train it again (cisformer train ... --out DIR writes DIR/model.pt) or copy the file again"
+    if path.stat().st_size == 0:
+        raise SystemExit(f"error: {path}: field 'model file': is empty (0 bytes). Fix: {fix}")
+    try:
+        model = Cisformer.load(path)
+    except Exception as err:
+        raise SystemExit(f"error: {path}: field 'model file': cannot be read as a Cisformer model, truncated or "
+                         f"corrupt ({type(err).__name__}: {str(err)[:160]}). Fix: {fix}")
+    if direction is not None and model.config.direction != direction:
+        raise SystemExit(f"error: {path}: field 'direction': the model is {model.config.direction} "
+                         f"({_DIRECTION_TEXT[model.config.direction]}), not {direction}. Fix: pass the model trained "
+                         f"with cisformer train --direction {direction}, or drop --direction")
+    return model
+
+
+_DIRECTION_TEXT = {"rna2atac": "predicts ATAC from RNA", "atac2rna": "predicts RNA from ATAC"}
+
+
+def _write_prediction(out, args, direction: str) -> str:
+    """Write the prediction to ``args.out`` (.h5ad, or a modality of .h5mu); returns what was written."""
+    if args.out.suffix != ".h5mu":
+        _write_atomic(args.out, lambda tmp: out.write_h5ad(tmp, compression="gzip"))
+        return str(args.out)
+    import mudata
+
+    name = f"{'atac' if direction == 'rna2atac' else 'rna'}_predicted"
+    if args.mudata is not None:
+        mdata = mudata.read_h5mu(args.mudata)
+        mdata.mod[name] = out
+        mdata.update()
+    else:
+        mdata = mudata.MuData({name: out})
+    _write_atomic(args.out, mdata.write)
+    return f"{args.out} (modality '{name}' beside {sorted(m for m in mdata.mod if m != name)})"
 
 
 def cmd_predict(args) -> None:
-    from . import predict
+    from . import data, predict
 
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.direction)
     direction = model.config.direction
+    if args.rna is not None and args.atac is None and direction == "atac2rna" or (
+            args.atac is not None and args.rna is None and direction == "rna2atac"):
+        given = "--rna" if args.rna is not None else "--atac"
+        raise SystemExit(f"error: {args.model}: field 'direction': the model is {direction} "
+                         f"({_DIRECTION_TEXT[direction]}) but only {given} was given. Fix: give "
+                         f"{'--rna' if direction == 'rna2atac' else '--atac'}, or use a model trained with "
+                         f"--direction {'atac2rna' if direction == 'rna2atac' else 'rna2atac'}")
     rna, atac = load_inputs(args, need_rna=direction == "rna2atac",
                             need_atac=direction == "atac2rna" and not args.mask)
+    if direction == "rna2atac":
+        rna = _rna_counts(rna, args)
+    rna_source, atac_source = _sources(args)
+    try:
+        if direction == "rna2atac":
+            match = predict.feature_match(rna, model.gene_names, "genes", rna_source)
+        else:
+            match = predict.feature_match(atac, model.cre_names, "CREs", atac_source)
+    except data.InputError as err:
+        raise _fail(err)
+    print(f"predict: {match['note']}; absent ones are read as zero")
     if direction == "rna2atac":
         rna = _select_cells(rna, args.cells, args.model)
         threshold = None if args.threshold is None else (
@@ -202,9 +437,8 @@ def cmd_predict(args) -> None:
                 raise SystemExit("error: --mask reads the measured RNA: give it with --rna or --data")
             mask = rna[atac.obs_names]
         out = predict.atac_to_rna(model, atac, mask=mask, batch_size=args.batch_size)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_h5ad(args.out, compression="gzip")
-    print(f"predict ({direction}): {out.n_obs} cells x {out.n_vars} features -> {args.out}")
+    written = _write_prediction(out, args, direction)
+    print(f"predict ({direction}): {out.n_obs} cells x {out.n_vars} features -> {written}")
 
 
 # --------------------------------------------------------------------------------------------------- link
@@ -216,11 +450,20 @@ def cmd_link(args) -> None:
         raise SystemExit(f"error: cisformer.attention is not available ({err})")
     model = _load_model(args.model)
     rna, atac = load_inputs(args)
-    table = attention.links(model, rna, atac, cell_type_key=args.cell_type_key,
-                            n_cells_per_type=args.cells_per_type, window=args.window, seed=args.seed)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out, index=False)
+    rna = _rna_counts(rna, args)
+    if args.cell_type_key not in rna.obs:
+        raise SystemExit(f"error: {_sources(args)[0]}: field 'obs[{args.cell_type_key!r}]': column missing (obs has "
+                         f"{list(rna.obs.columns)[:8]}). Fix: pass --cell-type-key COLUMN")
+    try:
+        table = attention.links(model, rna, atac, cell_type_key=args.cell_type_key,
+                                n_cells_per_type=args.cells_per_type, window=args.window, seed=args.seed)
+    except ValueError as err:
+        raise _fail(err)
+    _write_atomic(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(f"link: {len(table)} CRE-gene links -> {args.out}")
+    if table.empty:
+        why = attention.explain_empty_links(model, rna, atac, args.window, args.cell_type_key, args.cells_per_type)
+        print(f"link: no links because {why}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------------------- parser
@@ -232,21 +475,58 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "cross-attention transformer, and read CRE-gene links from it.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{preprocess,train,predict,link}")
 
-    p = sub.add_parser("preprocess", formatter_class=fmt, help="pair cells, map peaks to CREs, paper QC",
+    p = sub.add_parser("preprocess", formatter_class=fmt, help="pair cells, map peaks to CREs, paper QC, write a data "
+                                                              "folder",
                        description="Keep the cells present in both modalities, optionally map peaks onto a CRE "
                                    "vocabulary (>= 1 bp overlap), apply the paper's QC, write OUT/rna.h5ad and "
-                                   "OUT/atac.h5ad.",
+                                   "OUT/atac.h5ad; with --name NAME, a data folder instead: OUT/datasets/"
+                                   "NAME_rna.h5ad, NAME_atac.h5ad and OUT/MANIFEST (sha256 of each), which "
+                                   "`--dataset NAME --data-dir OUT`, cisformer.data.load(NAME, data_dir=OUT), the "
+                                   "notebooks (data_dir) and ./run_all.sh --data OUT --param dataset=NAME read.",
                        epilog="example:\n  cisformer preprocess --rna rna.h5ad --atac atac.h5ad --cre-vocabulary "
                               "human --out work/mine")
     _add_inputs(p)
     p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--cre-vocabulary", help="'human', 'mouse' or a BED file of CREs (default: keep the peaks)")
+    p.add_argument("--name", help="write OUT as a data folder holding data set NAME (OUT/datasets/NAME_rna.h5ad, "
+                                  "NAME_atac.h5ad, lines added to OUT/MANIFEST; several data sets can share OUT)")
+    p.add_argument("--licence", default="user data", help="licence column of the MANIFEST lines with --name "
+                                                          "(default 'user data')")
+    p.add_argument("--cell-type-column", metavar="COLUMN",
+                   help="the column holding the cell types, copied into obs['cell_type'] of both modalities: a column "
+                        "of --cell-types (10x input; default 'cell_type'), or an obs column of the --rna/--atac "
+                        ".h5ad, --mudata .h5mu (global or per-modality obs) or --dataset input (default: "
+                        "obs['cell_type'] when present, else 'unknown'); a missing column is an error listing the "
+                        "columns there are")
+    p.add_argument("--cre-vocabulary", help="'human', 'mouse' or a BED file of CREs (default: keep the peaks); the "
+                                            "peaks' genome build and species are checked against it first")
+    p.add_argument("--liftover", choices=["hg19", "hg38"],
+                   help="the peaks' build, lifted with the shipped UCSC chain to the other one before mapping "
+                        "(hg19 -> hg38 for the human vocabulary); reports how many peaks failed to lift")
+    p.add_argument("--recover-counts", action="store_true",
+                   help="RNA stored log1p-normalised (no layers['counts'] or .raw): invert it exactly to counts "
+                        "(per cell expm1 / smallest value, accepted only if every value is then an integer), else "
+                        "stop with an error")
+    g = p.add_argument_group("10x Multiome download")
+    g.add_argument("--10x-h5", dest="tenx_h5", type=Path,
+                   help="filtered_feature_bc_matrix.h5 of Cell Ranger ARC (both modalities; an input on its own)")
+    g.add_argument("--fragments", type=Path, help="atac_fragments.tsv.gz: count fragments per cell on the peaks")
+    g.add_argument("--peaks", type=Path, help="BED of peaks for --fragments (default: the h5's peaks)")
+    g.add_argument("--cell-types", type=Path, help="CSV/TSV of cell labels: barcodes in the first (or a 'barcode') "
+                                                  "column, labels in --cell-type-column")
+    p.add_argument("--genome", choices=["hg38", "mm10"],
+                   help="annotate genes with the shipped gene table (coordinates for links; default hg38 with "
+                        "--cre-vocabulary human)")
     p.add_argument("--min-cells", type=int, default=10, help="drop genes/CREs seen in fewer cells (default 10)")
     p.add_argument("--min-genes", type=int, default=200, help="min expressed genes per cell (default 200)")
     p.add_argument("--max-genes", type=int, default=20_000, help="max expressed genes per cell (default 20000)")
     p.add_argument("--min-cres", type=int, default=500, help="min open CREs per cell (default 500)")
     p.add_argument("--max-cres", type=int, default=50_000, help="max open CREs per cell (default 50000)")
     p.set_defaults(func=cmd_preprocess)
+    p.epilog += ("\n\nchecks (each stops with one error line naming the file, the field and the fix): RNA raw counts "
+                 "(X, layers['counts'], .raw, or --recover-counts), ATAC without NaN/inf/negative values (binarised "
+                 "as > 0), peak names, duplicated names, shared cells, genome build and species against "
+                 "--cre-vocabulary (--liftover hg19), and a QC table of what each threshold removes (warning when "
+                 "more than half of the cells go; error when none is left)")
 
     p = sub.add_parser("train", formatter_class=fmt, help="train one direction (checkpointed, resumable)",
                        description="Split cells into train/val/test (cisformer.data.split_cells: random, by "
@@ -289,7 +569,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "--out a2r_masked.h5ad   # the paper's masked convention")
     _add_inputs(p)
     p.add_argument("--model", type=Path, required=True, help="model.pt written by cisformer train")
-    p.add_argument("--out", type=Path, required=True, help="output .h5ad")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output .h5ad, or .h5mu: the prediction as modality atac_predicted / rna_predicted (added to "
+                        "the --mudata input's modalities)")
     p.add_argument("--cells", default="all", help="all | train | val | test (from the model's split.csv) | a file "
                                                   "with one cell name per line (default all)")
     p.add_argument("--threshold", help="rna2atac binary layer: a probability (default 0.5, the paper's) or 'topk' "
@@ -299,6 +581,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "reads the true RNA, so it is not a prediction from ATAC alone)")
     p.add_argument("--batch-size", type=int, default=1, help="cells per forward pass (default 1: fastest on CPU; "
                                                              "raise on a GPU)")
+    p.add_argument("--direction", choices=["rna2atac", "atac2rna"],
+                   help="the direction expected of --model (checked; default: the model's)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("link", formatter_class=fmt, help="CRE-gene links from cross-attention",

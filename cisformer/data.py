@@ -11,6 +11,8 @@ Your own data::
     validate_pair(rna, atac, "rna.h5ad", "atac.h5ad", cre_vocabulary="hg38")
     rna, atac, table = qc(rna, atac)
     train, val, test = split_cells(rna.obs, by="cell_type")
+    write_dataset(rna, atac, "mine", "work/mine")        # a data folder: datasets/mine_*.h5ad + MANIFEST
+    rna, atac = load("mine", data_dir="work/mine")        # as the notebooks read it (data_dir); references from data/
 
 Conventions (the team's data contract): ``rna`` and ``atac`` are AnnData with identical ``obs_names``; ``X`` is CSR
 float32 (raw counts unless ``uns["counts"]`` is False); ``obs["cell_type"]`` and ``obs["batch"]`` are categorical;
@@ -63,15 +65,27 @@ REFERENCES = {
     "jaspar_jaspar": "reference/JASPAR2024_CORE_vertebrates_nonredundant.jaspar.gz",
     "jaspar_metadata": "reference/JASPAR2024_CORE_vertebrates_nonredundant_metadata.tsv",
     "chain_hg19_hg38": "reference/hg19ToHg38.over.chain.gz",
+    "chain_hg38_hg19": "reference/hg38ToHg19.over.chain.gz",
     "fragments_tiny": "fixtures/signac_fragments_tiny.tsv.gz",
 }
 
 
+MANIFEST_COLUMNS = ["file", "sha256", "bytes", "source", "licence", "description"]
+
+
+def _is_repo_data(root: Path) -> bool:
+    return Path(root).resolve() == (paths.REPO_ROOT / "data").resolve()
+
+
 def read_manifest(data_dir=None) -> pd.DataFrame:
-    """``data/MANIFEST`` as a frame indexed by file (columns sha256, bytes, source, licence, description)."""
+    """``data/MANIFEST`` (or a data folder's) as a frame indexed by file (columns sha256, bytes, source, licence,
+    description)."""
     path = paths.data_dir(data_dir) / "MANIFEST"
     if not path.exists():
-        raise _error(path, "MANIFEST", "the data manifest is missing", "restore data/ from the repository (git checkout data)")
+        fix = ("restore data/ from the repository (git checkout data)" if _is_repo_data(path.parent) else
+               "write the folder with `cisformer preprocess ... --name NAME --out DIR` or cisformer.data.write_dataset "
+               "(they write the MANIFEST), or pass verify=False")
+        raise _error(path, "MANIFEST", "the data manifest is missing", fix)
     return pd.read_csv(path, sep="\t", keep_default_na=False).set_index("file")
 
 
@@ -85,17 +99,30 @@ def _file_sha(path: Path) -> str:
     return _sha256_cached(str(path), stat.st_size, stat.st_mtime)
 
 
+def _locate(rel: str, data_dir=None) -> Path | None:
+    """The first folder of :func:`cisformer.paths.data_dirs` (``data_dir``, then the default data folder) that holds
+    ``rel``; None when none does."""
+    return next((root for root in paths.data_dirs(data_dir) if (root / rel).exists()), None)
+
+
 def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
-    """Path of a shipped file, its sha256 checked against ``MANIFEST`` (and recorded in the provenance log)."""
-    root = paths.data_dir(data_dir)
-    path = root / rel
-    if not path.exists():
+    """Path of a data file, its sha256 checked against the ``MANIFEST`` of the folder holding it (and recorded in
+    the provenance log). ``rel`` is looked up in ``data_dir`` first, then in the default data folder
+    (:func:`cisformer.paths.data_dirs`): a user's data folder holds only the user's data sets, and the reference
+    files and shipped data sets come from the repository's ``data/``."""
+    root = _locate(rel, data_dir)
+    if root is None:
+        path = paths.data_dir(data_dir) / rel
         raise _error(path, "file", "shipped data file not found", f"restore it (git checkout {path}) or pass data_dir=")
+    path = root / rel
     digest = _file_sha(path)
     if verify:
-        manifest = read_manifest(data_dir)
+        manifest = read_manifest(root)
         if rel not in manifest.index:
-            raise _error(root / "MANIFEST", rel, "file has no MANIFEST line", "add it with data/build_shipped_data.py --manifest-only")
+            fix = ("add it with data/build_shipped_data.py --manifest-only" if _is_repo_data(root) else
+                   "write the data set with cisformer.data.write_dataset (or `cisformer preprocess --name`), which "
+                   "adds its MANIFEST lines, or pass verify=False")
+            raise _error(root / "MANIFEST", rel, "file has no MANIFEST line", fix)
         expected = manifest.loc[rel, "sha256"]
         if digest != expected:
             raise _error(path, "sha256", f"checksum mismatch: file has {digest}, MANIFEST says {expected}",
@@ -107,36 +134,120 @@ def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
 def reference_path(key: str, data_dir=None, verify: bool = True) -> Path:
     """Verified path of a shipped reference file; ``key`` in :data:`REFERENCES` or a path relative to ``data/``."""
     rel = REFERENCES.get(key, key)
-    if rel not in REFERENCES.values() and not (paths.data_dir(data_dir) / rel).exists():
+    if rel not in REFERENCES.values() and _locate(rel, data_dir) is None:
         raise KeyError(f"unknown reference {key!r}; choose one of {sorted(REFERENCES)}")
     return shipped_path(rel, data_dir, verify)
 
 
+def dataset_files(name: str) -> tuple[str, str]:
+    """Paths (relative to a data folder) of a paired data set's RNA and ATAC files: ``datasets/<name>_rna.h5ad``
+    and ``datasets/<name>_atac.h5ad``, for the shipped sets (:data:`DATASETS`) and those written by
+    :func:`write_dataset` alike."""
+    return DATASETS.get(name, (f"datasets/{name}_rna.h5ad", f"datasets/{name}_atac.h5ad"))
+
+
+def list_datasets(data_dir=None) -> list[str]:
+    """Names :func:`load` accepts with this ``data_dir``: the shipped sets and those of the data folder."""
+    names = set(DATASETS)
+    for root in paths.data_dirs(data_dir):
+        for rna_file in (root / "datasets").glob("*_rna.h5ad"):
+            name = rna_file.name[: -len("_rna.h5ad")]
+            if (root / dataset_files(name)[1]).exists():
+                names.add(name)
+    return sorted(names)
+
+
 def load(name: str, data_dir=None, verify: bool = True):
-    """Load a shipped paired dataset as ``(rna, atac)`` AnnData with identical obs_names.
+    """Load a shipped paired dataset, or one of a data folder, as ``(rna, atac)`` AnnData with identical obs_names.
 
     Parameters
     ----------
     name
         ``"snareseq"`` (10,309 cells, mm10), ``"snareseq_tiny"`` (100 cells, no labels), ``"bmmc"`` (500 cells, hg38,
         ``obs["split"]`` official train/test), ``"pbmc_scarlink"`` (9,460 cells, 3 genes with normalized RNA,
-        ATAC = 500-bp tiles around the genes).
+        ATAC = 500-bp tiles around the genes), or a data set written into ``data_dir`` by :func:`write_dataset`
+        (``cisformer preprocess ... --name NAME --out DIR``): ``DIR/datasets/NAME_rna.h5ad`` and ``NAME_atac.h5ad``.
     data_dir
-        Folder holding the shipped files (default ``cisformer.paths.data_dir()``).
+        Folder holding the data sets and their ``MANIFEST`` (default ``cisformer.paths.data_dir()``); files it lacks
+        (the shipped sets, reference files) are taken from the default data folder.
     verify
-        Check each file's sha256 against ``data/MANIFEST``.
+        Check each file's sha256 against the ``MANIFEST`` of the folder holding it.
     """
     import anndata as ad
 
-    if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
-    rna_rel, atac_rel = DATASETS[name]
+    rna_rel, atac_rel = dataset_files(name)
+    if name not in DATASETS and _locate(rna_rel, data_dir) is None:
+        raise KeyError(f"unknown dataset {name!r}; choose one of {list_datasets(data_dir)} (looked for {rna_rel} in "
+                       f"{', '.join(str(p) for p in paths.data_dirs(data_dir))})")
     rna = ad.read_h5ad(shipped_path(rna_rel, data_dir, verify))
     atac = ad.read_h5ad(shipped_path(atac_rel, data_dir, verify))
     for adata in (rna, atac):
         adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
         adata.uns["counts"] = bool(adata.uns.get("counts", True))
     return rna, atac
+
+
+def write_atomic(path, write) -> None:
+    """``write(tmp_path)`` to a temporary name next to ``path`` (same suffix), then rename it to ``path``: an
+    interrupted write leaves no partial file."""
+    import os
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp{os.getpid()}-{path.name}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _one_line(text) -> str:
+    return " ".join(str(text).split())
+
+
+def write_dataset(rna, atac, name: str, data_dir, source: str = "", licence: str = "user data",
+                  description: str | None = None) -> dict[str, Path]:
+    """Write a paired data set into a data folder that :func:`load`, the notebooks (``data_dir``) and
+    ``./run_all.sh --data DIR`` read: ``DIR/datasets/<name>_rna.h5ad`` and ``<name>_atac.h5ad`` (each written under a
+    temporary name and renamed), and their lines in ``DIR/MANIFEST`` (added or replaced; same columns as
+    ``data/MANIFEST``: file, sha256, bytes, source, licence, description). The folder needs nothing else: reference
+    files and the shipped data sets are read from the repository's ``data/``. Sets ``uns["dataset"] = name``.
+
+    Returns ``{"rna": path, "atac": path}``; then ``load(name, data_dir=DIR)``.
+    """
+    import re
+
+    root = Path(data_dir)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", str(name)):
+        raise ValueError(f"data set name {name!r}: use letters, digits, '_', '.', '-' (it names the files)")
+    if _is_repo_data(root) and name in DATASETS:
+        raise ValueError(f"{name!r} is a shipped data set of {root}: choose another name or another folder")
+    if rna.n_obs != atac.n_obs or not (rna.obs_names == atac.obs_names).all():
+        raise _error(f"data set {name}", "obs_names", "RNA and ATAC do not hold the same cells in the same order",
+                     "pair them first (cisformer.data.pair_cells)")
+    rows, written = {}, {}
+    for kind, adata, rel in zip(("rna", "atac"), (rna, atac), dataset_files(name)):
+        adata.uns["dataset"] = name
+        path = root / rel
+        write_atomic(path, lambda tmp, a=adata: a.write_h5ad(tmp, compression="gzip"))
+        features = "genes" if kind == "rna" else ("CREs" if "n_peaks_mapped" in adata.uns else "peaks")
+        text = description or (
+            f"{name} {kind.upper()}: {adata.n_obs:,} cells x {adata.n_vars:,} {features}; genome "
+            f"{adata.uns.get('genome', 'not set')}; obs cell_type ({adata.obs['cell_type'].nunique() if 'cell_type' in adata.obs else 0} "
+            f"types); {'raw counts' if adata.uns.get('counts', True) else 'not counts'}")
+        rows[rel] = {"sha256": provenance.sha256(path), "bytes": path.stat().st_size, "source": _one_line(source or "user data"),
+                     "licence": _one_line(licence), "description": _one_line(text)}
+        written[kind] = path
+    manifest_path = root / "MANIFEST"
+    manifest = (read_manifest(root) if manifest_path.exists()
+                else pd.DataFrame(columns=MANIFEST_COLUMNS).set_index("file"))
+    for rel, row in rows.items():
+        manifest.loc[rel, list(row)] = list(row.values())
+    manifest = manifest.sort_index().reset_index(names="file")[MANIFEST_COLUMNS]
+    write_atomic(manifest_path, lambda tmp: manifest.to_csv(tmp, sep="\t", index=False))
+    return written
 
 
 # ------------------------------------------------------------------------------------------------ reference readers
@@ -224,8 +335,16 @@ def load_clock_loci(which: str = "lifted", data_dir=None) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------------------------ readers for users' data
-def _standardize(rna, atac, source: str, genome: str | None):
-    """Bring a freshly read pair to the data contract (CSR float32, cell_type/batch, peak coordinates)."""
+def _standardize(rna, atac, source: str, genome: str | None, recover_counts: bool = False, rna_source=None):
+    """Bring a freshly read pair to the data contract (CSR float32, cell_type/batch, peak coordinates, 'chr'
+    chromosome names); RNA counts are taken from where :func:`find_counts` finds them (``X`` kept otherwise, for
+    :func:`validate_pair` to explain)."""
+    try:
+        rna, note = find_counts(rna, rna_source or source, recover=recover_counts)
+        rna.uns["counts_note"] = note
+    except InputError:
+        if recover_counts:
+            raise
     for adata in (rna, atac):
         adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
         for col in ("cell_type", "batch"):
@@ -241,10 +360,15 @@ def _standardize(rna, atac, source: str, genome: str | None):
             coords = vocab.parse_peak_names(atac.var_names)
         except ValueError as err:
             raise _error(source, "atac var_names", str(err),
-                         "name peaks 'chrom:start-end' (or add var columns chrom/start/end)") from None
+                         f"name peaks in one of the forms {vocab.PEAK_NAME_FORMS} (0-based, half-open), or add var "
+                         "columns chrom/start/end") from None
         atac.var[["chrom", "start", "end"]] = coords[["chrom", "start", "end"]].to_numpy()
         atac.var["start"] = atac.var["start"].astype(np.int64)
         atac.var["end"] = atac.var["end"].astype(np.int64)
+    chroms, renamed = vocab.normalize_chroms(atac.var["chrom"], "chr")
+    if renamed:
+        atac.var["chrom"] = chroms
+        atac.uns["chrom_note"] = f"{renamed} peak chromosome names given the 'chr' prefix (e.g. 1 -> chr1, MT -> chrM)"
     atac.var_names = vocab.peak_names(atac.var)
     return rna, atac
 
@@ -335,19 +459,64 @@ def _read_mtx_dir(path: Path):
 def _read_any(path: Path):
     import anndata as ad
 
+    if not path.exists():
+        raise _error(path, "file", "does not exist", "check the path")
     if path.is_dir():
         return _read_mtx_dir(path)
+    if path.suffix not in (".h5ad", ".h5"):
+        raise _error(path, "file type", f"unsupported suffix {path.suffix!r}",
+                     "use a 10x .h5, a 10x matrix folder, .h5ad or .h5mu")
+    check_readable(path)
     provenance.record_input(path)
-    if path.suffix == ".h5ad":
-        return ad.read_h5ad(path)
-    if path.suffix == ".h5":
-        return _read_10x_h5(path)
-    raise _error(path, "file type", f"unsupported suffix {path.suffix!r}",
-                 "use a 10x .h5, a 10x matrix folder, .h5ad or .h5mu")
+    try:
+        return ad.read_h5ad(path) if path.suffix == ".h5ad" else _read_10x_h5(path)
+    except InputError:
+        raise
+    except Exception as err:  # anndata / h5py errors deep inside the reader
+        raise _error(path, "file", f"cannot be read ({type(err).__name__}: {str(err)[:200]})",
+                     "the file is damaged or not of this type: write or copy it again") from None
 
 
-def read_paired(rna_path, atac_path=None, genome: str | None = None):
+def check_readable(path) -> None:
+    """Raise :class:`InputError` for an empty file or an HDF5 file (.h5ad, .h5, .h5mu) that is truncated or corrupt."""
+    import h5py
+
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise _error(path, "file", "is empty (0 bytes)", "write or copy the file again (an interrupted copy leaves this)")
+    if path.suffix in (".h5ad", ".h5", ".h5mu"):
+        try:
+            with h5py.File(path, "r"):
+                pass
+        except OSError as err:
+            raise _error(path, "file", f"is not a readable HDF5 file, truncated or corrupt ({str(err)[:120]})",
+                         "write or copy the file again") from None
+
+
+def use_cell_type_column(rna, atac, column: str, source="data", obs: pd.DataFrame | None = None) -> None:
+    """Copy the cell types of the obs column ``column`` into ``obs["cell_type"]`` of both modalities (matched by
+    cell name; "unknown" where a cell has none). The column is looked for in ``obs`` (e.g. a MuData's global obs),
+    then ``rna.obs``, then ``atac.obs``; absent everywhere -> :class:`InputError` naming ``source`` and the columns
+    there are."""
+    frames = ([("obs", obs)] if obs is not None else []) + [("rna obs", rna.obs), ("atac obs", atac.obs)]
+    labels = next((frame[column] for _, frame in frames if column in frame.columns), None)
+    if labels is None:
+        available = "; ".join(f"{where}: {list(frame.columns)}" for where, frame in frames)
+        raise _error(source, f"obs['{column}']", f"cell-type column missing (available columns - {available})",
+                     "name the column that holds the cell types with --cell-type-column COLUMN (cell_type_column=)")
+    labels = labels[~labels.index.duplicated()].astype(object)
+    for adata in (rna, atac):
+        values = labels.reindex(adata.obs_names)
+        adata.obs["cell_type"] = pd.Categorical(values.where(values.notna(), "unknown").astype(str).to_numpy())
+
+
+def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_counts: bool = False,
+                cell_type_column: str | None = None):
     """Read a user's paired RNA + ATAC data into the data contract's ``(rna, atac)`` pair.
+
+    RNA counts are looked for in ``X``, ``layers["counts"]`` and ``.raw`` (:func:`find_counts`; where they were
+    found is in ``rna.uns["counts_note"]``); ``recover_counts=True`` also inverts log1p-normalised ``X`` exactly
+    or raises. Peak chromosome names are given the ``chr`` prefix when the file has none (``uns["chrom_note"]``).
 
     Accepted inputs:
 
@@ -355,6 +524,10 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None):
     - ``read_paired("filtered_feature_bc_matrix/")``: 10x matrix folder with both feature types;
     - ``read_paired("rna.h5ad", "atac.h5ad")`` or two 10x h5 / mtx folders, one per modality;
     - ``read_paired("data.h5mu")``: MuData with modalities ``rna`` and ``atac`` (needs ``mudata``).
+
+    ``cell_type_column`` names an obs column (of the .h5ad / .h5mu input) holding the cell types: it is copied into
+    ``obs["cell_type"]`` of both modalities (:func:`use_cell_type_column`); an absent column is an error listing
+    the columns there are. Default: ``obs["cell_type"]`` when present.
 
     Cells present in only one modality are NOT dropped silently: :func:`validate_pair` reports them. Run it next.
     """
@@ -364,6 +537,7 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None):
             import mudata
         except ImportError as err:
             raise ImportError("reading .h5mu needs the 'mudata' package: pip install mudata") from err
+        check_readable(rna_path)
         provenance.record_input(rna_path)
         mdata = mudata.read_h5mu(rna_path)
         missing = {"rna", "atac"} - set(mdata.mod)
@@ -375,7 +549,9 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None):
             if col in mdata.obs and col not in rna.obs:
                 rna.obs[col] = mdata.obs.loc[rna.obs_names, col].to_numpy()
                 atac.obs[col] = mdata.obs.loc[atac.obs_names, col].to_numpy()
-        return _standardize(rna, atac, str(rna_path), genome)
+        if cell_type_column is not None:
+            use_cell_type_column(rna, atac, cell_type_column, str(rna_path), obs=mdata.obs)
+        return _standardize(rna, atac, str(rna_path), genome, recover_counts)
     first = _read_any(rna_path)
     if atac_path is None:
         rna, atac = _split_modalities(first, str(rna_path))
@@ -389,7 +565,85 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None):
         source = str(atac_path)
     if "gene_id" not in rna.var and "gene_ids" in rna.var:
         rna.var["gene_id"] = rna.var["gene_ids"].astype(str)
-    return _standardize(rna, atac, source, genome)
+    if cell_type_column is not None:
+        use_cell_type_column(rna, atac, cell_type_column, source if atac_path is None else f"{rna_path} / {atac_path}")
+    return _standardize(rna, atac, source, genome, recover_counts, str(rna_path))
+
+
+def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_column: str = "cell_type",
+             genome: str | None = None, recover_counts: bool = False):
+    """A 10x Multiome download as the data contract's ``(rna, atac)`` pair.
+
+    Parameters
+    ----------
+    h5_path
+        ``filtered_feature_bc_matrix.h5`` (Cell Ranger ARC: Gene Expression and Peaks features).
+    fragments
+        Optional ``atac_fragments.tsv.gz``: the ATAC matrix is then the fragment counts of each cell over the peaks
+        (:func:`read_fragments`), for the cells of the h5.
+    peaks
+        Peaks for ``fragments`` (BED file or chrom/start/end frame); default: the h5's peak features.
+    cell_types
+        Optional CSV / TSV of labels: first column (or a column ``barcode`` / ``cell``) the barcodes,
+        ``cell_type_column`` the labels; stored as ``obs["cell_type"]`` of both modalities ("unknown" where absent).
+    genome, recover_counts
+        As in :func:`read_paired`.
+    """
+    h5_path = Path(h5_path)
+    if fragments is None:
+        rna, atac = read_paired(h5_path, genome=genome, recover_counts=recover_counts)
+    else:
+        first = _read_any(h5_path)
+        types = first.var.get("feature_types", pd.Series("Gene Expression", index=first.var_names)).astype(str)
+        rna = first[:, (types == "Gene Expression").to_numpy()].copy()
+        if "gene_ids" in rna.var:
+            rna.var["gene_id"] = rna.var["gene_ids"].astype(str)
+        if peaks is None:
+            if not (types != "Gene Expression").any():
+                raise _error(h5_path, "features", "no peak features to count the fragments on", "pass --peaks BED")
+            peaks = vocab.parse_peak_names(first.var_names[(types != "Gene Expression").to_numpy()])
+        elif not isinstance(peaks, pd.DataFrame):
+            peaks = pd.read_csv(peaks, sep="\t", header=None, usecols=[0, 1, 2], names=["chrom", "start", "end"],
+                                comment="#", dtype={"chrom": str, "start": np.int64, "end": np.int64})
+        atac = read_fragments(fragments, peaks, barcodes=list(rna.obs_names))
+        empty = np.asarray(atac.X.sum(axis=1)).ravel() == 0
+        if empty.all():
+            raise _error(fragments, "barcode (column 4)", f"no fragment of the file belongs to the {rna.n_obs} cells of "
+                         f"{h5_path.name} (e.g. {list(rna.obs_names[:2])}) or overlaps a peak",
+                         "pass the fragments of the same run, on the same genome build as the peaks")
+        rna, atac = _standardize(rna, atac, str(fragments), genome, recover_counts, str(h5_path))
+    if cell_types is not None:
+        table = pd.read_csv(cell_types, sep=None, engine="python", dtype=str)
+        key = next((c for c in ("barcode", "cell", "barcodes") if c in table.columns), table.columns[0])
+        if cell_type_column not in table.columns:
+            raise _error(cell_types, cell_type_column, f"column missing (columns: {list(table.columns)})",
+                         "name the label column with --cell-type-column")
+        labels = table.set_index(key)[cell_type_column]
+        labels = labels[~labels.index.duplicated()].reindex(rna.obs_names)
+        if labels.isna().all():
+            raise _error(cell_types, key, f"no barcode matches the data (file e.g. {list(table[key][:2])}, data e.g. "
+                         f"{list(rna.obs_names[:2])})", "use the barcodes of the matrix (with their '-1' suffix)")
+        for adata in (rna, atac):
+            adata.obs["cell_type"] = pd.Categorical(labels.fillna("unknown").to_numpy())
+    return rna, atac
+
+
+def write_10x_h5(path, rna, atac) -> None:
+    """Write a paired ``(rna, atac)`` as a Cell Ranger ARC ``filtered_feature_bc_matrix.h5`` (features x cells CSC,
+    ``Gene Expression`` and ``Peaks`` features): fixtures and exchange with 10x tools."""
+    import h5py
+
+    X = sp.hstack([sp.csr_matrix(rna.X), sp.csr_matrix(atac.X)]).T.tocsc().astype(np.int32)
+    gene_ids = rna.var["gene_id"].astype(str).tolist() if "gene_id" in rna.var else list(rna.var_names)
+    with h5py.File(path, "w") as h:
+        m = h.create_group("matrix")
+        m["data"], m["indices"], m["indptr"] = X.data, X.indices, X.indptr
+        m["shape"] = np.array(X.shape, dtype=np.int32)
+        m["barcodes"] = np.array(rna.obs_names, dtype="S")
+        f = m.create_group("features")
+        f["id"] = np.array(gene_ids + list(atac.var_names), dtype="S")
+        f["name"] = np.array(list(rna.var_names) + list(atac.var_names), dtype="S")
+        f["feature_type"] = np.array(["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars, dtype="S")
 
 
 def read_fragments(path, peaks_df, barcodes=None, chunksize: int = 2_000_000):
@@ -445,14 +699,190 @@ def _is_integer(X) -> bool:
     return bool(np.all(np.isfinite(data)) and np.all(data == np.round(data)) and (data.size == 0 or data.min() >= 0))
 
 
-def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_counts: bool = True, cre_vocabulary=None) -> dict:
+COUNT_LAYERS = ("counts", "raw_counts", "raw")
+ATAC_RULE = "ATAC values are read as open (1) where > 0 and closed (0) elsewhere: counts, binary or normalised alike (the paper's rule)"
+
+
+def describe_values(X) -> dict:
+    """What a matrix holds: ``n`` stored values, ``max``, ``n_nan``, ``n_inf``, ``n_negative`` and
+    ``share_non_integer`` (of the finite non-zero values)."""
+    data = np.asarray(X.data if sp.issparse(X) else X, dtype=np.float64).ravel()
+    finite = data[np.isfinite(data)]
+    nonzero = finite[finite != 0]
+    return {"n": int(data.size), "max": float(finite.max()) if finite.size else float("nan"),
+            "n_nan": int(np.isnan(data).sum()), "n_inf": int(np.isinf(data).sum()), "n_negative": int((finite < 0).sum()),
+            "share_non_integer": float((nonzero != np.round(nonzero)).mean()) if nonzero.size else 0.0}
+
+
+def _values_text(stats: dict) -> str:
+    return (f"max {stats['max']:.4g}, {stats['share_non_integer']:.1%} of the non-zero values are not integers, "
+            f"{stats['n_negative']} negative, {stats['n_nan']} NaN, {stats['n_inf']} inf")
+
+
+def recover_counts(X, rtol: float = 1e-3):
+    """Invert size-normalised (optionally log1p-transformed) values back to integer counts, exactly or not at all.
+
+    Per cell: ``expm1`` (for log1p values; plain values are tried second), then divide by the cell's smallest
+    non-zero value, which is taken as a count of 1. Accepted only when every value of every cell is then an
+    integer within ``rtol`` (relative); scaled, regressed, batch-corrected or otherwise transformed values fail.
+    A cell whose smallest count is not 1 cannot be told from one with counts divided by that number: scRNA-seq
+    cells almost always have genes seen once.
+
+    Returns
+    -------
+    (counts, how, worst): ``counts`` CSR float32 (``None`` when no transform is exact), ``how`` ``"log1p"`` or
+    ``"normalised"`` (the transform that inverted, or ``None``), ``worst`` the share of non-integral values of the
+    best attempt.
+    """
+    X = sp.csr_matrix(X, dtype=np.float64)
+    stats = describe_values(X)
+    if X.nnz == 0 or stats["n_nan"] or stats["n_inf"] or stats["n_negative"]:
+        return None, None, 1.0
+    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
+    best = 1.0
+    for how, transform in (("log1p", np.expm1), ("normalised", lambda v: v)):
+        values = transform(X.data)
+        smallest = np.full(X.shape[0], np.inf)
+        positive = values > 0
+        np.minimum.at(smallest, rows[positive], values[positive])
+        scaled = np.where(positive, values / smallest[rows], 0.0)
+        off = np.abs(scaled - np.round(scaled)) > rtol * np.maximum(scaled, 1.0)
+        best = min(best, float(off.mean()))
+        if not off.any():
+            counts = sp.csr_matrix((np.round(scaled).astype(np.float32), X.indices.copy(), X.indptr.copy()), shape=X.shape)
+            counts.eliminate_zeros()
+            return counts, how, 0.0
+    return None, None, best
+
+
+def find_counts(adata, source="rna", recover: bool = False, rtol: float = 1e-3):
+    """The RNA raw counts of ``adata``, wherever scverse users keep them, or a clear error.
+
+    Looks in ``X``, then ``layers["counts"]`` (also ``"raw_counts"``, ``"raw"``), then ``.raw``; with ``recover``
+    it then tries to invert log1p / size-normalised ``X`` exactly (:func:`recover_counts`). Never floors or rounds
+    values that are not counts.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes AnnData.
+    source
+        File name used in messages.
+    recover
+        Try :func:`recover_counts` on ``X`` when no counts are stored (CLI ``--recover-counts``).
+    rtol
+        Relative tolerance of the recovery's integrality test.
+
+    Returns
+    -------
+    (adata, note): an AnnData with the counts in ``X`` (CSR float32; ``adata`` itself when ``X`` already holds
+    them, else a new object with ``uns["counts_source"]``) and one sentence saying where the counts were found.
+
+    Raises
+    ------
+    InputError
+        No counts anywhere: states what ``X`` holds (max, share of non-integers, negatives, NaN) and the fix.
+    """
+    if _is_integer(adata.X) and describe_values(adata.X)["n"]:
+        return adata, "RNA raw counts found in X"
+    candidates = [(f"layers['{key}']", adata.layers[key]) for key in COUNT_LAYERS if key in adata.layers]
+    if adata.raw is not None:
+        candidates.append((".raw.X", None))
+    for where, X in candidates:
+        if where == ".raw.X":
+            if not _is_integer(adata.raw.X):
+                continue
+            out = adata.raw.to_adata()
+            out.uns.update(adata.uns)
+            extra = f" ({out.n_vars} genes of .raw; X had {adata.n_vars})" if out.n_vars != adata.n_vars else ""
+        else:
+            if not _is_integer(X):
+                continue
+            out = adata.copy()
+            out.X = X
+            extra = ""
+        out.X = sp.csr_matrix(out.X, dtype=np.float32)
+        out.uns["counts"] = True
+        out.uns["counts_source"] = where
+        return out, f"RNA raw counts found in {where}{extra} (X held other values)"
+    stats = describe_values(adata.X)
+    counts, how, worst = recover_counts(adata.X, rtol) if stats["n"] else (None, None, 1.0)
+    if counts is not None and recover:
+        out = adata.copy()
+        out.X = counts
+        out.uns["counts"] = True
+        out.uns["counts_source"] = f"recovered from {how} X"
+        return out, (f"RNA counts recovered exactly from {how}-normalised X (per cell: "
+                     f"{'expm1, ' if how == 'log1p' else ''}divided by the smallest non-zero value; every value "
+                     f"integral within {rtol:g})")
+    looked = ", ".join(["X"] + [w for w, _ in candidates]) + ("" if candidates else "; there is no layers['counts'] or .raw")
+    if counts is not None:
+        fix = (f"the values are {how}-normalised counts that invert exactly: cisformer preprocess --recover-counts (CLI) or "
+               "recover_counts=True (API), or store the raw counts in layers['counts']")
+    elif stats["n_nan"] or stats["n_inf"] or stats["n_negative"]:
+        fix = ("pass the raw counts (layers['counts'] or .raw of your object, or the Cell Ranger matrix); NaN, inf "
+               "or negative values (scaled / regressed data) cannot be turned back into counts")
+    else:
+        fix = ("pass the raw counts (layers['counts'] or .raw of your object, or the Cell Ranger matrix); "
+               f"--recover-counts / recover_counts=True was tried and cannot invert these values ({worst:.1%} "
+               "non-integral after expm1 and division by each cell's smallest value)")
+    raise _error(source, "X", f"RNA values are not raw counts ({_values_text(stats)}; looked in {looked})", fix)
+
+
+def check_atac_values(atac, source="atac") -> str:
+    """Raise :class:`InputError` when ATAC holds NaN, inf or negative values; else return the binarisation note."""
+    stats = describe_values(atac.X)
+    if stats["n_nan"] or stats["n_inf"] or stats["n_negative"]:
+        raise _error(source, "X", f"ATAC matrix has {stats['n_nan']} NaN, {stats['n_inf']} inf and "
+                     f"{stats['n_negative']} negative value(s)",
+                     "pass counts or binary accessibility (values > 0 mean open), not centred or scaled values; "
+                     "replace missing values by 0")
+    return ATAC_RULE
+
+
+def pair_cells(rna, atac, rna_source="rna", atac_source="atac"):
+    """Keep the cells present in both modalities, in RNA order.
+
+    Raises :class:`InputError` for duplicated barcodes or when the modalities share no cell (with examples of both
+    sides, e.g. a '-1' suffix on one side only). Returns ``(rna, atac, note)``; the note counts the cells dropped.
+    """
+    for adata, source, kind in ((rna, rna_source, "RNA"), (atac, atac_source, "ATAC")):
+        check_unique_names(adata, source, kind)
+    common = rna.obs_names.intersection(atac.obs_names, sort=False)
+    if len(common) == 0:
+        raise _error(f"{rna_source} / {atac_source}", "obs_names (barcodes)",
+                     f"RNA and ATAC share no cell name (RNA e.g. {list(rna.obs_names[:2])}, ATAC e.g. "
+                     f"{list(atac.obs_names[:2])})", "pass the two modalities of the same cells; make the barcodes "
+                     "match (e.g. strip or add a suffix such as '-1' or a sample prefix)")
+    only_r, only_a = rna.n_obs - len(common), atac.n_obs - len(common)
+    if only_r or only_a:
+        rna, atac = rna[common].copy(), atac[common].copy()
+    elif not rna.obs_names.equals(atac.obs_names):
+        atac = atac[rna.obs_names].copy()
+    return rna, atac, f"{len(common)} cells in both modalities ({only_r} only in RNA and {only_a} only in ATAC dropped)"
+
+
+def check_unique_names(adata, source="data", kind="RNA") -> None:
+    """Raise :class:`InputError` naming a few duplicated cell (obs) or feature (var) names of ``adata``."""
+    for axis, names, fix in (("obs_names (barcodes)", adata.obs_names, "adata.obs_names_make_unique() or fix the barcodes"),
+                             ("var_names (features)", adata.var_names,
+                              "adata.var_names_make_unique() (genes: or index by Ensembl id; peaks: merge duplicates)")):
+        if not names.is_unique:
+            dup = names[names.duplicated()].unique()
+            raise _error(source, axis, f"{len(dup)} duplicated {kind} name(s), e.g. {list(dup[:3])}", fix)
+
+
+def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_counts: bool = True, cre_vocabulary=None,
+                  allow_empty_cells: bool = False) -> dict:
     """Check a paired dataset; raise :class:`InputError` naming file, field and fix at the first problem.
 
-    Checks: identical barcodes in both modalities (same order), non-negative integer values when
-    ``require_counts``, parseable and unique peak names, unique gene names, no empty cells or features, and,
-    when ``cre_vocabulary`` is given (a chrom/start/end frame, or ``"hg38"``/``"human"``/``"mm39"``/``"mouse"``),
-    that the peaks are on that vocabulary's genome build (overlap vs a shifted null, see
-    :func:`cisformer.vocab.genome_overlap_score`). Returns a small report dict (overlap score when computed).
+    Checks: identical barcodes in both modalities (same order), RNA raw counts when ``require_counts`` (the error
+    says what ``X`` holds, whether ``layers["counts"]`` / ``.raw`` hold counts, and whether ``--recover-counts``
+    can invert it: :func:`find_counts`), no NaN / inf / negative ATAC values (ATAC is binarised as > 0),
+    parseable and unique peak names, unique gene names, no empty cells (unless ``allow_empty_cells``: QC removes
+    them) or features, and, when ``cre_vocabulary`` is given (a chrom/start/end frame, or
+    ``"hg38"``/``"human"``/``"mm39"``/``"mouse"``), that the peaks are on that vocabulary's genome build and
+    species (:func:`check_genome`). Returns a small report dict (overlap score when computed).
     """
     report = {}
     r_names, a_names = pd.Index(rna.obs_names), pd.Index(atac.obs_names)
@@ -462,8 +892,8 @@ def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_count
             example = (list(only_r[:3]) or list(only_a[:3]))
             raise _error(f"{rna_source} / {atac_source}", "obs_names (barcodes)",
                          f"barcodes differ between modalities: {len(only_r)} only in RNA, {len(only_a)} only in ATAC "
-                         f"(e.g. {example})", "keep the shared cells: common = rna.obs_names.intersection(atac.obs_names); "
-                         "rna, atac = rna[common], atac[common] (check barcode suffixes such as '-1')")
+                         f"(e.g. {example})", "keep the shared cells: rna, atac, note = cisformer.data.pair_cells(rna, "
+                         "atac) (check barcode suffixes such as '-1')")
         raise _error(f"{rna_source} / {atac_source}", "obs_names (barcodes)", "same barcodes in a different order",
                      "reorder: atac = atac[rna.obs_names]")
     for adata, source, kind in ((rna, rna_source, "RNA"), (atac, atac_source, "ATAC")):
@@ -471,11 +901,15 @@ def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_count
             raise _error(source, "obs_names (barcodes)", f"{kind} barcodes are duplicated", "adata.obs_names_make_unique()")
         if adata.n_obs == 0 or adata.n_vars == 0:
             raise _error(source, "X", f"{kind} matrix is empty ({adata.n_obs} cells x {adata.n_vars} features)", "check the file")
-        if require_counts and not _is_integer(adata.X):
-            raise _error(source, "X", f"{kind} values are not non-negative integers (raw counts required)",
-                         "pass raw counts (e.g. adata.layers['counts'] or adata.raw), not normalized/log values")
+        if kind == "ATAC":
+            report["atac_values"] = check_atac_values(adata, source)
+        elif require_counts and not _is_integer(adata.X):
+            found, note = find_counts(adata, source)  # raises, saying what X holds and the fix
+            raise _error(source, "X", f"RNA values in X are not raw counts, but {note.split(' found in ')[1]}",
+                         "use them: rna, note = cisformer.data.find_counts(rna) (read_paired and cisformer preprocess "
+                         "do it)")
         per_cell = np.asarray(adata.X.sum(axis=1)).ravel()
-        if (per_cell == 0).any():
+        if (per_cell == 0).any() and not allow_empty_cells:
             raise _error(source, "X (cells)", f"{int((per_cell == 0).sum())} cell(s) have no {kind} counts "
                          f"(e.g. {list(adata.obs_names[per_cell == 0][:3])})", "filter them: cisformer.data.qc(rna, atac)")
         per_feature = np.asarray((adata.X != 0).sum(axis=0)).ravel()
@@ -488,26 +922,138 @@ def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_count
     try:
         coords = vocab.parse_peak_names(atac.var_names)
     except ValueError as err:
-        raise _error(atac_source, "var_names (peaks)", str(err), "name peaks 'chrom:start-end' (0-based half-open)") from None
+        raise _error(atac_source, "var_names (peaks)", str(err),
+                     f"name peaks in one of the forms {vocab.PEAK_NAME_FORMS} (0-based, half-open), or read the files "
+                     "with cisformer.data.read_paired, which also reads var columns chrom/start/end") from None
     if not atac.var_names.is_unique or coords.duplicated().any():
         dup = atac.var_names[coords.duplicated().to_numpy()].unique()
         raise _error(atac_source, "var_names (peaks)", f"{len(dup)} duplicated peak(s), e.g. {list(dup[:3])}",
                      "merge duplicated peaks (sum their counts) or drop them")
     if cre_vocabulary is not None:
-        if isinstance(cre_vocabulary, str):
-            cre_vocabulary = load_cre_vocabulary(cre_vocabulary)
-            build = cre_vocabulary.attrs["genome"]
-        else:
-            build = cre_vocabulary.attrs.get("genome", "the chosen")
-        score = vocab.genome_overlap_score(coords, cre_vocabulary)
-        report["genome_overlap"] = score
-        if not score["matches"]:
-            raise _error(atac_source, "var (peak coordinates / genome build)",
-                         f"peaks overlap the {build} CRE vocabulary in {score['observed']:.0%} of cases vs "
-                         f"{score['null']:.0%} for randomly shifted peaks: the peaks are not on the {build} build "
-                         "(or chromosome names differ, e.g. '1' vs 'chr1')",
-                         "lift the peaks to the vocabulary's build (cisformer.vocab.liftover with a UCSC chain), "
-                         "use the vocabulary of your genome, or rename chromosomes to 'chrN'")
+        report["genome_overlap"] = check_genome(coords, cre_vocabulary, atac_source)
+    return report
+
+
+# ------------------------------------------------------------------------------------------------ genome build and species
+LIFTOVER = {"hg19": ("chain_hg19_hg38", "hg38"), "hg38": ("chain_hg38_hg19", "hg19")}  # from build: (chain, to build)
+SPECIES = {"hg38": "human", "hg19": "human", "mm39": "mouse", "mm10": "mouse"}
+_HUMAN_ONLY = {"chr20", "chr21", "chr22"}
+
+
+def lift_peaks(atac, from_build: str, source="atac"):
+    """Lift the peaks of ``atac`` with the shipped UCSC chain (``"hg19"`` -> hg38 or ``"hg38"`` -> hg19).
+
+    Peaks that do not lift (see :func:`cisformer.vocab.liftover`) are dropped, as are peaks that land on the same
+    interval as an earlier one. Returns ``(atac_lifted, note)``; the note says how many peaks failed to lift.
+    """
+    if from_build not in LIFTOVER:
+        raise _error(source, "liftover", f"no shipped chain from {from_build!r}", f"use one of {sorted(LIFTOVER)}")
+    key, to_build = LIFTOVER[from_build]
+    coords = vocab.intervals(atac).reset_index(drop=True)
+    lifted = vocab.liftover(coords, reference_path(key))
+    lifted = lifted[~lifted.duplicated(["chrom", "start", "end"])]
+    if lifted.empty:
+        raise _error(source, "var (peak coordinates)", f"none of {len(coords)} peaks lifts from {from_build} to {to_build}",
+                     f"check that the peaks are on {from_build} and chromosomes are named 'chrN'")
+    out = atac[:, lifted["orig_index"].to_numpy()].copy()
+    var = pd.DataFrame({"chrom": lifted["chrom"].to_numpy(), "start": lifted["start"].to_numpy(np.int64),
+                        "end": lifted["end"].to_numpy(np.int64)})
+    var.index = vocab.peak_names(var)
+    out.var = var
+    out.uns["genome"] = to_build
+    failed = len(coords) - len(lifted)
+    return out, (f"lifted {len(lifted)} of {len(coords)} peaks {from_build} -> {to_build} with the shipped UCSC chain; "
+                 f"{failed} ({failed / len(coords):.1%}) failed to lift (or landed on a lifted peak) and were dropped")
+
+
+def _species_of(chroms) -> str | None:
+    """``"human"`` when chr20-22 are present, ``"mouse"`` when >= 10 autosomes and none above 19, else None."""
+    names, _ = vocab.normalize_chroms(pd.unique(np.asarray(chroms, dtype=object)))
+    names = set(names)
+    if names & _HUMAN_ONLY:
+        return "human"
+    autosomes = {int(c[3:]) for c in names if c[3:].isdigit()}
+    return "mouse" if len(autosomes) >= 10 and max(autosomes) <= 19 else None
+
+
+def check_genome(peaks, cre_vocabulary, source="atac", sample: int = 2_000, seed: int = 0) -> dict:
+    """Are the peaks on the CRE vocabulary's genome build and species? Raise :class:`InputError` if not.
+
+    Measures the share of peaks overlapping the vocabulary against randomly shifted peaks
+    (:func:`cisformer.vocab.genome_overlap_score`), and the share of a seeded sample of ``sample`` peaks that
+    overlap after lifting them with each shipped chain towards the vocabulary's build (hg19 -> hg38, hg38 -> hg19;
+    both for a vocabulary of unknown build). Errors: another build fits clearly better (names it and
+    ``--liftover BUILD`` / :func:`lift_peaks`); human peaks on the mouse vocabulary or the reverse (chromosome
+    names, or a fit to the other species' vocabulary); chromosome names in another style (``1`` vs ``chr1``);
+    no fit at all.
+
+    Parameters
+    ----------
+    peaks
+        AnnData of peaks, chrom/start/end frame or peak names.
+    cre_vocabulary
+        ``"human"``/``"hg38"``, ``"mouse"``/``"mm39"``, or a chrom/start/end frame (``attrs["genome"]`` its build).
+
+    Returns
+    -------
+    dict: ``build``, the overlap score (``observed``, ``null``, ``ratio``, ``matches``) and
+    ``overlap_after_<from>_to_<to>`` per chain tried.
+    """
+    if isinstance(cre_vocabulary, str):
+        cre_vocabulary = load_cre_vocabulary(cre_vocabulary)
+    build = cre_vocabulary.attrs.get("genome")
+    label = build or "the chosen"
+    p = vocab.intervals(peaks).reset_index(drop=True)
+    score = vocab.genome_overlap_score(p, cre_vocabulary)
+    report = {"build": build, **score}
+    field = "var (peak coordinates / genome build)"
+    found = f"peaks overlap the {label} CRE vocabulary in {score['observed']:.0%} of cases vs {score['null']:.0%} for randomly shifted peaks"
+    if vocab.chrom_style(p["chrom"]) != vocab.chrom_style(cre_vocabulary["chrom"]):
+        raise _error(source, field, f"{found}: chromosome names differ (peaks e.g. {p['chrom'].iloc[0]!r}, vocabulary "
+                     f"e.g. {cre_vocabulary['chrom'].iloc[0]!r})",
+                     "rename chromosomes (cisformer.vocab.normalize_chroms; read_paired and cisformer preprocess do it)")
+    species, vocab_species = _species_of(p["chrom"]), SPECIES.get(build)
+    if species and vocab_species and species != vocab_species:
+        raise _error(source, field, f"{found}: the peaks are {species} (chromosomes "
+                     f"{', '.join(sorted(set(vocab.normalize_chroms(p['chrom'])[0]) & _HUMAN_ONLY)) or 'chr1-chr19 only'}) "
+                     f"but the vocabulary is {vocab_species} ({build}): species mismatch",
+                     f"use the {species} vocabulary (--cre-vocabulary {species}) or a model / vocabulary of your species")
+    rows = np.sort(np.random.default_rng(seed).choice(len(p), min(sample, len(p)), replace=False))
+    part = p.iloc[rows].reset_index(drop=True)
+    as_is = vocab.overlap_share(part, cre_vocabulary)
+    for from_build, (key, to_build) in LIFTOVER.items():
+        if build is not None and to_build != build:
+            continue
+        try:
+            lifted = vocab.liftover(part, reference_path(key))
+        except ImportError:  # pragma: no cover - pyliftover is in the 'liftover' extra that run_all.sh installs
+            report["liftover_check"] = "skipped: pip install pyliftover"
+            continue
+        if len(lifted) < len(part) / 2:
+            continue
+        after = vocab.overlap_share(lifted, cre_vocabulary)
+        report[f"overlap_after_{from_build}_to_{to_build}"] = after
+        if after >= as_is + 0.1 and after >= 1.3 * as_is:
+            raise _error(source, field, f"{found}; after lifting {len(part)} of them {from_build} -> {to_build}, "
+                         f"{after:.0%} overlap (vs {as_is:.0%} as they are): the peaks are most likely on {from_build}",
+                         f"lift them: cisformer preprocess ... --liftover {from_build} (API: "
+                         f"atac, note = cisformer.data.lift_peaks(atac, '{from_build}'))")
+    if not score["matches"]:
+        other = {"human": "mouse", "mouse": "human"}.get(vocab_species)
+        if other is not None:
+            other_score = vocab.genome_overlap_score(p, load_cre_vocabulary(other))
+            report[f"overlap_{other}"] = other_score["observed"]
+            if other_score["matches"]:
+                raise _error(source, field, f"{found}, but {other_score['observed']:.0%} overlap the {other} vocabulary: "
+                             f"the peaks are {other}, the vocabulary {vocab_species}: species mismatch",
+                             f"use --cre-vocabulary {other} (API: cre_vocabulary='{other}')")
+        fix = ("lift the peaks to the vocabulary's build (--liftover hg19 for hg19 peaks, or "
+               "cisformer.vocab.liftover with a UCSC chain), or use the vocabulary of your genome")
+        if vocab_species == "mouse":
+            fix = (f"lift the peaks to {build} (e.g. mm10 peaks with UCSC's mm10ToMm39.over.chain.gz and "
+                   "cisformer.vocab.liftover; no mouse chain is shipped), or keep your own peaks as the vocabulary "
+                   "(omit --cre-vocabulary)")
+        raise _error(source, field, f"{found}: the peaks are not on the {label} build", fix)
     return report
 
 
@@ -544,6 +1090,77 @@ def qc(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20
             adata.obs[col] = table[col].to_numpy()
     keep = table["pass_qc"].to_numpy()
     return rna_f[keep].copy(), atac_f[keep].copy(), table
+
+
+QC_RULES = (  # (rule, what it removes, qc() argument, CLI option)
+    ("min_cells (genes)", "genes", "min_cells", "--min-cells"),
+    ("min_cells (peaks)", "peaks", "min_cells", "--min-cells"),
+    ("min_genes", "cells", "min_genes", "--min-genes"),
+    ("max_genes", "cells", "max_genes", "--max-genes"),
+    ("min_peaks", "cells", "min_peaks", "--min-cres"),
+    ("max_peaks", "cells", "max_peaks", "--max-cres"),
+)
+
+
+def qc_report(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20_000, min_peaks: int = 500,
+              max_peaks: int = 50_000, source="data", check: bool = True) -> pd.DataFrame:
+    """What each rule of :func:`qc` removes, in the order :func:`qc` applies them, and each rule alone.
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData (same cells, same order); the thresholds are those of :func:`qc`.
+    source
+        Name used in messages.
+    check
+        Warn (``UserWarning``) when more than half of the cells are removed, naming the rule that removes the most
+        and the option that relaxes it; raise :class:`InputError` (with the table) when no cell is left.
+
+    Returns
+    -------
+    DataFrame, one row per rule: ``rule``, ``removes`` (cells / genes / peaks), ``threshold``, ``option`` (CLI
+    option / :func:`qc` argument), ``removed`` (by this rule after the rules above it), ``removed_alone`` (by
+    this rule applied alone, features filtered first as in :func:`qc`), ``left`` (after this rule). ``attrs``
+    hold ``n_cells``, ``n_cells_left``.
+    """
+    import warnings
+
+    gene_cells = np.asarray((rna.X > 0).sum(axis=0)).ravel()
+    peak_cells = np.asarray((atac.X > 0).sum(axis=0)).ravel()
+    keep_gene, keep_peak = gene_cells >= min_cells, peak_cells >= min_cells
+    n_genes = np.asarray((rna.X[:, keep_gene] > 0).sum(axis=1)).ravel()
+    n_peaks = np.asarray((atac.X[:, keep_peak] > 0).sum(axis=1)).ravel()
+    thresholds = {"min_cells": min_cells, "min_genes": min_genes, "max_genes": max_genes, "min_peaks": min_peaks,
+                  "max_peaks": max_peaks}
+    cell_pass = {"min_genes": n_genes >= min_genes, "max_genes": n_genes <= max_genes,
+                 "min_peaks": n_peaks >= min_peaks, "max_peaks": n_peaks <= max_peaks}
+    rows, alive = [], np.ones(rna.n_obs, bool)
+    for rule, removes, arg, option in QC_RULES:
+        if removes == "cells":
+            ok = cell_pass[arg]
+            removed, alone = int((alive & ~ok).sum()), int((~ok).sum())
+            alive &= ok
+            left = int(alive.sum())
+        else:
+            ok = keep_gene if removes == "genes" else keep_peak
+            removed = alone = int((~ok).sum())
+            left = int(ok.sum())
+        rows.append({"rule": rule, "removes": removes, "threshold": thresholds[arg], "option": f"{option} / {arg}",
+                     "removed": removed, "removed_alone": alone, "left": left})
+    table = pd.DataFrame(rows)
+    table.attrs.update(n_cells=int(rna.n_obs), n_cells_left=int(alive.sum()))
+    if check:
+        cells = table[table.removes == "cells"]
+        worst = cells.loc[cells["removed"].idxmax()] if len(cells) else None
+        if alive.sum() == 0:
+            raise _error(source, "QC thresholds", f"no cell of {rna.n_obs} passes QC:\n{table.to_string(index=False)}\n",
+                         f"relax the rule that removes the most cells ({worst['rule']}: {worst['option']}), "
+                         "e.g. for small or sparse data --min-genes 1 --min-cres 1 --min-cells 1")
+        if rna.n_obs and alive.sum() < rna.n_obs / 2:
+            warnings.warn(f"{source}: QC keeps {int(alive.sum())} of {rna.n_obs} cells; {worst['rule']} "
+                          f"(threshold {worst['threshold']}) removes {worst['removed']} "
+                          f"({worst['removed_alone']} alone): relax it with {worst['option']}", UserWarning, stacklevel=2)
+    return table
 
 
 def cells_per_feature(adata) -> pd.Series:

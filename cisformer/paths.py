@@ -3,7 +3,8 @@
 Every location can be overridden by an environment variable, so a notebook run by papermill, a test and a user
 on their own machine all resolve the same folders:
 
-``CISFORMER_DATA``   shipped data folder (default: ``<repo>/data``)
+``CISFORMER_DATA``   shipped data folder (default: ``<repo>/data``); a user's data folder given as ``data_dir``
+                     is searched first, then this one (:func:`data_dirs`)
 ``CISFORMER_CACHE``  trained-model cache (default: ``<repo>/.cache``)
 """
 from __future__ import annotations
@@ -17,6 +18,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def data_dir(override: str | os.PathLike | None = None) -> Path:
     """Folder holding the shipped data and its ``MANIFEST``."""
     return Path(override or os.environ.get("CISFORMER_DATA") or REPO_ROOT / "data")
+
+
+def data_dirs(override: str | os.PathLike | None = None) -> list[Path]:
+    """Folders searched for a data file, in order: ``override`` (e.g. a user's data folder written by
+    ``cisformer.data.write_dataset``), then the default data folder (``CISFORMER_DATA`` or ``<repo>/data``), then
+    ``<repo>/data``; so a user's folder needs to hold only the user's own files."""
+    found: list[Path] = []
+    for path in (data_dir(override), data_dir(), REPO_ROOT / "data"):
+        if path not in found:
+            found.append(path)
+    return found
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:

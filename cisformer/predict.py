@@ -7,7 +7,8 @@
   CREs only. The reference implementation instead masked its output with the *measured* non-zero pattern; that
   convention is available only through the explicit ``mask=`` argument, for reproducing the paper's numbers.
 
-Both read new AnnData by feature name against the model's vocabulary (``model.gene_names`` / ``model.cre_names``).
+Both read new AnnData by feature name against the model's vocabulary (``model.gene_names`` / ``model.cre_names``);
+:func:`feature_match` reports how many of them an input provides (the CLI refuses below half, with the likely cause).
 Peaks called on another peak set must first be mapped onto the model's CREs
 (``cisformer.vocab.map_peaks_to_cres``).
 """
@@ -25,6 +26,61 @@ from .sampler import CellKeys, bin_centres, collate
 PAPER_THRESHOLD = 0.5
 
 
+MIN_FEATURE_SHARE = 0.5
+
+
+def _mismatch_cause(names, vocabulary, what: str) -> str:
+    """The likely reason why input feature names miss a model's vocabulary, in words."""
+    names = pd.Index(names).astype(str)
+    vocabulary = pd.Index(vocabulary).astype(str)
+    if what == "genes":
+        ens_in, ens_model = names.str.startswith("ENS").mean(), vocabulary.str.startswith("ENS").mean()
+        if abs(ens_in - ens_model) > 0.5:
+            return ("the input names genes by Ensembl id and the model by symbol" if ens_in > ens_model else
+                    "the input names genes by symbol and the model by Ensembl id") + \
+                   " (map them with rna.var columns, e.g. rna.var_names = rna.var['gene_symbols'])"
+        upper_in = names.str.isupper().mean()
+        upper_model = vocabulary.str.isupper().mean()
+        overlap_ci = len(set(names.str.upper()) & set(vocabulary.str.upper())) / max(len(vocabulary), 1)
+        if abs(upper_in - upper_model) > 0.5 or overlap_ci > 0.5:
+            return ("gene symbols differ in case (human symbols are upper case, e.g. GATA1; mouse symbols are not, "
+                    "e.g. Gata1): the model was likely trained on another species")
+        return "the model was trained on other genes (another species, annotation or gene filter)"
+    try:
+        from .vocab import parse_peak_names
+
+        parse_peak_names(names[:1000])
+        peaks = True
+    except ValueError:
+        peaks = False
+    if peaks:
+        return ("the input peaks are another peak set than the model's CREs: map them onto the model's CRE "
+                "vocabulary first (cisformer preprocess --cre-vocabulary human|mouse|BED, or "
+                "cisformer.vocab.map_peaks_to_cres), on the same genome build")
+    return "the input features are not named 'chrom:start-end' like the model's CREs"
+
+
+def feature_match(adata, vocabulary, what: str, source="input", min_share: float = MIN_FEATURE_SHARE) -> dict:
+    """How many of the model's ``vocabulary`` features (genes or CREs) the input provides, by name.
+
+    Returns ``{"n_model", "n_found", "share", "note"}``; raises ``cisformer.data.InputError`` naming a few
+    unmatched model features and the likely cause (Ensembl ids vs symbols, another species, another peak set)
+    when ``share < min_share``. The predictions themselves read absent features as zero (:func:`align_features`).
+    """
+    from .data import _error
+
+    vocabulary = pd.Index(vocabulary).astype(str)
+    found = vocabulary.isin(pd.Index(adata.var_names).astype(str))
+    share = float(found.mean()) if len(vocabulary) else 0.0
+    note = f"the input provides {int(found.sum())} of the model's {len(vocabulary)} {what} ({share:.1%})"
+    if share < min_share:
+        missing = list(vocabulary[~found][:5])
+        raise _error(source, f"var_names ({what})", f"{note}, below {min_share:.0%}; model {what} missing from the "
+                     f"input e.g. {missing}; input e.g. {list(adata.var_names[:3])}",
+                     _mismatch_cause(adata.var_names, vocabulary, what))
+    return {"n_model": len(vocabulary), "n_found": int(found.sum()), "share": share, "note": note}
+
+
 def align_features(adata, vocabulary: list[str], what: str) -> sp.csr_matrix:
     """``adata.X`` re-indexed to ``vocabulary`` columns by name (absent features are all-zero columns)."""
     if vocabulary is None:
@@ -34,7 +90,8 @@ def align_features(adata, vocabulary: list[str], what: str) -> sp.csr_matrix:
     found = col >= 0
     if not found.any():
         raise ValueError(f"none of the {adata.n_vars} {what} in the input match the model's {len(vocabulary)} "
-                         f"{what} by name (input e.g. {list(adata.var_names[:2])}, model e.g. {vocabulary[:2]})")
+                         f"{what} by name (input e.g. {list(adata.var_names[:2])}, model e.g. {vocabulary[:2]}): "
+                         f"{_mismatch_cause(adata.var_names, vocabulary, what)}")
     X = sp.csr_matrix(adata.X, dtype=np.float32)
     if X.nnz and X.data.min() < 0:
         raise ValueError(f"input {what} matrix has negative values: Cisformer expects raw (non-negative) counts")

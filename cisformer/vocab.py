@@ -18,13 +18,17 @@ import pandas as pd
 import scipy.sparse as sp
 
 _PEAK_NAME = re.compile(r"^(?P<chrom>[^:\s]+?)[:_-](?P<start>\d+)[-_](?P<end>\d+)$")
+PEAK_NAME_FORMS = "'chr1:100-200', 'chr1-100-200', 'chr1_100_200', '1:100-200' or '1-100-200'"
+_BARE_CHROM = re.compile(r"^(\d{1,2}|X|Y|M|MT)$")
 
 
 # ------------------------------------------------------------------------------------------------ interval helpers
 def parse_peak_names(names) -> pd.DataFrame:
-    """Parse ``chrom:start-end`` (also ``chrom-start-end`` / ``chrom_start_end``) into a chrom/start/end frame.
+    """Parse peak names into a chrom/start/end frame.
 
-    Raises ``ValueError`` listing the first names that do not parse or have ``end <= start``.
+    Accepted forms: ``chr1:100-200``, ``chr1-100-200``, ``chr1_100_200``, ``1:100-200``, ``1-100-200`` (the
+    chromosome is kept as written; :func:`normalize_chroms` adds the ``chr`` prefix). Raises ``ValueError`` listing
+    the first names that do not parse or have ``end <= start``, with examples of the accepted forms.
     """
     names = pd.Index(names).astype(str)
     parts = names.str.extract(_PEAK_NAME.pattern)
@@ -34,9 +38,43 @@ def parse_peak_names(names) -> pd.DataFrame:
     bad |= ~(ends > starts)
     if bad.any():
         examples = ", ".join(repr(n) for n in names[bad][:5])
-        raise ValueError(f"{bad.sum()} peak name(s) do not parse as 'chrom:start-end' with end > start: {examples}")
+        raise ValueError(f"{bad.sum()} of {len(names)} peak name(s) do not parse as 'chrom:start-end' with end > start: "
+                         f"{examples} (accepted forms: {PEAK_NAME_FORMS}, or var columns chrom/start/end)")
     return pd.DataFrame({"chrom": parts["chrom"].to_numpy(), "start": starts.astype(np.int64),
                          "end": ends.astype(np.int64)}, index=names)
+
+
+def normalize_chroms(chroms, style: str = "chr") -> tuple[np.ndarray, int]:
+    """Chromosome names in UCSC style (``"chr"``: ``1`` -> ``chr1``, ``MT`` -> ``chrM``) or Ensembl style
+    (``"bare"``: ``chr1`` -> ``1``, ``chrM`` -> ``MT``), as human and mouse references name them.
+
+    Only the primary chromosomes (1-99, X, Y, M/MT) are renamed; contigs are left as written.
+
+    Returns
+    -------
+    (names, n_renamed)
+    """
+    chroms = np.array([str(c) for c in np.asarray(chroms, dtype=object)], dtype=object)
+    out = chroms.copy()
+    if style == "chr":
+        bare = np.array([bool(_BARE_CHROM.match(c)) for c in chroms], dtype=bool)
+        out[bare] = ["chrM" if c in ("M", "MT") else "chr" + c for c in chroms[bare]]
+        changed = bare
+    elif style == "bare":
+        prefixed = np.array([c.startswith("chr") and bool(_BARE_CHROM.match(c[3:])) for c in chroms], dtype=bool)
+        out[prefixed] = ["MT" if c == "chrM" else c[3:] for c in chroms[prefixed]]
+        changed = prefixed
+    else:
+        raise ValueError(f"style must be 'chr' or 'bare', got {style!r}")
+    return out, int(changed.sum())
+
+
+def chrom_style(chroms) -> str:
+    """``"chr"`` when most primary chromosome names carry the ``chr`` prefix, else ``"bare"``."""
+    chroms = pd.unique(np.asarray(chroms, dtype=object).astype(str))
+    prefixed = sum(c.startswith("chr") for c in chroms)
+    bare = sum(bool(_BARE_CHROM.match(c)) for c in chroms)
+    return "bare" if bare > prefixed else "chr"
 
 
 def peak_names(df: pd.DataFrame) -> list[str]:
@@ -187,6 +225,15 @@ def map_peaks_to_cres(atac, cres, chunk_cells: int = 500, dtype=np.float32):
     return result
 
 
+def overlap_share(peaks, cres) -> float:
+    """Share of the intervals of ``peaks`` that overlap >= 1 interval of ``cres`` (0 for no peaks)."""
+    n = len(intervals(peaks))
+    if n == 0:
+        return 0.0
+    qi, _ = overlap_index(peaks, cres)
+    return len(np.unique(qi)) / n
+
+
 def genome_overlap_score(peaks, cres, shifts=(-3_000_000, -1_500_000, 1_500_000, 3_000_000), max_peaks: int = 50_000,
                          seed: int = 0) -> dict:
     """How well peaks fit a CRE vocabulary's genome build: observed overlap vs a shifted null.
@@ -202,16 +249,12 @@ def genome_overlap_score(peaks, cres, shifts=(-3_000_000, -1_500_000, 1_500_000,
     if n == 0:
         return {"observed": 0.0, "null": 0.0, "ratio": 0.0, "matches": False}
 
-    def frac(df):
-        qi, _ = overlap_index(df, cres)
-        return len(np.unique(qi)) / n
-
-    observed = frac(p)
+    observed = overlap_share(p, cres)
     nulls = []
     for shift in shifts:
         shifted = pd.DataFrame({"chrom": np.asarray(p["chrom"]), "start": np.asarray(p["start"], np.int64) + shift,
                                 "end": np.asarray(p["end"], np.int64) + shift})
-        nulls.append(frac(shifted))
+        nulls.append(overlap_share(shifted, cres))
     null = float(np.mean(nulls))
     ratio = observed / null if null > 0 else (np.inf if observed > 0 else 0.0)
     return {"observed": float(observed), "null": null, "ratio": float(ratio),
@@ -254,18 +297,29 @@ def map_genes(rna, genes_df: pd.DataFrame) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ liftover
+def _lift_over(chain_path: str):
+    """A pyliftover ``LiftOver`` for a chain file, built once per path (reading a chain takes seconds)."""
+    try:
+        from pyliftover import LiftOver
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError("liftover needs the optional package 'pyliftover': pip install pyliftover (or the extra: pip install -e '.[liftover]')") from err
+    key = str(chain_path)
+    if key not in _LIFTOVER_CACHE:
+        _LIFTOVER_CACHE[key] = LiftOver(key)
+    return _LIFTOVER_CACHE[key]
+
+
+_LIFTOVER_CACHE: dict = {}
+
+
 def liftover(df: pd.DataFrame, chain_path, min_ratio: float = 0.5, max_ratio: float = 2.0) -> pd.DataFrame:
     """Lift chrom/start/end intervals with a UCSC chain file (needs ``pyliftover``).
 
     An interval is kept when ``start`` and ``end - 1`` each map uniquely, to the same chromosome and the + strand,
     and the lifted length is within ``[min_ratio, max_ratio]`` x the original. Other columns are carried over;
-    ``orig_index`` holds the input row label.
+    ``orig_index`` holds the input row label. ``len(df) - len(result)`` intervals failed to lift.
     """
-    try:
-        from pyliftover import LiftOver
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ImportError("liftover needs the optional package 'pyliftover': pip install pyliftover (or the extra: pip install -e '.[liftover]')") from err
-    lo = LiftOver(str(chain_path))
+    lo = _lift_over(chain_path)
     keep, new = [], []
     for label, chrom, start, end in zip(df.index, df["chrom"], df["start"], df["end"]):
         a, b = lo.convert_coordinate(chrom, int(start)), lo.convert_coordinate(chrom, int(end) - 1)

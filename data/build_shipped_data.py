@@ -337,6 +337,10 @@ def build_references(ref: Path, genes_hg38: pd.DataFrame, genes_mm10: pd.DataFra
     copy_file(ref / "liftover_chains/hg19ToHg38.over.chain.gz", "reference/hg19ToHg38.over.chain.gz",
               source="broadinstitute/SpliceAI-lookup@d204c34d669fc498d1b17370fc6a4f3e5056bfdb:hg19ToHg38.over.chain.gz (UCSC)",
               licence="UCSC chain files, freely usable", description="UCSC liftOver chain hg19 -> hg38")
+    copy_file(ref / "liftover_chains/hg38ToHg19.over.chain.gz", "reference/hg38ToHg19.over.chain.gz",
+              source="broadinstitute/SpliceAI-lookup@d204c34d669fc498d1b17370fc6a4f3e5056bfdb:hg38ToHg19.over.chain.gz (UCSC)",
+              licence="UCSC chain files, freely usable",
+              description="UCSC liftOver chain hg38 -> hg19 (genome-build check of user peaks)")
 
 
 # ---------------------------------------------------------------------------------------------------- manifest

@@ -149,16 +149,9 @@ def _tiny_pair(n_cells=30, n_genes=20, n_peaks=25, seed=0):
 
 
 def _write_10x_h5(path, rna, atac):
-    X = sp.hstack([rna.X, atac.X]).T.tocsc().astype(np.int32)  # features x cells, CSC like Cell Ranger
-    with h5py.File(path, "w") as h:
-        m = h.create_group("matrix")
-        m["data"], m["indices"], m["indptr"] = X.data, X.indices, X.indptr
-        m["shape"] = np.array(X.shape, dtype=np.int32)
-        m["barcodes"] = np.array(rna.obs_names, dtype="S")
-        f = m.create_group("features")
-        f["id"] = np.array([f"ENSG{i:011d}" for i in range(rna.n_vars)] + list(atac.var_names), dtype="S")
-        f["name"] = np.array(list(rna.var_names) + list(atac.var_names), dtype="S")
-        f["feature_type"] = np.array(["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars, dtype="S")
+    rna = rna.copy()
+    rna.var["gene_id"] = [f"ENSG{i:011d}" for i in range(rna.n_vars)]
+    data.write_10x_h5(path, rna, atac)
 
 
 def test_read_paired_10x_h5(tmp_path):
@@ -362,3 +355,240 @@ def test_subsample_is_seeded_and_keeps_the_most_open_cres():
     with_coords, _ = data.subsample(rna, atac, n_cells=80, seed=3, genes_with_coords=True)
     assert with_coords.n_vars == 50
     assert rna.shape == (200, 60) and atac.shape == (200, 300)       # inputs untouched
+
+
+# ------------------------------------------------------------------------------------------------ your own data (issue 12)
+def _log_normalised(rna):
+    """A log1p(counts per 10,000) copy of a shipped RNA matrix, as many published objects store it."""
+    out = rna.copy()
+    X = sp.csr_matrix(out.X, dtype=np.float64)
+    X = sp.diags(1e4 / np.asarray(X.sum(axis=1)).ravel()) @ X
+    X.data = np.log1p(X.data)
+    out.X = sp.csr_matrix(X, dtype=np.float32)
+    return out
+
+
+def test_find_counts_in_x_layers_and_raw():
+    rna, _ = data.load("bmmc")
+    same, note = data.find_counts(rna, "bmmc_rna.h5ad")
+    assert same is rna and "found in X" in note
+    logged = _log_normalised(rna)
+    logged.layers["counts"] = rna.X.copy()
+    found, note = data.find_counts(logged, "rna.h5ad")
+    assert "layers['counts']" in note and (found.X != rna.X).nnz == 0 and found.uns["counts_source"] == "layers['counts']"
+    logged = _log_normalised(rna)
+    logged.raw = rna
+    found, note = data.find_counts(logged, "rna.h5ad")
+    assert ".raw" in note and (found.X != rna.X).nnz == 0
+
+
+def test_log_normalised_rna_is_refused_or_recovered_exactly(tmp_path):
+    rna, atac = data.load("bmmc")
+    logged = _log_normalised(rna)
+    with pytest.raises(data.InputError) as err:
+        data.find_counts(logged, "rna.h5ad")
+    msg = str(err.value)
+    for part in ("rna.h5ad", "'X'", "max ", "not integers", "negative", "NaN", "--recover-counts", "recover_counts=True",
+                 "layers['counts']"):
+        assert part in msg, (part, msg)
+    found, note = data.find_counts(logged, "rna.h5ad", recover=True)
+    assert "recovered exactly from log1p" in note
+    assert found.X.dtype == np.float32 and (found.X != rna.X).nnz == 0  # every count back, none floored
+    # through the file readers: read_paired recovers on request, validate_pair explains otherwise
+    logged.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    r, a = data.read_paired(tmp_path / "rna.h5ad", tmp_path / "atac.h5ad", recover_counts=True)
+    assert (r.X != rna.X).nnz == 0 and "recovered" in r.uns["counts_note"]
+    r, a = data.read_paired(tmp_path / "rna.h5ad", tmp_path / "atac.h5ad")
+    with pytest.raises(data.InputError, match="--recover-counts"):
+        data.validate_pair(r, a, str(tmp_path / "rna.h5ad"), str(tmp_path / "atac.h5ad"))
+    logged.layers["counts"] = rna.X.copy()
+    with pytest.raises(data.InputError, match=r"layers\['counts'\].*find_counts"):
+        data.validate_pair(logged, atac, "rna.h5ad", "atac.h5ad")
+
+
+def test_values_that_cannot_be_inverted_are_refused():
+    rna, _ = data.load("bmmc")
+    scaled = _log_normalised(rna)
+    scaled.X = scaled.X * 1.7  # not log1p of size-normalised counts any more
+    with pytest.raises(data.InputError, match="cannot invert") as err:
+        data.find_counts(scaled, "rna.h5ad", recover=True)
+    assert "pass the raw counts" in str(err.value)
+    centred = _log_normalised(rna)
+    centred.X = sp.csr_matrix(centred.X.toarray() - 0.5)
+    with pytest.raises(data.InputError, match=r"\d+ negative") as err:
+        data.find_counts(centred, "rna.h5ad", recover=True)
+    assert data.recover_counts(centred.X)[0] is None
+
+
+def test_atac_values_nan_inf_negative():
+    rna, atac = data.load("snareseq_tiny")
+    assert "> 0" in data.check_atac_values(atac, "atac.h5ad")
+    bad = atac.copy()
+    bad.X = bad.X.copy()
+    bad.X.data[:3] = [np.nan, -1.0, np.inf]
+    with pytest.raises(data.InputError) as err:
+        data.validate_pair(rna, bad, "rna.h5ad", "my_atac.h5ad", allow_empty_cells=True)
+    _check(err, "my_atac.h5ad", "X")
+    assert "1 NaN, 1 inf and 1 negative" in str(err.value)
+    normalised = atac.copy()
+    normalised.X = normalised.X * 0.37  # normalised ATAC is fine: binarised as > 0
+    data.validate_pair(rna, normalised, allow_empty_cells=True)
+
+
+def test_peak_names_in_every_common_form(tmp_path):
+    rna, atac = _tiny_pair(n_peaks=5)
+    forms = ["chr1:100-200", "chr1-300-400", "chr1_500_600", "1-700-800", "1:900-1000"]
+    atac.var_names = forms
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    _, a = data.read_paired(tmp_path / "rna.h5ad", tmp_path / "atac.h5ad")
+    assert list(a.var_names) == ["chr1:100-200", "chr1:300-400", "chr1:500-600", "chr1:700-800", "chr1:900-1000"]
+    bare = atac.copy()
+    bare.var_names = [f"p{i}" for i in range(5)]
+    bare.var = pd.DataFrame({"chrom": ["1", "2", "X", "MT", "1"], "start": [10, 20, 30, 40, 50],
+                             "end": [15, 25, 35, 45, 55]}, index=bare.var_names)
+    bare.write_h5ad(tmp_path / "atac_cols.h5ad")
+    _, a = data.read_paired(tmp_path / "rna.h5ad", tmp_path / "atac_cols.h5ad")
+    assert list(a.var_names) == ["chr1:10-15", "chr2:20-25", "chrX:30-35", "chrM:40-45", "chr1:50-55"]
+    assert "5 peak chromosome names" in a.uns["chrom_note"]
+    bare.var = pd.DataFrame(index=["peak1", "chr1:5-1", "chr1:1-5", "chr1:6-9", "chr1:9-12"])
+    bare.write_h5ad(tmp_path / "atac_bad.h5ad")
+    with pytest.raises(data.InputError) as err:
+        data.read_paired(tmp_path / "rna.h5ad", tmp_path / "atac_bad.h5ad")
+    _check(err, "atac_bad.h5ad", "var_names")
+    assert "'peak1'" in str(err.value) and "'1-100-200'" in str(err.value) and "chrom/start/end" in str(err.value)
+
+
+def test_qc_report_explains_each_rule():
+    rna, atac = data.load("snareseq_tiny")
+    kwargs = dict(min_cells=2, min_genes=5, max_genes=60, min_peaks=2, max_peaks=400)
+    report = data.qc_report(rna, atac, **kwargs, check=False)
+    assert list(report["rule"]) == ["min_cells (genes)", "min_cells (peaks)", "min_genes", "max_genes", "min_peaks",
+                                    "max_peaks"]
+    r, _, table = data.qc(rna, atac, **kwargs)
+    assert report.attrs["n_cells_left"] == r.n_obs == report["left"].iloc[-1] > 0
+    assert list(table.columns) == ["n_genes", "n_counts_rna", "n_peaks", "n_counts_atac", "pass_qc"]  # unchanged
+    cells = report[report.removes == "cells"]
+    assert cells["removed"].sum() == rna.n_obs - r.n_obs and (cells["removed_alone"] >= cells["removed"]).all()
+    assert report.set_index("rule").loc["min_cells (genes)", "left"] == r.n_vars
+    assert "--min-cres / min_peaks" in set(report["option"])
+    # the paper's thresholds remove every cell of this sparse fixture: an error carrying the table
+    with pytest.raises(data.InputError) as err:
+        data.qc_report(rna, atac, source="tiny")
+    assert "no cell of 100 passes QC" in str(err.value) and "removed_alone" in str(err.value)
+    assert "min_genes" in str(err.value) and "--min-genes" in str(err.value)
+    with pytest.warns(UserWarning, match=r"keeps \d+ of 100 cells; min_peaks .*--min-cres"):
+        data.qc_report(rna, atac, min_cells=1, min_genes=1, min_peaks=5, max_peaks=1000)
+
+
+def test_hg19_peaks_are_caught_and_lifted():
+    """Fixture: the shipped hg38 BMMC peaks lifted back to hg19 with the shipped hg38 -> hg19 chain."""
+    pytest.importorskip("pyliftover")
+    rna, atac = data.load("bmmc")
+    hg19, note = data.lift_peaks(atac, "hg38")
+    assert hg19.uns["genome"] == "hg19" and hg19.n_vars > 0.95 * atac.n_vars and "failed to lift" in note
+    with pytest.raises(data.InputError) as err:
+        data.check_genome(hg19, "human", "own_atac.h5ad")
+    _check(err, "own_atac.h5ad", "genome build")
+    assert "most likely on hg19" in str(err.value) and "--liftover hg19" in str(err.value)
+    back, note = data.lift_peaks(hg19, "hg19")
+    assert f"lifted {back.n_vars} of {hg19.n_vars} peaks hg19 -> hg38" in note
+    report = data.check_genome(back, "human")
+    assert report["matches"] and report["observed"] > 0.9 and "overlap_after_hg19_to_hg38" in report
+
+
+def test_species_mismatch():
+    _, human = data.load("bmmc")
+    with pytest.raises(data.InputError) as err:
+        data.check_genome(human, "mouse", "human_atac.h5ad")
+    _check(err, "human_atac.h5ad", "genome build")
+    assert "species mismatch" in str(err.value) and "peaks are human" in str(err.value)
+    _, mouse = data.load("snareseq")
+    with pytest.raises(data.InputError, match="peaks are mouse.*species mismatch"):
+        data.check_genome(mouse, "human", "mouse_atac.h5ad")
+    with pytest.raises(data.InputError, match="not on the mm39 build.*mm10ToMm39"):  # SNARE-seq is mm10
+        data.check_genome(mouse, "mouse", "snareseq_atac.h5ad")
+    bare = human.var.assign(chrom=human.var.chrom.str.replace("chr", ""))
+    with pytest.raises(data.InputError, match="chromosome names differ"):
+        data.check_genome(bare, "human", "bare.h5ad")
+
+
+def test_pair_cells_and_duplicates():
+    rna, atac = _tiny_pair()
+    r, a, note = data.pair_cells(rna, atac[5:][::-1])
+    assert list(r.obs_names) == list(a.obs_names) == list(rna.obs_names[5:]) and "5 only in RNA" in note
+    other = atac.copy()
+    other.obs_names = [n.replace("-1", "") for n in other.obs_names]
+    with pytest.raises(data.InputError) as err:
+        data.pair_cells(rna, other, "rna.h5ad", "atac.h5ad")
+    _check(err, "rna.h5ad / atac.h5ad", "obs_names")
+    assert "share no cell" in str(err.value) and "'-1'" in str(err.value)
+    dup = rna.copy()
+    dup.obs_names = [rna.obs_names[0]] * 2 + list(rna.obs_names[2:])
+    with pytest.raises(data.InputError, match="1 duplicated RNA name"):
+        data.pair_cells(dup, atac, "rna.h5ad")
+    dup = atac.copy()
+    dup.var_names = [atac.var_names[0]] * 2 + list(atac.var_names[2:])
+    with pytest.raises(data.InputError, match=r"atac.h5ad: field 'var_names \(features\)'"):
+        data.pair_cells(rna, dup, "rna.h5ad", "atac.h5ad")
+
+
+def test_empty_and_truncated_files(tmp_path):
+    rna, atac = _tiny_pair()
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    (tmp_path / "empty.h5ad").write_bytes(b"")
+    with pytest.raises(data.InputError, match=r"empty.h5ad: field 'file': is empty \(0 bytes\)"):
+        data.read_paired(tmp_path / "rna.h5ad", tmp_path / "empty.h5ad")
+    whole = (tmp_path / "rna.h5ad").read_bytes()
+    (tmp_path / "cut.h5ad").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(data.InputError, match="cut.h5ad: field 'file'.*(truncated|cannot be read)"):
+        data.read_paired(tmp_path / "cut.h5ad", tmp_path / "rna.h5ad")
+    with pytest.raises(data.InputError, match="does not exist"):
+        data.read_paired(tmp_path / "rna.h5ad", tmp_path / "none.h5ad")
+
+
+# ------------------------------------------------------------------------------------------------ users' data folders
+def test_write_dataset_data_folder(tmp_path):
+    """write_dataset -> a folder with datasets/<name>_*.h5ad and MANIFEST lines; load() reads it by name, checks
+    its checksums, and takes what the folder lacks (shipped sets, references) from the repo's data/."""
+    rna, atac = data.read_paired(*_write_pair(tmp_path))
+    folder = tmp_path / "mine"
+    written = data.write_dataset(rna, atac, "own", folder, source="a paper's supplement", licence="CC BY 4.0")
+    assert written == {"rna": folder / "datasets/own_rna.h5ad", "atac": folder / "datasets/own_atac.h5ad"}
+    r, a = data.load("own", data_dir=folder)
+    assert np.array_equal(r.X.toarray(), rna.X.toarray()) and list(a.var_names) == list(atac.var_names)
+    manifest = pd.read_csv(folder / "MANIFEST", sep="\t")
+    assert list(manifest.columns) == data.MANIFEST_COLUMNS and list(manifest["file"]) == sorted(written_rel := [
+        "datasets/own_atac.h5ad", "datasets/own_rna.h5ad"])
+    assert (manifest["licence"] == "CC BY 4.0").all() and (manifest["source"] == "a paper's supplement").all()
+    assert [provenance.sha256(folder / rel) for rel in written_rel] == list(manifest["sha256"])
+    assert data.reference_path("chain_hg19_hg38", data_dir=folder) == DATA / data.REFERENCES["chain_hg19_hg38"]
+    assert data.load("snareseq_tiny", data_dir=folder)[0].n_obs == 100
+    assert data.list_datasets(folder) == sorted([*data.DATASETS, "own"])
+    # a changed file is caught by its checksum; a file without a MANIFEST line says how to add one
+    with open(folder / "datasets/own_atac.h5ad", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(data.InputError, match=r"own_atac\.h5ad.*sha256.*Fix"):
+        data.load("own", data_dir=folder)
+    data.write_dataset(rna, atac, "own", folder)  # rewriting replaces the lines
+    assert len(data.read_manifest(folder)) == 2 and data.load("own", data_dir=folder)[0].n_obs == rna.n_obs
+    shutil.copy(folder / "datasets/own_rna.h5ad", folder / "datasets/other_rna.h5ad")
+    shutil.copy(folder / "datasets/own_atac.h5ad", folder / "datasets/other_atac.h5ad")
+    with pytest.raises(data.InputError, match="no MANIFEST line.*write_dataset"):
+        data.load("other", data_dir=folder)
+    with pytest.raises(KeyError, match="unknown dataset 'nope'.*own"):
+        data.load("nope", data_dir=folder)
+    with pytest.raises(ValueError, match="data set name"):
+        data.write_dataset(rna, atac, "../escape", folder)
+    with pytest.raises(ValueError, match="shipped data set"):
+        data.write_dataset(rna, atac, "bmmc", DATA)
+    with pytest.raises(data.InputError, match="same cells"):
+        data.write_dataset(rna, atac[::-1].copy(), "own", folder)
+
+
+def _write_pair(tmp_path):
+    rna, atac = _tiny_pair()
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    return tmp_path / "rna.h5ad", tmp_path / "atac.h5ad"

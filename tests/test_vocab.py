@@ -118,3 +118,22 @@ def test_liftover_hook():
         return
     out = vocab.liftover(df, chain)
     assert (out.chrom[0], out.end[0]) == ("chr22", 37066896)
+
+
+def test_peak_name_forms_and_chromosome_names():
+    forms = ["chr1:100-200", "chr1-100-200", "chr1_100_200", "1-100-200", "1:100-200"]
+    df = vocab.parse_peak_names(forms)
+    assert df["chrom"].tolist() == ["chr1"] * 3 + ["1"] * 2 and set(df["start"]) == {100} and set(df["end"]) == {200}
+    with pytest.raises(ValueError, match=r"1 of 2 peak name\(s\).*'GATA1'.*accepted forms: 'chr1:100-200'.*'1-100-200'"):
+        vocab.parse_peak_names(["chr1:1-2", "GATA1"])
+    names, n = vocab.normalize_chroms(["1", "chr2", "X", "MT", "GL000194.1", "22"])
+    assert list(names) == ["chr1", "chr2", "chrX", "chrM", "GL000194.1", "chr22"] and n == 4
+    names, n = vocab.normalize_chroms(["chr1", "chrM", "chrUn_x"], "bare")
+    assert list(names) == ["1", "MT", "chrUn_x"] and n == 2
+    assert vocab.chrom_style(["1", "2", "chrX"]) == "bare" and vocab.chrom_style(["chr1", "GL000194.1"]) == "chr"
+
+
+def test_overlap_share():
+    ref = _df([("chr1", 100, 200)])
+    assert vocab.overlap_share(_df([("chr1", 150, 160), ("chr1", 300, 400), ("chr2", 150, 160)]), ref) == 1 / 3
+    assert vocab.overlap_share(_df([]), ref) == 0.0
