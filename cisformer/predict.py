@@ -104,11 +104,11 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _batches(model, X, batch_size: int, seed: int, X_log=None):
-    """Key batches of cells grouped by their number of key tokens, so that little padding is computed."""
+def _batches(model, dataset, batch_size: int, n_keys: np.ndarray, cells=None):
+    """Key batches of ``dataset``'s cells (default all; else the rows ``cells``) grouped by their number of key
+    tokens ``n_keys``, so that little padding is computed."""
     device = _device_of(model)
-    dataset = CellKeys(X, model.config, seed, X_log)
-    order = np.argsort(np.diff(X.indptr), kind="stable")
+    order = np.argsort(n_keys, kind="stable") if cells is None else cells[np.argsort(n_keys[cells], kind="stable")]
     for lo in range(0, len(order), batch_size):
         batch = collate([dataset[int(i)] for i in order[lo:lo + batch_size]])
         yield batch["cell"].numpy(), {k: v.to(device) for k, v in batch.items()}
@@ -116,23 +116,35 @@ def _batches(model, X, batch_size: int, seed: int, X_log=None):
 
 @torch.no_grad()
 def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0,
-                   X_log=None) -> np.ndarray:
-    """Logits of ``queries`` (default: every output feature) for every cell of ``X``.
+                   X_log=None, cells=None) -> np.ndarray:
+    """Logits of ``queries`` (default: every output feature) for every cell of ``X`` (or the rows ``cells``).
 
     ``X`` is a cells x input-vocabulary CSR matrix (genes for rna2atac, CREs for atac2rna, columns in the
     model's order); ``X_log`` its log-scale expression (rna2atac, ``arch="cisformer"``; default: ``X`` taken as
-    counts). Returns (cells, queries) for rna2atac, (cells, queries, n_bins) for atac2rna, float32.
-    The keys of a batch of cells are encoded once and reused for every chunk of queries.
+    counts). ``X`` may also be a prepared :class:`~cisformer.sampler.CellKeys` (then ``seed`` and ``X_log`` are
+    its own), so that predicting block after block of ``cells`` prepares the input once. Returns
+    (cells, queries) for rna2atac, (cells, queries, n_bins) for atac2rna, float32, rows in the order of
+    ``cells``. The keys of a batch of cells are encoded once and reused for every chunk of queries; a cell's key
+    draw depends on its row of ``X`` and ``seed`` only, so a block of rows gives the rows of the whole.
     """
     cfg = model.config
     queries = np.arange(cfg.n_out) if queries is None else np.asarray(queries)
+    dataset = X if isinstance(X, CellKeys) else CellKeys(X, cfg, seed, X_log)
+    n_keys = np.diff((X.X if isinstance(X, CellKeys) else X).indptr)
+    if cells is not None:
+        cells = np.asarray(cells, dtype=np.int64)
+        position = np.empty(dataset.X.shape[0], dtype=np.int64)
+        position[cells] = np.arange(len(cells))
     was_training = model.training
     model.eval()
     device = _device_of(model)
     query_all = torch.as_tensor(queries, device=device)
-    shape = (X.shape[0], len(queries)) + (() if cfg.out_width == 1 else (cfg.out_width,))
+    n_rows = dataset.X.shape[0] if cells is None else len(cells)
+    shape = (n_rows, len(queries)) + (() if cfg.out_width == 1 else (cfg.out_width,))
     out = np.empty(shape, dtype=np.float32)
-    for rows, batch in _batches(model, X, batch_size, seed, X_log):
+    for rows, batch in _batches(model, dataset, batch_size, n_keys, cells):
+        if cells is not None:
+            rows = position[rows]
         keys = model.encode_keys(batch)  # projected once, reused for every chunk
         for lo in range(0, len(queries), chunk):
             query = query_all[lo:lo + chunk].expand(len(rows), -1)
@@ -141,9 +153,50 @@ def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 819
     return out
 
 
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+
+
+def _binary_rule(model, threshold, n_cres: int):
+    """``(value, rule, k)`` of a ``threshold`` argument: ``k`` is None for a probability rule."""
+    if threshold is None or isinstance(threshold, (int, float)):
+        value = PAPER_THRESHOLD if threshold is None else float(threshold)
+        return value, f"P(open) >= {value}" + (" (the paper's threshold)" if threshold is None else ""), None
+    if threshold == "topk":
+        k = _open_fraction_k(model, n_cres, "threshold='topk'")
+        return "topk", (f"per cell, the {k} most probable CREs (training open fraction {model.open_fraction:.4f} "
+                        f"of {n_cres} CREs)"), k
+    raise ValueError(f"threshold must be None, a number or 'topk', got {threshold!r}")
+
+
+def _open_fraction_k(model, n_cres: int, what: str) -> int:
+    if model.open_fraction is None:
+        raise ValueError(f"{what} needs model.open_fraction (set by cisformer.train.fit)")
+    return max(1, int(round(model.open_fraction * n_cres)))
+
+
+def _binarize(prob: np.ndarray, value, k) -> np.ndarray:
+    """uint8 cells x CREs: ``prob >= value``, or per cell the ``k`` most probable CREs."""
+    if k is None:
+        return (prob >= value).astype(np.uint8)
+    top = np.argpartition(-prob, k - 1, axis=1)[:, :k]
+    binary = np.zeros_like(prob, dtype=np.uint8)
+    np.put_along_axis(binary, top, 1, axis=1)
+    return binary
+
+
+def _cre_var(model, cre_idx, cres) -> pd.DataFrame:
+    names = list(model.cre_names) if cres is None else [model.cre_names[i] for i in cre_idx]
+    if model.cre_coords is not None:
+        return pd.DataFrame({k: np.asarray(v) if cres is None else np.asarray(v)[cre_idx]
+                             for k, v in model.cre_coords.items()}, index=names)
+    return pd.DataFrame(index=names)
+
+
 @torch.no_grad()
 def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 8192, cres=None,
-                seed: int = 0) -> ad.AnnData:
+                seed: int = 0, out=None, store: str = "prob+binary", dtype: str = "float16", top_k=None,
+                block_cells=None, compression=None, resume: bool = True, on_block=None) -> ad.AnnData:
     """Predict chromatin accessibility of every CRE for every cell from its RNA.
 
     Parameters
@@ -165,11 +218,43 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
         Optional subset of CRE names to predict (default: the whole vocabulary).
     seed
         Seeds the choice of gene keys for cells expressing more genes than ``model.config.gene_len``.
+    out
+        ``None`` (default): predict in memory and return an in-memory AnnData (dense float32: 4 bytes per cell
+        and CRE, 4 GB per 1,000 cells on the 1,033,239 human cCREs, plus 1 byte for the binary layer). A path:
+        stream to that ``.h5ad`` block of ``block_cells`` cells after block, so memory is set by the block, not
+        by the number of cells; the file is written as ``OUT.partial`` and renamed when complete, an interrupted
+        run resumes at its first unwritten block when called again with the same model, input and settings
+        (another model or input is refused with the reason); returns the file opened backed (read-only).
+        The arguments below apply to ``out`` only.
+    store
+        What the file holds: ``"prob+binary"`` (default) ``X`` = P(open) dense and ``layers["binary"]`` (sparse
+        CSR, uint8, by ``threshold``); ``"prob"`` only ``X``; ``"binary"`` only the binary matrix, as a sparse
+        ``X``; ``"topk"`` ``X`` = sparse, per cell only the ``top_k`` most probable CREs with their
+        probabilities (the smallest file).
+    dtype
+        ``"float16"`` (default; P(open) to 3 decimal digits, 2 bytes per cell and CRE) or ``"float32"`` (exactly
+        the in-memory values). ``store="topk"`` keeps its values rounded to ``dtype`` in a float32 sparse
+        matrix (scipy has no float16 sparse matrices).
+    top_k
+        ``store="topk"``: CREs kept per cell (default: ``round(model.open_fraction * n_CREs)``, the
+        ``threshold="topk"`` count).
+    block_cells
+        Cells predicted and written at once (default: as many as make ~2^25 probabilities, 32 cells on the
+        human vocabulary: ~0.6 GB of temporaries).
+    compression
+        HDF5 compression of the matrices (``None``, ``"gzip"`` or ``"lzf"``).
+    resume
+        ``False``: discard an interrupted ``OUT.partial`` and start over.
+    on_block
+        Called as ``on_block(cells_done, n_cells)`` after each written block (progress).
 
     Returns
     -------
     AnnData cells x CREs: ``X`` dense float32 P(open); ``layers["binary"]`` (uint8); ``obs`` copied from
-    ``rna``; ``var`` CRE coordinates; ``uns["threshold"]`` and ``uns["threshold_rule"]``.
+    ``rna``; ``var`` CRE coordinates; ``uns["threshold"]`` and ``uns["threshold_rule"]``. With ``out``: the
+    written file read backed, ``X`` / ``layers["binary"]`` as chosen by ``store`` and ``dtype``.
+    In memory and streamed give the same values (float32 bit for bit with ``batch_size=1``; with larger batches
+    cells are grouped per block, which can change float rounding).
     """
     if model.config.direction != "rna2atac":
         raise ValueError(f"rna_to_atac needs an rna2atac model, got a {model.config.direction} model")
@@ -181,38 +266,24 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
         if (cre_idx < 0).any():
             raise ValueError(f"{int((cre_idx < 0).sum())} requested CREs are not in the model's vocabulary")
     X_log = log_expression(ad.AnnData(X, uns={"counts": rna.uns.get("counts", True)}))
+    if out is not None:
+        from .stream import stream_rna_to_atac
+
+        return stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=threshold,
+                                  batch_size=batch_size, chunk=chunk, seed=seed, store=store, dtype=dtype,
+                                  top_k=top_k, block_cells=block_cells, compression=compression, resume=resume,
+                                  on_block=on_block)
     logits = predict_logits(model, X, cre_idx, batch_size, chunk, seed, X_log)
-    prob = (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    prob = _sigmoid(logits)
+    value, rule, k = _binary_rule(model, threshold, len(cre_idx))
+    binary = _binarize(prob, value, k)
 
-    if threshold is None or isinstance(threshold, (int, float)):
-        value = PAPER_THRESHOLD if threshold is None else float(threshold)
-        binary = (prob >= value).astype(np.uint8)
-        rule = f"P(open) >= {value}" + (" (the paper's threshold)" if threshold is None else "")
-    elif threshold == "topk":
-        if model.open_fraction is None:
-            raise ValueError("threshold='topk' needs model.open_fraction (set by cisformer.train.fit)")
-        k = max(1, int(round(model.open_fraction * len(cre_idx))))
-        top = np.argpartition(-prob, k - 1, axis=1)[:, :k]
-        binary = np.zeros_like(prob, dtype=np.uint8)
-        np.put_along_axis(binary, top, 1, axis=1)
-        value = "topk"
-        rule = (f"per cell, the {k} most probable CREs (training open fraction {model.open_fraction:.4f} "
-                f"of {len(cre_idx)} CREs)")
-    else:
-        raise ValueError(f"threshold must be None, a number or 'topk', got {threshold!r}")
-
-    names = list(model.cre_names) if cres is None else [model.cre_names[i] for i in cre_idx]
-    if model.cre_coords is not None:
-        var = pd.DataFrame({k: np.asarray(v) if cres is None else np.asarray(v)[cre_idx]
-                            for k, v in model.cre_coords.items()}, index=names)
-    else:
-        var = pd.DataFrame(index=names)
-    out = ad.AnnData(prob, obs=rna.obs.copy(), var=var)
-    out.layers["binary"] = binary
-    out.uns["threshold"] = value
-    out.uns["threshold_rule"] = rule
-    out.uns["direction"] = "rna2atac"
-    return out
+    result = ad.AnnData(prob, obs=rna.obs.copy(), var=_cre_var(model, cre_idx, cres))
+    result.layers["binary"] = binary
+    result.uns["threshold"] = value
+    result.uns["threshold_rule"] = rule
+    result.uns["direction"] = "rna2atac"
+    return result
 
 
 @torch.no_grad()
