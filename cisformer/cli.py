@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 import warnings
 from pathlib import Path
 
@@ -399,6 +400,17 @@ def _write_prediction(out, args, direction: str) -> str:
     return f"{args.out} (modality '{name}' beside {sorted(m for m in mdata.mod if m != name)})"
 
 
+def _progress(n_cells: int):
+    """on_block callback: one line about every tenth of the cells (stderr)."""
+    state = {"next": 0}
+
+    def report(done, total):
+        if done >= state["next"] or done == total:
+            print(f"predict: {done}/{total} cells written", file=sys.stderr, flush=True)
+            state["next"] = done + max(1, n_cells // 10)
+    return report
+
+
 def cmd_predict(args) -> None:
     from . import data, predict
 
@@ -428,6 +440,20 @@ def cmd_predict(args) -> None:
         rna = _select_cells(rna, args.cells, args.model)
         threshold = None if args.threshold is None else (
             args.threshold if args.threshold == "topk" else float(args.threshold))
+        if args.out.suffix != ".h5mu":  # streamed: memory set by --block-cells, resumable
+            try:
+                out = predict.rna_to_atac(model, rna, threshold=threshold, batch_size=args.batch_size, out=args.out,
+                                          store=args.store, dtype=args.dtype, top_k=args.top_k,
+                                          block_cells=args.block_cells,
+                                          compression=None if args.compression == "none" else args.compression,
+                                          resume=not args.restart, on_block=_progress(rna.n_obs))
+            except ValueError as err:
+                raise _fail(err)
+            shape = out.shape
+            out.file.close()
+            print(f"predict ({direction}): {shape[0]} cells x {shape[1]} features ({args.store}, {args.dtype}) "
+                  f"-> {args.out}")
+            return
         out = predict.rna_to_atac(model, rna, threshold=threshold, batch_size=args.batch_size)
     else:
         atac = _select_cells(atac, args.cells, args.model)
@@ -576,6 +602,29 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "with one cell name per line (default all)")
     p.add_argument("--threshold", help="rna2atac binary layer: a probability (default 0.5, the paper's) or 'topk' "
                                        "(per cell, as many CREs as the training open fraction)")
+
+
+    g = p.add_argument_group(
+        "rna2atac output (.h5ad)", textwrap.fill(
+        "rna2atac to .h5ad is always streamed: cells are predicted and written --block-cells at a time, so memory "
+        "is set by the block, not by the number of cells (1,000 cells x 1,033,239 human cCREs are 4 GB as "
+        "float32). The file is written as OUT.partial and renamed when complete; running the same command again "
+        "after an interruption resumes at the first unwritten block (another model, input or setting is refused: "
+        "use --restart). .h5mu output is built in memory.", 100))
+    g.add_argument("--store", choices=["prob+binary", "prob", "binary", "topk"], default="prob+binary",
+                   help="prob+binary (default): X = P(open), dense, and layers['binary'] (sparse, by --threshold); "
+                        "prob: X only; binary: only the binary matrix, as a sparse X; topk: X = sparse, per cell "
+                        "only the --top-k most probable CREs with their P(open) (the smallest file)")
+    g.add_argument("--dtype", choices=["float16", "float32"], default="float16",
+                   help="P(open) storage: float16 (default, 2 bytes per value, ~3 decimal digits) or float32 "
+                        "(4 bytes, the exact in-memory values)")
+    g.add_argument("--top-k", type=int, help="--store topk: CREs kept per cell (default: as many as the training "
+                                             "open fraction, as --threshold topk)")
+    g.add_argument("--block-cells", type=int, help="cells predicted and written at once (default: ~33M values, "
+                                                   "32 cells on the human vocabulary)")
+    g.add_argument("--compression", choices=["gzip", "lzf", "none"], default="gzip",
+                   help="HDF5 compression of the matrices (default gzip; none is fastest)")
+    g.add_argument("--restart", action="store_true", help="discard an interrupted OUT.partial and start over")
     p.add_argument("--mask", action="store_true",
                    help="atac2rna only: zero every gene not measured as expressed (the paper's convention; "
                         "reads the true RNA, so it is not a prediction from ATAC alone)")

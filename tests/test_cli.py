@@ -221,6 +221,37 @@ def test_mudata_in_and_prediction_as_modality(sim, capsys):
     assert not list(root.glob(".tmp*"))
 
 
+def test_predict_streams_h5ad_with_storage_choices(sim, tmp_path, capsys):
+    """rna2atac .h5ad output is streamed: float16 by default, --store topk sparse; an interrupted file of another
+    model is refused in one line (--restart starts over)."""
+    root, rna, _ = sim
+    model = root / "r2a" / "model.pt"
+    run("predict", "--model", model, "--data", root / "prep", "--out", tmp_path / "p.h5ad", "--block-cells", 7)
+    pred = ad.read_h5ad(tmp_path / "p.h5ad", backed="r")
+    assert pred.X.dtype == np.float16 and pred.uns["store"] == "prob+binary" and "binary" in pred.layers
+    assert "cells written" in capsys.readouterr().err
+    run("predict", "--model", model, "--data", root / "prep", "--out", tmp_path / "t.h5ad", "--store", "topk",
+        "--top-k", 5, "--compression", "none")
+    top = ad.read_h5ad(tmp_path / "t.h5ad")
+    assert sp.issparse(top.X) and np.all(np.diff(top.X.indptr) == 5)
+    from cisformer import predict
+    from cisformer.model import Cisformer
+
+    def interrupt(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # an interrupted run with other settings (and all cells)
+        predict.rna_to_atac(Cisformer.load(model), rna, out=tmp_path / "q.h5ad", block_cells=7, on_block=interrupt)
+    partial = tmp_path / "q.h5ad.partial"
+    assert partial.exists()
+    with pytest.raises(SystemExit, match=r"error: .*q.h5ad.partial holds an interrupted prediction made with .*"
+                                         r"refusing to resume"):
+        run("predict", "--model", model, "--data", root / "prep", "--out", tmp_path / "q.h5ad", "--store", "prob")
+    run("predict", "--model", model, "--data", root / "prep", "--out", tmp_path / "q.h5ad", "--store", "prob",
+        "--restart")
+    assert not partial.exists() and ad.read_h5ad(tmp_path / "q.h5ad").n_obs == rna.n_obs
+
+
 def test_predict_feature_mismatch_and_bad_models(sim, tmp_path):
     root, rna, _ = sim
     model = root / "r2a" / "model.pt"
