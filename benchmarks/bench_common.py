@@ -22,6 +22,32 @@ PAPER_RNA2ATAC = dict(dim=210, n_layers=6, n_heads=6, head_dim=128, ff_mult=4, g
                       batch_size=16)
 
 
+# ------------------------------------------------------------------------------------------------ which cisformer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _is_our_checkout(entry: str) -> bool:
+    """Whether ``sys.path`` entry ``entry`` ('' = the working directory) holds this project's ``cisformer/``
+    package (ours has ``cisformer/predict.py``; the reference has ``cisformer/M2Mmodel/``)."""
+    root = os.path.abspath(entry or os.getcwd())
+    pkg = os.path.join(root, "cisformer")
+    return os.path.isfile(os.path.join(pkg, "predict.py")) and not os.path.isdir(os.path.join(pkg, "M2Mmodel"))
+
+
+def use_reference_package() -> None:
+    """Drop every path that would make ``import cisformer`` find a checkout of this project (the working
+    directory when run from the repository root, a PYTHONPATH entry) instead of the reference package
+    ``cisformer.M2Mmodel`` installed in benchmarks/.env-reference. Call before importing cisformer."""
+    sys.path[:] = [p for p in sys.path if not _is_our_checkout(p)]
+
+
+def use_this_checkout() -> None:
+    """Put this repository first on ``sys.path``, so ``import cisformer`` is the code being benchmarked,
+    whatever is installed or on PYTHONPATH. Call before importing cisformer."""
+    sys.path[:] = [REPO] + [p for p in sys.path if os.path.abspath(p or os.getcwd()) != REPO]
+
+
 # ------------------------------------------------------------------------------------------------ measuring
 
 def peak_rss_mb() -> float:

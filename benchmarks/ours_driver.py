@@ -16,6 +16,7 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_common as bc  # noqa: E402
+bc.use_this_checkout()  # see bench_common: which cisformer package is imported
 
 warnings.filterwarnings("ignore")
 

@@ -38,16 +38,32 @@ import bench_common as bc  # noqa: E402
 
 OURS_PY = REPO / ".venv" / "bin" / "python"
 REF_PY = HERE / ".env-reference" / "bin" / "python"
-CRE_BED = Path(os.environ.get("CISFORMER_CRE_BED",
-                              REPO.parent / "shared" / "data" / "reference" / "cisformer_resource" / "human_cCREs.bed.gz"))
-if not CRE_BED.exists():  # the shipped copy in the repo's data/ (data helper's layout)
-    for cand in sorted((REPO / "data").rglob("human_cCREs.bed*")):
-        CRE_BED = cand
-        break
+
+
+def shipped_cre_bed() -> Path:
+    """The 1,033,239 hg38 cCREs the repository ships (data/reference/human_cCREs_hg38.bed.gz), located and
+    checksum-verified by cisformer.data; nothing outside the repository is read."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(1, str(REPO))  # after benchmarks/: this checkout's cisformer, whatever is installed
+    from cisformer import data
+
+    return data.reference_path("human_cres")
+
+
+CRE_BED = None  # set by main(): --cre-bed, else shipped_cre_bed()
 N_FULL = bc.N_HUMAN_CRES
 
 
 # ------------------------------------------------------------------------------------------------ running
+
+def driver_env(impl: str) -> dict:
+    """The drivers' environment: the reference's without PYTHONPATH, so that no checkout's ``cisformer/`` (ours)
+    can shadow the reference package ``cisformer.M2Mmodel`` (ref_driver.py also drops such paths itself)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if impl == "reference":
+        env.pop("PYTHONPATH", None)
+    return env
+
 
 def run_task(impl: str, task: str, args: list[str], timeout: float, log) -> dict:
     """One driver task in a fresh process; returns its BENCH_RESULT dict or {'error': ...}."""
@@ -60,7 +76,7 @@ def run_task(impl: str, task: str, args: list[str], timeout: float, log) -> dict
     t0 = time.perf_counter()
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                              env=driver_env(impl))
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in reversed(proc.stdout.splitlines()):
@@ -196,7 +212,14 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness, numbers not meaningful")
     p.add_argument("--timeout", type=float, default=5400, help="seconds per subprocess")
     p.add_argument("--out-dir", default=str(HERE))
+    p.add_argument("--cre-bed", type=Path,
+                   help="CRE vocabulary BED (chrom, start, end; .gz allowed) for the prediction and mapping rows "
+                        "(default: the repository's data/reference/human_cCREs_hg38.bed.gz)")
     args = p.parse_args(argv)
+    global CRE_BED
+    CRE_BED = args.cre_bed.resolve() if args.cre_bed is not None else shipped_cre_bed()
+    if not CRE_BED.exists():
+        raise SystemExit(f"error: --cre-bed {CRE_BED} does not exist")
     if args.quick:
         args.repeats, args.train_steps, args.train_warmup = 1, 1, 1
         args.predict_cres, args.map_cells, args.map_peaks = "2048,4096", 500, 20_000

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create benchmarks/.env-reference: the reference Cisformer (PyPI cisformer==1.1.2) in its own venv, for
 # benchmarks/run_benchmarks.py. Needs PyPI only. Idempotent: re-running reuses what is there.
-#   bash benchmarks/setup_reference_env.sh
+#   bash benchmarks/setup_reference_env.sh      (from any directory)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ENV="$HERE/.env-reference"
@@ -28,7 +28,10 @@ if ! command -v bedtools >/dev/null 2>&1; then
   echo "note: 'bedtools' not found; the reference preprocessing benchmark will be skipped." \
        "Install it with: apt-get install -y bedtools" >&2
 fi
-"$ENV/bin/python" - <<'PY'
+# the check imports the INSTALLED reference: -I keeps the working directory (e.g. the repository root, whose
+# cisformer/ is ours) and PYTHONPATH off sys.path, and it runs from inside the env, so it works from anywhere
+(cd "$ENV" && "$ENV/bin/python" -I - <<'PY'
 import torch, flash_attn, cisformer.M2Mmodel.M2M as m
 print("reference env ready: torch", torch.__version__, "| flash_attn", flash_attn.__version__, "|", m.__file__)
 PY
+)
