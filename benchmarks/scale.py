@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Scale benchmark: paper-size data in bounded memory. Run on demand (never by the tests or CI):
+
+    OMP_NUM_THREADS=1 python benchmarks/scale.py            # ~10-15 min on 2 cores; prints the table
+    python benchmarks/scale.py --tasks predict --predict-cells 10,100
+
+Writes ``benchmarks/scale.csv`` (columns ``task,n_cells,n_cres,seconds,peak_rss_gb``) and prints a table with
+the details. Every row runs in a fresh subprocess (``scale.py --row TASK N``), so its peak RSS (``VmHWM``, the
+resident-set high-water mark of that process: inputs, model and work, everything) is its own.
+
+Rows
+----
+``map``
+    ``cisformer.vocab.map_peaks_to_cres`` of N simulated cells onto the 1,033,239 hg38 cCREs the repository ships
+    (``cisformer.data.load_cre_vocabulary("human")``). The peak set is 150,000 500-bp peaks placed like real
+    ATAC peaks (``bench_common.simulate_peak_matrix``: 80 % within 250 bp of a cCRE, the rest between cCREs); each
+    cell has 3,000-5,000 of them (uniform), counts 1-4, float32 CSR as an AnnData holds them. ``seconds`` times
+    the mapping only (the input is simulated first, untimed); peak RSS includes the input and the output
+    (the full cells x cCREs CSR, float32).
+``predict``
+    ``cisformer.predict.rna_to_atac(out=...)``: full-vocabulary prediction (1,033,239 CREs) of N simulated
+    cells (2,000 genes, ~800 expressed per cell), streamed to an ``.h5ad`` with the defaults (float16 P(open)
+    dense in ``X`` plus the sparse binary layer by the paper's 0.5 rule, no compression), with a small untrained
+    but complete rna2atac model (``arch="cisformer"``, dim 16, 1 head, 64 gene keys, rank 16, decoder width 32),
+    carrying what ``train.fit`` attaches: gene and CRE names, CRE coordinates, base-rate logits, the encoder's
+    input scaling and the open fraction. ``seconds`` times the call (writing included). The table states
+    seconds per cell as a multiple of two compute floors measured in the same process on one cell: the model's
+    forward pass over every CRE (``encode_keys`` + ``decode`` in the same chunks, nothing else), and the final
+    matmul alone (cell features x the 1,033,239 x 32 output factors).
+``train_epoch``
+    Not measured: one epoch of the cpu profile at 10,000-150,000 cells over the full vocabulary needs the
+    training data in memory and changes to the training code (items 2 and 3 of issue 13), which this benchmark
+    does not touch.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import bench_common as bc  # noqa: E402
+
+bc.use_this_checkout()
+
+N_GENES = 2000
+N_PEAKS = 150_000
+PEAKS_PER_CELL = (3000, 5000)
+MODEL = dict(dim=16, n_layers=1, n_heads=1, head_dim=16, gene_len=64, rank=16, hidden=64, decoder_width=32,
+             dropout=0.0, input_dropout=0.0)
+COLUMNS = ["task", "n_cells", "n_cres", "seconds", "peak_rss_gb"]
+
+
+def peak_rss_gb() -> float:
+    """VmHWM of this process (the RSS high-water mark), in GB (10^9 bytes)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e9
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+def simulated_peaks(cres, n_cells: int, seed: int = 0):
+    """AnnData cells x peaks (float32 CSR counts): the peak set of bench_common.simulate_peak_matrix, then per
+    cell 3,000-5,000 distinct peaks drawn uniformly (vectorised in blocks of cells)."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    chrom = cres["chrom"].to_numpy().astype(str)
+    peaks = bc.simulate_peak_matrix(chrom, cres["start"].to_numpy(), cres["end"].to_numpy(), 0, N_PEAKS,
+                                    PEAKS_PER_CELL, seed=seed)
+    n_peaks = len(peaks["start"])
+    rng = np.random.default_rng(seed + 1)
+    sizes = rng.integers(PEAKS_PER_CELL[0], PEAKS_PER_CELL[1] + 1, n_cells)
+    parts, counts = [], []
+    step = 4000
+    for lo in range(0, n_cells, step):
+        size = sizes[lo:lo + step]
+        draw = rng.integers(0, n_peaks, (len(size), PEAKS_PER_CELL[1]), dtype=np.int32)
+        draw[np.arange(PEAKS_PER_CELL[1])[None, :] >= size[:, None]] = n_peaks  # beyond the cell's size
+        draw.sort(axis=1)
+        keep = draw < n_peaks
+        keep[:, 1:] &= draw[:, 1:] != draw[:, :-1]  # distinct peaks per cell
+        parts.append(draw[keep])
+        counts.append(keep.sum(1))
+        del draw, keep
+    indices = np.concatenate(parts)
+    del parts
+    indptr = np.zeros(n_cells + 1, dtype=np.int64)
+    np.cumsum(np.concatenate(counts), out=indptr[1:])
+    data = np.minimum(rng.geometric(0.6, size=len(indices)), 4).astype(np.float32)
+    X = sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_peaks))
+    var = pd.DataFrame({"chrom": peaks["chrom"], "start": peaks["start"], "end": peaks["end"]})
+    var.index = [f"{c}:{s}-{e}" for c, s, e in zip(var["chrom"], var["start"], var["end"])]
+    return ad.AnnData(X, obs=pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)]), var=var)
+
+
+def simulated_rna(n_cells: int, seed: int = 0):
+    """AnnData cells x 2,000 genes of raw counts, ~800 expressed genes per cell."""
+    import anndata as ad
+    import numpy as np
+    import pandas as pd
+    import scipy.sparse as sp
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n_cells):
+        genes = np.sort(rng.choice(N_GENES, int(rng.integers(600, 1000)), replace=False))
+        rows.append(genes)
+    indptr = np.zeros(n_cells + 1, dtype=np.int64)
+    np.cumsum([len(r) for r in rows], out=indptr[1:])
+    indices = np.concatenate(rows).astype(np.int32)
+    data = np.minimum(rng.geometric(0.4, size=len(indices)), 200).astype(np.float32)
+    X = sp.csr_matrix((data, indices, indptr), shape=(n_cells, N_GENES))
+    return ad.AnnData(X, obs=pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)]),
+                      var=pd.DataFrame(index=[f"gene{i}" for i in range(N_GENES)]))
+
+
+def small_model(cres, seed: int = 0):
+    """An untrained rna2atac Cisformer over the whole vocabulary, carrying what train.fit attaches."""
+    import numpy as np
+    import torch
+    from cisformer.metrics import log_normalized
+    from cisformer.model import Cisformer, CisformerConfig
+
+    torch.manual_seed(seed)
+    model = Cisformer(CisformerConfig(direction="rna2atac", n_genes=N_GENES, n_cres=len(cres), **MODEL))
+    model.gene_names = [f"gene{i}" for i in range(N_GENES)]
+    chrom, start, end = cres["chrom"].astype(str), cres["start"].astype(np.int64), cres["end"].astype(np.int64)
+    model.cre_names = [f"{c}:{s}-{e}" for c, s, e in zip(chrom, start, end)]
+    model.cre_coords = {"chrom": chrom.tolist(), "start": start.tolist(), "end": end.tolist()}
+    rng = np.random.default_rng(seed)
+    rate = rng.beta(0.5, 15.0, len(cres))  # per-CRE open frequency, mean ~3 %
+    model.open_fraction = float(rate.mean())
+    model.query_prior.copy_(torch.from_numpy(np.log(rate + 1e-4) - np.log1p(-rate + 1e-4)).float())
+    log_expr = log_normalized(simulated_rna(200, seed + 1).X)
+    mean = np.asarray(log_expr.mean(axis=0)).ravel()
+    sd = np.sqrt(np.maximum(np.asarray(log_expr.multiply(log_expr).mean(axis=0)).ravel() - mean ** 2, 0.0))
+    model.encoder.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+    model.encoder.input_std.copy_(torch.as_tensor(sd + 1e-3, dtype=torch.float32))
+    return model.eval()
+
+
+# ------------------------------------------------------------------------------------------------ rows
+
+def row_map(n_cells: int) -> dict:
+    from cisformer import data, vocab
+
+    cres = data.load_cre_vocabulary("human")
+    atac = simulated_peaks(cres, n_cells)
+    nnz_in = int(atac.X.nnz)
+    t0 = time.perf_counter()
+    out = vocab.map_peaks_to_cres(atac, cres)
+    seconds = time.perf_counter() - t0
+    assert out.shape == (n_cells, len(cres))
+    return {"task": "map", "n_cells": n_cells, "n_cres": len(cres), "seconds": seconds,
+            "peak_rss_gb": peak_rss_gb(), "peaks_per_cell": nnz_in / n_cells, "n_peaks": atac.n_vars,
+            "cres_per_cell": out.X.nnz / n_cells}
+
+
+def compute_floors(model, rna) -> dict:
+    """Seconds for one cell: the model's forward over every CRE (keys + all chunks), and the final matmul."""
+    import numpy as np
+    import torch
+    from cisformer.predict import _batches, align_features
+    from cisformer.sampler import CellKeys
+
+    X = align_features(rna[:1], model.gene_names, "genes")
+    dataset = CellKeys(X, model.config, 0)
+    _, batch = next(_batches(model, dataset, 1, np.diff(dataset.X.indptr)))
+    queries = torch.arange(model.config.n_cres)
+    chunk = 8192
+
+    def forward():
+        keys = model.encode_keys(batch)
+        for lo in range(0, len(queries), chunk):
+            model.decode(queries[lo:lo + chunk][None], keys)
+
+    with torch.no_grad():
+        z = model.encoder(batch)
+        h = model.cell_features(z)
+        u = model.out_factor.weight.view(-1, model.config.decoder_width)
+
+        def matmul():
+            return h @ u.T
+
+        out = {}
+        for name, fn in (("forward", forward), ("matmul", matmul)):
+            fn()
+            times = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+            out[name] = min(times)
+    return out
+
+
+def row_predict(n_cells: int, threads: int) -> dict:
+    import torch
+    from cisformer import data, predict
+
+    torch.set_num_threads(threads)
+    cres = data.load_cre_vocabulary("human")
+    model = small_model(cres)
+    del cres
+    rna = simulated_rna(n_cells, seed=2)
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
+        path = Path(tmp) / "pred.h5ad"
+        t0 = time.perf_counter()
+        out = predict.rna_to_atac(model, rna, out=path)
+        seconds = time.perf_counter() - t0
+        shape, nnz = out.shape, int(out.file["layers/binary/indptr"][-1])
+        out.file.close()
+        size_gb = path.stat().st_size / 1e9
+    rss = peak_rss_gb()  # before the floors: they are not part of the prediction
+    floors = compute_floors(model, rna)
+    assert shape == (n_cells, model.config.n_cres)
+    return {"task": "predict", "n_cells": n_cells, "n_cres": model.config.n_cres, "seconds": seconds,
+            "peak_rss_gb": rss, "file_gb": size_gb, "binary_per_cell": nnz / n_cells,
+            "floor_forward_s": floors["forward"], "floor_matmul_s": floors["matmul"], "threads": threads,
+            "block_cells": max(1, (1 << 25) // model.config.n_cres)}
+
+
+# ------------------------------------------------------------------------------------------------ driver
+
+def run_row(task: str, n: int, threads: int, timeout: float) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--row", task, str(n), "--threads", str(threads)]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("SCALE_ROW "):
+            res = json.loads(line[len("SCALE_ROW "):])
+            res["process_s"] = time.perf_counter() - t0
+            return res
+    raise RuntimeError(f"{task} {n}: exit {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| task | n_cells | n_cres | seconds | peak RSS (GB) | notes |", "|---|---:|---:|---:|---:|---|"]
+    smallest = {}
+    for r in rows:
+        smallest.setdefault(r["task"], r["peak_rss_gb"])
+        if r["task"] == "map":
+            note = (f"{r['peaks_per_cell']:,.0f} peaks/cell of {r['n_peaks']:,} -> {r['cres_per_cell']:,.0f} "
+                    f"cCREs/cell; {r['n_cells'] / r['seconds']:,.0f} cells/s")
+        else:
+            per_cell = r["seconds"] / r["n_cells"]
+            note = (f"{per_cell:.3f} s/cell = {per_cell / r['floor_forward_s']:.2f}x the model's forward over all "
+                    f"CREs ({r['floor_forward_s']:.3f} s), {per_cell / r['floor_matmul_s']:.0f}x the final matmul "
+                    f"({r['floor_matmul_s'] * 1e3:.1f} ms); RSS {r['peak_rss_gb'] / smallest['predict']:.2f}x the "
+                    f"smallest; file {r['file_gb']:.2f} GB; {r['threads']} thread(s)")
+        lines.append(f"| {r['task']} | {r['n_cells']:,} | {r['n_cres']:,} | {r['seconds']:.1f} | "
+                     f"{r['peak_rss_gb']:.2f} | {note} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="map,predict", help="comma-separated: map,predict (default both)")
+    p.add_argument("--map-cells", default="10000,50000,150000")
+    p.add_argument("--predict-cells", default="10,100,1000")
+    p.add_argument("--threads", type=int, default=1, help="torch / BLAS threads per row (default 1)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per row")
+    p.add_argument("--out", type=Path, default=HERE / "scale.csv")
+    p.add_argument("--row", nargs=2, metavar=("TASK", "N"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.row:
+        task, n = args.row[0], int(args.row[1])
+        res = row_map(n) if task == "map" else row_predict(n, args.threads)
+        print("SCALE_ROW " + json.dumps(res), flush=True)
+        return
+    rows = []
+    tasks = [t for t in args.tasks.split(",") if t]
+    for task in ("map", "predict"):
+        if task not in tasks:
+            continue
+        for n in [int(x) for x in getattr(args, f"{task}_cells").split(",")]:
+            print(f"{task} {n:,} cells ...", flush=True)
+            res = run_row(task, n, args.threads, args.timeout)
+            print(f"  {res['seconds']:.1f} s, peak RSS {res['peak_rss_gb']:.2f} GB (process {res['process_s']:.0f} s)",
+                  flush=True)
+            rows.append(res)
+    with open(args.out, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for r in rows:
+            w.writerow([r["task"], r["n_cells"], r["n_cres"], f"{r['seconds']:.2f}", f"{r['peak_rss_gb']:.3f}"])
+    print(table(rows))
+    predict_rows = [r for r in rows if r["task"] == "predict"]
+    if len(predict_rows) >= 2:
+        small, large = predict_rows[0], predict_rows[-1]
+        ok = large["peak_rss_gb"] < 4 and large["peak_rss_gb"] < 1.5 * small["peak_rss_gb"]
+        print(f"predict: largest peak RSS {large['peak_rss_gb']:.2f} GB, {large['peak_rss_gb'] / small['peak_rss_gb']:.2f}x "
+              f"the smallest: {'meets' if ok else 'MISSES'} the bar (< 4 GB and < 1.5x)")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
