@@ -48,6 +48,32 @@ def use_this_checkout() -> None:
     sys.path[:] = [REPO] + [p for p in sys.path if os.path.abspath(p or os.getcwd()) != REPO]
 
 
+# ------------------------------------------------------------------------------------------------ results.md
+
+def section_markers(name: str) -> tuple[str, str]:
+    return f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+
+
+def other_sections(text: str) -> str:
+    """The marked sections (written by scale.py, ...) of a results.md, so that a script rewriting the file keeps
+    the others' sections."""
+    import re
+    return "".join(m.group(0) + "\n" for m in re.finditer(r"<!-- BEGIN (\S+) -->.*?<!-- END \1 -->", text, re.S))
+
+
+def write_section(path, name: str, body: str) -> None:
+    """Replace (or append) the marked section ``name`` of the markdown file ``path``."""
+    begin, end = section_markers(name)
+    text = open(path).read() if os.path.exists(path) else ""
+    block = f"{begin}\n{body.rstrip()}\n{end}"
+    if begin in text and end in text:
+        text = text[:text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
 # ------------------------------------------------------------------------------------------------ measuring
 
 def peak_rss_mb() -> float:

@@ -424,12 +424,14 @@ def main(argv=None):
     print("\n" + "\n".join(header) + "\n\n" + table, flush=True)
     out_dir = Path(args.out_dir)
     T.write_csv(out_dir / "results.csv")
+    kept = bc.other_sections((out_dir / "results.md").read_text()) if (out_dir / "results.md").exists() else ""
     (out_dir / "results.md").write_text("# Benchmark results\n\n" + "\n".join(f"- {h}" for h in header) + "\n\n"
                                         + T.markdown() + "\n\n"
                                         + (("## Where the time goes (torch.profiler, self CPU time)\n\n```\n"
                                             + "\n".join(profiles) + "\n```\n\n") if profiles else "")
                                         + "<details><summary>log</summary>\n\n```\n"
-                                        + "\n".join(logs) + "\n```\n</details>\n")
+                                        + "\n".join(logs) + "\n```\n</details>\n"
+                                        + ("\n" + kept if kept else ""))  # e.g. scale.py's section
     print(f"\nwrote {out_dir / 'results.csv'} and {out_dir / 'results.md'}")
 
 

@@ -11,6 +11,8 @@ Resuming: the root attribute ``cisformer_rows_done`` (rows written and flushed) 
 data are flushed, so a file interrupted at any point resumes at the first unwritten block: sparse datasets are cut
 back to ``indptr[rows_done]``, dense rows are overwritten. Identity attributes (``cisformer_identity_*``) record
 what the file is a prediction of, so a second run refuses to resume another model's or another input's file.
+An exception or Ctrl-C closes the file cleanly; a hard kill (SIGKILL, power loss) while HDF5 is writing can leave
+a file HDF5 cannot reopen, which the caller then starts over (HDF5 has no journal without SWMR).
 """
 from __future__ import annotations
 
