@@ -332,3 +332,112 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     truth.attrs["interactions"] = [{"gene": str(gene_names[links_gene[m[0]]]), "kind": kind,
                                     "cres": [str(cre_names[links_cre[j]]) for j in m]} for kind, m in groups]
     return rna, atac, truth
+
+
+def celltype_programs(n_cells: int = 600, n_genes: int = 60, n_cres: int = 600, n_cell_types: int = 3,
+                      markers_per_type: int = 5, cres_per_marker: int = 3, decoys: float = 0.5,
+                      p_program: tuple[float, float] = (0.5, 0.9), p_other: float = 0.03,
+                      atac_capture: float = 1.0, seed: int = 0):
+    """Paired cells with planted cell-type regulatory programs (truth for cell-type-specific CRE ranking).
+
+    The genome layout, cell types, batches and CRE coordinates are those of :func:`paired` (same ``seed``; one
+    gene per CRE window); accessibility and expression are redrawn:
+
+    * per cell type, ``markers_per_type`` marker genes (disjoint between types) and up to ``cres_per_marker``
+      CREs of each marker's window: the type's **planted program**. A program CRE is open with probability
+      ``U(*p_program)`` in its type and ``p_other`` in every other type, and each drives its marker gene
+      (log-linear weight ``U(1, 2)`` on the cell's own open state), so the marker is expressed mostly in that type;
+    * per type, ``decoys`` x (program size) **decoy** CREs, in windows of non-marker genes, with the same
+      type-specific accessibility but driving nothing: cell-type-specific accessibility without regulation
+      (a differential-accessibility ranking cannot tell them from the program; a regulatory read-out might);
+    * every other CRE is open at a CRE-specific rate ``U(0.05, 0.5)`` in every type; each non-marker gene is
+      driven by 1-2 of them (expression varies by cell, not by type).
+
+    Accessibility is ``open ~ Bernoulli(p[type, cre] * depth_cell)``; the assay records a fraction
+    ``atac_capture`` of the open CREs. Expression is Poisson with rate ``exp(baseline + sum_links w * open)``
+    times a library size.
+
+    Returns
+    -------
+    rna, atac
+        AnnData following the data contract (as :func:`paired`).
+    truth
+        DataFrame of the planted programs, one row per (cell type, CRE): ``cell_type``, ``cre``, ``gene`` (the
+        marker it drives) and ``weight``. ``truth.attrs["decoys"]``: cell type -> list of decoy CRE names;
+        ``truth.attrs["markers"]``: cell type -> list of marker genes.
+    """
+    from .baselines import gene_cre_pairs
+
+    if n_cell_types < 2:
+        raise ValueError("celltype_programs needs n_cell_types >= 2 (a program is specific to one type)")
+    if markers_per_type * n_cell_types > n_genes // 2:
+        raise ValueError(f"markers_per_type x n_cell_types ({markers_per_type * n_cell_types}) must be at most "
+                         f"half of n_genes ({n_genes}): decoys and background need the other genes")
+    if not 0.0 < atac_capture <= 1.0:
+        raise ValueError(f"atac_capture must lie in (0, 1], got {atac_capture}")
+    rna, atac, _ = paired(n_cells=n_cells, n_genes=n_genes, n_cres=n_cres, n_cell_types=n_cell_types, seed=seed)
+    rng = np.random.default_rng([seed, 2])
+    pairs = gene_cre_pairs(rna.var, atac.var, WINDOW, WINDOW, anchor="tss")
+    home = np.full(n_cres, -1, dtype=np.int64)
+    home[pairs["cre_idx"].to_numpy()] = pairs["gene_idx"].to_numpy()  # one gene per window at the default spacing
+    n_window = np.bincount(home[home >= 0], minlength=n_genes)
+
+    # markers: genes with the most window CREs first (so each program can hold cres_per_marker CREs)
+    candidates = rng.permutation(n_genes)
+    candidates = candidates[np.argsort(-np.minimum(n_window[candidates], cres_per_marker), kind="stable")]
+    markers = candidates[:markers_per_type * n_cell_types].reshape(n_cell_types, markers_per_type)
+    others = np.setdiff1d(np.arange(n_genes), markers.ravel())
+
+    p_open = np.tile(rng.uniform(0.05, 0.5, n_cres), (n_cell_types, 1))
+    program = np.full(n_cres, -1, dtype=np.int64)     # type whose planted program holds the CRE
+    decoy_of = np.full(n_cres, -1, dtype=np.int64)    # type whose decoy the CRE is
+    links = []                                       # (cre, gene, weight)
+    for k in range(n_cell_types):
+        for g in markers[k]:
+            window = np.flatnonzero(home == g)
+            for c in rng.choice(window, min(cres_per_marker, len(window)), replace=False):
+                program[c] = k
+                links.append((c, g, rng.uniform(1.0, 2.0)))
+    free = np.flatnonzero(np.isin(home, others))
+    free = rng.permutation(free)
+    start = 0
+    for k in range(n_cell_types):
+        n_decoy = int(round(decoys * (program == k).sum()))
+        decoy_of[free[start:start + n_decoy]] = k
+        start += n_decoy
+    for k in range(n_cell_types):
+        specific = np.flatnonzero((program == k) | (decoy_of == k))
+        p_open[:, specific] = p_other
+        p_open[k, specific] = rng.uniform(*p_program, len(specific))
+    background = np.flatnonzero((program < 0) & (decoy_of < 0))
+    for g in others:
+        window = np.intersect1d(np.flatnonzero(home == g), background)
+        for c in rng.choice(window, min(int(rng.integers(1, 3)), len(window)), replace=False):
+            links.append((c, g, rng.uniform(0.8, 1.5)))
+
+    cell_type = rna.obs["cell_type"].cat.codes.to_numpy()
+    depth = np.clip(rng.lognormal(0.0, 0.25, n_cells), 0.3, 1.8)
+    open_ = rng.random((n_cells, n_cres)) < np.clip(p_open[cell_type] * depth[:, None], 0, 0.95)
+    link_cre, link_gene, link_w = (np.array([x[i] for x in links]) for i in range(3))
+    W = np.zeros((n_cres, n_genes))
+    np.add.at(W, (link_cre.astype(np.int64), link_gene.astype(np.int64)), link_w)
+    baseline = rng.normal(-1.2, 0.5, n_genes)
+    library = np.clip(rng.lognormal(0.0, 0.3, n_cells), 0.3, 3.0)
+    counts = rng.poisson(np.exp(baseline[None, :] + open_.astype(np.float64) @ W) * library[:, None])
+    observed = open_ if atac_capture >= 1 else open_ & (rng.random(open_.shape) < atac_capture)
+    atac_counts = observed * (1 + (rng.random(open_.shape) < 0.1))
+
+    rna = ad.AnnData(sp.csr_matrix(counts.astype(np.float32)), obs=rna.obs.copy(), var=rna.var.copy(),
+                     uns=dict(rna.uns))
+    atac = ad.AnnData(sp.csr_matrix(atac_counts.astype(np.float32)), obs=atac.obs.copy(), var=atac.var.copy(),
+                      uns=dict(atac.uns))
+    type_names = np.asarray(rna.obs["cell_type"].cat.categories)
+    link_cre, link_gene = link_cre.astype(np.int64), link_gene.astype(np.int64)
+    is_program = program[link_cre] >= 0
+    truth = pd.DataFrame({"cell_type": type_names[program[link_cre[is_program]]],
+                          "cre": atac.var_names[link_cre[is_program]],
+                          "gene": rna.var_names[link_gene[is_program]], "weight": link_w[is_program]})
+    truth = truth.sort_values(["cell_type", "cre"], kind="stable").reset_index(drop=True)
+    truth.attrs["decoys"] = {str(type_names[k]): list(atac.var_names[decoy_of == k]) for k in range(n_cell_types)}
+    truth.attrs["markers"] = {str(type_names[k]): list(rna.var_names[markers[k]]) for k in range(n_cell_types)}
+    return rna, atac, truth
