@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "attention", "baselines", "benchmark", "cli", "data", "enrichment", "metrics", "model", "paths", "plotting",
-    "h5stream", "predict", "provenance", "sampler", "simulate", "stream", "train", "vocab",
+    "h5stream", "predict", "provenance", "regulators", "sampler", "simulate", "stream", "train", "vocab",
 )
 
 
