@@ -23,7 +23,8 @@ CRE-gene attention matrices), so this module implements the following documented
    there and so carries little attention in that type - which is what a cell-type-specific CRE should show.
    ``denominator="cosampled"`` uses the mean over co-sampled cells instead (as :func:`attention.links_table`).
 2. **Rank within the type**: the CRE's percentile among all CREs of the type (1 = highest attention, ties share
-   their mean rank).
+   their mean rank); a CRE without attention in the type (never co-sampled there) gets 0, so that being absent
+   from two types never makes a CRE "specific" to the one where it is less absent.
 3. **Specificity score** = percentile in this type minus the highest percentile in any other type
    (``against="max"``) or minus the mean over the other types (``against="mean"``). The ``rank`` column orders by
    this score, ties broken by the attention percentile in the type; ``specific`` flags the top ``n_top``.
@@ -39,8 +40,10 @@ COLUMNS = ["cell_type", "cre", "score", "rank", "specific"]
 
 
 def _percentile(values: np.ndarray) -> np.ndarray:
-    """Percentile rank in (0, 1] (1 = largest value; ties share their mean rank)."""
-    return stats.rankdata(values, method="average") / max(len(values), 1)
+    """Percentile rank in (0, 1] (1 = largest value; ties share their mean rank); values <= 0 (no attention:
+    never co-sampled) get 0, so that a CRE absent from a type is never specific to it."""
+    pct = stats.rankdata(values, method="average") / max(len(values), 1)
+    return np.where(values > 0, pct, 0.0)
 
 
 def _finish(frame: pd.DataFrame, tiebreak: str | None, n_top: int) -> pd.DataFrame:
