@@ -21,7 +21,9 @@ CRE-gene attention matrices), so this module implements the following documented
    summed over the cells in which it was co-sampled and divided by *all* cells read of the type (the reference
    implementation's denominator; ``denominator="cells"``). A CRE that is rarely open in a type is rarely a token
    there and so carries little attention in that type - which is what a cell-type-specific CRE should show.
-   ``denominator="cosampled"`` uses the mean over co-sampled cells instead (as :func:`attention.links_table`).
+   ``denominator="cosampled"`` uses the mean over co-sampled cells instead (as :func:`attention.links_table`);
+   on the planted programs of the tests (quick atac2rna model) that variant ranked the programs no better than
+   chance (AUPRC 0.02-0.09, base rate 0.025) while the default reached 0.65-0.75, about the DA baseline.
 2. **Rank within the type**: the CRE's percentile among all CREs of the type (1 = highest attention, ties share
    their mean rank); a CRE without attention in the type (never co-sampled there) gets 0, so that being absent
    from two types never makes a CRE "specific" to the one where it is less absent.
