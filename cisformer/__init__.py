@@ -12,7 +12,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "attention", "baselines", "benchmark", "cli", "data", "enrichment", "metrics", "model", "paths", "plotting",
+    "attention", "baselines", "benchmark", "cli", "data", "enrichment", "epitrace", "metrics", "model", "paths", "plotting",
     "h5stream", "predict", "provenance", "sampler", "simulate", "stream", "train", "vocab",
 )
 
