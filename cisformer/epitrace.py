@@ -123,6 +123,13 @@ def normalize(X, method: str = "randomized") -> np.ndarray:
         values, peaks piled up in few cells are shrunk. ``"census"``: the per-cell analogue (each entry times its
         cell's number of non-zero peaks / total count), then ``log2(x + 1)``. ``"blank"``: ``log2(x + 1)``.
         All-zero peaks / cells stay zero. Zeros stay zeros, so the accessible-locus count is method-free.
+
+    Notes
+    -----
+    ``"randomized"`` applies the per-peak factor as SOURCE.txt describes it. As we read the R source, its
+    expression multiplies the transposed (cells x peaks) matrix by the per-peak vector, and R's column-major
+    recycling then does not line the factor up with peaks (unless the number of cells is a multiple of the number
+    of peaks); this module does not reproduce that.
     """
     if method not in NORMALIZATIONS:
         raise ValueError(f"method must be one of {NORMALIZATIONS}, got {method!r}")
