@@ -1,0 +1,543 @@
+"""EpiTrace cell age from scATAC at clock-like loci, in Python (Xiao et al., Nat Biotechnol 2024).
+
+A re-implementation of EpiTrace's ``EpiTraceAge`` / ``EpiTraceAge_Convergence`` / ``AssociationOfPeaksToAge``
+(R package MagpiePKU/EpiTrace, GPL), written here from the algorithm summarised in
+``data/reference/epitrace_clock/SOURCE.txt`` and from reading the R source; no R code is copied::
+
+    clock = cisformer.data.load_clock_loci("lifted")           # mm10, 61,503 loci
+    epitrace.age(atac, clock)                                    # obs["epitrace_age"] in [0, 1]
+    cres = epitrace.age_associated_cres(atac)                    # per-peak correlation with age, p, BH q
+    clusters = epitrace.trajectory_clusters(atac, cres.index[cres["q"] < 0.05])
+
+Steps of :func:`age` (numbers as in SOURCE.txt):
+
+1. keep the peaks overlapping >= 1 clock locus (:func:`clock_matrix`), drop all-zero peaks;
+2. normalise (:func:`normalize`, ``"randomized"`` by default);
+3. per cell, count the accessible clock peaks (the raw age signal);
+4. among peaks open in > 5% of cells take the ``n_dispersed`` most dispersed (variance / mean), correlate cells
+   on them, zero the diagonal, negative and below-mean correlations, row-normalise: the transition matrix ``W``;
+5. the ``n_signal_peaks`` peaks best correlated with the per-cell counts; their per-cell mean is the signal ``s``;
+6. non-negative least squares ``s ~ W x``; ``v0 = W x``; diffuse ``v <- (1 - restart) W v + restart v0`` until
+   the mean absolute change is below ``tol``;
+7. age = rank of ``v``, min-max scaled to [0, 1].
+
+The simulator :func:`simulate_aged_cells` plants an age signal at clock peaks (the truth used by the tests).
+Intervals are 0-based half-open; a peak overlaps a locus when they share >= 1 bp (:func:`cisformer.vocab.overlap_index`).
+"""
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy import optimize, stats
+
+from . import vocab
+from .data import _error
+from .enrichment import bh_qvalues
+
+NORMALIZATIONS = ("randomized", "census", "blank")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _dense(X) -> np.ndarray:
+    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+
+
+def _col_corr(X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson correlation of each column of X (cells x features) with y; NaN for constant columns."""
+    Xc = X - X.mean(axis=0)
+    yc = y - y.mean()
+    denom = np.sqrt((Xc ** 2).sum(axis=0) * (yc ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (yc @ Xc) / denom
+
+
+def _rank01(v: np.ndarray) -> np.ndarray:
+    """Average ranks min-max scaled to [0, 1] (all equal -> 0)."""
+    r = stats.rankdata(v)
+    span = r.max() - r.min()
+    return (r - r.min()) / span if span > 0 else np.zeros_like(r)
+
+
+def _coords(obj) -> pd.DataFrame:
+    df = vocab.intervals(obj).reset_index(drop=True).copy()
+    df["chrom"] = vocab.normalize_chroms(df["chrom"], "chr")[0]
+    return df
+
+
+# --------------------------------------------------------------------------------------------- step 1
+def clock_peak_mask(atac, clock_loci, source="atac") -> np.ndarray:
+    """Boolean mask over ``atac``'s peaks: True where the peak overlaps >= 1 clock locus.
+
+    Chromosome names are compared in UCSC style (``1`` and ``chr1`` match). Raises :class:`cisformer.data.InputError`
+    when no peak overlaps (peaks on another build or species than the clock).
+    """
+    peaks, loci = _coords(atac), _coords(clock_loci)
+    qi, _ = vocab.overlap_index(peaks, loci)
+    mask = np.zeros(len(peaks), dtype=bool)
+    mask[qi] = True
+    if not mask.any():
+        pc = ", ".join(pd.unique(peaks["chrom"])[:5].astype(str))
+        lc = ", ".join(pd.unique(loci["chrom"])[:5].astype(str))
+        raise _error(source, "var (chrom/start/end)",
+                     f"none of the {len(peaks)} peaks overlaps any of the {len(loci)} clock loci "
+                     f"(peaks on {pc}...; loci on {lc}...)",
+                     "give peaks on the clock's genome build and species (the shipped EpiTrace clock is mouse mm10: "
+                     "lift other builds first, e.g. cisformer.data.lift_peaks or vocab.liftover), or pass the "
+                     "clock loci of your species")
+    return mask
+
+
+def clock_matrix(atac, clock_loci, source="atac") -> ad.AnnData:
+    """Cells x clock peaks: the peaks of ``atac`` that overlap >= 1 clock locus (a copy; ``var`` kept).
+
+    Parameters
+    ----------
+    atac
+        AnnData, cells x peaks, with ``var`` chrom/start/end or var_names ``chrom:start-end``.
+    clock_loci
+        Frame with ``chrom``, ``start``, ``end`` (e.g. :func:`cisformer.data.load_clock_loci`), same build.
+    source
+        Name used in the error message.
+
+    Raises
+    ------
+    cisformer.data.InputError
+        When no peak overlaps a clock locus (wrong build or species).
+    """
+    return atac[:, clock_peak_mask(atac, clock_loci, source)].copy()
+
+
+# --------------------------------------------------------------------------------------------- step 2
+def normalize(X, method: str = "randomized") -> np.ndarray:
+    """EpiTrace's normalisation of a cells x peaks count matrix (dense float64 out, same shape).
+
+    Parameters
+    ----------
+    X
+        cells x peaks counts (dense or sparse).
+    method
+        ``"randomized"`` (EpiTrace's default): each entry times its peak's (number of cells with a non-zero count
+        / total count of the peak), then ``log2(x + 1)``; peaks with the same count in every open cell keep their
+        values, peaks piled up in few cells are shrunk. ``"census"``: the per-cell analogue (each entry times its
+        cell's number of non-zero peaks / total count), then ``log2(x + 1)``. ``"blank"``: ``log2(x + 1)``.
+        All-zero peaks / cells stay zero. Zeros stay zeros, so the accessible-locus count is method-free.
+
+    Notes
+    -----
+    ``"randomized"`` applies the per-peak factor as SOURCE.txt describes it. As we read the R source, its
+    expression multiplies the transposed (cells x peaks) matrix by the per-peak vector, and R's column-major
+    recycling then does not line the factor up with peaks (unless the number of cells is a multiple of the number
+    of peaks); this module does not reproduce that.
+    """
+    if method not in NORMALIZATIONS:
+        raise ValueError(f"method must be one of {NORMALIZATIONS}, got {method!r}")
+    X = _dense(X)
+    if np.any(X < 0):
+        raise ValueError("normalize: counts must be non-negative")
+    if method != "blank":
+        axis = 0 if method == "randomized" else 1
+        nonzero = (X > 0).sum(axis=axis)
+        total = X.sum(axis=axis)
+        factor = np.divide(nonzero, total, out=np.zeros(total.shape, dtype=np.float64), where=total > 0)
+        X = X * (factor[None, :] if axis == 0 else factor[:, None])
+    return np.log2(X + 1.0)
+
+
+# --------------------------------------------------------------------------------------------- steps 3-7
+def transition_matrix(Xn: np.ndarray, n_dispersed: int = 3000, min_open_fraction: float = 0.05):
+    """Similarity transition matrix of cells (step 4 of :func:`age`).
+
+    Among peaks open in more than ``min_open_fraction`` of the cells, the ``n_dispersed`` with the highest
+    variance / mean; Pearson correlation of cells on them; diagonal, negative values and values below the mean
+    correlation (of the full matrix, diagonal included) are zeroed; rows are normalised to sum 1 (rows left with
+    nothing stay zero).
+
+    Returns
+    -------
+    (W, usable): ``W`` cells x cells over the usable cells (those with signal on the dispersed peaks), and the
+    boolean mask of usable cells over all rows of ``Xn``.
+    """
+    open_frac = (Xn > 0).mean(axis=0)
+    good = np.flatnonzero(open_frac > min_open_fraction)
+    if len(good) < 2:
+        raise ValueError(f"fewer than 2 clock peaks are open in > {min_open_fraction:.0%} of the cells")
+    sub = Xn[:, good]
+    mean = sub.mean(axis=0)
+    dispersion = sub.var(axis=0, ddof=1) / mean
+    order = np.argsort(-dispersion, kind="stable")[: min(n_dispersed, len(good))]
+    V = sub[:, np.sort(order)]
+    usable = V.sum(axis=1) > 0
+    V = V[usable]
+    Vc = V - V.mean(axis=1, keepdims=True)
+    norm = np.sqrt((Vc ** 2).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        C = (Vc @ Vc.T) / np.outer(norm, norm)
+    C[~np.isfinite(C)] = 0.0
+    mean_corr = C.mean()
+    np.fill_diagonal(C, 0.0)
+    C[C < 0] = 0.0
+    C[C < mean_corr] = 0.0
+    rows = C.sum(axis=1)
+    W = np.divide(C, rows[:, None], out=np.zeros_like(C), where=rows[:, None] > 0)
+    return W, usable
+
+
+def diffuse(W: np.ndarray, v0: np.ndarray, restart: float = 0.01, tol: float = 1e-9, max_iter: int = 50_000):
+    """Random walk with restart: ``v <- (1 - restart) W v + restart v0`` from ``v0`` until the mean absolute
+    change is below ``tol`` (or ``max_iter`` steps). Returns ``(v, n_steps)``."""
+    v = v0.copy()
+    for step in range(1, max_iter + 1):
+        nxt = (1.0 - restart) * (W @ v) + restart * v0
+        delta = np.abs(nxt - v).mean()
+        v = nxt
+        if delta < tol:
+            return v, step
+    return v, max_iter
+
+
+def _age_once(Xn: np.ndarray, n_dispersed, n_signal_peaks, restart, tol, max_iter):
+    """Steps 3-7 on normalised clock peaks of one block of cells; NaN for unusable cells."""
+    n = Xn.shape[0]
+    accessible = (Xn > 0).sum(axis=1).astype(np.float64)                      # step 3
+    W, usable = transition_matrix(Xn, n_dispersed)                            # step 4
+    Xu, acc_u = Xn[usable], accessible[usable]
+    corr = np.nan_to_num(_col_corr(Xu, acc_u), nan=0.0)                       # step 5
+    best = np.argsort(-corr, kind="stable")[: min(n_signal_peaks, Xu.shape[1])]
+    signal = Xu[:, best].mean(axis=1)
+    x, _ = optimize.nnls(W, signal, maxiter=50 * W.shape[1])                  # step 6
+    v, steps = diffuse(W, W @ x, restart, tol, max_iter)
+    out = np.full(n, np.nan)
+    smooth = np.full(n, np.nan)
+    out[usable], smooth[usable] = v, signal
+    return out, accessible, smooth, steps
+
+
+def _age_vector(X, n_dispersed, n_signal_peaks, restart, tol, max_iter, normalization, chunk_size, rng):
+    keep = np.asarray((X != 0).sum(axis=0)).ravel() > 0                       # drop all-zero peaks
+    Xn = normalize(X[:, keep], normalization)
+    n = Xn.shape[0]
+    if chunk_size is None or chunk_size >= n:
+        blocks = [np.arange(n)]
+    else:                                                                     # EpiTrace's random subsamples
+        perm = rng.permutation(n)
+        blocks = [np.sort(b) for b in np.array_split(perm, max(1, round(n / chunk_size)))]
+    score = np.full(n, np.nan)
+    accessible = np.zeros(n)
+    smooth = np.full(n, np.nan)
+    steps = []
+    for b in blocks:
+        v, acc, sm, st = _age_once(Xn[b], n_dispersed, n_signal_peaks, restart, tol, max_iter)
+        ok = np.isfinite(v)
+        v[ok] = stats.rankdata(v[ok])                                         # rank within block, as in R
+        score[b], accessible[b], smooth[b] = v, acc, sm
+        steps.append(st)
+    ok = np.isfinite(score)
+    score[ok] = _rank01(score[ok])                                            # step 7
+    return score, accessible, smooth, int(max(steps))
+
+
+def age(atac, clock_loci, n_dispersed: int = 3000, n_signal_peaks: int = 200, restart: float = 0.01,
+        tol: float = 1e-9, max_iter: int = 50_000, seed: int = 0, iterations: int = 1,
+        key_added: str = "epitrace_age", normalization: str = "randomized", z_cutoff: float = 3.0,
+        converge_tol: float = 1e-2, chunk_size: int | None = None, orient_with: str | None = None,
+        layer: str | None = None, inplace: bool = True):
+    """EpiTrace age of every cell from its accessibility at clock-like loci (EpiTrace's ``EpiTraceAge``).
+
+    Parameters
+    ----------
+    atac
+        AnnData, cells x peaks, counts in ``X`` (or ``layer``), peak coordinates in ``var`` or var_names.
+    clock_loci
+        chrom/start/end frame of clock-like loci on the peaks' build (:func:`cisformer.data.load_clock_loci`).
+    n_dispersed
+        Peaks (open in > 5% of cells, highest variance / mean) on which cells are correlated (step 4).
+    n_signal_peaks
+        Peaks best correlated with the per-cell accessible-locus count, averaged into the signal (step 5).
+    restart, tol, max_iter
+        Diffusion ``v <- (1 - restart) W v + restart v0`` until mean |change| < ``tol`` (step 6).
+    seed
+        Seed of the random cell blocks when ``chunk_size`` is set (otherwise the result does not depend on it).
+    iterations
+        1: one pass on the clock peaks. > 1: EpiTrace's convergence loop: correlate every peak of ``atac`` with
+        the current age, add the peaks whose standardised correlation (Z over peaks) exceeds ``z_cutoff`` to the
+        clock peaks (the set only grows), recompute; stop after ``iterations`` passes or when the mean absolute
+        change of age is below ``converge_tol``. The R package adds the peaks with Z < -``z_cutoff`` instead; with
+        the orientation here (accessible clock loci -> older) the peaks that add to the accessible-locus signal are
+        the positively correlated ones, so Z > ``z_cutoff`` is used.
+    key_added
+        ``obs`` column of the age; ``{key_added}_accessible_loci`` (step 3) and ``{key_added}_signal`` (step 5)
+        are written beside it, ``var[f"{key_added}_peak"]`` marks the peaks of the last pass (the clock peaks,
+        plus those added by the convergence loop), and the run's numbers go to ``uns[key_added]``.
+    normalization
+        ``"randomized"``, ``"census"`` or ``"blank"`` (:func:`normalize`).
+    chunk_size
+        None: all cells in one block. Else cells are split at random (``seed``) into blocks of about this size,
+        each with its own transition matrix and ranks, as EpiTrace does in parallel mode (for > ~5,000 cells:
+        the dense cells x cells matrix and NNLS grow quadratically / cubically).
+    orient_with
+        Optional ``obs`` column of known ages (e.g. chronological age). When given and the Spearman correlation
+        of the estimate with it is negative, the age is reversed (``1 - age``); ``uns[key_added]["reversed"]``
+        says whether it was.
+    layer
+        Take counts from ``atac.layers[layer]`` instead of ``X``.
+    inplace
+        True: write ``obs`` and return ``atac``. False: return the age as a pandas Series (index obs_names).
+
+    Returns
+    -------
+    ``atac`` (inplace) or a Series of ages in [0, 1], NaN for cells without signal on the dispersed peaks.
+
+    Notes
+    -----
+    Orientation: the age is the rank of the diffused accessible-clock-locus signal, no sign flip (as the R code):
+    a cell with more accessible clock loci (after smoothing over similar cells) gets a higher age. Checked on
+    :func:`simulate_aged_cells`, where most age-linked clock peaks open with age, by the test
+    ``test_age_recovers_planted_age`` (Spearman with the planted age > 0.8, positive: older = higher). Whether the
+    shipped mouse clock loci open or close with age in real cells is not verified (SOURCE.txt): check against
+    cells of known age, or pass ``orient_with``.
+    """
+    X = atac.layers[layer] if layer is not None else atac.X
+    mask = clock_peak_mask(atac, clock_loci)
+    rng = np.random.default_rng(seed)
+    args = (n_dispersed, n_signal_peaks, restart, tol, max_iter, normalization, chunk_size)
+    score, accessible, smooth, steps = _age_vector(X[:, np.flatnonzero(mask)], *args, rng)
+    history = [int(mask.sum())]
+    selected = mask.copy()
+    n_iter, change = 1, float("nan")
+    if iterations > 1:
+        Xall = X.tocsc() if sp.issparse(X) else np.asarray(X)
+        for _ in range(iterations - 1):
+            ok = np.isfinite(score)
+            cor = age_correlations(Xall[np.flatnonzero(ok)], score[ok], method="pearson")[0]
+            cor = np.nan_to_num(cor, nan=0.0)
+            sd = cor.std(ddof=1)
+            z = (cor - cor.mean()) / sd if sd > 0 else np.zeros_like(cor)
+            selected = selected | (z > z_cutoff)
+            new, accessible, smooth, steps = _age_vector(X[:, np.flatnonzero(selected)], *args,
+                                                         np.random.default_rng(seed))
+            both = np.isfinite(new) & np.isfinite(score)
+            change = float(np.abs(new[both] - score[both]).mean()) if both.any() else float("nan")
+            score = new
+            n_iter += 1
+            history.append(int(selected.sum()))
+            if change < converge_tol:
+                break
+    reversed_ = False
+    if orient_with is not None:
+        known = pd.to_numeric(atac.obs[orient_with], errors="coerce").to_numpy(dtype=float)
+        ok = np.isfinite(known) & np.isfinite(score)
+        if ok.sum() > 2 and stats.spearmanr(score[ok], known[ok])[0] < 0:
+            score = 1.0 - score
+            reversed_ = True
+    result = pd.Series(score, index=atac.obs_names, name=key_added)
+    if not inplace:
+        return result
+    atac.obs[key_added] = result
+    atac.obs[f"{key_added}_accessible_loci"] = accessible
+    atac.obs[f"{key_added}_signal"] = smooth
+    atac.var[f"{key_added}_peak"] = selected
+    atac.uns[key_added] = {"n_clock_peaks": int(mask.sum()), "peaks_per_iteration": history,
+                           "iterations": n_iter, "last_mean_change": change, "diffusion_steps": steps,
+                           "normalization": normalization, "reversed": reversed_}
+    return atac
+
+
+# --------------------------------------------------------------------------------------------- age-associated CREs
+def age_correlations(X, ages, method: str = "spearman", chunk: int = 2000):
+    """Correlation of each column of ``X`` (cells x peaks) with ``ages``: ``(r, p)``, two-sided t-test p on
+    n - 2 degrees of freedom (for Spearman on ranks, as :func:`scipy.stats.spearmanr`); NaN for constant peaks."""
+    if method not in ("spearman", "pearson"):
+        raise ValueError(f"method must be 'spearman' or 'pearson', got {method!r}")
+    ages = np.asarray(ages, dtype=np.float64)
+    n = len(ages)
+    y = stats.rankdata(ages) if method == "spearman" else ages
+    r = np.full(X.shape[1], np.nan)
+    for c0 in range(0, X.shape[1], chunk):
+        block = _dense(X[:, c0:c0 + chunk])
+        if method == "spearman":
+            block = stats.rankdata(block, axis=0)
+        r[c0:c0 + chunk] = _col_corr(block, y)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = r * np.sqrt((n - 2) / np.clip(1 - r ** 2, 1e-300, None))
+    p = 2 * stats.t.sf(np.abs(t), n - 2)
+    return r, p
+
+
+def age_associated_cres(atac, age_key: str = "epitrace_age", method: str = "spearman",
+                        layer: str | None = None) -> pd.DataFrame:
+    """Per-peak association of accessibility with age (EpiTrace's ``AssociationOfPeaksToAge``, with tests).
+
+    Parameters
+    ----------
+    atac
+        AnnData with ``obs[age_key]`` (cells with NaN age are left out).
+    age_key
+        ``obs`` column of the age (EpiTrace age from :func:`age`, or a known age).
+    method
+        ``"spearman"`` (default) or ``"pearson"`` correlation of each peak's accessibility with age.
+    layer
+        Counts from ``atac.layers[layer]`` instead of ``X``.
+
+    Returns
+    -------
+    DataFrame indexed by var_names, sorted by p: ``correlation``, ``z`` (correlation standardised over peaks, as
+    EpiTrace's scaled correlation), ``p`` (two-sided), ``q`` (Benjamini-Hochberg over the tested peaks),
+    ``direction`` (``"up"``: opens with age, ``"down"``).
+    """
+    X = atac.layers[layer] if layer is not None else atac.X
+    ages = pd.to_numeric(atac.obs[age_key], errors="coerce").to_numpy(dtype=float)
+    ok = np.flatnonzero(np.isfinite(ages))
+    if len(ok) < 4:
+        raise ValueError(f"age_associated_cres: fewer than 4 cells with a finite obs['{age_key}']")
+    if sp.issparse(X):
+        X = X.tocsr()[ok].tocsc()
+    else:
+        X = np.asarray(X)[ok]
+    r, p = age_correlations(X, ages[ok], method)
+    z = (r - np.nanmean(r)) / np.nanstd(r, ddof=1)
+    out = pd.DataFrame({"correlation": r, "z": z, "p": p, "q": bh_qvalues(p),
+                        "direction": np.where(r > 0, "up", "down")}, index=atac.var_names)
+    return out.sort_values("p", kind="stable")
+
+
+def trajectory_clusters(atac, cres, age_key: str = "epitrace_age", n_bins: int = 10, k: int = 4, seed: int = 0,
+                        layer: str | None = None) -> pd.DataFrame:
+    """k-means clusters of the accessibility trajectories of ``cres`` along age.
+
+    Cells are cut into ``n_bins`` age quantile bins; per CRE the mean accessibility (counts divided by the cell's
+    total over all peaks, times the median total) per bin is z-scored across bins (flat trajectories become 0);
+    :class:`sklearn.cluster.KMeans` (``k``, ``random_state=seed``, 10 starts) clusters the scaled trajectories.
+    Clusters are numbered by their mean trajectory's trend: 0 falls most with age, ``k - 1`` rises most.
+
+    Parameters
+    ----------
+    cres
+        Peak names (var_names), a boolean mask, or a frame indexed by peak names (e.g. rows of
+        :func:`age_associated_cres`).
+
+    Returns
+    -------
+    DataFrame indexed by CRE: ``bin_0`` ... ``bin_{n-1}`` (scaled trajectory, youngest first), ``cluster``,
+    ``trend`` (Spearman of the CRE's trajectory with the bin index).
+    """
+    from sklearn.cluster import KMeans
+
+    if isinstance(cres, pd.DataFrame):
+        cres = cres.index
+    cres = np.asarray(cres)
+    names = atac.var_names[cres] if cres.dtype == bool else pd.Index(cres.astype(str))
+    missing = names.difference(atac.var_names)
+    if len(missing):
+        raise KeyError(f"trajectory_clusters: {len(missing)} CRE(s) not in atac.var_names, e.g. {list(missing[:3])}")
+    if len(names) < k:
+        raise ValueError(f"trajectory_clusters: {len(names)} CREs for k={k} clusters")
+    X = atac.layers[layer] if layer is not None else atac.X
+    ages = pd.to_numeric(atac.obs[age_key], errors="coerce").to_numpy(dtype=float)
+    ok = np.flatnonzero(np.isfinite(ages))
+    totals = np.asarray(X.sum(axis=1)).ravel()[ok]
+    scale = np.divide(np.median(totals), totals, out=np.zeros_like(totals, dtype=float), where=totals > 0)
+    cols = atac.var_names.get_indexer(names)
+    sub = _dense(X[ok][:, cols]) * scale[:, None]
+    bins = pd.qcut(stats.rankdata(ages[ok]), n_bins, labels=False, duplicates="drop")
+    n_b = int(bins.max()) + 1
+    traj = np.vstack([sub[bins == b].mean(axis=0) for b in range(n_b)]).T            # CREs x bins
+    sd = traj.std(axis=1, keepdims=True)
+    scaled = np.divide(traj - traj.mean(axis=1, keepdims=True), sd, out=np.zeros_like(traj), where=sd > 0)
+    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(scaled)
+    idx = np.arange(n_b)
+    trend = np.array([stats.spearmanr(idx, row)[0] if row.std() > 0 else 0.0 for row in scaled])
+    centre_trend = np.array([scaled[labels == c].mean(axis=0) @ (idx - idx.mean()) for c in range(k)])
+    relabel = np.empty(k, dtype=int)
+    relabel[np.argsort(centre_trend, kind="stable")] = np.arange(k)
+    out = pd.DataFrame(scaled, index=names, columns=[f"bin_{b}" for b in range(n_b)])
+    out["cluster"] = relabel[labels]
+    out["trend"] = trend
+    return out
+
+
+# --------------------------------------------------------------------------------------------- simulation
+def simulate_aged_cells(n_cells: int = 600, n_cell_types: int = 3, n_clock_peaks: int = 400,
+                        n_other_peaks: int = 800, age_linked_fraction: float = 0.6, rising_fraction: float = 0.8,
+                        age_effect: float = 2.5, depth_sd: float = 0.3, unlisted_age_peaks: int = 0,
+                        clock_loci: pd.DataFrame | None = None, seed: int = 0) -> tuple[ad.AnnData, pd.DataFrame]:
+    """Simulated scATAC with a planted age signal at clock peaks (the truth for :func:`age`).
+
+    Each cell has a cell type and an age ``~ Uniform[0, 1]`` (``obs["age"]``). Each peak has a cell-type baseline
+    open rate (non-clock peaks follow cell-type programs: high in one type, low elsewhere; clock peaks have
+    milder type differences). A fraction ``age_linked_fraction`` of the clock peaks is age-linked: on the logit
+    scale its rate moves by ``age_effect * sign * (age - 0.5)``, ``sign = +1`` (opens with age) for a fraction
+    ``rising_fraction`` of them, -1 for the rest. A per-cell depth factor (log-normal, sd ``depth_sd``)
+    multiplies every rate; counts are Poisson of the rate (mostly 0/1, as scATAC). ``unlisted_age_peaks`` of the
+    non-clock peaks also open with age (age-linked peaks missing from the clock, for the convergence loop).
+
+    Parameters
+    ----------
+    clock_loci
+        None: synthetic loci, one 2-bp locus in the middle of each clock peak on chromosomes ``chr1``-``chr3``.
+        A frame of real loci (e.g. the shipped mm10 clock): clock peaks are 500 bp centred on a random sample of
+        them and non-clock peaks sit 20 kb further (any that happens to overlap a locus is counted as clock).
+
+    Returns
+    -------
+    (atac, clock_loci): ``atac`` follows the data contract (CSR float32 counts, ``var`` chrom/start/end,
+    ``obs`` cell_type / age, ``uns["genome"]``) with truth in ``var``: ``clock`` (overlaps a locus),
+    ``age_sign`` (+1 / -1 planted, 0 none), ``planned_clock`` (placed on a locus); the loci used.
+    """
+    rng = np.random.default_rng(seed)
+    n_peaks = n_clock_peaks + n_other_peaks
+    cell_type = rng.integers(n_cell_types, size=n_cells)
+    ages = rng.uniform(0, 1, size=n_cells)
+    depth = np.exp(rng.normal(0, depth_sd, size=n_cells))
+
+    # peak coordinates and loci
+    if clock_loci is None:
+        centres = (np.arange(n_peaks) + 1) * 5_000
+        chrom = np.array([f"chr{1 + i % 3}" for i in range(n_peaks)], dtype=object)
+        start = centres - 250
+        peaks = pd.DataFrame({"chrom": chrom, "start": start, "end": start + 500})
+        loci = pd.DataFrame({"chrom": chrom[:n_clock_peaks], "start": centres[:n_clock_peaks],
+                             "end": centres[:n_clock_peaks] + 2})
+    else:
+        loci_all = _coords(clock_loci)
+        pick = np.sort(rng.choice(len(loci_all), size=n_clock_peaks, replace=False))
+        loci = loci_all.iloc[pick].reset_index(drop=True)
+        rest = np.setdiff1d(np.arange(len(loci_all)), pick)
+        other = loci_all.iloc[np.sort(rng.choice(rest, size=n_other_peaks, replace=len(rest) < n_other_peaks))]
+        centres = np.concatenate([loci["start"].to_numpy(), other["start"].to_numpy() + 20_000])
+        chrom = np.concatenate([loci["chrom"].to_numpy(), other["chrom"].to_numpy()]).astype(object)
+        peaks = pd.DataFrame({"chrom": chrom, "start": centres - 250, "end": centres + 250})
+        loci = loci_all
+    is_clock_planned = np.arange(n_peaks) < n_clock_peaks
+
+    # rates: logit baseline per (type, peak)
+    logit = np.empty((n_cell_types, n_peaks))
+    base_clock = rng.normal(-2.0, 0.5, size=n_clock_peaks)
+    logit[:, :n_clock_peaks] = base_clock + rng.normal(0, 0.4, size=(n_cell_types, n_clock_peaks))
+    home = rng.integers(n_cell_types, size=n_other_peaks)
+    logit[:, n_clock_peaks:] = -3.0
+    logit[home, n_clock_peaks + np.arange(n_other_peaks)] = -0.5
+    sign = np.zeros(n_peaks, dtype=int)
+    linked = np.flatnonzero(rng.uniform(size=n_clock_peaks) < age_linked_fraction)
+    sign[linked] = np.where(rng.uniform(size=len(linked)) < rising_fraction, 1, -1)
+    sign[n_clock_peaks:n_clock_peaks + unlisted_age_peaks] = 1
+    eta = logit[cell_type] + age_effect * sign[None, :] * (ages[:, None] - 0.5)
+    rate = depth[:, None] / (1 + np.exp(-eta))
+    counts = rng.poisson(rate).astype(np.float32)
+
+    qi, _ = vocab.overlap_index(peaks, loci)
+    clock = np.zeros(n_peaks, dtype=bool)
+    clock[qi] = True
+    var = peaks.copy()
+    var["clock"] = clock
+    var["age_sign"] = sign
+    var["planned_clock"] = is_clock_planned
+    var.index = vocab.peak_names(peaks)
+    obs = pd.DataFrame({"cell_type": pd.Categorical([f"type{t}" for t in cell_type]), "age": ages,
+                        "depth": depth, "batch": pd.Categorical(["b0"] * n_cells)},
+                       index=[f"cell{i}" for i in range(n_cells)])
+    atac = ad.AnnData(sp.csr_matrix(counts), obs=obs, var=var)
+    atac.uns["genome"] = "mm10" if clock_loci is not None else "synthetic"
+    atac.uns["counts"] = True
+    return atac, loci.reset_index(drop=True)
