@@ -44,13 +44,6 @@ def _fail(err) -> SystemExit:
     return SystemExit(f"error: {err}")
 
 
-def _write_atomic(path: Path, write) -> None:
-    """``write(tmp_path)`` to a temporary name next to ``path`` (same suffix), then rename it to ``path``."""
-    from . import data
-
-    data.write_atomic(path, write)
-
-
 # --------------------------------------------------------------------------------------------------- inputs
 
 def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -66,8 +59,6 @@ def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
 
 
 def _read_h5ad(path: Path, what: str):
-    import anndata as ad
-
     from . import data
 
     if not path.exists():
@@ -76,13 +67,9 @@ def _read_h5ad(path: Path, what: str):
         raise SystemExit(f"error: {what} file {path} must be an .h5ad file (AnnData); convert other formats with "
                          "scanpy (sc.read_10x_h5, sc.read_mtx) or cisformer.data first")
     try:
-        data.check_readable(path)
-        return ad.read_h5ad(path)
+        return data._read_any(path)  # empty, truncated or unreadable files -> InputError
     except data.InputError as err:
         raise _fail(err)
-    except Exception as err:  # anndata / h5py deep inside
-        raise SystemExit(f"error: {path}: field 'file': cannot be read as AnnData ({type(err).__name__}: "
-                         f"{str(err)[:200]}). Fix: write or copy the file again")
 
 
 def _sources(args) -> tuple[str, str]:
@@ -234,7 +221,7 @@ def cmd_preprocess(args) -> None:
               f"{'CREs' if args.cre_vocabulary else 'peaks'}")
     if args.name is None:
         for adata, name in ((rna, "rna.h5ad"), (atac, "atac.h5ad")):
-            _write_atomic(args.out / name, lambda tmp, a=adata: a.write_h5ad(tmp, compression="gzip"))
+            data.write_atomic(args.out / name, lambda tmp, a=adata: a.write_h5ad(tmp, compression="gzip"))
         print(f"{counts}; wrote {args.out}/rna.h5ad and atac.h5ad")
         return
     inputs = [str(p) for p in (args.tenx_h5, args.fragments, args.peaks, args.cell_types, args.rna, args.atac,
@@ -299,7 +286,7 @@ def cmd_train(args) -> None:
     labels = pd.Series("train", index=rna.obs_names.astype(str))
     labels[val_cells], labels[test_cells] = "val", "test"
     args.out.mkdir(parents=True, exist_ok=True)
-    _write_atomic(args.out / "split.csv",
+    data.write_atomic(args.out / "split.csv",
                   lambda tmp: pd.DataFrame({"cell": labels.index, "split": labels.to_numpy()}).to_csv(tmp, index=False))
     try:
         model, history = train.fit(rna, atac, args.direction, train_cells, val_cells,
@@ -314,8 +301,8 @@ def cmd_train(args) -> None:
                              f"truncated or corrupt ({type(err).__name__}: {str(err)[:160]}). Fix: delete "
                              f"{args.out / 'checkpoints'} (training restarts from scratch) or restore it from a copy")
         raise
-    _write_atomic(args.out / "model.pt", model.save)
-    _write_atomic(args.out / "history.csv", lambda tmp: history.to_csv(tmp, index=False))
+    data.write_atomic(args.out / "model.pt", model.save)
+    data.write_atomic(args.out / "history.csv", lambda tmp: history.to_csv(tmp, index=False))
     best = history.loc[history["val_score"].idxmax()]
     criterion = "AUROC gain over the floor" if args.direction == "rna2atac" else "gene-wise Pearson"
     print(f"train: best epoch {int(best['epoch'])}, validation {criterion} {best['val_score']:.4f} "
@@ -384,8 +371,10 @@ _DIRECTION_TEXT = {"rna2atac": "predicts ATAC from RNA", "atac2rna": "predicts R
 
 def _write_prediction(out, args, direction: str) -> str:
     """Write the prediction to ``args.out`` (.h5ad, or a modality of .h5mu); returns what was written."""
+    from . import data
+
     if args.out.suffix != ".h5mu":
-        _write_atomic(args.out, lambda tmp: out.write_h5ad(tmp, compression="gzip"))
+        data.write_atomic(args.out, lambda tmp: out.write_h5ad(tmp, compression="gzip"))
         return str(args.out)
     import mudata
 
@@ -396,7 +385,7 @@ def _write_prediction(out, args, direction: str) -> str:
         mdata.update()
     else:
         mdata = mudata.MuData({name: out})
-    _write_atomic(args.out, mdata.write)
+    data.write_atomic(args.out, mdata.write)
     return f"{args.out} (modality '{name}' beside {sorted(m for m in mdata.mod if m != name)})"
 
 
@@ -474,6 +463,8 @@ def cmd_link(args) -> None:
         from . import attention
     except ImportError as err:  # built by the attention module's owner; absent in a partial checkout
         raise SystemExit(f"error: cisformer.attention is not available ({err})")
+    from . import data
+
     model = _load_model(args.model)
     rna, atac = load_inputs(args)
     rna = _rna_counts(rna, args)
@@ -485,7 +476,7 @@ def cmd_link(args) -> None:
                                 n_cells_per_type=args.cells_per_type, window=args.window, seed=args.seed)
     except ValueError as err:
         raise _fail(err)
-    _write_atomic(args.out, lambda tmp: table.to_csv(tmp, index=False))
+    data.write_atomic(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(f"link: {len(table)} CRE-gene links -> {args.out}")
     if table.empty:
         why = attention.explain_empty_links(model, rna, atac, args.window, args.cell_type_key, args.cells_per_type)

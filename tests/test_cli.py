@@ -285,9 +285,9 @@ def test_outputs_are_renamed_into_place(tmp_path):
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError):
-        cli._write_atomic(tmp_path / "out.csv", broken)
+        data.write_atomic(tmp_path / "out.csv", broken)
     assert list(tmp_path.iterdir()) == []
-    cli._write_atomic(tmp_path / "out.csv", lambda tmp: tmp.write_text("whole"))
+    data.write_atomic(tmp_path / "out.csv", lambda tmp: tmp.write_text("whole"))
     assert (tmp_path / "out.csv").read_text() == "whole" and len(list(tmp_path.iterdir())) == 1
 
 
