@@ -5,7 +5,7 @@
     python benchmarks/scale.py --tasks predict --predict-cells 10,100
 
 Writes ``benchmarks/scale.csv`` (columns ``task,n_cells,n_cres,seconds,peak_rss_gb``) and prints a table with
-the details. Every row runs in a fresh subprocess (``scale.py --row TASK N``), so its peak RSS (``VmHWM``, the
+the details. Every row runs in a fresh subprocess (``scale.py --row TASK N``), so its peak RSS (``ru_maxrss`` = ``VmHWM``, the
 resident-set high-water mark of that process: inputs, model and work, everything) is its own.
 
 Rows
@@ -60,12 +60,8 @@ COLUMNS = ["task", "n_cells", "n_cres", "seconds", "peak_rss_gb"]
 
 
 def peak_rss_gb() -> float:
-    """VmHWM of this process (the RSS high-water mark), in GB (10^9 bytes)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024 / 1e9
-    raise RuntimeError("no VmHWM in /proc/self/status")
+    """The RSS high-water mark of this process (``bench_common.peak_rss_mb``), in GB (10^9 bytes)."""
+    return bc.peak_rss_mb() * 2 ** 20 / 1e9
 
 
 # ------------------------------------------------------------------------------------------------ inputs
