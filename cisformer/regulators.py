@@ -38,6 +38,8 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
+from .baselines import _binary
+
 COLUMNS = ["cell_type", "cre", "score", "rank", "specific"]
 
 
@@ -143,13 +145,6 @@ def celltype_cres(per_type: dict, n_top: int = 100, denominator: str = "cells", 
     return _finish(pd.concat(frames, ignore_index=True), "percentile", n_top)
 
 
-def _binary_csc(atac) -> sp.csc_matrix:
-    X = sp.csc_matrix(atac.X if sp.issparse(atac.X) else np.asarray(atac.X), dtype=np.float64)
-    X.eliminate_zeros()
-    X.data = (X.data > 0).astype(np.float64)
-    return X
-
-
 def _wilcoxon_binary(n_open_in: np.ndarray, n_in: int, n_open_all: np.ndarray, n_all: int):
     """One-sided Wilcoxon rank-sum (in-group > rest) on 0/1 values, tie-corrected normal approximation.
 
@@ -204,14 +199,14 @@ def differential_accessibility(atac, groupby: str = "cell_type", method: str = "
     types = list(pd.unique(labels))
     if len(types) < 2:
         raise ValueError(f"differential_accessibility needs at least two groups in {groupby!r}")
-    X = _binary_csc(atac)
+    X = _binary(atac).astype(np.float64)  # cells x CREs, CSR: per-group row sums
     n_all = X.shape[0]
     n_open_all = np.asarray(X.sum(0)).ravel()
     coef = None
     if method == "logreg":
         from sklearn.linear_model import LogisticRegression
 
-        fit = LogisticRegression(max_iter=max_iter, random_state=seed).fit(sp.csr_matrix(X), labels)
+        fit = LogisticRegression(max_iter=max_iter, random_state=seed).fit(X, labels)
         classes = [str(c) for c in fit.classes_]
         coef = fit.coef_ if fit.coef_.shape[0] == len(classes) else np.vstack([-fit.coef_[0], fit.coef_[0]])
         coef = {c: coef[i] for i, c in enumerate(classes)}
