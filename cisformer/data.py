@@ -1125,9 +1125,8 @@ def qc_report(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: i
     """
     import warnings
 
-    gene_cells = np.asarray((rna.X > 0).sum(axis=0)).ravel()
-    peak_cells = np.asarray((atac.X > 0).sum(axis=0)).ravel()
-    keep_gene, keep_peak = gene_cells >= min_cells, peak_cells >= min_cells
+    keep_gene = cells_per_feature(rna).to_numpy() >= min_cells
+    keep_peak = cells_per_feature(atac).to_numpy() >= min_cells
     n_genes = np.asarray((rna.X[:, keep_gene] > 0).sum(axis=1)).ravel()
     n_peaks = np.asarray((atac.X[:, keep_peak] > 0).sum(axis=1)).ravel()
     thresholds = {"min_cells": min_cells, "min_genes": min_genes, "max_genes": max_genes, "min_peaks": min_peaks,
