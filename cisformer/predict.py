@@ -154,7 +154,8 @@ def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 819
 
 
 def _sigmoid(logits: np.ndarray) -> np.ndarray:
-    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+    with np.errstate(over="ignore"):  # exp(-logit) overflows to inf for logits below about -709: P = 0, correct
+        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
 
 
 def _binary_rule(model, threshold, n_cres: int):

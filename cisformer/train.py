@@ -31,6 +31,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
+from .baselines import epoch_repeats
 from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
 from .metrics import log_expression
 from .sampler import PairedCells, base_rate_logits, expression_bin_edges, make_loader
@@ -38,7 +39,8 @@ from .sampler import PairedCells, base_rate_logits, expression_bin_edges, make_l
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``multiple``: fresh draws of every training cell per epoch."""
+    """Optimisation settings. ``multiple``: fresh draws of every training cell per epoch, raised where needed so
+    that an epoch shows at least ``min_epoch_samples`` cells (:func:`cisformer.baselines.epoch_repeats`)."""
     epochs: int
     batch_size: int
     lr: float
@@ -46,6 +48,7 @@ class TrainConfig:
     gamma: float         # ... by this factor
     patience: int        # early stopping: epochs without validation improvement
     multiple: int = 1
+    min_epoch_samples: int = 0
     grad_clip: float = 1.0
     num_workers: int = 0
 
@@ -59,7 +62,8 @@ class TrainConfig:
         cores); ``quick``: 3 epochs, for smoke tests and CI.
         ``arch="cisformer"``: batch 64, Adam lr 1e-3 (rna2atac) / 2e-3 (atac2rna), StepLR(4, 0.7), patience 3 on
         the validation criterion, at most 20 (rna2atac) / 15 (atac2rna) epochs in the cpu profile, 200 in paper,
-        8 in quick; a SNARE-seq epoch (7,400 cells) takes ~8 s on one CPU thread."""
+        8 in quick; an epoch shows at least 6,400 cells (100 steps; cpu and paper profiles), drawing each cell of a
+        small data set several times; a SNARE-seq epoch (7,400 cells) takes ~8 s on one CPU thread."""
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
         if direction not in DIRECTIONS:
@@ -67,8 +71,8 @@ class TrainConfig:
         if arch == "cisformer":
             epochs = {"paper": 200, "cpu": 20 if direction == "rna2atac" else 15, "quick": 8}[profile]
             lr = 1e-3 if direction == "rna2atac" else 2e-3
-            return cls(**{**dict(epochs=epochs, batch_size=64, lr=lr, step_size=4, gamma=0.7, patience=3),
-                          **overrides})
+            return cls(**{**dict(epochs=epochs, batch_size=64, lr=lr, step_size=4, gamma=0.7, patience=3,
+                                 min_epoch_samples=0 if profile == "quick" else 6400), **overrides})
         table = {
             ("paper", "rna2atac"): dict(epochs=500, batch_size=16, lr=1e-3, step_size=5, gamma=0.9, patience=5,
                                         multiple=2),
@@ -252,8 +256,8 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
         DataFrame with one row per epoch: ``epoch, train_loss, val_loss, val_score`` (the criterion above),
         rna2atac also ``val_within_sd, val_across_sd`` (spread of the predicted logit minus the base rate
         within cells and across cells, :func:`cisformer.metrics.deviation_spread`), then ``lr``, ``seconds``
-        (the epoch's wall-clock, validation included: their sum is the training time) and ``samples_per_s``
-        (training samples per second).
+        (the epoch's wall-clock, validation included: their sum is the training time), ``samples`` (training
+        samples drawn in the epoch, at least ``min_epoch_samples``) and ``samples_per_s``.
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -280,8 +284,8 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     rna_X, atac_X = sp.csr_matrix(rna.X, dtype=np.float32), sp.csr_matrix(atac.X, dtype=np.float32)
     rna_log = log_expression(rna)  # the targets' scale, the one the benchmark's metrics compare on
     bin_edges = expression_bin_edges(rna_log[train_idx], model_cfg.n_bins) if direction == "atac2rna" else None
-    train_set = PairedCells(rna_X, atac_X, train_idx, model_cfg, train_cfg.multiple, seed, bin_edges,
-                            rna_log=rna_log)
+    multiple = max(train_cfg.multiple, epoch_repeats(len(train_idx), train_cfg.min_epoch_samples))
+    train_set = PairedCells(rna_X, atac_X, train_idx, model_cfg, multiple, seed, bin_edges, rna_log=rna_log)
     scored_val = np.sort(np.random.default_rng(seed).choice(val_idx, min(train_cfg.scored_val_cells, len(val_idx)),
                                                             replace=False))
     val_set = PairedCells(rna_X, atac_X, scored_val, model_cfg, 1, seed + 1, bin_edges, train_set.depth_centre,
@@ -379,9 +383,10 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
             best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
         else:
             bad_epochs += 1
+        n_seen *= accelerator.num_processes
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **criterion,
-                     "lr": optimizer.param_groups[0]["lr"], "seconds": seconds,
-                     "samples_per_s": n_seen * accelerator.num_processes / train_seconds})
+                     "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "samples": n_seen,
+                     "samples_per_s": n_seen / train_seconds})
         if progress and accelerator.is_main_process:
             print(f"{direction} epoch {epoch + 1}: train {train_loss:.4f}  val {val_loss:.4f}  "
                   f"criterion {criterion['val_score']:.4f}  ({seconds:.1f} s, {rows[-1]['samples_per_s']:.1f} "

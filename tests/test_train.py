@@ -56,6 +56,20 @@ def test_rna2atac_learns_held_out_cells(sim, arch):
     np.testing.assert_allclose(predict.rna_to_atac(model, shuffled).X, out.X[:10], rtol=1e-5, atol=1e-6)
 
 
+def test_an_epoch_shows_at_least_min_epoch_samples_cells(sim):
+    """Small data sets: each training cell is drawn several times per epoch, by the same rule for Cisformer and
+    BABEL-style, so that an epoch is not a handful of optimiser steps."""
+    rna, atac, _ = sim
+    cells = np.arange(rna.n_obs)
+    for minimum, expected in [(0, 100), (1000, 1000), (1050, 1100)]:
+        _, history = train.fit(rna, atac, "rna2atac", cells[:100], cells[100:150], profile="quick", seed=0,
+                               epochs=1, progress=False, min_epoch_samples=minimum)
+        assert history["samples"].tolist() == [expected]
+        babel = baselines.BabelStyle(epochs=1, min_epoch_samples=minimum).fit(rna[:100], atac[:100], seed=0)
+        assert [row["samples"] for row in babel.history] == [expected]
+    assert train.TrainConfig.from_profile("rna2atac", "cpu").min_epoch_samples == 6400
+
+
 def test_stored_zeros_are_not_open(sim):
     """Stored zeros in the ATAC matrix are not open (base rates, top-k fraction), and fit leaves the input as it was."""
     rna, atac, _ = sim
