@@ -59,6 +59,7 @@ REFERENCES = {
     "gwas_scavenge": "reference/gwas_blood_scavenge22_hg38.tsv.xz",
     "chip_peaks": "reference/chip_peaks_hg38.tsv.xz",
     "chip_sets": "reference/chip_peaks_sets.tsv.gz",
+    "dnase_blood": "reference/dnase_blood_hg38.tsv.xz",
     "clock_mm10": "reference/epitrace_mouse_clock_mm10.bed.gz",
     "clock_mm285": "reference/epitrace_mm285_clock347_mm10.bed.gz",
     "jaspar_meme": "reference/JASPAR2024_CORE_vertebrates_nonredundant.meme.gz",
@@ -325,6 +326,13 @@ def load_chip_peaks(by: str = "tf", data_dir=None) -> dict[str, pd.DataFrame]:
     key = peaks["dataset"] if by == "dataset" else peaks["dataset"].map(sets["tf"])
     cols = ["chrom", "start", "end", "summit", "dataset", "cell_type"]
     return {k: g[cols].reset_index(drop=True) for k, g in peaks.groupby(key, sort=True)}
+
+
+def load_dnase_peaks(data_dir=None) -> dict[str, pd.DataFrame]:
+    """Roadmap DNase-seq peaks (hg38-lifted) of five blood cell types: ``"B cells"``, ``"T cells"``,
+    ``"NK cells"``, ``"CD14 monocytes"``, ``"CD34 HSPC"`` -> DataFrame(chrom, start, end)."""
+    peaks = pd.read_csv(reference_path("dnase_blood", data_dir), sep="\t", dtype={"chrom": str})
+    return {k: g[["chrom", "start", "end"]].reset_index(drop=True) for k, g in peaks.groupby("cell_type", sort=False)}
 
 
 def load_clock_loci(which: str = "lifted", data_dir=None) -> pd.DataFrame:
