@@ -302,12 +302,13 @@ def marker_genes(rna, groupby: str = "cell_type", n_markers: int = 20, min_cells
     return markers
 
 
-def marker_proximity(specific: dict, markers: dict, cre_var: pd.DataFrame, gene_var: pd.DataFrame) -> pd.DataFrame:
-    """Do a group's specific CREs lie closer to that group's marker genes than the other CREs do?
+def marker_proximity(specific: dict, markers: dict, cre_var: pd.DataFrame, gene_var: pd.DataFrame,
+                     window: int = 250_000) -> pd.DataFrame:
+    """Do a group's specific CREs lie near that group's marker genes more often than the other CREs do?
 
     For each group: the distance (bp) from every CRE's midpoint to the nearest TSS of the group's markers on the
-    same chromosome (infinite when none), for the group's specific CREs and for the rest of ``cre_var``
-    (background); one-sided Mann-Whitney test (specific closer), and the fraction within 250 kb of a marker TSS.
+    same chromosome (infinite when none); the fraction of the group's specific CREs and of the rest of ``cre_var``
+    (background) within ``window`` bp of one, and a one-sided Fisher exact test of more specific CREs within it.
 
     Parameters
     ----------
@@ -317,18 +318,20 @@ def marker_proximity(specific: dict, markers: dict, cre_var: pd.DataFrame, gene_
         Group -> marker gene names (index labels of ``gene_var``; :func:`marker_genes`).
     cre_var, gene_var
         ``atac.var`` (``chrom``, ``start``, ``end``) and ``rna.var`` (coordinates, :func:`attention.gene_tss`).
+    window
+        Distance (bp) that counts as near (default 250 kb, the links' window).
 
     Returns
     -------
-    One row per group: ``group``, ``n_specific``, ``median_distance_specific``, ``median_distance_background``,
-    ``frac_within_250kb_specific``, ``frac_within_250kb_background``, ``pvalue``.
+    One row per group: ``group``, ``n_specific``, ``n_markers_located``, ``median_distance_specific``,
+    ``median_distance_background``, ``frac_near_specific``, ``frac_near_background``, ``odds_ratio``, ``pvalue``.
     """
     from .attention import gene_tss
 
     tss = pd.Series(gene_tss(gene_var), index=gene_var.index)
     chrom_gene = gene_var["chrom"].astype(str)
     chrom_cre = cre_var["chrom"].astype(str).to_numpy()
-    mid = ((cre_var["start"].to_numpy(dtype=np.float64) + cre_var["end"].to_numpy(dtype=np.float64)) / 2)
+    mid = (cre_var["start"].to_numpy(dtype=np.float64) + cre_var["end"].to_numpy(dtype=np.float64)) / 2
     rows = []
     for group, cres in specific.items():
         genes = [g for g in markers.get(group, []) if g in tss.index and np.isfinite(tss[g])]
@@ -337,15 +340,15 @@ def marker_proximity(specific: dict, markers: dict, cre_var: pd.DataFrame, gene_
             same = chrom_cre == chrom_gene[g]
             distance[same] = np.minimum(distance[same], np.abs(mid[same] - tss[g]))
         member = cre_var.index.isin(list(cres))
-        a, b = distance[member], distance[~member]
-        finite_a, finite_b = np.where(np.isfinite(a), a, 1e12), np.where(np.isfinite(b), b, 1e12)
-        p = stats.mannwhitneyu(finite_a, finite_b, alternative="less").pvalue if len(a) and len(b) else np.nan
+        near = distance <= window
+        a, b = int((near & member).sum()), int((~near & member).sum())
+        c, d = int((near & ~member).sum()), int((~near & ~member).sum())
+        odds, p = stats.fisher_exact([[a, b], [c, d]], alternative="greater") if member.any() else (np.nan, np.nan)
         rows.append({"group": str(group), "n_specific": int(member.sum()), "n_markers_located": len(genes),
-                     "median_distance_specific": float(np.median(a)) if len(a) else np.nan,
-                     "median_distance_background": float(np.median(b)) if len(b) else np.nan,
-                     "frac_within_250kb_specific": float((a <= 250_000).mean()) if len(a) else np.nan,
-                     "frac_within_250kb_background": float((b <= 250_000).mean()) if len(b) else np.nan,
-                     "pvalue": float(p)})
+                     "median_distance_specific": float(np.median(distance[member])) if member.any() else np.nan,
+                     "median_distance_background": float(np.median(distance[~member])),
+                     "frac_near_specific": a / max(a + b, 1), "frac_near_background": c / max(c + d, 1),
+                     "odds_ratio": float(odds), "pvalue": float(p)})
     return pd.DataFrame(rows)
 
 

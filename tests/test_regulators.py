@@ -161,8 +161,14 @@ def test_marker_genes_and_proximity_find_the_planted_markers_and_their_cres(prog
     program = {k: list(g["cre"]) for k, g in truth.groupby("cell_type")}
     table = regulators.marker_proximity(program, markers, atac.var, rna.var).set_index("group")
     assert list(table.index) == sorted(program)
-    assert (table["frac_within_250kb_specific"] > table["frac_within_250kb_background"]).all()
+    assert (table["frac_near_specific"] > table["frac_near_background"]).all()
     assert (table["pvalue"] < 1e-3).all() and (table["n_specific"] == [len(v) for v in program.values()]).all()
+    row = table.iloc[0]
+    near_set, n_set = round(row["frac_near_specific"] * row["n_specific"]), row["n_specific"]
+    n_bg = atac.n_vars - n_set
+    near_bg = round(row["frac_near_background"] * n_bg)
+    expected = stats.fisher_exact([[near_set, n_set - near_set], [near_bg, n_bg - near_bg]], alternative="greater")
+    assert row["pvalue"] == pytest.approx(expected[1]) and row["odds_ratio"] == pytest.approx(expected[0])
     # random CREs are not nearer the markers than the rest
     rng = np.random.default_rng(0)
     random = {k: list(rng.choice(atac.var_names, len(v), replace=False)) for k, v in program.items()}
