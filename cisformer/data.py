@@ -578,6 +578,42 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
     return _standardize(rna, atac, source, genome, recover_counts, str(rna_path))
 
 
+def read_rna(path, gene_column: str | None = None, recover_counts: bool = False):
+    """Read RNA-only cells (e.g. Tabula Muris Senis kidney from CELLxGENE) for generating ATAC from them.
+
+    Parameters
+    ----------
+    path
+        ``.h5ad``, 10x ``.h5`` or 10x matrix folder.
+    gene_column
+        ``var`` column holding gene symbols, used as var_names (CELLxGENE files are indexed by Ensembl ID and keep
+        the symbols in ``"feature_name"``); duplicates are made unique. None: keep var_names.
+    recover_counts
+        Passed to :func:`find_counts` (invert log1p-normalised ``X`` when no counts are stored).
+
+    Returns
+    -------
+    AnnData with the raw counts in ``X`` (CSR float32, found by :func:`find_counts`; where in
+    ``uns["counts_note"]``) and ``obs`` as in the file.
+    """
+    source = str(path)
+    original = _read_any(Path(path))
+    rna, note = find_counts(original, source, recover=recover_counts)
+    if gene_column is not None:
+        if gene_column in rna.var:
+            symbols = rna.var[gene_column]
+        elif gene_column in original.var:
+            symbols = original.var[gene_column].reindex(rna.var_names)
+        else:
+            raise _error(source, f"var['{gene_column}']", "column missing",
+                         f"name the var column with gene symbols (columns: {list(original.var.columns)}) or pass None")
+        rna.var_names = symbols.astype(str).to_numpy()
+        rna.var_names_make_unique()
+    rna.X = sp.csr_matrix(rna.X, dtype=np.float32)
+    rna.uns["counts_note"] = note
+    return rna
+
+
 def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_column: str = "cell_type",
              genome: str | None = None, recover_counts: bool = False):
     """A 10x Multiome download as the data contract's ``(rna, atac)`` pair.
