@@ -35,7 +35,9 @@ chr1:100-200, chr1-100-200, chr1_100_200, 1-100-200 or with var columns chrom/st
   ./run_all.sh --data work/pbmc10k --only links_gwas --param dataset=pbmc10k --out work/pbmc10k_figures
   cisformer train --data work/mine --direction rna2atac --profile paper --device cuda --out work/mine_r2a
   cisformer predict --model work/mine_r2a/model.pt --mudata my.h5mu --out my_with_prediction.h5mu
-multi-GPU: accelerate launch -m cisformer train ...
+several GPUs or CPU processes (one process each; README, "Many processes"):
+  python -m torch.distributed.run --nproc_per_node 4 -m cisformer train --data work/mine --direction rna2atac ...
+  (on GPUs also: accelerate launch --multi_gpu --num_processes 4 -m cisformer train ...)
 """
 
 
