@@ -213,7 +213,8 @@ def _cre_var(model, cre_idx, cres) -> pd.DataFrame:
 @torch.no_grad()
 def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 8192, cres=None,
                 seed: int = 0, out=None, store: str = "prob+binary", dtype: str = "float16", top_k=None,
-                block_cells=None, compression=None, resume: bool = True, on_block=None) -> ad.AnnData:
+                block_cells=None, compression=None, resume: bool = True, on_block=None,
+                distributed: bool | None = None) -> ad.AnnData:
     """Predict chromatin accessibility of every CRE for every cell from its RNA.
 
     Parameters
@@ -263,7 +264,13 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
     resume
         ``False``: discard an interrupted ``OUT.partial`` and start over.
     on_block
-        Called as ``on_block(cells_done, n_cells)`` after each written block (progress).
+        Called as ``on_block(cells_done, n_cells)`` after each written block (progress); under several
+        processes, each process reports its own cells.
+    distributed
+        ``None`` (default): in a running multi-process group (``torchrun``; README, "Many processes") the
+        processes share the cells and every process returns the whole result, equal to one process's (call it on
+        every process); with ``out``, each process writes a shard and the main process merges them into ``out``.
+        ``False``: this process predicts every cell alone (e.g. on the main process only).
 
     Returns
     -------
@@ -289,8 +296,8 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
         return stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=threshold,
                                   batch_size=batch_size, chunk=chunk, seed=seed, store=store, dtype=dtype,
                                   top_k=top_k, block_cells=block_cells, compression=compression, resume=resume,
-                                  on_block=on_block)
-    logits = predict_logits(model, X, cre_idx, batch_size, chunk, seed, X_log)
+                                  on_block=on_block, distributed=distributed)
+    logits = predict_logits(model, X, cre_idx, batch_size, chunk, seed, X_log, distributed=distributed)
     prob = _sigmoid(logits)
     value, rule, k = _binary_rule(model, threshold, len(cre_idx))
     binary = _binarize(prob, value, k)
@@ -304,7 +311,8 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
 
 
 @torch.no_grad()
-def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0) -> ad.AnnData:
+def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0,
+                distributed: bool | None = None) -> ad.AnnData:
     """Predict the expression of every gene of the vocabulary for every cell from its open CREs.
 
     Parameters
@@ -322,6 +330,9 @@ def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, 
         Cells and gene queries per forward pass.
     seed
         Seeds the choice of CRE keys for cells with more open CREs than ``model.config.cre_len``.
+    distributed
+        As in :func:`rna_to_atac`: ``None`` shares the cells between the processes of a running group (every
+        process returns the whole), ``False`` predicts every cell in this process.
 
     Returns
     -------
@@ -334,7 +345,8 @@ def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, 
         raise ValueError(f"atac_to_rna needs an atac2rna model, got a {model.config.direction} model")
     X = align_features(atac, model.cre_names, "CREs")
     n_genes, n_bins = model.config.n_genes, model.config.n_bins
-    prob = torch.softmax(torch.from_numpy(predict_logits(model, X, None, batch_size, chunk, seed)), -1).numpy()
+    prob = torch.softmax(torch.from_numpy(predict_logits(model, X, None, batch_size, chunk, seed,
+                                                         distributed=distributed)), -1).numpy()
 
     if mask is not None:
         if isinstance(mask, ad.AnnData):

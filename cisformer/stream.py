@@ -62,7 +62,8 @@ def partial_path(out) -> Path:
 
 def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None, batch_size: int = 1,
                        chunk: int = 8192, seed: int = 0, store: str = "prob+binary", dtype: str = "float16",
-                       top_k=None, block_cells=None, compression=None, resume: bool = True, on_block=None):
+                       top_k=None, block_cells=None, compression=None, resume: bool = True, on_block=None,
+                       distributed: bool | None = None):
     """The streamed path of :func:`cisformer.predict.rna_to_atac` (see there); returns ``OUT`` read backed."""
     from .predict import _binarize, _binary_rule, _cre_var, _open_fraction_k
 
@@ -100,7 +101,7 @@ def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None,
 
     from .distributed import barrier, process_group
 
-    rank, world = process_group(cpu=next(model.parameters()).device.type == "cpu")
+    rank, world = (0, 1) if distributed is False else process_group(cpu=next(model.parameters()).device.type == "cpu")
     blocks = [(lo, min(lo + block_cells, n_cells)) for lo in range(0, n_cells, block_cells)]
     partial = partial_path(out)
     obs = rna.obs.copy()

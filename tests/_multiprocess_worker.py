@@ -1,7 +1,9 @@
 """One process of tests/test_multiprocess.py, started twice by ``python -m torch.distributed.run``.
 
-Trains both directions (quick profile, CPU, gloo), records which training cells this process saw in each epoch,
-and predicts in memory and streamed to disk; writes everything to ``OUTDIR/rank<r>.pt``.
+``OUTDIR``: trains both directions (quick profile, CPU, gloo), records which training cells this process saw in
+each epoch, and predicts in memory and streamed to disk; writes everything to ``OUTDIR/rank<r>.pt``.
+``OUTDIR predict``: only predicts with the rna2atac model saved by the first mode, shared between the processes
+and on the main process alone; writes ``OUTDIR/predict<r>.pt``.
 """
 import sys
 from pathlib import Path
@@ -26,6 +28,15 @@ def getitem(self, i):
 PairedCells.__getitem__ = getitem
 
 rna, atac, _ = simulate.paired(n_cells=200, n_genes=40, n_cres=150, n_cell_types=3, seed=0)
+if sys.argv[2:] == ["predict"]:  # a script that only predicts: it joins the launcher's group by itself
+    from cisformer.model import Cisformer
+
+    model = Cisformer.load(out / "rna2atac.pt").eval()
+    shared = predict.rna_to_atac(model, rna[150:], chunk=64, batch_size=4).X  # split between the processes
+    rank = torch.distributed.get_rank()
+    alone = predict.rna_to_atac(model, rna[150:], chunk=64, batch_size=4, distributed=False).X if rank == 0 else None
+    torch.save({"shared": shared, "alone": alone}, out / f"predict{rank}.pt")
+    sys.exit(0)
 cells = np.arange(rna.n_obs)
 result = {}
 for direction in ("rna2atac", "atac2rna"):

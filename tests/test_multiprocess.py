@@ -1,7 +1,8 @@
 """Many processes, one result: training and prediction under a 2-process CPU launch (torchrun, gloo).
 
 tests/_multiprocess_worker.py runs in both processes: it trains both directions for 2 epochs on 120 cells (batch
-16 per process: 8 batches, the last one short, so accelerate pads it) and predicts in memory and streamed to disk.
+16 per process: 8 batches, the last one short, so accelerate pads it) and predicts in memory and streamed to disk;
+then a second launch only predicts (the processes join the group without training first).
 """
 import os
 import socket
@@ -38,10 +39,11 @@ def two_processes(tmp_path_factory):
            "OMP_NUM_THREADS": "1"}
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(ROOT / "tests" / "_multiprocess_worker.py"), str(out)]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
+    for mode in ([], ["predict"]):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), str(ROOT / "tests" / "_multiprocess_worker.py"), str(out), *mode]
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
 
@@ -103,3 +105,10 @@ def test_prediction_split_between_processes_equals_one_process(two_processes):
     expected = np.stack([one.layers[f"p_bin{j}"] for j in range(a2r.config.n_bins)], -1)
     for r in (r0, r1):
         assert np.array_equal(r["atac2rna"]["prob"], expected)
+
+
+def test_a_script_that_only_predicts_shares_the_cells(two_processes):
+    out, (r0, _) = two_processes
+    p0, p1 = (torch.load(out / f"predict{r}.pt", weights_only=False) for r in range(2))
+    assert np.array_equal(p0["shared"], r0["rna2atac"]["prob"]) and np.array_equal(p1["shared"], p0["shared"])
+    assert np.array_equal(p0["alone"], p0["shared"])  # distributed=False on the main process alone: no deadlock
