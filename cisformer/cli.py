@@ -41,6 +41,13 @@ several GPUs or CPU processes (one process each; README, "Many processes"):
 """
 
 
+def _process_rank() -> int:
+    """This process's rank in a running multi-process group (``torchrun``); 0 without one."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def _fail(err) -> SystemExit:
     """The one-line CLI error for an exception raised by the package (InputError, ValueError)."""
     return SystemExit(f"error: {err}")
@@ -303,6 +310,8 @@ def cmd_train(args) -> None:
                              f"truncated or corrupt ({type(err).__name__}: {str(err)[:160]}). Fix: delete "
                              f"{args.out / 'checkpoints'} (training restarts from scratch) or restore it from a copy")
         raise
+    if _process_rank() != 0:  # several processes (torchrun): all hold the same model, the main one writes it
+        return
     data.write_atomic(args.out / "model.pt", model.save)
     data.write_atomic(args.out / "history.csv", lambda tmp: history.to_csv(tmp, index=False))
     best = history.loc[history["val_score"].idxmax()]
@@ -454,6 +463,8 @@ def cmd_predict(args) -> None:
                 raise SystemExit("error: --mask reads the measured RNA: give it with --rna or --data")
             mask = rna[atac.obs_names]
         out = predict.atac_to_rna(model, atac, mask=mask, batch_size=args.batch_size)
+    if _process_rank() != 0:  # several processes (torchrun): each holds the whole result, the main one writes it
+        return
     written = _write_prediction(out, args, direction)
     print(f"predict ({direction}): {out.n_obs} cells x {out.n_vars} features -> {written}")
 
