@@ -1,9 +1,9 @@
 """One process of tests/test_multiprocess.py, started twice by ``python -m torch.distributed.run``.
 
-``OUTDIR``: trains both directions (quick profile, CPU, gloo), records which training cells this process saw in
-each epoch, and predicts in memory and streamed to disk; writes everything to ``OUTDIR/rank<r>.pt``.
-``OUTDIR predict``: only predicts with the rna2atac model saved by the first mode, shared between the processes
-and on the main process alone; writes ``OUTDIR/predict<r>.pt``.
+First predicts with an untrained model before anything has joined the launcher's group (shared between the
+processes, then on the main process alone); then trains both directions (quick profile, CPU, gloo), records which
+training cells this process saw in each epoch, and predicts in memory and streamed to disk; writes everything to
+``OUTDIR/rank<r>.pt``.
 """
 import sys
 from pathlib import Path
@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from cisformer import predict, simulate, train
+from cisformer.model import Cisformer, CisformerConfig
 from cisformer.sampler import PairedCells
 
 torch.set_num_threads(1)
@@ -28,15 +29,15 @@ def getitem(self, i):
 PairedCells.__getitem__ = getitem
 
 rna, atac, _ = simulate.paired(n_cells=200, n_genes=40, n_cres=150, n_cell_types=3, seed=0)
-if sys.argv[2:] == ["predict"]:  # a script that only predicts: it joins the launcher's group by itself
-    from cisformer.model import Cisformer
-
-    model = Cisformer.load(out / "rna2atac.pt").eval()
-    shared = predict.rna_to_atac(model, rna[150:], chunk=64, batch_size=4).X  # split between the processes
-    rank = torch.distributed.get_rank()
-    alone = predict.rna_to_atac(model, rna[150:], chunk=64, batch_size=4, distributed=False).X if rank == 0 else None
-    torch.save({"shared": shared, "alone": alone}, out / f"predict{rank}.pt")
-    sys.exit(0)
+# before anything else joins the launcher's group: prediction joins it by itself (an untrained model will do)
+torch.manual_seed(0)
+untrained = Cisformer(CisformerConfig.from_profile("rna2atac", "quick", rna.n_vars, atac.n_vars)).eval()
+untrained.gene_names, untrained.cre_names = list(rna.var_names), list(atac.var_names)
+shared = predict.rna_to_atac(untrained, rna[150:], chunk=64, batch_size=4).X  # split between the processes
+rank = torch.distributed.get_rank()
+alone = predict.rna_to_atac(untrained, rna[150:], chunk=64, batch_size=4, distributed=False).X if rank == 0 else None
+if rank == 0:
+    torch.save(untrained.checkpoint_dict(), out / "untrained.pt")
 cells = np.arange(rna.n_obs)
 result = {}
 for direction in ("rna2atac", "atac2rna"):
@@ -60,4 +61,5 @@ for direction in ("rna2atac", "atac2rna"):
         result[direction].update(prob=np.stack([mem.layers[f"p_bin{j}"] for j in range(model.config.n_bins)], -1))
 rank = torch.distributed.get_rank()
 result["rank"], result["world"] = rank, torch.distributed.get_world_size()
+result["predict_only"] = {"shared": shared, "alone": alone}
 torch.save(result, out / f"rank{rank}.pt")
