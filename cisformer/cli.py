@@ -35,8 +35,17 @@ chr1:100-200, chr1-100-200, chr1_100_200, 1-100-200 or with var columns chrom/st
   ./run_all.sh --data work/pbmc10k --only links_gwas --param dataset=pbmc10k --out work/pbmc10k_figures
   cisformer train --data work/mine --direction rna2atac --profile paper --device cuda --out work/mine_r2a
   cisformer predict --model work/mine_r2a/model.pt --mudata my.h5mu --out my_with_prediction.h5mu
-multi-GPU: accelerate launch -m cisformer train ...
+several GPUs or CPU processes (one process each; README, "Many processes"):
+  python -m torch.distributed.run --nproc_per_node 4 -m cisformer train --data work/mine --direction rna2atac ...
+  (on GPUs also: accelerate launch --multi_gpu --num_processes 4 -m cisformer train ...)
 """
+
+
+def _process_rank() -> int:
+    """This process's rank in a running multi-process group (``torchrun``); 0 without one."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def _fail(err) -> SystemExit:
@@ -301,6 +310,8 @@ def cmd_train(args) -> None:
                              f"truncated or corrupt ({type(err).__name__}: {str(err)[:160]}). Fix: delete "
                              f"{args.out / 'checkpoints'} (training restarts from scratch) or restore it from a copy")
         raise
+    if _process_rank() != 0:  # several processes (torchrun): all hold the same model, the main one writes it
+        return
     data.write_atomic(args.out / "model.pt", model.save)
     data.write_atomic(args.out / "history.csv", lambda tmp: history.to_csv(tmp, index=False))
     best = history.loc[history["val_score"].idxmax()]
@@ -452,6 +463,8 @@ def cmd_predict(args) -> None:
                 raise SystemExit("error: --mask reads the measured RNA: give it with --rna or --data")
             mask = rna[atac.obs_names]
         out = predict.atac_to_rna(model, atac, mask=mask, batch_size=args.batch_size)
+    if _process_rank() != 0:  # several processes (torchrun): each holds the whole result, the main one writes it
+        return
     written = _write_prediction(out, args, direction)
     print(f"predict ({direction}): {out.n_obs} cells x {out.n_vars} features -> {written}")
 

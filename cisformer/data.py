@@ -59,6 +59,7 @@ REFERENCES = {
     "gwas_scavenge": "reference/gwas_blood_scavenge22_hg38.tsv.xz",
     "chip_peaks": "reference/chip_peaks_hg38.tsv.xz",
     "chip_sets": "reference/chip_peaks_sets.tsv.gz",
+    "dnase_blood": "reference/dnase_blood_hg38.tsv.xz",
     "clock_mm10": "reference/epitrace_mouse_clock_mm10.bed.gz",
     "clock_mm285": "reference/epitrace_mm285_clock347_mm10.bed.gz",
     "jaspar_meme": "reference/JASPAR2024_CORE_vertebrates_nonredundant.meme.gz",
@@ -327,6 +328,13 @@ def load_chip_peaks(by: str = "tf", data_dir=None) -> dict[str, pd.DataFrame]:
     return {k: g[cols].reset_index(drop=True) for k, g in peaks.groupby(key, sort=True)}
 
 
+def load_dnase_peaks(data_dir=None) -> dict[str, pd.DataFrame]:
+    """Roadmap DNase-seq peaks (hg38-lifted) of five blood cell types: ``"B cells"``, ``"T cells"``,
+    ``"NK cells"``, ``"CD14 monocytes"``, ``"CD34 HSPC"`` -> DataFrame(chrom, start, end)."""
+    peaks = pd.read_csv(reference_path("dnase_blood", data_dir), sep="\t", dtype={"chrom": str})
+    return {k: g[["chrom", "start", "end"]].reset_index(drop=True) for k, g in peaks.groupby("cell_type", sort=False)}
+
+
 def load_clock_loci(which: str = "lifted", data_dir=None) -> pd.DataFrame:
     """EpiTrace mouse clock loci (mm10): ``"lifted"`` 61,503 loci or ``"mm285"`` 347 array-clock loci."""
     key = {"lifted": "clock_mm10", "mm285": "clock_mm285"}[which]
@@ -568,6 +576,42 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
     if cell_type_column is not None:
         use_cell_type_column(rna, atac, cell_type_column, source if atac_path is None else f"{rna_path} / {atac_path}")
     return _standardize(rna, atac, source, genome, recover_counts, str(rna_path))
+
+
+def read_rna(path, gene_column: str | None = None, recover_counts: bool = False):
+    """Read RNA-only cells (e.g. Tabula Muris Senis kidney from CELLxGENE) for generating ATAC from them.
+
+    Parameters
+    ----------
+    path
+        ``.h5ad``, 10x ``.h5`` or 10x matrix folder.
+    gene_column
+        ``var`` column holding gene symbols, used as var_names (CELLxGENE files are indexed by Ensembl ID and keep
+        the symbols in ``"feature_name"``); duplicates are made unique. None: keep var_names.
+    recover_counts
+        Passed to :func:`find_counts` (invert log1p-normalised ``X`` when no counts are stored).
+
+    Returns
+    -------
+    AnnData with the raw counts in ``X`` (CSR float32, found by :func:`find_counts`; where in
+    ``uns["counts_note"]``) and ``obs`` as in the file.
+    """
+    source = str(path)
+    original = _read_any(Path(path))
+    rna, note = find_counts(original, source, recover=recover_counts)
+    if gene_column is not None:
+        if gene_column in rna.var:
+            symbols = rna.var[gene_column]
+        elif gene_column in original.var:
+            symbols = original.var[gene_column].reindex(rna.var_names)
+        else:
+            raise _error(source, f"var['{gene_column}']", "column missing",
+                         f"name the var column with gene symbols (columns: {list(original.var.columns)}) or pass None")
+        rna.var_names = symbols.astype(str).to_numpy()
+        rna.var_names_make_unique()
+    rna.X = sp.csr_matrix(rna.X, dtype=np.float32)
+    rna.uns["counts_note"] = note
+    return rna
 
 
 def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_column: str = "cell_type",

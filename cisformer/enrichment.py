@@ -14,6 +14,10 @@
   the TF's ChIP-seq peaks vs matched random CRE sets (fold, empirical p), and attention of bound vs unbound
   CREs (one-sided Welch t-test) (Fig 3b-c); :func:`bh_qvalues` corrects either family.
 * :func:`expression_by_link_count`: expression of genes grouped by their number of linked CREs (Fig 3h-i).
+* :func:`region_set_enrichment` (LOLA-style), :func:`motif_enrichment` and :func:`tf_enrichment` (both): CRE sets
+  (e.g. cell-type-specific CREs) vs ChIP-seq peak sets or TF motif occurrences (:mod:`cisformer.motifs`),
+  one-sided Fisher test against the universe or a matched background (accessibility x width, and GC for
+  motifs), BH q.
 
 Intervals are 0-based half-open (``chrom``, ``start``, ``end``); overlaps of >= 1 bp count
 (:func:`cisformer.vocab.overlap_index`).
@@ -160,8 +164,9 @@ def bh_qvalues(pvalues) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------- matched null
 
-def matching_covariates(atac, cres=None, cells=None) -> pd.DataFrame:
-    """The two CRE properties a matched null holds fixed: accessibility and width.
+def matching_covariates(atac, cres=None, cells=None, genome_fasta=None) -> pd.DataFrame:
+    """The CRE properties a matched null holds fixed: accessibility and width, and G+C content when the genome
+    sequence is given.
 
     Parameters
     ----------
@@ -172,11 +177,16 @@ def matching_covariates(atac, cres=None, cells=None) -> pd.DataFrame:
         (default: all CREs).
     cells
         Row positions (or a boolean mask) of the cells over which accessibility is measured (default: all).
+    genome_fasta
+        Path of the genome FASTA of the CREs' build (:func:`cisformer.motifs.cre_sequences`; ``atac.var`` then
+        needs ``chrom`` too): adds the ``gc`` column, for motif enrichment (:func:`motif_enrichment`), where
+        GC-rich CREs (promoters) would otherwise be enriched for GC-rich motifs.
 
     Returns
     -------
     DataFrame indexed by CRE: ``accessibility`` (fraction of the cells with a count > 0) and ``width``
-    (``end - start``, bp).
+    (``end - start``, bp); with ``genome_fasta``, ``gc`` (G+C fraction of the A/C/G/T bases,
+    :func:`cisformer.motifs.gc_content`).
     """
     for field in ("start", "end"):
         if field not in atac.var:
@@ -193,7 +203,12 @@ def matching_covariates(atac, cres=None, cells=None) -> pd.DataFrame:
     n_open = np.asarray((X[:, cols] > 0).sum(axis=0)).ravel()
     var = atac.var.iloc[cols]
     width = (pd.to_numeric(var["end"]) - pd.to_numeric(var["start"])).to_numpy(dtype=float)
-    return pd.DataFrame({"accessibility": n_open / X.shape[0], "width": width}, index=names)
+    covariates = pd.DataFrame({"accessibility": n_open / X.shape[0], "width": width}, index=names)
+    if genome_fasta is not None:
+        from .motifs import cre_sequences, gc_content
+
+        covariates["gc"] = gc_content(cre_sequences(var, genome_fasta))
+    return covariates
 
 
 def _quantile_bins(values: np.ndarray, n_bins: int) -> np.ndarray:
@@ -219,37 +234,65 @@ def _merge_small_bins(codes: np.ndarray, min_size: int) -> np.ndarray:
     return np.unique(group[codes], return_inverse=True)[1].astype(np.int64)
 
 
+def _split_bins(labels: np.ndarray, values: np.ndarray, n_bins: int, min_bin_size: int) -> np.ndarray:
+    """Split each bin of ``labels`` (0..k-1) into quantile bins of ``values`` (:func:`_quantile_bins`, small ones
+    merged by :func:`_merge_small_bins`); the new labels are numbered in order of old label, then of value."""
+    out = np.zeros(len(labels), dtype=np.int64)
+    next_label = 0
+    for label in range(labels.max() + 1 if len(labels) else 0):
+        members = np.flatnonzero(labels == label)
+        sub = _merge_small_bins(_quantile_bins(values[members], n_bins), min_bin_size)
+        out[members] = next_label + sub
+        next_label += sub.max() + 1
+    return out
+
+
 def matching_bins(accessibility, width, n_accessibility_bins: int = 20, n_width_bins: int = 3,
-                  min_bin_size: int = 20) -> np.ndarray:
+                  min_bin_size: int = 20, gc=None, n_gc_bins: int = 3) -> np.ndarray:
     """Bin label of every candidate CRE for a matched null: accessibility quantile bins, each split into width
-    quantile bins.
+    quantile bins (and each of those into G+C quantile bins when ``gc`` is given).
 
     Quantiles are taken over the candidates given (the universe). Tied quantile edges are merged; then, in
-    order of accessibility (and of width within an accessibility bin), bins smaller than ``min_bin_size``
-    CREs are merged with their neighbours, so that every bin offers a choice of CREs to draw from.
+    order of accessibility (and of width within an accessibility bin, of GC within a width bin), bins smaller
+    than ``min_bin_size`` CREs are merged with their neighbours, so that every bin offers a choice of CREs to
+    draw from.
 
     Matching is only as fine as the bins: within a bin a top set can still sit at the open end. On the
     synthetic case of the tests (variant load proportional to accessibility, top set = the most open CREs),
     the residual pooled enrichment was 1.06 with 10 accessibility bins and 1.02 with 20 (the default).
 
+    Parameters
+    ----------
+    accessibility, width
+        One value per candidate CRE (:func:`matching_covariates`).
+    n_accessibility_bins, n_width_bins
+        Number of quantile bins of each (fewer where quantile edges tie).
+    min_bin_size
+        Smallest number of CREs in a bin after merging.
+    gc, n_gc_bins
+        G+C fraction per candidate CRE (``matching_covariates(..., genome_fasta=)["gc"]``) and its number of
+        quantile bins within each accessibility x width bin; ``None``: no GC matching (the labels are then
+        those of accessibility x width alone).
+
     Returns
     -------
     int array, one label per CRE (0 .. n_bins-1). All-zero labels would be the unmatched (uniform) null.
     """
-    accessibility, width = np.asarray(accessibility, dtype=float), np.asarray(width, dtype=float)
-    if accessibility.shape != width.shape or accessibility.ndim != 1:
-        raise ValueError("matching_bins: accessibility and width must be 1-d arrays of the same length (one "
+    covariates = {"accessibility": accessibility, "width": width} | ({} if gc is None else {"gc": gc})
+    covariates = {name: np.asarray(values, dtype=float) for name, values in covariates.items()}
+    accessibility = covariates["accessibility"]
+    if any(v.shape != accessibility.shape for v in covariates.values()) or accessibility.ndim != 1:
+        raise ValueError(f"matching_bins: {', '.join(covariates)} must be 1-d arrays of the same length (one "
                          "value per candidate CRE)")
-    if not (np.isfinite(accessibility).all() and np.isfinite(width).all()):
-        raise ValueError("matching_bins: accessibility and width must be finite for every candidate CRE")
-    acc_bin = _merge_small_bins(_quantile_bins(accessibility, n_accessibility_bins), min_bin_size)
-    labels = np.zeros(len(accessibility), dtype=np.int64)
-    next_label = 0
-    for a in range(acc_bin.max() + 1 if len(acc_bin) else 0):
-        members = np.flatnonzero(acc_bin == a)
-        width_bin = _merge_small_bins(_quantile_bins(width[members], n_width_bins), min_bin_size)
-        labels[members] = next_label + width_bin
-        next_label += width_bin.max() + 1
+    for name, values in covariates.items():
+        if not np.isfinite(values).all():
+            raise ValueError(f"matching_bins: {name} must be finite for every candidate CRE"
+                             + (" (NaN GC: CREs without A/C/G/T sequence; leave them out of the universe)"
+                                if name == "gc" else ""))
+    labels = _merge_small_bins(_quantile_bins(accessibility, n_accessibility_bins), min_bin_size)
+    labels = _split_bins(labels, covariates["width"], n_width_bins, min_bin_size)
+    if gc is not None:
+        labels = _split_bins(labels, covariates["gc"], n_gc_bins, min_bin_size)
     return labels
 
 
@@ -526,7 +569,73 @@ def expression_by_link_count(link_counts: pd.DataFrame, expression: pd.DataFrame
     return table
 
 
-# --------------------------------------------------------------------------------------------- region sets
+# --------------------------------------------------------------------------------------------- region sets, motifs
+
+_TABLE_COLUMNS = ["cre_set", "region_set", "n_set", "n_set_overlap", "n_background", "n_background_overlap",
+                  "frac_set", "frac_background", "odds_ratio", "pvalue", "qvalue"]
+
+
+def _check_coordinates(caller: str, background: pd.DataFrame) -> None:
+    for field in ("chrom", "start", "end"):
+        if field not in background:
+            raise ValueError(f"{caller}: background lacks '{field}' (pass atac.var with coordinates)")
+
+
+def _set_backgrounds(caller: str, cre_sets: dict, background: pd.DataFrame, bins, n_matched: int,
+                     seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each CRE set's members and background as boolean masks over the ``background`` rows: the rest of the
+    universe (``bins`` None), or the union of ``n_matched`` :func:`matched_random_sets` draws minus the set."""
+    names = pd.Index(background.index)
+    if not names.is_unique:
+        raise ValueError(f"{caller}: background CRE names must be unique")
+    if bins is not None and len(bins) != len(names):
+        raise ValueError(f"{caller}: bins ({len(bins)}) must give one label per background CRE ({len(names)})")
+    masks = {}
+    for name, cres in cre_sets.items():
+        pos = names.get_indexer(pd.Index(list(cres)).unique())
+        if (pos < 0).any():
+            raise ValueError(f"{caller}: {int((pos < 0).sum())} CREs of set {name!r} are not in the background")
+        in_set = np.zeros(len(names), dtype=bool)
+        in_set[pos] = True
+        if bins is None:
+            rest = ~in_set
+        else:
+            rest = np.zeros(len(names), dtype=bool)
+            if len(pos):
+                rest[np.unique(matched_random_sets(pos, bins, n_matched, seed))] = True
+            rest &= ~in_set
+        masks[name] = (in_set, rest)
+    return masks
+
+
+def _fisher_table(masks: dict, annotation: np.ndarray, labels: list[str]) -> pd.DataFrame:
+    """The shared core of :func:`region_set_enrichment` and :func:`motif_enrichment`: for each CRE set (``masks``
+    of :func:`_set_backgrounds`) and annotation (column of the boolean background CREs x annotations matrix,
+    named by ``labels``), the 2 x 2 table, one-sided Fisher p-value (hypergeometric upper tail), sample odds
+    ratio, and Benjamini-Hochberg q over all rows."""
+    annotation = np.asarray(annotation, dtype=bool)          # background CREs x annotations
+    frames = []
+    for name, (in_set, rest) in masks.items():
+        a = annotation[in_set].sum(0).astype(np.int64)          # set CREs with the annotation
+        c = annotation[rest].sum(0).astype(np.int64)            # background CREs with it
+        b, d = int(in_set.sum()) - a, int(rest.sum()) - c
+        n_total = a + b + c + d
+        with np.errstate(invalid="ignore", divide="ignore"):
+            p = stats.hypergeom.sf(a - 1, n_total, a + c, a + b)
+            p = np.where((a + b > 0) & (n_total > 0), np.clip(p, 0.0, 1.0), np.nan)
+            odds = np.where(b * c > 0, (a * d) / (b * c), np.where(a * d > 0, np.inf, np.nan))
+            frac_set = np.where(a + b > 0, a / (a + b), np.nan)
+            frac_background = np.where(c + d > 0, c / (c + d), np.nan)
+        frames.append(pd.DataFrame({"cre_set": name, "region_set": labels, "n_set": a + b, "n_set_overlap": a,
+                                    "n_background": c + d, "n_background_overlap": c, "frac_set": frac_set,
+                                    "frac_background": frac_background, "odds_ratio": odds, "pvalue": p}))
+    if frames and len(labels):
+        table = pd.concat(frames, ignore_index=True)
+    else:
+        table = pd.DataFrame(columns=_TABLE_COLUMNS[:-1])
+    table["qvalue"] = bh_qvalues(table["pvalue"]) if len(table) else np.zeros(0)
+    return table
+
 
 def region_set_enrichment(cre_sets: dict, region_sets: dict, background: pd.DataFrame, bins=None,
                           n_matched: int = 10, seed: int = 0) -> pd.DataFrame:
@@ -535,7 +644,8 @@ def region_set_enrichment(cre_sets: dict, region_sets: dict, background: pd.Data
     For each CRE set and region set, the 2 x 2 table counts the set's CREs and the background CREs that overlap
     (>= 1 bp, :func:`bound_cres`) at least one region; the p-value is the one-sided Fisher exact test of more
     overlap in the set than in the background (hypergeometric upper tail), q-values are Benjamini-Hochberg over
-    all set x region-set tests (:func:`bh_qvalues`).
+    all set x region-set tests (:func:`bh_qvalues`). :func:`motif_enrichment` is the same test with motif
+    occurrences in place of overlaps; :func:`tf_enrichment` runs both.
 
     Parameters
     ----------
@@ -563,49 +673,90 @@ def region_set_enrichment(cre_sets: dict, region_sets: dict, background: pd.Data
     ``frac_background``, ``odds_ratio`` (sample odds ratio of the 2 x 2 table; inf when the set-absent cells are
     empty), ``pvalue``, ``qvalue``.
     """
-    for field in ("chrom", "start", "end"):
-        if field not in background:
-            raise ValueError(f"region_set_enrichment: background lacks '{field}' (pass atac.var with coordinates)")
-    names = pd.Index(background.index)
-    if not names.is_unique:
-        raise ValueError("region_set_enrichment: background CRE names must be unique")
-    if bins is not None and len(bins) != len(names):
-        raise ValueError(f"region_set_enrichment: bins ({len(bins)}) must give one label per background CRE "
-                         f"({len(names)})")
-    positions = {}
-    for name, cres in cre_sets.items():
-        pos = names.get_indexer(pd.Index(list(cres)).unique())
-        if (pos < 0).any():
-            raise ValueError(f"region_set_enrichment: {int((pos < 0).sum())} CREs of set {name!r} are not in the "
-                             "background")
-        positions[name] = pos
-    hits = {region: bound_cres(background[["chrom", "start", "end"]], regions)
-            for region, regions in region_sets.items()}
-    rows = []
-    for name, pos in positions.items():
-        in_set = np.zeros(len(names), dtype=bool)
-        in_set[pos] = True
-        if bins is None:
-            rest = ~in_set
-        else:
-            rest = np.zeros(len(names), dtype=bool)
-            if len(pos):
-                rest[np.unique(matched_random_sets(pos, bins, n_matched, seed))] = True
-            rest &= ~in_set
-        for region, hit in hits.items():
-            a, b = int((hit & in_set).sum()), int((~hit & in_set).sum())
-            c, d = int((hit & rest).sum()), int((~hit & rest).sum())
-            n_total, n_hit = a + b + c + d, a + c
-            p = float(stats.hypergeom.sf(a - 1, n_total, n_hit, a + b)) if a + b > 0 and n_total > 0 else np.nan
-            with np.errstate(invalid="ignore", divide="ignore"):
-                odds = (a * d) / (b * c) if b * c > 0 else (np.inf if a * d > 0 else np.nan)
-            rows.append({"cre_set": name, "region_set": region, "n_set": a + b, "n_set_overlap": a,
-                         "n_background": c + d, "n_background_overlap": c,
-                         "frac_set": a / (a + b) if a + b else np.nan,
-                         "frac_background": c / (c + d) if c + d else np.nan,
-                         "odds_ratio": float(odds), "pvalue": min(1.0, max(0.0, p)) if np.isfinite(p) else np.nan})
-    table = pd.DataFrame(rows, columns=["cre_set", "region_set", "n_set", "n_set_overlap", "n_background",
-                                        "n_background_overlap", "frac_set", "frac_background", "odds_ratio",
-                                        "pvalue"])
+    _check_coordinates("region_set_enrichment", background)
+    masks = _set_backgrounds("region_set_enrichment", cre_sets, background, bins, n_matched, seed)
+    cres = background[["chrom", "start", "end"]]
+    overlaps = np.zeros((len(background), len(region_sets)), dtype=bool)
+    for k, regions in enumerate(region_sets.values()):
+        overlaps[:, k] = bound_cres(cres, regions)
+    return _fisher_table(masks, overlaps, list(region_sets))
+
+
+def motif_enrichment(cre_sets: dict, background: pd.DataFrame, genome_fasta, motifs=None, pvalue: float = 1e-4,
+                     bins=None, n_matched: int = 10, seed: int = 0) -> pd.DataFrame:
+    """Enrichment of CRE sets in TF motif occurrences: the one-sided Fisher test of :func:`region_set_enrichment`,
+    a CRE being annotated when it holds at least one hit of the motif on either strand
+    (:func:`cisformer.motifs.scan`).
+
+    The hits are called at ``pvalue`` per position and strand against the strand-symmetric base composition of
+    the whole background (:func:`cisformer.motifs.base_composition`); only the CREs of the sets and of their
+    backgrounds are scanned. A GC-rich set (promoters, CpG islands) holds more GC-rich motif hits by composition
+    alone: match the background on GC too, with ``bins`` from
+    ``matching_bins(cov["accessibility"], cov["width"], gc=cov["gc"])`` where
+    ``cov = matching_covariates(atac, genome_fasta=genome_fasta)``.
+
+    Parameters
+    ----------
+    cre_sets
+        Name -> CRE names (index labels of ``background``).
+    background
+        The candidate universe: DataFrame indexed by CRE name with ``chrom``, ``start``, ``end`` (e.g.
+        ``atac.var``).
+    genome_fasta
+        Path of the genome FASTA of the CREs' build (:func:`cisformer.motifs.cre_sequences`).
+    motifs
+        :class:`cisformer.motifs.Motif` objects or the dict of :func:`cisformer.motifs.read_jaspar` (default: the
+        shipped JASPAR 2024 CORE vertebrates, 879 motifs; ``read_jaspar(names=[...])`` selects TFs).
+    pvalue
+        Per-position p-value of a motif hit (:func:`cisformer.motifs.score_threshold`).
+    bins, n_matched, seed
+        The background of each set, as in :func:`region_set_enrichment`.
+
+    Returns
+    -------
+    The columns of :func:`region_set_enrichment`, ``region_set`` naming the motif (``"MA0080.7 Spi1"``) and the
+    ``*_overlap`` counts being CREs with >= 1 hit; one row per (CRE set, motif).
+    """
+    from . import motifs as motif_scan
+
+    _check_coordinates("motif_enrichment", background)
+    masks = _set_backgrounds("motif_enrichment", cre_sets, background, bins, n_matched, seed)
+    motifs = motif_scan.read_jaspar() if motifs is None else motifs
+    motifs = list(motifs.values()) if isinstance(motifs, dict) else list(motifs)
+    sequences = motif_scan.cre_sequences(background, genome_fasta)
+    composition = motif_scan.base_composition(sequences)
+    needed = np.zeros(len(background), dtype=bool)
+    for in_set, rest in masks.values():
+        needed |= in_set | rest
+    hits = np.zeros((len(background), len(motifs)), dtype=bool)
+    rows = np.flatnonzero(needed)
+    hits[rows] = motif_scan.scan([sequences[i] for i in rows], motifs, pvalue, background=composition)
+    return _fisher_table(masks, hits, [m.label for m in motifs])
+
+
+def tf_enrichment(cre_sets: dict, background: pd.DataFrame, region_sets: dict | None = None, genome_fasta=None,
+                  motifs=None, pvalue: float = 1e-4, bins=None, n_matched: int = 10, seed: int = 0) -> pd.DataFrame:
+    """TF enrichment of CRE sets from whichever evidence is given: overlap with region sets (ChIP-seq peaks,
+    :func:`region_set_enrichment`) and / or motif occurrences in the genome sequence (:func:`motif_enrichment`),
+    against the same backgrounds (same ``bins``, ``n_matched``, ``seed``).
+
+    Returns
+    -------
+    The rows of both tables with a first column ``annotation`` (``"region set"`` or ``"motif"``); ``qvalue`` is
+    Benjamini-Hochberg over all rows (one family of tests).
+    """
+    if region_sets is None and genome_fasta is None:
+        raise ValueError("tf_enrichment: give region_sets (e.g. cisformer.data.load_chip_peaks) and / or "
+                         "genome_fasta (motif enrichment)")
+    if motifs is not None and genome_fasta is None:
+        raise ValueError("tf_enrichment: motifs need the genome sequence; pass genome_fasta")
+    tables = []
+    if region_sets is not None:
+        table = region_set_enrichment(cre_sets, region_sets, background, bins, n_matched, seed)
+        tables.append(table.assign(annotation="region set"))
+    if genome_fasta is not None:
+        table = motif_enrichment(cre_sets, background, genome_fasta, motifs, pvalue, bins, n_matched, seed)
+        tables.append(table.assign(annotation="motif"))
+    table = pd.concat(tables, ignore_index=True)[["annotation"] + _TABLE_COLUMNS]
     table["qvalue"] = bh_qvalues(table["pvalue"]) if len(table) else np.zeros(0)
     return table

@@ -8,6 +8,8 @@ A re-implementation of EpiTrace's ``EpiTraceAge`` / ``EpiTraceAge_Convergence`` 
     epitrace.age(atac, clock)                                    # obs["epitrace_age"] in [0, 1]
     cres = epitrace.age_associated_cres(atac)                    # per-peak correlation with age, p, BH q
     clusters = epitrace.trajectory_clusters(atac, cres.index[cres["q"] < 0.05])
+    generated = epitrace.generated_age(pred, clock, open_fraction)   # predicted probabilities, top-k calls
+    epitrace.age_agreement(atac.obs["epitrace_age"], known_age, groups=atac.obs["cell_type"])
 
 Steps of :func:`age` (numbers as in SOURCE.txt):
 
@@ -344,6 +346,38 @@ def age(atac, clock_loci, n_dispersed: int = 3000, n_signal_peaks: int = 200, re
     return atac
 
 
+def generated_age(pred, clock_loci, open_fraction: float, **kwargs) -> ad.AnnData:
+    """EpiTrace age of generated ATAC, called open / closed by one rule for every method.
+
+    EpiTrace counts the accessible clock loci of each cell; predicted probabilities are all above zero, so they are
+    binarised first: in every cell the ``round(open_fraction * n_CREs)`` most probable CREs are called open
+    (:func:`cisformer.metrics.binarize`, rule ``"topk"``), which depends only on how each cell ranks its CREs.
+
+    Parameters
+    ----------
+    pred
+        AnnData, cells x CREs, probabilities in ``X`` (:func:`cisformer.predict.rna_to_atac`, a baseline's
+        ``predict_atac``), CRE coordinates in ``var`` or var_names.
+    clock_loci
+        Clock loci on the CREs' build (:func:`cisformer.data.load_clock_loci`).
+    open_fraction
+        Mean open fraction of the measured ATAC of the training cells (the same for every method).
+    **kwargs
+        Passed to :func:`age` (``inplace`` excluded).
+
+    Returns
+    -------
+    A new AnnData: ``X`` the binary calls (CSR float32), ``obs`` / ``var`` copied from ``pred``, with :func:`age`'s
+    columns written. A method that predicts the same probabilities for every cell (the floor) calls the same CREs
+    open everywhere, so all its cells get the same age.
+    """
+    from .metrics import binarize
+
+    called = binarize(pred.X, rule="topk", open_fraction=open_fraction)
+    out = ad.AnnData(sp.csr_matrix(called, dtype=np.float32), obs=pred.obs.copy(), var=pred.var.copy())
+    return age(out, clock_loci, **kwargs)
+
+
 # --------------------------------------------------------------------------------------------- age-associated CREs
 def age_correlations(X, ages, method: str = "spearman", chunk: int = 2000):
     """Correlation of each column of ``X`` (cells x peaks) with ``ages``: ``(r, p)``, two-sided t-test p on
@@ -455,6 +489,196 @@ def trajectory_clusters(atac, cres, age_key: str = "epitrace_age", n_bins: int =
     out["cluster"] = relabel[labels]
     out["trend"] = trend
     return out
+
+
+# --------------------------------------------------------------------------------------------- comparing ages
+def parse_ages(values) -> np.ndarray:
+    """Numeric ages from numbers or from labels that start with one (Tabula Muris Senis ``"3m"``, ``"24 months"``).
+
+    The unit is kept as written (``"3m"`` -> 3.0); values without a leading number become NaN.
+    """
+    raw = pd.Series(np.asarray(values, dtype=object))
+    numeric = pd.to_numeric(raw, errors="coerce")
+    leading = pd.to_numeric(raw.astype(str).str.extract(r"^\s*([-+]?\d*\.?\d+)", expand=False), errors="coerce")
+    return numeric.fillna(leading).to_numpy(dtype=float)
+
+
+def age_groups(ages, max_groups: int = 6) -> pd.Series:
+    """Groups of chronological age for plots: the distinct ages when there are at most ``max_groups`` (the six ages
+    of Tabula Muris Senis), else ``max_groups`` quantile bins labelled ``"low-high"`` (3 significant digits).
+    Categorical, ordered from young to old; NaN stays NaN."""
+    ages = pd.Series(np.asarray(ages, dtype=float))
+    if ages.nunique() <= max_groups:
+        return pd.Series(pd.Categorical(ages, categories=np.sort(ages.dropna().unique()), ordered=True))
+    edges = np.unique(np.nanquantile(ages, np.linspace(0, 1, max_groups + 1)))
+    labels = [f"{lo:.3g}-{hi:.3g}" for lo, hi in zip(edges[:-1], edges[1:])]
+    return pd.cut(ages, edges, labels=labels, include_lowest=True)
+
+
+def age_agreement(estimated, reference, groups=None, min_cells: int = 10) -> pd.DataFrame:
+    """Spearman correlation of estimated ages with reference ages, over all cells and within each group.
+
+    Parameters
+    ----------
+    estimated, reference
+        One value per cell (e.g. EpiTrace age and planted or chronological age); cells where either is NaN are
+        left out.
+    groups
+        Optional label per cell (e.g. cell type): one row per group after the row over all cells.
+    min_cells
+        Rows with fewer cells (or fewer than 3), or where either age is constant, get NaN correlation and p.
+
+    Returns
+    -------
+    DataFrame: ``group`` (``"all"`` first, then the groups sorted), ``n_cells``, ``spearman``, ``p``.
+    """
+    estimated = np.asarray(estimated, dtype=float)
+    reference = np.asarray(reference, dtype=float)
+
+    def one(mask):
+        ok = mask & np.isfinite(estimated) & np.isfinite(reference)
+        n = int(ok.sum())
+        if n < max(min_cells, 3) or np.ptp(estimated[ok]) == 0 or np.ptp(reference[ok]) == 0:
+            return n, np.nan, np.nan
+        rho, p = stats.spearmanr(estimated[ok], reference[ok])
+        return n, float(rho), float(p)
+
+    rows = [("all", *one(np.ones(len(estimated), dtype=bool)))]
+    if groups is not None:
+        labels = np.asarray(groups).astype(str)
+        rows += [(g, *one(labels == g)) for g in np.unique(labels)]
+    return pd.DataFrame(rows, columns=["group", "n_cells", "spearman", "p"])
+
+
+def accessible_clock_loci(atac, clock_loci, layer: str | None = None) -> np.ndarray:
+    """Per cell, the number of accessible peaks that overlap a clock locus (step 3 of :func:`age`, before any
+    peak is dropped): how much clock signal a cell's library holds."""
+    X = atac.layers[layer] if layer is not None else atac.X
+    return np.asarray((X[:, np.flatnonzero(clock_peak_mask(atac, clock_loci))] > 0).sum(axis=1)).ravel()
+
+
+def age_by_depth(atac, clock_loci, keeps, reference: str = "age", seed: int = 0, **kwargs) -> pd.DataFrame:
+    """How well EpiTrace age recovers a known age as the cells' libraries get shallower.
+
+    For each fraction in ``keeps`` the counts are thinned binomially (:func:`cisformer.data.downsample_atac`, as
+    if sequenced less deeply), then EpiTrace age (:func:`age`, ``**kwargs``) is compared with ``obs[reference]``.
+
+    Returns
+    -------
+    DataFrame, one row per fraction: ``keep``, ``accessible_clock_loci`` (mean per cell,
+    :func:`accessible_clock_loci`), ``n_cells`` (cells given an age), ``spearman``, ``p`` (:func:`age_agreement`)
+    and ``note``: empty, or why no age could be estimated (too few clock peaks open in enough cells).
+    """
+    from .data import downsample_atac
+
+    rows = []
+    for keep in keeps:
+        thin = downsample_atac(atac, keep, seed)
+        row = {"keep": keep, "accessible_clock_loci": float(accessible_clock_loci(thin, clock_loci).mean())}
+        try:
+            estimate = age(thin, clock_loci, inplace=False, **kwargs)
+        except ValueError as err:
+            rows.append({**row, "n_cells": 0, "spearman": np.nan, "p": np.nan, "note": str(err)})
+            continue
+        agreement = age_agreement(estimate, thin.obs[reference]).iloc[0]
+        rows.append({**row, "n_cells": int(agreement["n_cells"]), "spearman": agreement["spearman"],
+                     "p": agreement["p"], "note": ""})
+    return pd.DataFrame(rows)
+
+
+def compare_ages(ages: pd.DataFrame, reference: str, groups, min_cells: int = 10) -> pd.DataFrame:
+    """Agreement of every column of ``ages`` with its ``reference`` column, per cell and per group mean.
+
+    Parameters
+    ----------
+    ages
+        Cells x methods (e.g. EpiTrace age on measured ATAC and on each method's generated ATAC).
+    reference
+        Column the others are compared with.
+    groups
+        Label per cell (cell type) for the group means.
+    min_cells
+        Groups with fewer cells holding both ages are left out of the group means.
+
+    Returns
+    -------
+    One row per other column: ``method``, ``n_cells`` (both ages finite), ``n_distinct`` (distinct finite ages;
+    1 means the method's age carries no per-cell information), ``spearman_cells`` / ``p_cells`` (over cells,
+    :func:`age_agreement`), ``n_groups``, ``spearman_group_means`` / ``p_group_means`` (Spearman of the per-group
+    mean ages; NaN below 3 groups).
+    """
+    labels = np.asarray(groups).astype(str)
+    ref = ages[reference].to_numpy(dtype=float)
+    rows = []
+    for method in ages.columns.drop(reference):
+        a = ages[method].to_numpy(dtype=float)
+        ok = np.isfinite(a) & np.isfinite(ref)
+        both = pd.DataFrame({"age": a[ok], "reference": ref[ok], "group": labels[ok]})
+        sizes = both["group"].value_counts()
+        means = both[both["group"].isin(sizes.index[sizes >= min_cells])].groupby("group")[["age", "reference"]].mean()
+        cells = age_agreement(a, ref, min_cells=min_cells).iloc[0]
+        group = age_agreement(means["age"], means["reference"], min_cells=3).iloc[0]
+        rows.append({"method": method, "n_cells": int(cells["n_cells"]),
+                     "n_distinct": int(pd.unique(a[np.isfinite(a)]).size), "spearman_cells": cells["spearman"],
+                     "p_cells": cells["p"], "n_groups": len(means), "spearman_group_means": group["spearman"],
+                     "p_group_means": group["p"]})
+    return pd.DataFrame(rows)
+
+
+def age_cre_list(table: pd.DataFrame, n_top: int | None) -> pd.Index:
+    """The ``n_top`` CREs with the smallest p of an :func:`age_associated_cres` table, among those tested (finite
+    p); a fixed-size list, comparable between methods whatever their power. ``n_top=None``: every tested CRE."""
+    finite = table[np.isfinite(table["p"].to_numpy(dtype=float))]
+    return finite.sort_values("p", kind="stable").index[:n_top]
+
+
+def cre_list_overlap(tables: dict, reference: str, n_top: int, q_cutoff: float = 0.05) -> pd.DataFrame:
+    """Overlap of each method's age-associated CRE list with the reference's (e.g. measured ATAC's).
+
+    A method's list is :func:`age_cre_list` (its ``n_top`` CREs with the smallest p among those it could test).
+    Overlap is counted among the CREs tested in both tables.
+
+    Parameters
+    ----------
+    tables
+        Method -> :func:`age_associated_cres` table (index CRE names; ``p``, ``q``, ``direction``).
+    reference
+        Key of the table the others are compared with.
+    n_top
+        List size.
+    q_cutoff
+        Reported: how many CREs of each table pass BH q < ``q_cutoff``.
+
+    Returns
+    -------
+    One row per method other than ``reference``: ``method``, ``n_tested``, ``n_significant`` (q < ``q_cutoff``),
+    ``n_common`` (CREs tested in both), ``n_listed`` / ``n_listed_reference`` (list sizes within them),
+    ``n_shared``, ``jaccard``, ``jaccard_random`` (Jaccard of random lists of the same sizes, from the expected
+    overlap ``a b / N``), ``p_overlap`` (one-sided hypergeometric: this many shared or more),
+    ``same_direction`` (fraction of the shared CREs that open with age in both or close in both).
+    """
+    ref = tables[reference]
+    ref_tested, ref_listed = age_cre_list(ref, None), age_cre_list(ref, n_top)
+    rows = []
+    for method, table in tables.items():
+        if method == reference:
+            continue
+        tested_here, listed = age_cre_list(table, None), age_cre_list(table, n_top)
+        common = ref_tested.intersection(tested_here)
+        a, b = ref_listed.intersection(common), listed.intersection(common)
+        shared = a.intersection(b)
+        n = len(common)
+        expected = len(a) * len(b) / n if n else np.nan
+        union = len(a) + len(b) - len(shared)
+        rows.append({
+            "method": method, "n_tested": len(tested_here), "n_significant": int((table["q"] < q_cutoff).sum()),
+            "n_common": n, "n_listed": len(b), "n_listed_reference": len(a), "n_shared": len(shared),
+            "jaccard": len(shared) / union if union else np.nan,
+            "jaccard_random": expected / (len(a) + len(b) - expected) if n and len(a) + len(b) > expected else np.nan,
+            "p_overlap": float(stats.hypergeom.sf(len(shared) - 1, n, len(a), len(b))) if n else np.nan,
+            "same_direction": float((table.loc[shared, "direction"] == ref.loc[shared, "direction"]).mean())
+            if len(shared) else np.nan})
+    return pd.DataFrame(rows)
 
 
 # --------------------------------------------------------------------------------------------- simulation

@@ -104,19 +104,22 @@ def _device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _batches(model, dataset, batch_size: int, n_keys: np.ndarray, cells=None):
+def _batches(model, dataset, batch_size: int, n_keys: np.ndarray, cells=None, rank: int = 0, world: int = 1):
     """Key batches of ``dataset``'s cells (default all; else the rows ``cells``) grouped by their number of key
-    tokens ``n_keys``, so that little padding is computed."""
+    tokens ``n_keys``, so that little padding is computed. Under ``world`` processes, this process (``rank``)
+    takes batches ``rank, rank + world, ...`` of that order: the same batches as one process computes."""
     device = _device_of(model)
     order = np.argsort(n_keys, kind="stable") if cells is None else cells[np.argsort(n_keys[cells], kind="stable")]
-    for lo in range(0, len(order), batch_size):
+    for b, lo in enumerate(range(0, len(order), batch_size)):
+        if b % world != rank:
+            continue
         batch = collate([dataset[int(i)] for i in order[lo:lo + batch_size]])
         yield batch["cell"].numpy(), {k: v.to(device) for k, v in batch.items()}
 
 
 @torch.no_grad()
 def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0,
-                   X_log=None, cells=None) -> np.ndarray:
+                   X_log=None, cells=None, distributed: bool | None = None) -> np.ndarray:
     """Logits of ``queries`` (default: every output feature) for every cell of ``X`` (or the rows ``cells``).
 
     ``X`` is a cells x input-vocabulary CSR matrix (genes for rna2atac, CREs for atac2rna, columns in the
@@ -126,7 +129,13 @@ def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 819
     (cells, queries) for rna2atac, (cells, queries, n_bins) for atac2rna, float32, rows in the order of
     ``cells``. The keys of a batch of cells are encoded once and reused for every chunk of queries; a cell's key
     draw depends on its row of ``X`` and ``seed`` only, so a block of rows gives the rows of the whole.
+
+    ``distributed``: ``None`` (default) splits the batches between the processes of a running multi-process
+    group (:mod:`cisformer.distributed`) and gathers them, so every process returns the whole, equal bit for bit
+    to one process's result (the same batches are computed); ``False``: this process computes every row.
     """
+    from .distributed import all_gather, process_group
+
     cfg = model.config
     queries = np.arange(cfg.n_out) if queries is None else np.asarray(queries)
     dataset = X if isinstance(X, CellKeys) else CellKeys(X, cfg, seed, X_log)
@@ -142,13 +151,20 @@ def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 819
     n_rows = dataset.X.shape[0] if cells is None else len(cells)
     shape = (n_rows, len(queries)) + (() if cfg.out_width == 1 else (cfg.out_width,))
     out = np.empty(shape, dtype=np.float32)
-    for rows, batch in _batches(model, dataset, batch_size, n_keys, cells):
+    rank, world = (0, 1) if distributed is False else process_group(cpu=device.type == "cpu")
+    mine = []
+    for rows, batch in _batches(model, dataset, batch_size, n_keys, cells, rank, world):
         if cells is not None:
             rows = position[rows]
+        mine.append(rows)
         keys = model.encode_keys(batch)  # projected once, reused for every chunk
         for lo in range(0, len(queries), chunk):
             query = query_all[lo:lo + chunk].expand(len(rows), -1)
             out[rows, lo:lo + chunk] = model.decode(query, keys).float().cpu().numpy()
+    if world > 1:
+        mine = np.concatenate(mine) if mine else np.zeros(0, dtype=np.int64)
+        for rows, values in all_gather((mine, out[mine]), world):
+            out[rows] = values
     model.train(was_training)
     return out
 
@@ -197,7 +213,8 @@ def _cre_var(model, cre_idx, cres) -> pd.DataFrame:
 @torch.no_grad()
 def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 8192, cres=None,
                 seed: int = 0, out=None, store: str = "prob+binary", dtype: str = "float16", top_k=None,
-                block_cells=None, compression=None, resume: bool = True, on_block=None) -> ad.AnnData:
+                block_cells=None, compression=None, resume: bool = True, on_block=None,
+                distributed: bool | None = None) -> ad.AnnData:
     """Predict chromatin accessibility of every CRE for every cell from its RNA.
 
     Parameters
@@ -247,7 +264,13 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
     resume
         ``False``: discard an interrupted ``OUT.partial`` and start over.
     on_block
-        Called as ``on_block(cells_done, n_cells)`` after each written block (progress).
+        Called as ``on_block(cells_done, n_cells)`` after each written block (progress); under several
+        processes, each process reports its own cells.
+    distributed
+        ``None`` (default): in a running multi-process group (``torchrun``; README, "Many processes") the
+        processes share the cells and every process returns the whole result, equal to one process's (call it on
+        every process); with ``out``, each process writes a shard and the main process merges them into ``out``.
+        ``False``: this process predicts every cell alone (e.g. on the main process only).
 
     Returns
     -------
@@ -273,8 +296,8 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
         return stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=threshold,
                                   batch_size=batch_size, chunk=chunk, seed=seed, store=store, dtype=dtype,
                                   top_k=top_k, block_cells=block_cells, compression=compression, resume=resume,
-                                  on_block=on_block)
-    logits = predict_logits(model, X, cre_idx, batch_size, chunk, seed, X_log)
+                                  on_block=on_block, distributed=distributed)
+    logits = predict_logits(model, X, cre_idx, batch_size, chunk, seed, X_log, distributed=distributed)
     prob = _sigmoid(logits)
     value, rule, k = _binary_rule(model, threshold, len(cre_idx))
     binary = _binarize(prob, value, k)
@@ -288,7 +311,8 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
 
 
 @torch.no_grad()
-def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0) -> ad.AnnData:
+def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0,
+                distributed: bool | None = None) -> ad.AnnData:
     """Predict the expression of every gene of the vocabulary for every cell from its open CREs.
 
     Parameters
@@ -306,6 +330,9 @@ def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, 
         Cells and gene queries per forward pass.
     seed
         Seeds the choice of CRE keys for cells with more open CREs than ``model.config.cre_len``.
+    distributed
+        As in :func:`rna_to_atac`: ``None`` shares the cells between the processes of a running group (every
+        process returns the whole), ``False`` predicts every cell in this process.
 
     Returns
     -------
@@ -318,7 +345,8 @@ def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, 
         raise ValueError(f"atac_to_rna needs an atac2rna model, got a {model.config.direction} model")
     X = align_features(atac, model.cre_names, "CREs")
     n_genes, n_bins = model.config.n_genes, model.config.n_bins
-    prob = torch.softmax(torch.from_numpy(predict_logits(model, X, None, batch_size, chunk, seed)), -1).numpy()
+    prob = torch.softmax(torch.from_numpy(predict_logits(model, X, None, batch_size, chunk, seed,
+                                                         distributed=distributed)), -1).numpy()
 
     if mask is not None:
         if isinstance(mask, ad.AnnData):

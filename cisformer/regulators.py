@@ -277,3 +277,117 @@ def program_recovery(ranking: pd.DataFrame, truth, by: str = "rank", exclude=Non
                      "base_rate": float(label.mean()), "precision_at_n": float(label[top].mean())})
     return pd.DataFrame(rows, columns=["cell_type", "auprc", "auroc", "n_cres", "n_true", "base_rate",
                                        "precision_at_n"])
+
+
+# ----------------------------------------------------------------------------------------------- subtypes, markers
+def marker_genes(rna, groupby: str = "cell_type", n_markers: int = 20, min_cells: int = 1) -> dict[str, list[str]]:
+    """Each group's marker genes: the ``n_markers`` genes with the largest pseudobulk log fold change
+    (log1p counts per 10,000 of the group minus the mean over the other groups, :func:`enrichment.pseudobulk`).
+
+    Groups with fewer than ``min_cells`` cells are left out (and not part of the other groups' reference).
+    Returns a dict group -> gene names, best first.
+    """
+    from .enrichment import pseudobulk
+
+    labels = rna.obs[groupby].astype(str)
+    counts = labels.value_counts()
+    kept = labels.isin(counts[counts >= min_cells].index).to_numpy()
+    if (counts >= min_cells).sum() < 2:
+        raise ValueError(f"marker_genes needs at least two groups of {groupby!r} with >= {min_cells} cells")
+    names, expr = pseudobulk(rna.X[kept], labels.to_numpy()[kept])
+    markers = {}
+    for i, group in enumerate(names):
+        lfc = expr[i] - np.delete(expr, i, axis=0).mean(0)
+        markers[str(group)] = [str(g) for g in rna.var_names[np.argsort(-lfc, kind="stable")[:n_markers]]]
+    return markers
+
+
+def marker_proximity(specific: dict, markers: dict, cre_var: pd.DataFrame, gene_var: pd.DataFrame,
+                     window: int = 250_000) -> pd.DataFrame:
+    """Do a group's specific CREs lie near that group's marker genes more often than the other CREs do?
+
+    For each group: the distance (bp) from every CRE's midpoint to the nearest TSS of the group's markers on the
+    same chromosome (infinite when none); the fraction of the group's specific CREs and of the rest of ``cre_var``
+    (background) within ``window`` bp of one, and a one-sided Fisher exact test of more specific CREs within it.
+
+    Parameters
+    ----------
+    specific
+        Group -> CRE names (index labels of ``cre_var``), e.g. the ``specific`` rows of :func:`celltype_cres`.
+    markers
+        Group -> marker gene names (index labels of ``gene_var``; :func:`marker_genes`).
+    cre_var, gene_var
+        ``atac.var`` (``chrom``, ``start``, ``end``) and ``rna.var`` (coordinates, :func:`attention.gene_tss`).
+    window
+        Distance (bp) that counts as near (default 250 kb, the links' window).
+
+    Returns
+    -------
+    One row per group: ``group``, ``n_specific``, ``n_markers_located``, ``median_distance_specific``,
+    ``median_distance_background``, ``frac_near_specific``, ``frac_near_background``, ``odds_ratio``, ``pvalue``.
+    """
+    from .attention import gene_tss
+
+    tss = pd.Series(gene_tss(gene_var), index=gene_var.index)
+    chrom_gene = gene_var["chrom"].astype(str)
+    chrom_cre = cre_var["chrom"].astype(str).to_numpy()
+    mid = (cre_var["start"].to_numpy(dtype=np.float64) + cre_var["end"].to_numpy(dtype=np.float64)) / 2
+    rows = []
+    for group, cres in specific.items():
+        genes = [g for g in markers.get(group, []) if g in tss.index and np.isfinite(tss[g])]
+        distance = np.full(len(cre_var), np.inf)
+        for g in genes:
+            same = chrom_cre == chrom_gene[g]
+            distance[same] = np.minimum(distance[same], np.abs(mid[same] - tss[g]))
+        member = cre_var.index.isin(list(cres))
+        near = distance <= window
+        a, b = int((near & member).sum()), int((~near & member).sum())
+        c, d = int((near & ~member).sum()), int((~near & ~member).sum())
+        odds, p = stats.fisher_exact([[a, b], [c, d]], alternative="greater") if member.any() else (np.nan, np.nan)
+        rows.append({"group": str(group), "n_specific": int(member.sum()), "n_markers_located": len(genes),
+                     "median_distance_specific": float(np.median(distance[member])) if member.any() else np.nan,
+                     "median_distance_background": float(np.median(distance[~member])),
+                     "frac_near_specific": a / max(a + b, 1), "frac_near_background": c / max(c + d, 1),
+                     "odds_ratio": float(odds), "pvalue": float(p)})
+    return pd.DataFrame(rows)
+
+
+def subtypes(rna, groupby: str, parent: str, resolution: float = 0.5, n_top_genes: int = 1000, n_pcs: int = 30,
+             n_neighbors: int = 15, seed: int = 0, key_added: str = "subtype"):
+    """Subtypes of one cell type: leiden subclusters of its cells' RNA, and PAGA between them (scanpy).
+
+    The cells of ``rna.obs[groupby] == parent`` are log-normalised (10,000 per cell), reduced to their
+    ``n_top_genes`` most variable genes and ``n_pcs`` principal components, joined in a ``n_neighbors`` kNN graph
+    and clustered (leiden, ``resolution``); PAGA (Wolf et al. 2019) then gives the connectivity between the
+    subclusters.
+
+    Returns
+    -------
+    AnnData of the parent's cells (raw counts in ``X``, as given) with ``obs[key_added]`` = ``"<parent> s<k>"``,
+    ``obsm["X_pca"]`` and ``uns["paga"]`` (``connectivities``: subclusters x subclusters, in the order of
+    ``obs[key_added].cat.categories``).
+    """
+    import scanpy as sc
+
+    if groupby not in rna.obs:
+        raise ValueError(f"rna.obs has no column {groupby!r}")
+    member = rna.obs[groupby].astype(str).to_numpy() == parent
+    if member.sum() < max(3 * n_neighbors, 30):
+        raise ValueError(f"subtypes: {parent!r} has {int(member.sum())} cells in {groupby!r}; need at least "
+                         f"{max(3 * n_neighbors, 30)}")
+    cells = rna[member].copy()
+    work = cells.copy()
+    sc.pp.normalize_total(work, target_sum=1e4)
+    sc.pp.log1p(work)
+    sc.pp.highly_variable_genes(work, n_top_genes=min(n_top_genes, work.n_vars), subset=True)
+    sc.pp.pca(work, n_comps=min(n_pcs, work.n_vars - 1, work.n_obs - 1), random_state=seed)
+    sc.pp.neighbors(work, n_neighbors=n_neighbors, random_state=seed)
+    sc.tl.leiden(work, resolution=resolution, random_state=seed, key_added="leiden", flavor="igraph",
+                 n_iterations=2, directed=False)
+    sc.tl.paga(work, groups="leiden")
+    labels = [f"{parent} s{k}" for k in work.obs["leiden"].astype(str)]
+    cells.obs[key_added] = pd.Categorical(labels, categories=[f"{parent} s{k}" for k in
+                                                              work.obs["leiden"].cat.categories])
+    cells.obsm["X_pca"] = work.obsm["X_pca"]
+    cells.uns["paga"] = {"connectivities": work.uns["paga"]["connectivities"].toarray()}
+    return cells

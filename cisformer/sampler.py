@@ -27,8 +27,16 @@ atac2rna
 Randomness: every item draws from ``np.random.default_rng((seed, epoch, item))``, so batches are identical
 whatever the number of DataLoader workers and a resumed run sees the same draws as an uninterrupted one.
 Nothing here densifies a cells x features matrix.
+
+Larger than memory: the matrices of :class:`PairedCells` may be :class:`DiskCSR` (rows of a CSR matrix in an
+``.h5ad`` written by anndata - the file a ``backed="r"`` AnnData reads - or in memory-mapped ``.npy`` files,
+:meth:`DiskCSR.write_memmap`), read row by row in each DataLoader worker. They give the same items as the matrices
+in memory (same cells, same token draws, bit for bit), with any number of workers.
 """
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -128,6 +136,124 @@ def _as_csr(X) -> sp.csr_matrix:
     return X
 
 
+class DiskCSR:
+    """A cells x features CSR matrix on disk, read one row at a time (the rows a training batch needs).
+
+    :meth:`from_h5ad`: a CSR matrix of an ``.h5ad`` file (``X`` or ``layers/NAME``, as anndata writes it; the file a
+    ``backed="r"`` AnnData reads, see :meth:`from_anndata`), through h5py; :meth:`memmap`: ``indptr.npy``,
+    ``indices.npy`` and ``data.npy`` in a folder (:meth:`write_memmap`), memory-mapped. Only ``indptr`` is held in
+    memory (8 bytes per cell); files are opened lazily in each process, so a DataLoader worker opens its own handle.
+    Rows come back as :class:`PairedCells` reads in-memory rows: float32 values, sorted indices, duplicates summed,
+    stored zeros dropped."""
+
+    def __init__(self, source: str, path, key: str, indptr: np.ndarray, shape: tuple[int, int]):
+        self.source, self.path, self.key = source, str(path), key
+        self.indptr, self.shape = np.asarray(indptr, dtype=np.int64), (int(shape[0]), int(shape[1]))
+        self._pid, self._arrays = None, None
+
+    @classmethod
+    def from_h5ad(cls, path, key: str = "X") -> "DiskCSR":
+        """The CSR matrix ``key`` (``"X"``, ``"layers/counts"``, ...) of the ``.h5ad`` file ``path``."""
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            if key not in f:
+                raise ValueError(f"{path}: no matrix {key!r}")
+            g = f[key]
+            kind = g.attrs.get("encoding-type", "")
+            kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+            if not isinstance(g, h5py.Group) or kind != "csr_matrix":
+                raise ValueError(f"{path}: {key!r} is stored as {kind or 'a dense array'}, not a CSR matrix; "
+                                 "write it sparse (adata.X = scipy.sparse.csr_matrix(adata.X)) or use "
+                                 "DiskCSR.write_memmap")
+            return cls("h5ad", path, key, g["indptr"][:], tuple(g.attrs["shape"]))
+
+    @classmethod
+    def from_anndata(cls, adata, layer: str | None = None) -> "DiskCSR":
+        """``adata.X`` (or ``adata.layers[layer]``) of an AnnData opened with ``backed="r"``."""
+        if not adata.isbacked:
+            raise ValueError("the AnnData is in memory: pass its matrix itself, or open it with backed='r'")
+        return cls.from_h5ad(adata.filename, "X" if layer is None else f"layers/{layer}")
+
+    @classmethod
+    def memmap(cls, folder) -> "DiskCSR":
+        """The matrix that :meth:`write_memmap` wrote to ``folder``."""
+        folder = Path(folder)
+        shape = tuple(np.load(folder / "shape.npy"))
+        return cls("memmap", folder, "", np.load(folder / "indptr.npy"), shape)
+
+    @staticmethod
+    def write_memmap(X, folder, rows_per_block: int = 4096) -> "DiskCSR":
+        """Write ``X`` (any scipy sparse matrix, numpy array or a backed AnnData's ``X``) to ``folder`` as CSR
+        ``.npy`` files, ``rows_per_block`` rows at a time; returns it opened."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        n_rows, n_cols = X.shape
+        blocks = [(lo, min(lo + rows_per_block, n_rows)) for lo in range(0, n_rows, rows_per_block)]
+        indptr, dtype = np.zeros(n_rows + 1, dtype=np.int64), np.dtype(np.float32)
+        for lo, hi in blocks:  # two passes over X: one block in memory at a time
+            block = sp.csr_matrix(X[lo:hi])
+            indptr[lo + 1:hi + 1] = indptr[lo] + block.indptr[1:]
+            dtype = np.result_type(dtype, block.dtype)
+        nnz = int(indptr[-1])
+        indices = np.lib.format.open_memmap(folder / "indices.npy", mode="w+", dtype=np.int64, shape=(nnz,))
+        data = np.lib.format.open_memmap(folder / "data.npy", mode="w+", dtype=dtype, shape=(nnz,))
+        for lo, hi in blocks:
+            block = sp.csr_matrix(X[lo:hi])
+            indices[indptr[lo]:indptr[hi]], data[indptr[lo]:indptr[hi]] = block.indices, block.data
+        indices.flush(), data.flush()
+        del indices, data
+        np.save(folder / "indptr.npy", indptr)
+        np.save(folder / "shape.npy", np.array([n_rows, n_cols], dtype=np.int64))
+        return DiskCSR.memmap(folder)
+
+    def __getstate__(self):  # no open handles to a worker process
+        return {**self.__dict__, "_pid": None, "_arrays": None}
+
+    def _open(self):
+        if self._pid != os.getpid():
+            if self.source == "h5ad":
+                import h5py
+
+                g = h5py.File(self.path, "r")[self.key]
+                self._arrays = (g["indices"], g["data"])
+            else:
+                folder = Path(self.path)
+                self._arrays = (np.load(folder / "indices.npy", mmap_mode="r"),
+                                np.load(folder / "data.npy", mmap_mode="r"))
+            self._pid = os.getpid()
+        return self._arrays
+
+    def row(self, cell: int) -> tuple[np.ndarray, np.ndarray]:
+        """Column indices (int64, sorted) and values (float32, non-zero) of row ``cell``."""
+        lo, hi = int(self.indptr[cell]), int(self.indptr[cell + 1])
+        indices, data = self._open()
+        idx = np.asarray(indices[lo:hi]).astype(np.int64)
+        values = np.asarray(data[lo:hi]).astype(np.float32)
+        if (len(idx) > 1 and not (np.diff(idx) > 0).all()) or not values.all():
+            X = _as_csr(sp.csr_matrix((values, idx, [0, len(idx)]), shape=(1, self.shape[1])))
+            idx, values = X.indices.astype(np.int64), X.data
+        return idx, values
+
+    def positive_per_row(self, rows_per_block: int = 65536) -> np.ndarray:
+        """Number of positive entries of every row (of its canonical form, see :meth:`row`), reading the matrix
+        block after block."""
+        indices, data = self._open()
+        counts = np.zeros(self.shape[0], dtype=np.int64)
+        for lo in range(0, self.shape[0], rows_per_block):
+            hi = min(lo + rows_per_block, self.shape[0])
+            ptr = self.indptr[lo:hi + 1]
+            positive = np.concatenate([[0], np.cumsum(np.asarray(data[ptr[0]:ptr[-1]]).astype(np.float32) > 0)])
+            counts[lo:hi] = positive[ptr[1:] - ptr[0]] - positive[ptr[:-1] - ptr[0]]
+            # rows whose indices are not strictly increasing (unsorted or duplicated): counted after canonicalising
+            idx = np.asarray(indices[ptr[0]:ptr[-1]])
+            bad = np.flatnonzero(np.diff(idx) <= 0) + 1  # entry k + 1 not after entry k ...
+            bad = bad[~np.isin(bad, ptr - ptr[0])]       # ... within a row
+            for cell in np.unique(lo + np.searchsorted(ptr - ptr[0], bad, side="right") - 1):
+                counts[cell] = int((self.row(int(cell))[1] > 0).sum())
+        return counts
+
+
 class PairedCells(Dataset):
     """Training samples: item ``i`` is cell ``cells[i // multiple]``, repeat ``i % multiple``.
 
@@ -152,8 +278,11 @@ class PairedCells(Dataset):
 
     def __init__(self, rna_X, atac_X, cells, config: CisformerConfig, multiple: int = 1, seed: int = 0,
                  bin_edges=None, depth_centre: float | None = None, rna_log=None):
-        self.rna_X, self.atac_X = _as_csr(rna_X), _as_csr(atac_X)
-        self.rna_log = log_normalized(self.rna_X) if rna_log is None else _as_csr(rna_log)
+        self.rna_X, self.atac_X = _as_csr_or_disk(rna_X), _as_csr_or_disk(atac_X)
+        if rna_log is None:  # on disk: computed row by row (the same values, see _row)
+            self.rna_log = None if isinstance(self.rna_X, DiskCSR) else log_normalized(self.rna_X)
+        else:
+            self.rna_log = _as_csr_or_disk(rna_log)
         if self.rna_X.shape[0] != self.atac_X.shape[0]:
             raise ValueError(f"RNA has {self.rna_X.shape[0]} cells but ATAC has {self.atac_X.shape[0]}")
         if (self.rna_X.shape[1], self.atac_X.shape[1]) != (config.n_genes, config.n_cres):
@@ -164,7 +293,10 @@ class PairedCells(Dataset):
         if config.direction == "atac2rna" and bin_edges is None:
             raise ValueError("atac2rna needs bin_edges (see expression_bin_edges)")
         self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
-        self.depth = log_depth(self.atac_X)
+        if isinstance(self.atac_X, DiskCSR):
+            self.depth = np.log(np.maximum(self.atac_X.positive_per_row(), 1)).astype(np.float32)
+        else:
+            self.depth = log_depth(self.atac_X)
         self.depth_centre = float(self.depth[self.cells].mean()) if depth_centre is None else float(depth_centre)
 
     def set_epoch(self, epoch: int) -> None:
@@ -175,6 +307,12 @@ class PairedCells(Dataset):
         return len(self.cells) * self.multiple
 
     def _row(self, X, cell):
+        if X is None:  # rna_log of matrices on disk: log_normalized of the row, as of the whole in memory
+            genes, counts = self.rna_X.row(cell)
+            X = log_normalized(sp.csr_matrix((counts, genes, [0, len(genes)]), shape=(1, self.rna_X.shape[1])))
+            return X.indices.astype(np.int64), X.data
+        if isinstance(X, DiskCSR):
+            return X.row(cell)
         lo, hi = X.indptr[cell], X.indptr[cell + 1]
         return X.indices[lo:hi].astype(np.int64), X.data[lo:hi]
 
@@ -208,6 +346,10 @@ class PairedCells(Dataset):
         if cfg.arch == "cisformer":
             item["bins_all"] = bins
         return item
+
+
+def _as_csr_or_disk(X):
+    return X if isinstance(X, DiskCSR) else _as_csr(X)
 
 
 def _dense_row(idx: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -286,7 +428,24 @@ def collate(items: list[dict]) -> dict:
 
 def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 num_workers: int = 0) -> DataLoader:
-    """DataLoader with the cisformer collate; the shuffle order is seeded by (seed, epoch)."""
+    """DataLoader with the cisformer collate; the shuffle order is seeded by (seed, epoch). Items draw from their
+    own seeded generators (:class:`PairedCells`), so batches do not depend on ``num_workers``; workers' global
+    numpy and torch generators are seeded by (seed, epoch, worker) besides."""
     generator = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
+    extra = {}
+    if num_workers > 0:
+        extra["worker_init_fn"] = _WorkerSeed(int(seed), int(epoch))
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator,
-                      num_workers=num_workers, persistent_workers=False)
+                      num_workers=num_workers, persistent_workers=False, **extra)
+
+
+class _WorkerSeed:
+    """``worker_init_fn``: seeds a worker's global numpy and torch generators by (seed, epoch, worker id)."""
+
+    def __init__(self, seed: int, epoch: int):
+        self.seed, self.epoch = seed, epoch
+
+    def __call__(self, worker_id: int) -> None:
+        entropy = np.random.SeedSequence((self.seed, self.epoch, worker_id)).generate_state(2)
+        np.random.seed(int(entropy[0]))
+        torch.manual_seed(int(entropy[1]))

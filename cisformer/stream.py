@@ -62,9 +62,10 @@ def partial_path(out) -> Path:
 
 def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None, batch_size: int = 1,
                        chunk: int = 8192, seed: int = 0, store: str = "prob+binary", dtype: str = "float16",
-                       top_k=None, block_cells=None, compression=None, resume: bool = True, on_block=None):
+                       top_k=None, block_cells=None, compression=None, resume: bool = True, on_block=None,
+                       distributed: bool | None = None):
     """The streamed path of :func:`cisformer.predict.rna_to_atac` (see there); returns ``OUT`` read backed."""
-    from .predict import _binarize, _binary_rule, _cre_var, _open_fraction_k, _sigmoid, predict_logits
+    from .predict import _binarize, _binary_rule, _cre_var, _open_fraction_k
 
     if store not in STORES:
         raise ValueError(f"store must be one of {STORES}, got {store!r}")
@@ -98,11 +99,63 @@ def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None,
     identity = {"model": model_fingerprint(model), "input": input_fingerprint(X, X_log, rna.obs_names),
                 "settings": settings}
 
+    from .distributed import barrier, process_group
+
+    rank, world = (0, 1) if distributed is False else process_group(cpu=next(model.parameters()).device.type == "cpu")
+    blocks = [(lo, min(lo + block_cells, n_cells)) for lo in range(0, n_cells, block_cells)]
     partial = partial_path(out)
-    writer, done = None, 0
-    if partial.exists() and resume:
+    obs = rna.obs.copy()
+    obs.index = obs.index.astype(str)
+    var = _cre_var(model, cre_idx, cres)
+
+    def block_matrices(prob):
+        found = {}
+        if store in ("prob+binary", "prob"):
+            found["X"] = prob.astype(np_dtype, copy=False)
+        if store in ("prob+binary", "binary"):
+            found["layers/binary" if store == "prob+binary" else "X"] = sp.csr_matrix(_binarize(prob, value, k))
+        if store == "topk":
+            top = sp.csr_matrix(_binarize(prob, None, k))
+            row_of = np.repeat(np.arange(top.shape[0]), np.diff(top.indptr))
+            found["X"] = sp.csr_matrix((prob[row_of, top.indices].astype(np_dtype).astype(np.float32), top.indices,
+                                        top.indptr), shape=top.shape)
+        return found
+
+    np_dtype = np.dtype(dtype)
+    if world == 1:
+        _predict_blocks(model, X, X_log, seed, cre_idx, batch_size, chunk, blocks, partial, obs, var, uns, matrices,
+                        identity, compression, resume, block_matrices, on_block, n_cells)
+        os.replace(partial, out)
+        return ad.read_h5ad(out, backed="r")
+
+    # many processes: process r predicts blocks r, r + world, ... into its own shard; the main process merges
+    mine = blocks[rank::world]
+    rows = np.concatenate([np.arange(lo, hi) for lo, hi in mine]) if mine else np.zeros(0, dtype=np.int64)
+    if mine:  # more processes than blocks: the last ones have none
+        shard = shard_path(out, rank, world)
+        _predict_blocks(model, X, X_log, seed, cre_idx, batch_size, chunk, mine, partial_path(shard), obs.iloc[rows],
+                        var, uns, matrices, {**identity, "shard": f"{rank}/{world}"}, compression, resume,
+                        block_matrices, on_block, len(rows))
+        os.replace(partial_path(shard), shard)
+    barrier()
+    if rank == 0:
+        _merge_shards(out, world, blocks, obs, var, uns, matrices, identity, compression)
+    barrier()
+    return ad.read_h5ad(out, backed="r")
+
+
+def shard_path(out, rank: int, world: int) -> Path:
+    """The file that process ``rank`` of ``world`` writes its blocks to before they are merged into ``out``."""
+    out = Path(out)
+    return out.with_name(f"{out.name}.shard{rank}of{world}")
+
+
+def _open_writer(path: Path, n_rows: int, obs, var, uns, matrices, identity, compression, resume):
+    """A :class:`StreamedH5ad` at ``path``: resumed when an interrupted file of the same ``identity`` is there
+    (another identity is refused), else new. Returns (writer, rows done)."""
+    if path.exists() and resume:
         try:
-            found, _ = StreamedH5ad.identity_of(partial)
+            found, _ = StreamedH5ad.identity_of(path)
         except (OSError, KeyError):  # unreadable (killed while creating it): start over
             found = None
         if found is not None:
@@ -110,41 +163,82 @@ def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None,
             if differ:
                 words = {"model": "another model", "input": "other input cells or counts",
                          "settings": f"other settings ({found.get('settings')})"}
-                raise ValueError(f"{partial} holds an interrupted prediction made with "
+                raise ValueError(f"{path} holds an interrupted prediction made with "
                                  f"{' and '.join(words[d] for d in differ)}; refusing to resume it. Delete it, "
                                  "or start over with resume=False (cisformer predict --restart)")
-            writer, done = StreamedH5ad.open_resume(partial)
-    if writer is None:
-        if partial.exists():
-            partial.unlink()
-        obs = rna.obs.copy()
-        obs.index = obs.index.astype(str)
-        writer = StreamedH5ad.create(partial, n_cells, n_cres, obs, _cre_var(model, cre_idx, cres), uns, matrices,
-                                     identity, compression=compression)
-    np_dtype = np.dtype(dtype)
+            if found.get("shard") == identity.get("shard"):
+                return StreamedH5ad.open_resume(path)
+    if path.exists():
+        path.unlink()
+    return StreamedH5ad.create(path, n_rows, len(var), obs, var, uns, matrices, identity, compression=compression), 0
+
+
+def _predict_blocks(model, X, X_log, seed, cre_idx, batch_size, chunk, blocks, path, obs, var, uns, matrices,
+                    identity, compression, resume, block_matrices, on_block, n_total) -> None:
+    """Predict the cell ``blocks`` ((lo, hi) row ranges of ``X``) and write them one after the other to ``path``
+    (resuming an interrupted file), then finish it."""
+    from .predict import _sigmoid, predict_logits
+
+    n_rows = sum(hi - lo for lo, hi in blocks)
+    writer, done = _open_writer(path, n_rows, obs, var, uns, matrices, identity, compression, resume)
     try:
         dataset = CellKeys(X, model.config, seed, X_log)  # prepared once, read block after block
-        for lo in range(done, n_cells, block_cells):
-            rows = np.arange(lo, min(lo + block_cells, n_cells))
-            prob = _sigmoid(predict_logits(model, dataset, cre_idx, batch_size, chunk, cells=rows))
-            blocks = {}
-            if store in ("prob+binary", "prob"):
-                blocks["X"] = prob.astype(np_dtype, copy=False)
-            if store in ("prob+binary", "binary"):
-                blocks["layers/binary" if store == "prob+binary" else "X"] = sp.csr_matrix(_binarize(prob, value, k))
-            if store == "topk":
-                top = sp.csr_matrix(_binarize(prob, None, k))
-                row_of = np.repeat(np.arange(top.shape[0]), np.diff(top.indptr))
-                blocks["X"] = sp.csr_matrix((prob[row_of, top.indices].astype(np_dtype).astype(np.float32), top.indices, top.indptr),
-                                            shape=top.shape)
+        at = 0
+        for lo, hi in blocks:
+            if at + hi - lo <= done:  # written before the interruption
+                at += hi - lo
+                continue
+            rows = np.arange(lo, hi)
+            prob = _sigmoid(predict_logits(model, dataset, cre_idx, batch_size, chunk, cells=rows,
+                                           distributed=False))
+            found = block_matrices(prob)
             del prob
-            writer.write_block(lo, blocks)
-            del blocks
+            writer.write_block(at, found)
+            del found
+            at += hi - lo
             if on_block is not None:
-                on_block(int(rows[-1]) + 1, n_cells)
+                on_block(at if n_rows != n_total else hi, n_total)
         writer.finish()
     except BaseException:
         writer.close()
         raise
+
+
+def _merge_shards(out: Path, world: int, blocks, obs, var, uns, matrices, identity, compression) -> None:
+    """Write ``out`` from the shards of ``world`` processes (block ``b`` is in shard ``b % world``), block by
+    block in cell order, then delete the shards."""
+    import h5py
+
+    partial = partial_path(out)
+    if partial.exists():
+        partial.unlink()
+    writer = StreamedH5ad.create(partial, len(obs), len(var), obs, var, uns, matrices, identity,
+                                 compression=compression)
+    used = min(world, len(blocks))
+    files = [h5py.File(shard_path(out, r, world), "r") for r in range(used)]
+    try:
+        at = [0] * world
+        for b, (lo, hi) in enumerate(blocks):
+            r, n = b % world, hi - lo
+            f, a = files[r], at[r]
+            found = {}
+            for name, (kind, _) in matrices.items():
+                if kind == "dense":
+                    found[name] = f[name][a:a + n]
+                else:
+                    g = f[name]
+                    ptr = g["indptr"][a:a + n + 1]
+                    found[name] = sp.csr_matrix((g["data"][ptr[0]:ptr[-1]], g["indices"][ptr[0]:ptr[-1]],
+                                                 ptr - ptr[0]), shape=(n, len(var)))
+            writer.write_block(lo, found)
+            at[r] += n
+        writer.finish()
+    except BaseException:
+        writer.close()
+        raise
+    finally:
+        for f in files:
+            f.close()
     os.replace(partial, out)
-    return ad.read_h5ad(out, backed="r")
+    for r in range(used):
+        shard_path(out, r, world).unlink()

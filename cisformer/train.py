@@ -1,4 +1,5 @@
-"""Training on accelerate: one code path for CPU, one GPU, many GPUs and many nodes (``accelerate launch``).
+"""Training on accelerate: one code path for CPU, one GPU, many GPUs and many nodes (one process each, started by
+``python -m torch.distributed.run`` or ``accelerate launch``; README, "Many processes").
 
 :func:`fit` trains one direction on paired AnnData and returns the best-validation model. A checkpoint folder
 makes runs cheap to repeat and safe to interrupt::
@@ -172,7 +173,7 @@ def _set_rng_state(state: dict) -> None:
 
 
 def _accelerator(device: str):
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
 
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
@@ -181,7 +182,10 @@ def _accelerator(device: str):
     use_cuda = torch.cuda.is_available() and device != "cpu"
     # mixed precision only on CUDA: bf16 matmuls are ~400x slower than fp32 on CPUs without AMX
     precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if use_cuda else "no"
-    return Accelerator(cpu=not use_cuda, mixed_precision=precision)
+    # under several processes (DDP): some parameters get no gradient in some steps (e.g. the value embedding of
+    # a direction that has none), which DDP must be told; one process never reads this
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=not use_cuda, mixed_precision=precision, kwargs_handlers=[ddp])
 
 
 def _set_positions(model: Cisformer, gene_var: pd.DataFrame, cre_var: pd.DataFrame) -> None:
@@ -238,8 +242,9 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     checkpoint_dir
         Folder for checkpoints (see module docstring). ``None``: train in memory, no resume.
     device
-        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``; under ``accelerate launch`` the launcher's
-        processes and devices are used.
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``; under a multi-process launch
+        (``torchrun``, ``accelerate launch``) the launcher's processes and devices are used: each process trains
+        on every N-th batch of the epoch's shuffled order, and all end with the same weights and history.
     epochs
         Maximum epochs (default: the profile's).
     arch
@@ -355,7 +360,11 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
         loader = make_loader(train_set, train_cfg.batch_size, shuffle=True, seed=seed, epoch=epoch,
                              num_workers=train_cfg.num_workers)
         if accelerator.num_processes > 1:
+            # each process takes every num_processes-th batch of the one shuffled order (accelerate pads the last
+            # round with the epoch's first samples when the batches do not divide evenly); the prepared loader
+            # calls train_set.set_epoch with its own count, which starts at 0 for a new loader: give it ours
             loader = accelerator.prepare(loader)
+            loader.set_epoch(epoch)
         model.train()
         total, n_seen = 0.0, 0
         bar = tqdm(loader, desc=f"{direction} epoch {epoch + 1}/{train_cfg.epochs}", leave=False,
@@ -372,6 +381,10 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
             total, n_seen = total + loss.item() * n, n_seen + n
             bar.set_postfix(loss=f"{loss.item():.4f}")
         scheduler.step()
+        if accelerator.num_processes > 1:  # every process's samples: the same history on every process
+            sums = accelerator.reduce(torch.tensor([total, n_seen], dtype=torch.float64, device=accelerator.device),
+                                      reduction="sum")
+            total, n_seen = sums[0].item(), int(sums[1].item())
         train_loss = total / max(n_seen, 1)
         train_seconds = time.perf_counter() - t0
         val_loss = evaluate(model, val_set, train_cfg.batch_size, accelerator)
@@ -383,7 +396,6 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
             best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
         else:
             bad_epochs += 1
-        n_seen *= accelerator.num_processes
         rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **criterion,
                      "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "samples": n_seen,
                      "samples_per_s": n_seen / train_seconds})

@@ -301,7 +301,7 @@ def build_references(ref: Path, genes_hg38: pd.DataFrame, genes_mm10: pd.DataFra
         write_table(df, rel, source=f"{origin}, lifted hg19->hg38 with pyliftover 0.4.1 + UCSC chain", licence=lic,
                     description=f"{what}; columns chrom, start0_hg38, end_hg38, id, PP, trait, chrom_hg19, pos_hg19_1based")
 
-    # TF ChIP peaks (hg38 lifted TF sets only; DNase sets are hg19 and left out), trimmed to chrom/start/end/summit
+    # TF ChIP peaks (hg38 lifted TF sets; the hg19 DNase sets are lifted by build_dnase), trimmed to chrom/start/end/summit
     man = pd.read_csv(ref / "chip_peaks/MANIFEST.tsv", sep="\t")
     man = man[man.build.str.startswith("hg38") & ~man.assay.str.contains("DNase")]
     frames, sets = [], []
@@ -320,6 +320,8 @@ def build_references(ref: Path, genes_hg38: pd.DataFrame, genes_mm10: pd.DataFra
                 "JUN K562, E2F4 LCL), hg38-lifted; columns dataset, chrom, start, end, summit (offset, -1 unknown)")
     write_table(pd.DataFrame(sets), "reference/chip_peaks_sets.tsv.gz", source="../shared/data/reference/chip_peaks/MANIFEST.tsv",
                 licence="ENCODE data, no use restrictions", description="one row per ChIP set: TF, cell type, assay, peak count")
+
+    build_dnase(ref)
 
     ep = ref / "epitrace_clock"
     for src, rel, what in [("mouse_clock_lifted_human_to_mouse_mm10.bed", "reference/epitrace_mouse_clock_mm10.bed.gz",
@@ -341,6 +343,38 @@ def build_references(ref: Path, genes_hg38: pd.DataFrame, genes_mm10: pd.DataFra
               source="broadinstitute/SpliceAI-lookup@d204c34d669fc498d1b17370fc6a4f3e5056bfdb:hg38ToHg19.over.chain.gz (UCSC)",
               licence="UCSC chain files, freely usable",
               description="UCSC liftOver chain hg38 -> hg19 (genome-build check of user peaks)")
+
+
+DNASE_SETS = {  # Roadmap DNase hotspots (FDR 0.01) of the blood cell types the DNase check of notebook 06 needs
+    "B cells": "DNase_B_cells_RoadmapE032", "T cells": "DNase_T_cells_RoadmapE034",
+    "NK cells": "DNase_NK_cells_RoadmapE046", "CD14 monocytes": "DNase_CD14_monocytes_RoadmapE029",
+    "CD34 HSPC": "DNase_CD34_HSPC_mobilized_RoadmapE050"}
+
+
+def build_dnase(ref: Path) -> None:
+    """Roadmap DNase peaks of five blood cell types, hg19 -> hg38 (cisformer.vocab.liftover: both ends map
+    uniquely to one chromosome on + with a similar length), columns cell_type, dataset, chrom, start, end."""
+    import sys
+
+    sys.path.insert(0, str(HERE.parent))
+    from cisformer.vocab import liftover
+
+    man = pd.read_csv(ref / "chip_peaks/MANIFEST.tsv", sep="\t").set_index("dir")
+    frames = []
+    for cell_type, folder in DNASE_SETS.items():
+        bed = pd.read_csv(ref / "chip_peaks" / folder / man.loc[folder, "file"], sep="\t", header=None,
+                          usecols=[0, 1, 2], names=["chrom", "start", "end"])
+        lifted = liftover(bed, HERE / "reference/hg19ToHg38.over.chain.gz")
+        print(f"DNase {cell_type}: {len(lifted)} of {len(bed)} peaks lifted")
+        frames.append(lifted[["chrom", "start", "end"]].assign(cell_type=cell_type, dataset=folder))
+    peaks = pd.concat(frames, ignore_index=True)[["cell_type", "dataset", "chrom", "start", "end"]]
+    write_table(peaks, "reference/dnase_blood_hg38.tsv.xz",
+                source="caleblareau/mtscATACpaper_reproducibility@e543610bf2:numt_analysis/data/encode_roadmap_peaks/"
+                       "E029/E032/E034/E046/E050-DNase.hotspot.fdr0.01.peaks.bed.gz (Roadmap), lifted hg19->hg38 "
+                       "(cisformer.vocab.liftover, pyliftover + UCSC chain)",
+                licence="ENCODE/Roadmap data, no use restrictions",
+                description="Roadmap DNase-seq hotspot peaks (FDR 0.01) of B, T, NK cells, CD14 monocytes and "
+                            "mobilised CD34 HSPC, hg38-lifted; columns cell_type, dataset, chrom, start, end")
 
 
 # ---------------------------------------------------------------------------------------------------- manifest

@@ -49,8 +49,23 @@ DATASETS = {
         (f"{GEO}/GSE126nnn/GSE126074/suppl/GSE126074_AdBrainCortex_SNAREseq_chromatin.barcodes.tsv.gz", None, "file"),
         (f"{GEO}/GSE126nnn/GSE126074/suppl/GSE126074_AdBrainCortex_SNAREseq_chromatin.peaks.tsv.gz", None, "file"),
     ]),
-    "tms_kidney": ("Tabula Muris Senis kidney (scRNA-seq with ages)", "Fig 5 kidney aging", [
-        ("https://tabula-muris-senis.ds.czbiohub.org/", None, "page"),
+    "tms_kidney": ("Tabula Muris Senis kidney, droplet scRNA-seq, ages 1-30 months (CELLxGENE .h5ad: counts in .raw, "
+                   "Ensembl IDs with symbols in var['feature_name'], obs['age'] e.g. '3m', obs['cell_type']; the file "
+                   "the paper's authors used; CELLxGENE files are versioned: if it has moved, take the kidney 10x "
+                   "dataset from the collection page, or the figshare 'processed files' "
+                   "tabula-muris-senis-droplet-processed-official-annotations-Kidney.h5ad)",
+                   "Fig 5 / S5 kidney aging: notebook 07 with -p aging_rna FILE -p age_key age "
+                   "(and a kidney model: mouse_kidney10x)", [
+        ("https://datasets.cellxgene.cziscience.com/e896f2b3-e22b-42c0-81e8-9dd1b6e80d64.h5ad", None, "file"),
+        ("https://cellxgene.cziscience.com/collections/0b9d8a04-bb9d-44da-aa27-705bb65b54eb", None, "page"),
+        ("https://figshare.com/articles/dataset/Processed_files_to_use_with_scanpy_/8273102", None, "page"),
+    ]),
+    "mouse_kidney10x": ("10x Multiome mouse kidney nuclei (cell-arc 2.0.2, mm10; RNA + peaks in one h5)",
+                        "Fig 5: paired data of the paper's RNA->ATAC kidney model; `cisformer preprocess --data FILE "
+                        "--genome mm10 --name mouse_kidney --out DIR`, then notebook 07 with -p dataset mouse_kidney "
+                        "-p data_dir DIR", [
+        ("https://cf.10xgenomics.com/samples/cell-arc/2.0.2/M_Kidney_Chromium_Nuc_Isolation_vs_SaltyEZ_vs_ComplexTissueDP/"
+         "M_Kidney_Chromium_Nuc_Isolation_vs_SaltyEZ_vs_ComplexTissueDP_filtered_feature_bc_matrix.h5", None, "file"),
     ]),
     "htan_pancancer": ("HTAN pan-cancer single-cell multiome", "Fig 4 (controlled / registration)", [
         ("https://data.humantumoratlas.org/", None, "page"),

@@ -382,6 +382,28 @@ def test_find_counts_in_x_layers_and_raw():
     assert ".raw" in note and (found.X != rna.X).nnz == 0
 
 
+def test_read_rna_cellxgene_layout(tmp_path):
+    """RNA-only cells as CELLxGENE ships them: log-normalised X, counts in .raw, Ensembl IDs with symbols in a column."""
+    rna, _ = data.load("bmmc")
+    rna = rna[:, :50].copy()
+    symbols = rna.var_names.to_numpy().copy()
+    symbols[1] = symbols[0]                                          # a duplicated symbol
+    counts = ad.AnnData(rna.X.copy(), obs=rna.obs.assign(age="3m"),
+                        var=pd.DataFrame({"feature_name": symbols}, index=[f"ENSG{i:011d}" for i in range(50)]))
+    logged = _log_normalised(counts)
+    logged.raw = ad.AnnData(counts.X, obs=counts.obs, var=pd.DataFrame(index=counts.var_names))  # symbols in var only
+    logged.write_h5ad(tmp_path / "tms.h5ad")
+    counts.write_h5ad(tmp_path / "counts.h5ad")                                                   # counts in X
+    assert data.read_rna(tmp_path / "counts.h5ad", gene_column="feature_name").var_names.is_unique
+    read = data.read_rna(tmp_path / "tms.h5ad", gene_column="feature_name")
+    assert (read.X != rna.X).nnz == 0 and read.X.dtype == np.float32 and ".raw" in read.uns["counts_note"]
+    assert read.var_names[0] == symbols[0] and read.var_names[1] != symbols[0] and read.var_names.is_unique
+    assert list(read.var_names[2:]) == list(symbols[2:]) and (read.obs["age"] == "3m").all()
+    assert data.read_rna(tmp_path / "tms.h5ad").var_names[0] == "ENSG00000000000"
+    with pytest.raises(data.InputError, match="feature_name"):
+        data.read_rna(tmp_path / "tms.h5ad", gene_column="symbol")
+
+
 def test_log_normalised_rna_is_refused_or_recovered_exactly(tmp_path):
     rna, atac = data.load("bmmc")
     logged = _log_normalised(rna)

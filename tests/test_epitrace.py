@@ -155,3 +155,90 @@ def test_trajectory_clusters_separate_rising_and_falling(aged):
     assert sorted(k4["cluster"].unique()) == [0, 1, 2, 3]
     with pytest.raises(KeyError):
         epitrace.trajectory_clusters(atac, ["chrZ:1-2"], k=1)
+
+
+def test_generated_age_calls_topk_and_recovers_age(aged):
+    atac, loci = aged
+    rng = np.random.default_rng(7)
+    probs = atac.X.toarray() / atac.X.max() * 0.9 + rng.uniform(0, 0.05, size=atac.shape)   # all above zero
+    pred = atac.copy()
+    pred.X = probs.astype(np.float32)
+    open_fraction = float((atac.X > 0).mean())
+    out = epitrace.generated_age(pred, loci, open_fraction)
+    k = int(round(open_fraction * atac.n_vars))
+    assert np.all(np.asarray(out.X.sum(axis=1)).ravel() == k) and out.obs_names.equals(atac.obs_names)
+    assert spearman(out.obs["epitrace_age"], atac.obs["age"]) > 0.8
+    flat = pred.copy()
+    flat.X = np.tile(probs.mean(axis=0), (atac.n_obs, 1)).astype(np.float32)           # the floor: one row for all
+    assert epitrace.generated_age(flat, loci, open_fraction).obs["epitrace_age"].nunique() == 1
+
+
+def test_parse_ages_and_age_groups():
+    parsed = epitrace.parse_ages(["3m", "18m", " 24 months", 5, 1.5e-3, "old", None])
+    assert np.allclose(parsed[:5], [3, 18, 24, 5, 1.5e-3]) and np.isnan(parsed[5:]).all()
+    few = epitrace.age_groups([30, 3, 3, 24, np.nan])
+    assert list(few.cat.categories) == [3, 24, 30] and few.cat.ordered and few.isna().sum() == 1
+    many = epitrace.age_groups(np.linspace(0, 1, 100), max_groups=5)
+    assert many.nunique() == 5 and many.value_counts().min() == 20 and many.cat.ordered
+    assert list(many.cat.categories) == ["0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1"]
+
+
+def test_age_agreement_and_compare_ages():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(size=200)
+    groups = np.repeat(["a", "b", "c", "d"], 50)
+    table = epitrace.age_agreement(truth ** 3, truth, groups=groups, min_cells=10)      # monotone: rho = 1
+    assert list(table["group"]) == ["all", "a", "b", "c", "d"] and np.allclose(table["spearman"], 1)
+    assert table["n_cells"].tolist() == [200, 50, 50, 50, 50]
+    few = epitrace.age_agreement(truth, -truth, groups=groups, min_cells=60)
+    assert few.loc[0, "spearman"] == pytest.approx(-1) and few["spearman"].iloc[1:].isna().all()
+    with_nan = np.where(np.arange(200) < 20, np.nan, truth)
+    assert epitrace.age_agreement(with_nan, truth).loc[0, "n_cells"] == 180
+    offset = np.array([0.0, 0.3, 0.6, 0.9])[np.repeat(np.arange(4), 50)]              # group means follow truth's
+    ages = pd.DataFrame({"measured": truth + offset, "same": truth + offset, "shuffled": rng.permutation(truth),
+                         "constant": np.zeros(200), "group_only": offset})
+    res = epitrace.compare_ages(ages, "measured", groups).set_index("method")
+    assert list(res.index) == ["same", "shuffled", "constant", "group_only"]
+    assert res.loc["same", "spearman_cells"] == pytest.approx(1) and res.loc["same", "n_groups"] == 4
+    assert abs(res.loc["shuffled", "spearman_cells"]) < 0.2
+    assert res.loc["constant", "n_distinct"] == 1 and np.isnan(res.loc["constant", "spearman_cells"])
+    assert res.loc["group_only", "spearman_group_means"] == pytest.approx(1)
+
+
+def test_cre_list_overlap():
+    names = [f"chr1:{i * 1000}-{i * 1000 + 500}" for i in range(100)]
+
+    def table(order, direction="up", untested=()):
+        p = np.empty(100)
+        p[order] = np.linspace(1e-6, 0.9, 100)
+        p[list(untested)] = np.nan
+        return pd.DataFrame({"p": p, "q": p * 2, "direction": direction}, index=names)
+
+    order = np.arange(100)
+    tables = {"measured": table(order), "same": table(order), "reversed": table(order[::-1]),
+              "flipped": table(order, direction="down"), "partly_untested": table(order, untested=range(5))}
+    res = epitrace.cre_list_overlap(tables, "measured", n_top=10).set_index("method")
+    assert res.loc["same", "jaccard"] == 1 and res.loc["same", "same_direction"] == 1
+    assert res.loc["same", "jaccard_random"] == pytest.approx(0.1 / 1.9) and res.loc["same", "p_overlap"] < 1e-10
+    assert res.loc["reversed", "n_shared"] == 0 and res.loc["reversed", "p_overlap"] == 1
+    assert res.loc["flipped", "same_direction"] == 0
+    assert res.loc["partly_untested", ["n_tested", "n_common", "n_listed", "n_listed_reference", "n_shared"]].tolist() == \
+        [95, 95, 10, 5, 5]
+    assert res.loc["same", "n_significant"] == int((tables["same"]["q"] < 0.05).sum())
+
+
+def test_age_cre_list():
+    table = pd.DataFrame({"p": [0.5, np.nan, 0.01, 0.2]}, index=list("abcd"))
+    assert list(epitrace.age_cre_list(table, 2)) == ["c", "d"]
+    assert list(epitrace.age_cre_list(table, None)) == ["c", "d", "a"]
+
+
+def test_age_by_depth_and_accessible_clock_loci(aged):
+    atac, loci = aged
+    per_cell = epitrace.accessible_clock_loci(atac, loci)
+    assert np.array_equal(per_cell, atac.obs["epitrace_age_accessible_loci"].to_numpy())
+    table = epitrace.age_by_depth(atac, loci, [1.0, 0.3, 0.005], seed=0)
+    assert list(table["keep"]) == [1.0, 0.3, 0.005] and table["accessible_clock_loci"].is_monotonic_decreasing
+    assert table.loc[0, "spearman"] > 0.8 and table.loc[0, "accessible_clock_loci"] == pytest.approx(per_cell.mean())
+    assert table.loc[1, "spearman"] < table.loc[0, "spearman"]                   # shallower -> worse
+    assert table.loc[2, "n_cells"] == 0 and np.isnan(table.loc[2, "spearman"]) and "fewer than 2" in table.loc[2, "note"]

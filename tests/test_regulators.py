@@ -151,3 +151,43 @@ def test_region_set_enrichment_finds_planted_overlap_not_random(programs):
     assert m["pvalue"] < 1e-3 and 0 < m["n_background"] < len(background) - 15
     with pytest.raises(ValueError, match="not in the background"):
         enrichment.region_set_enrichment({"x": ["chr9:1-2"]}, region_sets, background)
+
+
+def test_marker_genes_and_proximity_find_the_planted_markers_and_their_cres(programs):
+    rna, atac, truth = programs
+    markers = regulators.marker_genes(rna, "cell_type", n_markers=5)
+    for cell_type, planted in truth.attrs["markers"].items():
+        assert len(set(markers[cell_type]) & set(planted)) >= 4, (cell_type, markers[cell_type], planted)
+    program = {k: list(g["cre"]) for k, g in truth.groupby("cell_type")}
+    table = regulators.marker_proximity(program, markers, atac.var, rna.var).set_index("group")
+    assert list(table.index) == sorted(program)
+    assert (table["frac_near_specific"] > table["frac_near_background"]).all()
+    assert (table["pvalue"] < 1e-3).all() and (table["n_specific"] == [len(v) for v in program.values()]).all()
+    row = table.iloc[0]
+    near_set, n_set = round(row["frac_near_specific"] * row["n_specific"]), row["n_specific"]
+    n_bg = atac.n_vars - n_set
+    near_bg = round(row["frac_near_background"] * n_bg)
+    expected = stats.fisher_exact([[near_set, n_set - near_set], [near_bg, n_bg - near_bg]], alternative="greater")
+    assert row["pvalue"] == pytest.approx(expected[1]) and row["odds_ratio"] == pytest.approx(expected[0])
+    # random CREs are not nearer the markers than the rest
+    rng = np.random.default_rng(0)
+    random = {k: list(rng.choice(atac.var_names, len(v), replace=False)) for k, v in program.items()}
+    assert (regulators.marker_proximity(random, markers, atac.var, rna.var)["pvalue"] > 0.01).all()
+    with pytest.raises(ValueError, match="two groups"):
+        regulators.marker_genes(rna, "cell_type", min_cells=10_000)
+
+
+def test_subtypes_recover_planted_subtypes_and_connect_them_with_paga():
+    rna, _, _ = simulate.paired(n_cells=600, n_genes=100, n_cres=200, n_cell_types=3, seed=1)
+    rna.obs["parent"] = "all"
+    sub = regulators.subtypes(rna, "parent", "all", resolution=0.3, n_top_genes=100, seed=0)
+    assert sub.n_obs == 600 and sub.obs["subtype"].astype(str).str.startswith("all s").all()
+    from sklearn.metrics import adjusted_rand_score
+    assert adjusted_rand_score(sub.obs["cell_type"], sub.obs["subtype"]) > 0.8
+    conn = sub.uns["paga"]["connectivities"]
+    n = len(sub.obs["subtype"].cat.categories)
+    assert conn.shape == (n, n) and np.allclose(conn, conn.T)
+    again = regulators.subtypes(rna, "parent", "all", resolution=0.3, n_top_genes=100, seed=0)
+    assert (again.obs["subtype"] == sub.obs["subtype"]).all()
+    with pytest.raises(ValueError, match="cells"):
+        regulators.subtypes(rna[:20], "parent", "all")
