@@ -108,6 +108,8 @@ def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None,
     obs.index = obs.index.astype(str)
     var = _cre_var(model, cre_idx, cres)
 
+    np_dtype = np.dtype(dtype)
+
     def block_matrices(prob):
         found = {}
         if store in ("prob+binary", "prob"):
@@ -121,7 +123,6 @@ def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None,
                                         top.indptr), shape=top.shape)
         return found
 
-    np_dtype = np.dtype(dtype)
     if world == 1:
         _predict_blocks(model, X, X_log, seed, cre_idx, batch_size, chunk, blocks, partial, obs, var, uns, matrices,
                         identity, compression, resume, block_matrices, on_block, n_cells)
@@ -197,7 +198,7 @@ def _predict_blocks(model, X, X_log, seed, cre_idx, batch_size, chunk, blocks, p
             del found
             at += hi - lo
             if on_block is not None:
-                on_block(at if n_rows != n_total else hi, n_total)
+                on_block(at, n_total)  # one process: at == hi; a shard: its own cells so far
         writer.finish()
     except BaseException:
         writer.close()
