@@ -1,7 +1,8 @@
 """One figure style for every notebook, and the only way figures and tables are saved.
 
 ``savefig`` writes PNG and PDF side by side and ``save_table`` writes the CSV behind a figure; both record the
-file in the provenance log so that ``figures/INDEX.md`` can trace it.
+file in the provenance log so that ``figures/INDEX.md`` can trace it. The figure functions below (integration
+metrics, chromatin-potential arrows and residual curves) return a ``Figure`` in this style, ready for ``savefig``.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import matplotlib
 
 matplotlib.use(os.environ.get("MPLBACKEND", "Agg"))
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from . import provenance  # noqa: E402
@@ -34,6 +36,10 @@ METHOD_COLORS = {
     "peak-to-gene": "#8c564b",
     "SCARlink-style": "#e377c2",
     "measured": "#000000",
+    "Attune": "#17becf",
+    "MultiVI": "#393b79",
+    "scGLUE": "#637939",
+    "PCA-CCA": "#c7c7c7",
 }
 
 
@@ -84,6 +90,111 @@ def save_table(table: pd.DataFrame, name: str, out_dir: str | os.PathLike, index
     table.to_csv(path, index=index, float_format="%.6g")
     provenance.record_output(path)
     return path
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def _figure(ax, size):
+    if ax is None:
+        fig, ax = plt.subplots(figsize=size)
+        return fig, ax
+    return ax.figure, ax
+
+
+def integration_metrics(table: pd.DataFrame, metrics=None, dataset_col: str = "dataset",
+                        method_col: str = "method") -> plt.Figure:
+    """Bar chart of integration metrics, one panel per data set: for each metric a group of bars, one per method
+    (``METHOD_COLORS``), height = mean over the rows of that method (e.g. seeds), error bar = their sd.
+
+    ``table``: rows of ``metrics.integration_scores`` (optionally with ``metrics.integration_overall``'s
+    columns) plus ``dataset_col`` and ``method_col``. ``metrics``: the columns to show, by default FOSCTTM (the
+    one where lower is better, so labelled) and the six scored metrics, then ``overall`` when present.
+    """
+    from .metrics import INTEGRATION_METRICS
+
+    if metrics is None:
+        metrics = [m for m in INTEGRATION_METRICS + ("overall",) if m in table.columns]
+    datasets = list(dict.fromkeys(table[dataset_col]))
+    methods = list(dict.fromkeys(table[method_col]))
+    fig, axes = plt.subplots(len(datasets), 1, figsize=(1.0 + 0.9 * len(metrics), 2.4 * len(datasets)),
+                             squeeze=False, sharey=True)
+    width = 0.8 / max(len(methods), 1)
+    fallback = category_colors(methods)
+    for ax, dataset in zip(axes[:, 0], datasets):
+        rows = table[table[dataset_col] == dataset]
+        stats = rows.groupby(method_col, sort=False)[list(metrics)].agg(["mean", "std"])
+        for j, method in enumerate(methods):
+            if method not in stats.index:
+                continue
+            means = stats.loc[method].xs("mean", level=1).to_numpy(dtype=float)
+            sds = np.nan_to_num(stats.loc[method].xs("std", level=1).to_numpy(dtype=float))
+            ax.bar(np.arange(len(metrics)) + (j - (len(methods) - 1) / 2) * width, means, width, yerr=sds,
+                   color=METHOD_COLORS.get(method, fallback[str(method)]), label=method, capsize=1.5,
+                   error_kw={"linewidth": 0.6})
+        ax.set_xticks(np.arange(len(metrics)))
+        ax.set_xticklabels([m.replace("_", " ") + (" (lower better)" if m == "foscttm" else "") for m in metrics],
+                           rotation=30, ha="right")
+        ax.set_title(str(dataset))
+        ax.set_ylabel("score")
+        ax.set_ylim(0, 1.05)
+    axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def potential_arrows(arrows: pd.DataFrame, labels=None, grid_size: int = 20, min_cells: int = 3, ax=None,
+                     title: str = "chromatin potential") -> plt.Figure:
+    """Cell-level chromatin potential on a 2-D embedding (``potential.cell_potential``'s arrows).
+
+    Cells are drawn as points (coloured by ``labels`` with ``category_colors`` when given); arrows are averaged
+    on a ``grid_size`` x ``grid_size`` grid as velocity grid plots do (scVelo): for each grid square with at least
+    ``min_cells`` cells, one arrow from the mean start position with the mean ``dx``, ``dy``, drawn to scale (in
+    embedding units)."""
+    fig, ax = _figure(ax, (4.2, 3.8))
+    x, y = arrows["x"].to_numpy(), arrows["y"].to_numpy()
+    if labels is None:
+        ax.scatter(x, y, s=3, c="#bbbbbb", linewidths=0, rasterized=True)
+    else:
+        labels = np.asarray(labels).astype(str)
+        colors = category_colors(labels)
+        for label in sorted(colors):
+            mask = labels == label
+            ax.scatter(x[mask], y[mask], s=3, color=colors[label], linewidths=0, label=label, rasterized=True)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), markerscale=3, fontsize=7)
+    edges_x = np.linspace(x.min(), x.max(), grid_size + 1)
+    edges_y = np.linspace(y.min(), y.max(), grid_size + 1)
+    square = (np.clip(np.searchsorted(edges_x, x, side="right") - 1, 0, grid_size - 1) * grid_size
+              + np.clip(np.searchsorted(edges_y, y, side="right") - 1, 0, grid_size - 1))
+    grid = (arrows.assign(square=square).groupby("square")[["x", "y", "dx", "dy"]].agg(["mean", "count"]))
+    grid = grid[grid[("x", "count")] >= min_cells]
+    ax.quiver(grid[("x", "mean")], grid[("y", "mean")], grid[("dx", "mean")], grid[("dy", "mean")],
+              angles="xy", scale_units="xy", scale=1, width=0.004, color="#222222")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    return fig
+
+
+def residual_heatmap(curves: pd.DataFrame, top: int = 50, ax=None,
+                     title: str = "chromatin potential along pseudotime") -> plt.Figure:
+    """Heatmap of smoothed residual curves (``potential.smooth_along``): the ``top`` genes by curve sd
+    (``potential.rank_by_variability``), one row each, ordered by where along pseudotime the curve peaks;
+    columns = the pseudotime grid; diverging colours centred on 0 (red: chromatin ahead of expression)."""
+    from .potential import rank_by_variability
+
+    genes = rank_by_variability(curves).index[:top]
+    block = curves[genes].to_numpy().T                                     # [genes, points]
+    order = np.argsort(np.argmax(block, axis=1), kind="stable")
+    block, names = block[order], np.asarray(genes)[order]
+    fig, ax = _figure(ax, (4.5, 0.5 + 0.12 * len(genes)))
+    limit = max(float(np.abs(block).max()), 1e-12)
+    image = ax.imshow(block, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest",
+                      extent=(curves.index[0], curves.index[-1], len(genes), 0))
+    ax.set_yticks(np.arange(len(genes)) + 0.5)
+    ax.set_yticklabels(names if len(genes) <= 60 else [""] * len(genes), fontsize=6)
+    ax.set_xlabel("pseudotime")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="residual (scaled predicted - measured)", shrink=0.6)
+    return fig
 
 
 set_style()
