@@ -141,6 +141,23 @@ def integration_metrics(table: pd.DataFrame, metrics=None, dataset_col: str = "d
     return fig
 
 
+def umap_coords(embedding, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
+    """2-D UMAP coordinates [n, 2] of an embedding [n, d] for drawing (scanpy's UMAP on an exact kNN graph, so the
+    picture does not depend on the thread count)."""
+    import scanpy as sc
+    from anndata import AnnData
+    from sklearn.neighbors import KNeighborsTransformer
+
+    x = np.asarray(embedding, dtype=np.float32)
+    work = AnnData(np.zeros((x.shape[0], 1), dtype=np.float32))
+    work.obsm["X_rep"] = x
+    transformer = KNeighborsTransformer(n_neighbors=min(n_neighbors, x.shape[0] - 1), mode="distance",
+                                       algorithm="kd_tree")
+    sc.pp.neighbors(work, use_rep="X_rep", transformer=transformer, random_state=seed)
+    sc.tl.umap(work, random_state=seed)
+    return work.obsm["X_umap"]
+
+
 def potential_arrows(arrows: pd.DataFrame, labels=None, grid_size: int = 20, min_cells: int = 3, ax=None,
                      title: str = "chromatin potential") -> plt.Figure:
     """Cell-level chromatin potential on a 2-D embedding (``potential.cell_potential``'s arrows).
