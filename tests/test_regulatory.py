@@ -1,12 +1,10 @@
 """Attune's regulatory cross-attention (cisformer.regulatory): the sparse computation against a dense reference,
 memory at SNARE-seq size, hard negatives, training with resume, interaction scores and link recovery."""
-import copy
 import math
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cisformer import attention, contrastive, regulatory, simulate
@@ -213,7 +211,8 @@ def test_fit_resumes_and_scores_every_pair(sim, tmp_path, monkeypatch):
 
     scores = regulatory.interaction_scores(model, rna, atac, cells=np.arange(250), groupby="cell_type")
     pairs = attention.candidate_pairs(rna.var, atac.var, 1_200_000)
-    assert len(scores) == len(pairs) and (scores[["gene_idx", "cre_idx"]].to_numpy() == pairs[["gene_idx", "cre_idx"]].to_numpy()).all()
+    assert len(scores) == len(pairs)
+    assert (scores[["gene_idx", "cre_idx"]].to_numpy() == pairs[["gene_idx", "cre_idx"]].to_numpy()).all()
     groups = sorted(rna.obs["cell_type"].unique())
     columns = ["attune", "attention"] + [f"{s}:{t}" for t in groups for s in ("attune", "attention")]
     assert np.isfinite(scores[columns].to_numpy()).all() and (scores[columns].to_numpy() >= 0).all()
