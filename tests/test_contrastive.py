@@ -70,6 +70,7 @@ def test_alignment_matches_held_out_pairs(sim, aligned):
     rna, atac, _, _, test = sim
     model, history = aligned
     assert list(history.columns[:5]) == ["epoch", "train_loss", "val_loss", "val_foscttm", "val_score"]
+    assert history.val_score.idxmax() == history.val_foscttm.idxmin()
     assert {"lr", "seconds"} <= set(history.columns)
     emb = embed(model, rna, atac, test)
     assert emb["rna"].shape == emb["atac"].shape == (len(test), model.config.dim)
