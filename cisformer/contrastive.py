@@ -34,6 +34,14 @@ Deviations from the reference, and why:
   highest mean gene-wise Pearson r on validation cells (the benchmark's metric); training stops early after
   ``patience`` epochs without improvement. Test cells are never read in training (not even their values: the
   value scale is fitted on training cells, log-normalisation is per cell).
+* The student's first BatchNorm (over all F input features) is replaced by a fixed standardisation with the
+  training cells' mean and standard deviation of each scaled feature: the exact population statistics that
+  BatchNorm estimates. With ~100 open peaks of 25,734 per SNARE-seq cell most peaks are absent from most batches
+  of 128, so BatchNorm's batch and running variances of rare peaks are near zero and an open rare peak at
+  evaluation is multiplied by up to 1 / sqrt(eps); the ATAC -> RNA validation loss jumped from 0.66 to 1.03
+  between epochs and its test gene-wise Pearson r was 0.063. With exact statistics: validation loss smooth,
+  Pearson r 0.107, student validation FOSCTTM 0.15 instead of 0.19 (the teachers are unaffected). The BatchNorm
+  after the first hidden layer (dense, D features) is kept.
 * Teacher feature embeddings start at N(0, 0.005^2) (``EMBEDDING_INIT_STD``) rather than the framework default
   N(0, 1) (the reference's initialiser is Keras'; unknown here). Adam moves every parameter by about the learning
   rate per step whatever its scale, so embeddings started at N(0, 1) barely move and the teacher stays a
@@ -127,7 +135,7 @@ class AttuneConfig:
         hidden, 40 epochs, Adam 1e-3), patience long enough never to stop the alignment early. ``cpu``: the same
         networks, Adam 2e-3 -> 2e-5 over 6 epochs, stopping after 2 epochs without a better validation FOSCTTM
         (SNARE-seq, 8,247 training cells: best at epoch 2, stops after 4, ~1 min on one contended core; a longer
-        schedule only overfits), head 12 epochs with patience 3 (~40 s). ``quick``: dim 32, seconds, for tests
+        schedule only overfits), head 12 epochs with patience 3 (~45 s). ``quick``: dim 32, seconds, for tests
         and smoke runs."""
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
@@ -155,12 +163,15 @@ class AttuneInputs:
 
     ``rna_log``: sparse float32 [cells, G] log1p CP10k (:func:`cisformer.metrics.log_expression`);
     ``atac_bin``: sparse float32 [cells, P], 1 where the peak has any read; ``rna_scale`` / ``atac_scale``:
-    float32 [G] / [P], 1 / root-mean-square of the column over the training cells (1 where that is 0).
+    float32 [G] / [P], 1 / root-mean-square of the column over the training cells (1 where that is 0);
+    ``rna_scaled_mean`` / ``atac_scaled_mean``: the training mean of the scaled column (the students centre on it).
     """
     rna_log: sp.csr_matrix
     atac_bin: sp.csr_matrix
     rna_scale: np.ndarray
     atac_scale: np.ndarray
+    rna_scaled_mean: np.ndarray
+    atac_scaled_mean: np.ndarray
 
 
 def _rna_matrix(rna) -> sp.csr_matrix:
@@ -189,7 +200,10 @@ def attune_inputs(rna, atac, train_cells) -> AttuneInputs:
     _check_pair(rna, atac)
     train_idx = cell_indices(rna, train_cells, "train_cells")
     rna_log, atac_bin = _rna_matrix(rna), _atac_matrix(atac)
-    return AttuneInputs(rna_log, atac_bin, _inverse_rms(rna_log[train_idx]), _inverse_rms(atac_bin[train_idx]))
+    rna_scale, atac_scale = _inverse_rms(rna_log[train_idx]), _inverse_rms(atac_bin[train_idx])
+    scaled_mean = lambda X, scale: (np.asarray(X.mean(axis=0)).ravel() * scale).astype(np.float32)  # noqa: E731
+    return AttuneInputs(rna_log, atac_bin, rna_scale, atac_scale, scaled_mean(rna_log[train_idx], rna_scale),
+                        scaled_mean(atac_bin[train_idx], atac_scale))
 
 
 def _dense(X: sp.csr_matrix, rows: np.ndarray, device) -> torch.Tensor:
@@ -287,17 +301,29 @@ class _Saved:
 
 
 class StudentEncoder(nn.Module):
-    """The value vector (scaled as the teacher's) -> BatchNorm -> Linear D ReLU -> BatchNorm -> dropout ->
-    Linear D ReLU: [B, F] -> [B, D]."""
+    """The value vector (scaled as the teacher's) -> standardised with the training cells' mean and standard
+    deviation (the first BatchNorm of the reference, with exact statistics: module docstring) -> Linear D ReLU ->
+    BatchNorm -> dropout -> Linear D ReLU: [B, F] -> [B, D]."""
 
     def __init__(self, n_features: int, dim: int = 128, dropout: float = 0.1):
         super().__init__()
-        self.net = nn.Sequential(nn.BatchNorm1d(n_features), nn.Linear(n_features, dim), nn.ReLU(),
-                                 nn.BatchNorm1d(dim), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU())
+        self.net = nn.Sequential(nn.Linear(n_features, dim), nn.ReLU(), nn.BatchNorm1d(dim), nn.Dropout(dropout),
+                                 nn.Linear(dim, dim), nn.ReLU())
         self.register_buffer("value_scale", torch.ones(n_features))  # set from AttuneInputs
+        self.register_buffer("value_mean", torch.zeros(n_features))  # of the scaled values over training cells
+        self.register_buffer("value_sd", torch.ones(n_features))
+
+    def set_statistics(self, scale: np.ndarray, scaled_mean: np.ndarray) -> None:
+        """``scale`` [F]: 1 / training root-mean-square; ``scaled_mean`` [F]: training mean of the scaled values
+        (their mean square is 1, so their variance is 1 - mean^2; floored at 0.01 for near-constant features)."""
+        scaled_mean = np.asarray(scaled_mean, dtype=np.float64)
+        self.value_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        self.value_mean.copy_(torch.as_tensor(scaled_mean, dtype=torch.float32))
+        self.value_sd.copy_(torch.as_tensor(np.sqrt(np.maximum(1.0 - scaled_mean ** 2, 0.0) + 0.01),
+                                            dtype=torch.float32))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * self.value_scale)
+        return self.net((x * self.value_scale - self.value_mean) / self.value_sd)
 
 
 def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
@@ -330,9 +356,10 @@ class AttuneAligner(_Saved, nn.Module):
         self.peak_names: list[str] = []
 
     def set_value_scales(self, inputs: AttuneInputs) -> None:
-        for encoder, scale in ((self.rna_teacher, inputs.rna_scale), (self.rna_student, inputs.rna_scale),
-                               (self.atac_teacher, inputs.atac_scale), (self.atac_student, inputs.atac_scale)):
-            encoder.value_scale.copy_(torch.as_tensor(scale, dtype=torch.float32))
+        self.rna_teacher.value_scale.copy_(torch.as_tensor(inputs.rna_scale, dtype=torch.float32))
+        self.atac_teacher.value_scale.copy_(torch.as_tensor(inputs.atac_scale, dtype=torch.float32))
+        self.rna_student.set_statistics(inputs.rna_scale, inputs.rna_scaled_mean)
+        self.atac_student.set_statistics(inputs.atac_scale, inputs.atac_scaled_mean)
 
     def forward(self, rna_x: torch.Tensor, atac_x: torch.Tensor) -> dict:
         """rna_x [B, G] log1p CP10k, atac_x [B, P] binary (dense, unscaled) -> the four [B, D] embeddings (not
