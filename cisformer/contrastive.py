@@ -94,7 +94,7 @@ import torch.nn.functional as F
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from .metrics import _columnwise_pearson, log_expression
+from .metrics import _columnwise_pearson, foscttm, log_expression
 from .train import (_accelerator, _atomic_save, _atomic_write_text, _check_pair, _rng_state, _set_rng_state,
                     cell_indices)
 
@@ -391,16 +391,6 @@ class ExpressionHead(_Saved, nn.Module):
 
 # --------------------------------------------------------------------------------------------------- training
 
-def _foscttm(x: np.ndarray, y: np.ndarray) -> float:
-    """Fraction of samples closer than the true match (rows of x and y paired; Euclidean), averaged over both
-    directions; 0 = every cell's partner is its nearest cell of the other modality, 0.5 = chance."""
-    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    d = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2 * x @ y.T  # [n, n] squared distances
-    true = np.diag(d)
-    n = len(x)
-    return float(((d < true[:, None]).sum() / (n * (n - 1)) + (d < true[None, :]).sum() / (n * (n - 1))) / 2)
-
-
 def _fingerprint(parts: list, matrices: list) -> str:
     """Hash of what determines a run: this module's and its helpers' source, JSON-able ``parts`` and arrays."""
     h = hashlib.blake2b(digest_size=8)
@@ -619,9 +609,9 @@ def fit_alignment(rna, atac, train_cells, val_cells, profile: str = "cpu", seed:
         loss = float(np.average([o["loss"].item() for o in outs], weights=sizes))
         emb = {k: F.normalize(torch.cat([o[k] for o in outs]).float(), dim=-1).cpu().numpy()
                for k in ("rna_teacher", "atac_teacher", "rna_student", "atac_student")}
-        foscttm = _foscttm(emb["rna_teacher"], emb["atac_teacher"])
-        return {"val_loss": loss, "val_foscttm": foscttm, "val_score": 1.0 - foscttm,
-                "val_student_foscttm": _foscttm(emb["rna_student"], emb["atac_student"])}
+        teacher = foscttm(emb["rna_teacher"], emb["atac_teacher"])
+        return {"val_loss": loss, "val_foscttm": teacher, "val_score": 1.0 - teacher,
+                "val_student_foscttm": foscttm(emb["rna_student"], emb["atac_student"])}
 
     return _train(model, batch_loss, validate, train_idx, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                   lr_end=cfg.lr_end, patience=cfg.patience, seed=seed, run_dir=run_dir, device=device,
