@@ -60,6 +60,14 @@ NT-Xent and the negatives' similarity: without it both collapse first onto one d
 (the CLS embedding and the closed features' mass dominate them); on a simulated set 300 steps then reached a
 validation FOSCTTM of only 0.23, against 0.26 after 50 steps with it.
 
+What the losses train (measured, cpu profile, seed 0): in one layer only the two CLS rows reach a loss, so the
+gene rows' weights (the interaction scores) follow from projections shared with the gene-CLS row, as in the
+reference. On SNARE-seq the CLS summaries align (validation FOSCTTM 0.124, the teachers' 0.125); the matching
+head stays at its base rate (accuracy 2/3: every pair called negative), with uniform negatives as well. On
+notebook 04's simulation (3,000 cells, 100 genes, 1,000 CREs) the scores recover planted links at AUROC
+0.53 (attune) / 0.58 (attention) in the easy setting and 0.60 / 0.58 in the realistic one, against 0.81 / 0.74
+for peak-to-gene correlation.
+
 Shapes: B = cells, G = genes, P = peaks, D = model dim, N = open peak entries of a batch, E = window pairs,
 M = (RNA cell, ATAC cell) pairs scored by the matching head, S = softmax segments (one per query and pair).
 """
