@@ -94,6 +94,7 @@ import torch.nn.functional as F
 from anndata import AnnData
 from tqdm.auto import tqdm
 
+from .baselines import epoch_repeats
 from .metrics import _columnwise_pearson, foscttm, log_expression
 from .train import (_accelerator, _atomic_save, _atomic_write_text, _check_pair, _rng_state, _set_rng_state,
                     cell_indices)
@@ -111,7 +112,10 @@ class AttuneConfig:
     (``head_*``; :func:`fit_atac2rna` reads them from the aligner's config, overridable there).
 
     ``lr`` decays linearly per step to ``lr_end`` over ``epochs``; ``patience``: epochs without a better
-    validation score before training stops (the best epoch is kept either way).
+    validation score before training stops (the best epoch is kept either way); ``min_epoch_samples``: an epoch
+    (of the aligner and of the head) shows at least this many cells, drawing each cell of a small set several times
+    (the rule of :func:`cisformer.train.fit` and the baselines: the shipped BMMC's 199 training cells are one
+    batch, so an epoch would otherwise be one optimiser step).
     """
     n_genes: int
     n_peaks: int
@@ -128,6 +132,7 @@ class AttuneConfig:
     head_batch_size: int = 128
     head_lr: float = 1e-3
     head_patience: int = 10
+    min_epoch_samples: int = 6400
 
     @classmethod
     def from_profile(cls, profile: str, n_genes: int, n_peaks: int, **overrides) -> "AttuneConfig":
@@ -143,7 +148,7 @@ class AttuneConfig:
             "paper": {},
             "cpu": dict(epochs=6, lr=2e-3, lr_end=2e-5, patience=2, head_epochs=12, head_patience=3),
             "quick": dict(dim=32, epochs=15, batch_size=64, lr=3e-3, lr_end=3e-5, patience=15, head_hidden=64,
-                          head_epochs=10, head_batch_size=64, head_lr=3e-3, head_patience=10),
+                          head_epochs=10, head_batch_size=64, head_lr=3e-3, head_patience=10, min_epoch_samples=0),
         }[profile]
         fields = {f.name for f in dataclasses.fields(cls)} - {"n_genes", "n_peaks"}
         unknown = set(overrides) - fields
@@ -420,17 +425,20 @@ def _split(rna, train_cells, val_cells) -> tuple[np.ndarray, np.ndarray]:
 
 def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epochs: int, batch_size: int,
            lr: float, lr_end: float, patience: int, seed: int, run_dir: Path | None, device: str, progress: bool,
-           desc: str):
+           desc: str, min_epoch_samples: int = 0):
     """The training loop of :func:`fit_alignment` and :func:`fit_atac2rna`.
 
     ``batch_loss(model, rows, device) -> scalar`` for training cells ``rows`` (the prepared model: DDP under
     several processes); ``validate(raw_model) -> dict`` with ``val_loss``, ``val_score`` (higher is better) and
-    diagnostics, called in eval mode without gradients. Each epoch draws a permutation of the training cells from
-    ``(seed, epoch)`` and steps through its full batches; Adam with a learning rate decaying linearly per step
-    from ``lr`` to ``lr_end``. Returns the best-validation model (eval mode) and the history.
+    diagnostics, called in eval mode without gradients. Each epoch draws permutations of the training cells from
+    ``(seed, epoch)``, as many as it takes to show at least ``min_epoch_samples`` cells (the package's epoch rule,
+    :func:`cisformer.baselines.epoch_repeats`), and steps through their full batches; Adam with a learning rate
+    decaying linearly per step from ``lr`` to ``lr_end``. Returns the best-validation model (eval mode) and the
+    history.
     """
-    n_steps = max(len(train_idx) // batch_size, 1)
+    repeats = epoch_repeats(len(train_idx), min_epoch_samples)
     batch_size = min(batch_size, len(train_idx))
+    n_steps = max(repeats * len(train_idx) // batch_size, 1)
     total_steps = epochs * n_steps
     final = lr_end / lr
 
@@ -460,7 +468,8 @@ def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epo
             stopped_early = True
             break
         t0 = time.perf_counter()
-        order = np.random.default_rng([seed, epoch]).permutation(train_idx)
+        rng = np.random.default_rng([seed, epoch])
+        order = np.concatenate([rng.permutation(train_idx) for _ in range(repeats)])
         batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_steps)]
         # several processes: each takes every num_processes-th batch of the one order (the rest dropped)
         n_rounds = len(batches) // accelerator.num_processes
@@ -493,7 +502,7 @@ def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epo
         else:
             bad_epochs += 1
         rows.append({"epoch": epoch + 1, "train_loss": total / max(n_seen, 1), **val,
-                     "lr": optimizer.param_groups[0]["lr"], "seconds": seconds})
+                     "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "samples": n_seen})
         if progress and accelerator.is_main_process:
             extra = "  ".join(f"{k} {v:.4f}" for k, v in val.items())
             print(f"{desc} epoch {epoch + 1}: train {rows[-1]['train_loss']:.4f}  {extra}  ({seconds:.1f} s)"
@@ -573,7 +582,7 @@ def fit_alignment(rna, atac, train_cells, val_cells, profile: str = "cpu", seed:
         One row per epoch: ``epoch, train_loss, val_loss`` (alignment loss on the validation cells, in batches of
         ``batch_size`` in order), ``val_foscttm``, ``val_score`` (= 1 - val_foscttm, the criterion),
         ``val_student_foscttm`` (the students' embeddings, a diagnostic), ``lr`` (after the epoch), ``seconds``
-        (the epoch's wall-clock, validation included).
+        (the epoch's wall-clock, validation included), ``samples`` (training cells drawn in the epoch).
     """
     _check_pair(rna, atac)
     train_idx, val_idx = _split(rna, train_cells, val_cells)
@@ -615,7 +624,7 @@ def fit_alignment(rna, atac, train_cells, val_cells, profile: str = "cpu", seed:
 
     return _train(model, batch_loss, validate, train_idx, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                   lr_end=cfg.lr_end, patience=cfg.patience, seed=seed, run_dir=run_dir, device=device,
-                  progress=progress, desc="attune alignment")
+                  progress=progress, desc="attune alignment", min_epoch_samples=cfg.min_epoch_samples)
 
 
 def _check_features(model, rna=None, atac=None) -> None:
@@ -670,7 +679,7 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed
         (eval mode).
     history
         ``epoch, train_loss, val_loss`` (validation MSE), ``val_score`` (validation mean gene-wise Pearson r),
-        ``lr``, ``seconds``.
+        ``lr``, ``seconds``, ``samples``.
     """
     _check_pair(rna, atac)
     _check_features(aligner, rna, atac)
@@ -713,7 +722,7 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed
 
     return _train(head, batch_loss, validate, train_idx, epochs=cfg.head_epochs, batch_size=cfg.head_batch_size,
                   lr=cfg.head_lr, lr_end=cfg.head_lr, patience=cfg.head_patience, seed=seed, run_dir=run_dir,
-                  device=device, progress=progress, desc="attune atac2rna")
+                  device=device, progress=progress, desc="attune atac2rna", min_epoch_samples=cfg.min_epoch_samples)
 
 
 @torch.no_grad()

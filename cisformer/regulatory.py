@@ -108,6 +108,7 @@ class RegulatoryConfig:
     min_lr: float = 1e-6
     patience: int = 10            # epochs without a lower validation loss before training stops
     scored_val_cells: int = 1024  # validation cells scored each epoch (loss, model selection)
+    min_epoch_samples: int = 6400  # an epoch shows at least this many cells (the package's epoch rule)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -123,7 +124,7 @@ class RegulatoryConfig:
             raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
         sizes = {"paper": dict(epochs=10, lr=1e-4, min_lr=1e-6),
                  "cpu": dict(epochs=4, lr=5e-4, min_lr=5e-6),
-                 "quick": dict(epochs=3, lr=1e-3, min_lr=1e-5)}[profile]
+                 "quick": dict(epochs=3, lr=1e-3, min_lr=1e-5, min_epoch_samples=0)}[profile]
         return cls(**{**dict(n_genes=n_genes, n_peaks=n_peaks, dim=dim), **sizes, **overrides})
 
 
@@ -542,7 +543,8 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
 
     return _train(model, batch_loss, validate, train_idx, epochs=config.epochs, batch_size=config.batch_size,
                   lr=config.lr, lr_end=config.min_lr, patience=config.patience, seed=seed, run_dir=run_dir,
-                  device=device, progress=progress, desc="attune regulatory")
+                  device=device, progress=progress, desc="attune regulatory",
+                  min_epoch_samples=config.min_epoch_samples)
 
 
 # --------------------------------------------------------------------------------------------------- scores

@@ -61,6 +61,15 @@ def aligned(sim):
     return fit_alignment(rna, atac, train, val, profile="quick", seed=0, progress=False)
 
 
+def test_an_epoch_shows_at_least_min_epoch_samples_cells(sim):
+    rna, atac, train, val, _ = sim
+    _, history = fit_alignment(rna, atac, train, val, profile="quick", seed=0, progress=False, epochs=1,
+                               min_epoch_samples=500)
+    assert history["samples"].tolist() == [(3 * len(train) // 64) * 64]  # 3 shuffled passes over 200 cells
+    _, history = fit_alignment(rna, atac, train, val, profile="quick", seed=0, progress=False, epochs=1)
+    assert history["samples"].tolist() == [(len(train) // 64) * 64]  # quick profile: one pass, full batches
+
+
 def test_alignment_matches_held_out_pairs(sim, aligned):
     rna, atac, _, _, test = sim
     model, history = aligned
@@ -138,7 +147,7 @@ def test_atac2rna_beats_the_per_gene_mean(sim, aligned):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     head, history = fit_atac2rna(model, rna, atac, train, val, seed=0, progress=False)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the aligner is not modified
-    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_score", "lr", "seconds"]
+    assert list(history.columns) == ["epoch", "train_loss", "val_loss", "val_score", "lr", "seconds", "samples"]
     pred = predict_atac2rna(head, atac, rna.obs_names[test])
     assert pred.shape == (len(test), rna.n_vars) and list(pred.var_names) == list(rna.var_names)
     assert list(pred.obs_names) == list(rna.obs_names[test])
