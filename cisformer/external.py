@@ -64,7 +64,8 @@ package's files are not edited):
 MultiVI and scGLUE (``run_multivi``, ``run_scglue``) share one environment, ``paths.cache_dir() /
 "env-integration"`` (``ensure_integration_env``, about 2 minutes and 1.9 GB): ``torch==2.13.0`` (CPU wheel) first,
 then ``scvi-tools==1.4.2`` and ``scglue==0.4.1`` with torch already satisfied; they co-install, and the other
-packages are pinned to the versions verified with them (``INTEGRATION_REQUIREMENTS``). scvi-tools 1.4.2 is the
+packages are pinned to the versions verified with them (``INTEGRATION_REQUIREMENTS``; pynndescent is held at 0.5.13
+because 0.7 returns sparse arrays that scanpy 1.11.5's neighbour graph cannot read). scvi-tools 1.4.2 is the
 newest release that installs here: 1.4.3 and 1.5.x require Python >= 3.12, and torch's CPU wheel is here only for
 Python 3.11. Both methods are trained on ``train_cells`` only, unsupervised (no label travels to the subprocess:
 the h5ad files hold counts and cell names), on the CPU with one torch / OpenMP / MKL thread, and return per-modality
@@ -110,7 +111,8 @@ packages' files are not edited):
   both stages in ``stopped_pretrain`` / ``stopped_finetune``.
 * **Seeds and threads.** The driver seeds Python, numpy and torch with ``seed``; MultiVI also gets
   ``scvi.settings.seed = seed``, scGLUE ``random_seed=seed``. ``scglue.config.CPU_ONLY`` is set, and scGLUE's graph
-  shuffling runs in the driver's process (``GRAPH_SHUFFLE_NUM_WORKERS = 0``) instead of a background worker.
+  shuffling runs in the driver's process (``GRAPH_SHUFFLE_NUM_WORKERS = 0``) instead of a background worker. numba
+  (scanpy's neighbour graph in scGLUE's balancing step) gets ``NUMBA_NUM_THREADS = threads`` like OpenMP and MKL.
 """
 from __future__ import annotations
 
@@ -150,7 +152,8 @@ def scbutterfly_python() -> Path:
 def _child_env(threads: int = 1) -> dict:
     """Environment of an external method's subprocess: no inherited notebook plotting backend or Python path."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    return env | {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return env | {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                  "NUMBA_NUM_THREADS": str(threads)}
 
 
 def scbutterfly_available() -> bool:
@@ -508,12 +511,13 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
 # =============================================================================== integration peers: MultiVI, scGLUE
 SCVI_TOOLS_VERSION = "1.4.2"  # the newest release installable here: 1.4.3 and 1.5.x need Python >= 3.12
 SCGLUE_VERSION = "0.4.1"
-# everything else pinned to the versions verified with these two (pip's resolution on 2026-12-03), except scipy:
-# 1.17 dropped sparse arrays' getnnz, which scanpy 1.11.5's neighbour graph (scGLUE's balancing weights) calls
+# everything else pinned to the versions verified with these two (pip's resolution on 2026-12-03), except
+# pynndescent: 0.7 returns scipy sparse arrays, which have no getnnz, and scanpy 1.11.5's neighbour graph (scGLUE's
+# balancing weights, above 4,096 cells) calls it
 INTEGRATION_REQUIREMENTS = [
     f"scvi-tools=={SCVI_TOOLS_VERSION}", f"scglue=={SCGLUE_VERSION}", "lightning==2.6.6", "pytorch-ignite==0.5.5",
-    "anndata==0.12.19", "mudata==0.3.10", "scanpy==1.11.5", "numpy==2.4.6", "scipy==1.16.3", "scikit-learn==1.9.1",
-    "networkx==3.6.1", "scikit-misc==0.5.3",
+    "anndata==0.12.19", "mudata==0.3.10", "scanpy==1.11.5", "numpy==2.4.6", "scipy==1.17.1", "scikit-learn==1.9.1",
+    "networkx==3.6.1", "scikit-misc==0.5.3", "pynndescent==0.5.13",
 ]
 SCGLUE_PROMOTER_BP = 2000  # scGLUE's promoter: 2 kb upstream of the TSS
 STOP_REASONS = ("time_budget", "early_stopping", "max_epochs")
