@@ -513,14 +513,13 @@ SCVI_TOOLS_VERSION = "1.4.2"  # the newest release installable here: 1.4.3 and 1
 SCGLUE_VERSION = "0.4.1"
 # everything else pinned to the versions verified with these two (pip's resolution on 2026-12-03), except
 # pynndescent: 0.7 returns scipy sparse arrays, which have no getnnz, and scanpy 1.11.5's neighbour graph (scGLUE's
-# balancing weights, above 4,096 cells) calls it
+# balancing weights; pynndescent is used on larger data: 8,247 SNARE-seq cells failed, 150 cells did not) calls it
 INTEGRATION_REQUIREMENTS = [
     f"scvi-tools=={SCVI_TOOLS_VERSION}", f"scglue=={SCGLUE_VERSION}", "lightning==2.6.6", "pytorch-ignite==0.5.5",
     "anndata==0.12.19", "mudata==0.3.10", "scanpy==1.11.5", "numpy==2.4.6", "scipy==1.17.1", "scikit-learn==1.9.1",
     "networkx==3.6.1", "scikit-misc==0.5.3", "pynndescent==0.5.13",
 ]
 SCGLUE_PROMOTER_BP = 2000  # scGLUE's promoter: 2 kb upstream of the TSS
-STOP_REASONS = ("time_budget", "early_stopping", "max_epochs")
 
 
 def integration_env_dir() -> Path:
