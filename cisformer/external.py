@@ -1,4 +1,5 @@
-"""Run external methods that live in their own Python environment: scButterfly (PyPI ``scButterfly``).
+"""Run external methods that live in their own Python environment: scButterfly (PyPI ``scButterfly``), and the
+integration peers MultiVI (PyPI ``scvi-tools``) and scGLUE (PyPI ``scglue``).
 
 scButterfly pins old versions (``scipy==1.9.3``, ``scvi-tools==0.19.0``, ...) that cannot share the compendium's
 environment, so it gets its own virtual environment under ``paths.cache_dir() / "env-scbutterfly"`` and runs in a
@@ -59,6 +60,59 @@ package's files are not edited):
   float32 layers and fails) and its discriminator calls ``torch.tensor(...).cuda()`` unconditionally. On a
   CPU-only machine the driver therefore reports CUDA as available and replaces ``torch.Tensor.cuda`` and
   ``torch.nn.Module.cuda`` by functions that return the object unchanged (on the CPU).
+
+MultiVI and scGLUE (``run_multivi``, ``run_scglue``) share one environment, ``paths.cache_dir() /
+"env-integration"`` (``ensure_integration_env``, about 2 minutes and 1.9 GB): ``torch==2.13.0`` (CPU wheel) first,
+then ``scvi-tools==1.4.2`` and ``scglue==0.4.1`` with torch already satisfied; they co-install, and the other
+packages are pinned to the versions verified with them (``INTEGRATION_REQUIREMENTS``; pynndescent is held at 0.5.13
+because 0.7 returns sparse arrays that scanpy 1.11.5's neighbour graph cannot read). scvi-tools 1.4.2 is the
+newest release that installs here: 1.4.3 and 1.5.x require Python >= 3.12, and torch's CPU wheel is here only for
+Python 3.11. Both methods are trained on ``train_cells`` only, unsupervised (no label travels to the subprocess:
+the h5ad files hold counts and cell names), on the CPU with one torch / OpenMP / MKL thread, and return per-modality
+embeddings of ``embed_cells`` in their order. What is run, and what is changed at runtime (no code copied; the
+packages' files are not edited):
+
+* **MultiVI**: a MuData of the training cells' raw counts (every gene, every peak) set up with
+  ``MULTIVI.setup_mudata`` and trained with ``MULTIVI(mdata).train`` at the package defaults (500 epochs, early
+  stopping on the validation reconstruction loss with patience 50, its own 10 % validation cells). The embeddings
+  are MultiVI's modality-specific latents, the means of its expression and accessibility encoders
+  (``get_latent_representation(modality="expression" / "accessibility")``): each is computed from one modality
+  alone, so matching them across modalities (FOSCTTM) is meaningful. The embedded cells' MuData gets the
+  ``_indices`` column that ``setup_mudata`` adds, so that the model's setup transfers to it.
+* **scGLUE**: the two modalities as two unpaired datasets (``configure_dataset`` with the negative binomial for
+  both, ``use_highly_variable``, ``use_rep``), ``fit_SCGLUE`` at its defaults (pretraining, balancing weights,
+  fine-tuning; automatic epoch limits and patience), ``encode_data`` per modality. Preprocessing as in scGLUE's
+  tutorial, fitted on the training cells and applied to every cell: RNA normalised to the training median total,
+  log1p, scaled with the training mean and standard deviation, PCA (100 components) on the highly variable genes
+  (``seurat_v3`` on the training counts, 2,000 genes; all genes when there are fewer); ATAC LSI as
+  ``scglue.data.lsi`` (Seurat v3 TF-IDF with the training cells' IDF, l1-normalised, ``log1p(1e4 x)``, randomized
+  SVD with 15 iterations on the training cells, every cell projected onto the training singular vectors, then
+  standardised per cell), on all peaks.
+* **scGLUE's guidance graph without bedtools** (``scglue_guidance_edges``): scGLUE builds it with pybedtools /
+  bedtools; here it is built in the compendium's environment and sent as an edge list. Gene-peak pairs are the
+  compendium's candidates (peak midpoint within ``window`` of the TSS, :func:`cisformer.attention.candidate_pairs`),
+  by default 150 kb, the window and weighting of scGLUE's regulatory-inference graph (``window_graph`` of 2 kb
+  promoters with ``dist_power_decay``). Note that ``rna_anchored_guidance_graph``'s own default links a gene only to
+  peaks overlapping its gene body or promoter (``extend_range=0``), so its graph is smaller. Weight
+  ``((d + 1000) / 1000) ** -0.75`` with ``d`` the gap between the peak and the 2 kb promoter, sign 1, each edge
+  also reversed, self-loops of weight 1 on every feature (as ``rna_anchored_guidance_graph`` adds them). As in the
+  tutorial, the peaks scGLUE decodes ("highly variable") are those linked to a highly variable gene, and the graph
+  holds only the highly variable features.
+* **Budget.** ``max_epochs`` replaces the package's epoch limit (for scGLUE, that of each stage); patience and
+  early stopping stay the packages'. With ``time_budget_s``, MultiVI's trainer gets a Lightning callback that sets
+  ``trainer.should_stop`` at the end of the epoch that passes the budget (counted from the start of training);
+  scGLUE's ``GLUETrainer.fit`` is wrapped so that each stage gets an extra training plugin that terminates the
+  ignite engine at the end of the epoch that passes the stage's deadline, half the budget for pretraining and all
+  of it (cumulative, from the start of ``fit_SCGLUE``, so it includes the balancing weights) for fine-tuning. A
+  stage stopped that way restores its best checkpoint as scGLUE does after early stopping (when it has one: in
+  fine-tuning, checkpoints start after ``align_burnin`` epochs, the epochs over which the discriminator's input
+  noise is annealed; a shorter budget ends fine-tuning inside that annealing). ``stopped`` says why training
+  ended (``"time_budget"``, ``"early_stopping"`` or ``"max_epochs"``); for scGLUE, why fine-tuning ended, with
+  both stages in ``stopped_pretrain`` / ``stopped_finetune``.
+* **Seeds and threads.** The driver seeds Python, numpy and torch with ``seed``; MultiVI also gets
+  ``scvi.settings.seed = seed``, scGLUE ``random_seed=seed``. ``scglue.config.CPU_ONLY`` is set, and scGLUE's graph
+  shuffling runs in the driver's process (``GRAPH_SHUFFLE_NUM_WORKERS = 0``) instead of a background worker. numba
+  (scanpy's neighbour graph in scGLUE's balancing step) gets ``NUMBA_NUM_THREADS = threads`` like OpenMP and MKL.
 """
 from __future__ import annotations
 
@@ -96,9 +150,10 @@ def scbutterfly_python() -> Path:
 
 
 def _child_env(threads: int = 1) -> dict:
-    """Environment of scButterfly's subprocess: no inherited notebook plotting backend or Python path."""
+    """Environment of an external method's subprocess: no inherited notebook plotting backend or Python path."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    return env | {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    return env | {"MPLBACKEND": "Agg", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                  "NUMBA_NUM_THREADS": str(threads)}
 
 
 def scbutterfly_available() -> bool:
@@ -451,3 +506,408 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
     pred = _atac_prediction(probs, atac.obs.iloc[test_pos], atac.var, "scButterfly")
     timing.update(train_s=preprocess_s + timing["train_s"], wall_s=wall_s, time_budget_s=time_budget_s)
     return pred, timing
+
+
+# =============================================================================== integration peers: MultiVI, scGLUE
+SCVI_TOOLS_VERSION = "1.4.2"  # the newest release installable here: 1.4.3 and 1.5.x need Python >= 3.12
+SCGLUE_VERSION = "0.4.1"
+# everything else pinned to the versions verified with these two (pip's resolution on 2026-12-03), except
+# pynndescent: 0.7 returns scipy sparse arrays, which have no getnnz, and scanpy 1.11.5's neighbour graph (scGLUE's
+# balancing weights; pynndescent is used on larger data: 8,247 SNARE-seq cells failed, 150 cells did not) calls it
+INTEGRATION_REQUIREMENTS = [
+    f"scvi-tools=={SCVI_TOOLS_VERSION}", f"scglue=={SCGLUE_VERSION}", "lightning==2.6.6", "pytorch-ignite==0.5.5",
+    "anndata==0.12.19", "mudata==0.3.10", "scanpy==1.11.5", "numpy==2.4.6", "scipy==1.17.1", "scikit-learn==1.9.1",
+    "networkx==3.6.1", "scikit-misc==0.5.3", "pynndescent==0.5.13",
+]
+SCGLUE_PROMOTER_BP = 2000  # scGLUE's promoter: 2 kb upstream of the TSS
+
+
+def integration_env_dir() -> Path:
+    """Folder of MultiVI's and scGLUE's shared virtual environment (``<cache>/env-integration``)."""
+    return paths.cache_dir() / "env-integration"
+
+
+def integration_python() -> Path:
+    return integration_env_dir() / "bin" / "python"
+
+
+def integration_env_available() -> bool:
+    """True when the integration environment exists and imports scvi-tools and scglue."""
+    python = integration_python()
+    if not python.exists():
+        return False
+    probe = subprocess.run([str(python), "-c", "import scvi, scglue"], capture_output=True, timeout=300,
+                           env=_child_env())
+    return probe.returncode == 0
+
+
+def ensure_integration_env(verbose: bool = False) -> Path:
+    """Create the MultiVI / scGLUE environment if it is missing; return its Python interpreter.
+
+    torch (the CPU wheel) goes in first, so that scvi-tools and scglue find it satisfied and pip never pulls a
+    CUDA build. Takes about 2 minutes (1.9 GB). Raises ``RuntimeError`` (with pip's last lines) on failure.
+    """
+    if integration_env_available():
+        return integration_python()
+    env = integration_env_dir()
+    wheels = ["--find-links", "/opt/wheels"] if Path("/opt/wheels").is_dir() else []
+    python = str(integration_python())
+    steps = [
+        [sys.executable, "-m", "venv", str(env)],
+        [python, "-m", "pip", "install", "-q", "torch==2.13.0", *wheels],
+        [python, "-m", "pip", "install", "-q", "torch==2.13.0", *INTEGRATION_REQUIREMENTS, *wheels],
+    ]
+    for cmd in steps:
+        if verbose:
+            print("+", " ".join(cmd), flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+        if done.returncode != 0:
+            raise RuntimeError(f"installing the integration environment failed at {' '.join(cmd)}:\n"
+                               + "\n".join((done.stdout + done.stderr).splitlines()[-15:]))
+    if not integration_env_available():
+        raise RuntimeError(f"the integration environment at {env} was installed but `import scvi, scglue` fails")
+    return integration_python()
+
+
+def scglue_guidance_edges(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int = 150_000) -> pd.DataFrame:
+    """Edges of scGLUE's guidance graph between genes and peaks, built without bedtools.
+
+    Gene-peak pairs are the compendium's candidates (:func:`cisformer.attention.candidate_pairs`: peak midpoint
+    within ``window`` bp of the TSS). Each pair is weighted as scGLUE weighs its window graphs: the gap ``d``
+    between the peak and the gene's promoter (2 kb upstream of the TSS, strand-aware; 0 when they overlap) gives
+    ``weight = ((d + 1000) / 1000) ** -0.75`` (``scglue.genomics.dist_power_decay``), sign 1. As in
+    ``rna_anchored_guidance_graph`` every gene -> peak edge (``type`` "fwd") also appears reversed ("rev"), and
+    every gene and every peak has a self-loop of weight 1, sign 1 ("loop").
+
+    Returns
+    -------
+    DataFrame with ``source``, ``target`` (feature names), ``weight``, ``sign``, ``type``: the gene -> peak edges
+    in the order of ``candidate_pairs``, then their reverses, then the loops (genes, then peaks).
+    """
+    from .attention import candidate_pairs, gene_tss
+
+    pairs = candidate_pairs(rna_var, atac_var, window)
+    g, c = pairs["gene_idx"].to_numpy(), pairs["cre_idx"].to_numpy()
+    tss = gene_tss(rna_var)[g]
+    minus = (rna_var["strand"].astype(str).to_numpy() == "-")[g] if "strand" in rna_var else np.zeros(len(g), bool)
+    promoter_start = np.where(minus, tss, tss - SCGLUE_PROMOTER_BP)
+    promoter_end = np.where(minus, tss + SCGLUE_PROMOTER_BP, tss)
+    peak_start = atac_var["start"].to_numpy(dtype=np.float64)[c]
+    peak_end = atac_var["end"].to_numpy(dtype=np.float64)[c]
+    gap = np.maximum(0.0, np.maximum(peak_start - promoter_end, promoter_start - peak_end))
+    weight = ((gap + 1000) / 1000) ** -0.75
+    genes, peaks = pairs["gene"].astype(str).to_numpy(), pairs["cre"].astype(str).to_numpy()
+    features = np.concatenate([np.asarray(rna_var.index, dtype=str), np.asarray(atac_var.index, dtype=str)])
+    return pd.DataFrame({
+        "source": np.concatenate([genes, peaks, features]),
+        "target": np.concatenate([peaks, genes, features]),
+        "weight": np.concatenate([weight, weight, np.ones(len(features))]),
+        "sign": np.ones(2 * len(pairs) + len(features), dtype=np.int64),
+        "type": np.repeat(["fwd", "rev", "loop"], [len(pairs), len(pairs), len(features)]),
+    })
+
+
+_INTEGRATION_DRIVER = r"""
+# Driver for MultiVI / scGLUE written by cisformer.external (runs inside the integration environment).
+import json, os, random, sys, time
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+
+work, threads = sys.argv[1], int(sys.argv[2])
+cfg = json.load(open(f"{work}/config.json"))
+torch.set_num_threads(threads)
+seed = cfg["seed"]
+random.seed(seed)
+np.random.seed(seed)
+torch.manual_seed(seed)
+read = lambda name: ad.read_h5ad(f"{work}/{name}.h5ad")
+budget = cfg["time_budget_s"]
+
+
+def multivi():
+    import lightning.pytorch as pl
+    import mudata as md
+    import scvi
+
+    scvi.settings.seed = seed
+    scvi.settings.num_threads = threads
+    train = md.MuData({"rna": read("rna_train"), "atac": read("atac_train")})
+    embed = md.MuData({"rna": read("rna_embed"), "atac": read("atac_embed")})
+    scvi.model.MULTIVI.setup_mudata(train, modalities={"rna_layer": "rna", "atac_layer": "atac"})
+    embed.obs["_indices"] = np.arange(embed.n_obs)  # what setup_mudata adds to the training cells
+    model = scvi.model.MULTIVI(train)
+
+    # documented runtime addition: a Lightning callback that stops at the end of the epoch that passes the budget
+    class TimeBudget(pl.Callback):
+        stopped = False
+
+        def on_train_start(self, trainer, module):
+            self.deadline = time.time() + (float("inf") if budget is None else budget)
+
+        def on_train_epoch_end(self, trainer, module):
+            if not trainer.should_stop and time.time() >= self.deadline:
+                trainer.should_stop = self.stopped = True
+
+    timer = TimeBudget()
+    limits = {} if cfg["max_epochs"] is None else {"max_epochs": cfg["max_epochs"]}
+    t0 = time.time()
+    model.train(accelerator="cpu", devices=1, callbacks=[timer], enable_progress_bar=False, **limits)
+    train_s = time.time() - t0
+    early = [c for c in model.trainer.callbacks if type(c).__name__ == "LoudEarlyStopping"]
+    stopped = ("time_budget" if timer.stopped else
+               "early_stopping" if early and early[0].early_stopping_reason is not None else "max_epochs")
+    out = {modality: model.get_latent_representation(embed, modality=key)
+           for modality, key in (("rna", "expression"), ("atac", "accessibility"))}
+    return out, {"seconds": train_s, "epochs": int(model.trainer.current_epoch), "stopped": stopped,
+                 "max_epochs": int(model.trainer.max_epochs)}
+
+
+def fit_lsi(counts, n_components):
+    # scglue.data.lsi (Seurat v3 TF-IDF, l1, log1p(1e4 x), randomized SVD, per-cell standardised), fitted on the
+    # training cells: returns a function that projects any cells onto the training cells' singular vectors
+    from sklearn.preprocessing import normalize
+    from sklearn.utils.extmath import randomized_svd
+
+    col = np.asarray(counts.sum(axis=0)).ravel()
+    idf = np.divide(counts.shape[0], col, out=np.zeros_like(col, dtype=np.float64), where=col > 0)
+
+    def transformed(x):
+        tfidf = normalize(sp.csr_matrix(x, dtype=np.float64), norm="l1") @ sp.diags(idf)
+        return sp.csr_matrix(normalize(tfidf, norm="l1") * 1e4).log1p()
+
+    _, s, vt = randomized_svd(transformed(counts), n_components, n_iter=15, random_state=seed)
+
+    def project(x):
+        u = np.asarray(transformed(x) @ vt.T) / s
+        u -= u.mean(axis=1, keepdims=True)
+        return (u / np.maximum(u.std(axis=1, ddof=1, keepdims=True), 1e-12)).astype(np.float32)
+    return project
+
+
+def fit_pca(counts, genes, n_components):
+    # the scGLUE tutorial's RNA representation: normalize_total (to the median total), log1p, scale, PCA on the
+    # highly variable genes; every statistic from the training cells
+    from sklearn.decomposition import PCA
+
+    target = float(np.median(np.asarray(counts.sum(axis=1)).ravel()))
+
+    def logged(x):
+        x = sp.csr_matrix(x, dtype=np.float64)
+        totals = np.asarray(x.sum(axis=1)).ravel()
+        factor = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
+        return np.asarray((sp.diags(factor) @ x).log1p()[:, genes].todense())
+
+    train = logged(counts)
+    mean, std = train.mean(axis=0), train.std(axis=0, ddof=1)
+    std[std == 0] = 1.0
+    pca = PCA(n_components=min(n_components, train.shape[1] - 1, train.shape[0] - 1), random_state=seed)
+    pca.fit((train - mean) / std)
+    return lambda x: pca.transform((logged(x) - mean) / std).astype(np.float32)
+
+
+def scglue_run():
+    import networkx as nx
+    import scanpy as sc
+    import scglue
+    from scglue.models import base as glue_base, glue as glue_nets
+
+    scglue.config.CPU_ONLY = True
+    scglue.config.GRAPH_SHUFFLE_NUM_WORKERS = 0  # shuffle in this process (one thread), no background worker
+    rna, atac = read("rna_train"), read("atac_train")
+    rna_embed, atac_embed = read("rna_embed"), read("atac_embed")
+    if rna.n_vars > cfg["n_top_genes"]:
+        sc.pp.highly_variable_genes(rna, n_top_genes=cfg["n_top_genes"], flavor="seurat_v3")
+    else:
+        rna.var["highly_variable"] = True
+    hvg = set(rna.var_names[rna.var["highly_variable"].to_numpy()])
+    edges = pd.read_csv(f"{work}/edges.csv")
+    gene_peak = edges[edges["type"] != "loop"]
+    gene_peak = gene_peak[gene_peak["source"].isin(hvg) | gene_peak["target"].isin(hvg)]
+    hv_peaks = set(gene_peak.loc[gene_peak["type"] == "fwd", "target"])  # peaks reachable from a highly variable gene
+    atac.var["highly_variable"] = atac.var_names.isin(hv_peaks)
+    loops = edges[(edges["type"] == "loop") & edges["source"].isin(hvg | hv_peaks)]
+    graph = nx.MultiDiGraph()
+    for row in pd.concat([gene_peak, loops]).itertuples(index=False):
+        graph.add_edge(row.source, row.target, weight=float(row.weight), sign=int(row.sign), type=row.type)
+
+    t0 = time.time()
+    project_rna = fit_pca(rna.X, rna.var["highly_variable"].to_numpy(), cfg["n_components"])
+    project_atac = fit_lsi(atac.X, cfg["n_components"])
+    for data, project, key in ((rna, project_rna, "X_pca"), (rna_embed, project_rna, "X_pca"),
+                               (atac, project_atac, "X_lsi"), (atac_embed, project_atac, "X_lsi")):
+        data.obsm[key] = project(data.X)
+    preprocess_s = time.time() - t0
+    scglue.models.configure_dataset(rna, "NB", use_highly_variable=True, use_rep="X_pca")
+    scglue.models.configure_dataset(atac, "NB", use_highly_variable=True, use_rep="X_lsi")
+
+    # documented runtime patch: every GLUETrainer.fit (pretraining, then fine-tuning) gets a training plugin that
+    # stops at the end of the epoch that passes the stage's deadline and records epochs and why the stage stopped
+    stages = []
+    start = time.time()
+
+    class TimeBudget(glue_base.TrainingPlugin):
+        def __init__(self, deadline):
+            self.record = {"epochs": 0, "stopped": "max_epochs"}
+            self.deadline = deadline
+
+        def attach(self, net, trainer, train_engine, val_engine, train_loader, val_loader, directory):
+            import ignite
+
+            @train_engine.on(ignite.engine.Events.EPOCH_COMPLETED)
+            def _(engine):
+                self.record["epochs"] = engine.state.epoch
+                if engine.should_terminate:
+                    self.record["stopped"] = "early_stopping"
+                elif time.time() >= self.deadline:
+                    engine.terminate()
+                    self.record["stopped"] = "time_budget"
+
+    original_fit = glue_nets.GLUETrainer.fit
+
+    def budgeted_fit(self, *args, plugins=None, **kwargs):
+        share = (len(stages) + 1) / 2  # cumulative deadlines: half the budget for pretraining, the rest after it
+        plugin = TimeBudget(start + (float("inf") if budget is None else budget * share))
+        t_stage = time.time()
+        original_fit(self, *args, plugins=[*(plugins or []), plugin], **kwargs)
+        stages.append(plugin.record | {"seconds": time.time() - t_stage, "max_epochs": kwargs.get("max_epochs")})
+
+    glue_nets.GLUETrainer.fit = budgeted_fit
+    fit_kws = {"directory": f"{work}/glue"} | ({} if cfg["max_epochs"] is None else {"max_epochs": cfg["max_epochs"]})
+    model = scglue.models.fit_SCGLUE({"rna": rna, "atac": atac}, graph, init_kws={"random_seed": seed},
+                                     fit_kws=fit_kws)
+    train_s = time.time() - start
+    out = {"rna": model.encode_data("rna", rna_embed), "atac": model.encode_data("atac", atac_embed)}
+    return out, {"seconds": train_s, "epochs": sum(s["epochs"] for s in stages), "stopped": stages[-1]["stopped"],
+                 "preprocess_s": preprocess_s, "n_guidance_edges": graph.number_of_edges(),
+                 "n_features_rna": len(hvg), "n_features_atac": len(hv_peaks),
+                 **{f"{key}_{name}": s[key] for name, s in zip(("pretrain", "finetune"), stages) for key in s}}
+
+
+out, record = {"multivi": multivi, "scglue": scglue_run}[cfg["method"]]()
+np.save(f"{work}/rna_embedding.npy", np.asarray(out["rna"], dtype=np.float32))
+np.save(f"{work}/atac_embedding.npy", np.asarray(out["atac"], dtype=np.float32))
+json.dump(record, open(f"{work}/record.json", "w"))
+"""
+
+
+def _run_integration(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, config: dict,
+                     edges: pd.DataFrame | None = None, threads: int = 1, timeout_s: float | None = None) -> dict:
+    """Write the training and embedding cells' counts as h5ad, run the driver, read the embeddings back."""
+    python = integration_python()
+    if not python.exists():
+        raise RuntimeError("the integration environment is missing; call ensure_integration_env() first")
+    if not np.array_equal(rna.obs_names, atac.obs_names):
+        raise ValueError("rna and atac must hold the same cells in the same order (obs_names differ)")
+    names = pd.Index(rna.obs_names.astype(str))
+    train_pos = _positions(names, train_cells, "train_cells")
+    embed_pos = _positions(names, embed_cells, "embed_cells")
+
+    def counts(data: ad.AnnData, pos: np.ndarray) -> ad.AnnData:  # raw counts, names only: no labels travel
+        return ad.AnnData(sp.csr_matrix(data.X[pos], dtype=np.float32), obs=pd.DataFrame(index=names[pos]),
+                          var=pd.DataFrame(index=data.var_names.astype(str)))
+
+    with tempfile.TemporaryDirectory(prefix=f"{method}_") as work:
+        for part, pos in (("train", train_pos), ("embed", embed_pos)):
+            counts(rna, pos).write_h5ad(f"{work}/rna_{part}.h5ad")
+            counts(atac, pos).write_h5ad(f"{work}/atac_{part}.h5ad")
+        if edges is not None:
+            edges.to_csv(f"{work}/edges.csv", index=False)
+        json.dump({"method": method, **config}, open(f"{work}/config.json", "w"))
+        Path(f"{work}/driver.py").write_text(_INTEGRATION_DRIVER)
+        t0 = time.time()
+        done = subprocess.run([str(python), f"{work}/driver.py", work, str(threads)], capture_output=True,
+                              text=True, timeout=timeout_s, env=_child_env(threads), cwd=work)
+        wall_s = time.time() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"{method} failed:\n" + "\n".join((done.stdout + done.stderr).splitlines()[-20:]))
+        record = json.load(open(f"{work}/record.json"))
+        return {"rna": np.load(f"{work}/rna_embedding.npy"), "atac": np.load(f"{work}/atac_embedding.npy"),
+                **record, "wall_s": wall_s}
+
+
+def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, seed: int = 0,
+                time_budget_s: float | None = None, max_epochs: int | None = None, threads: int = 1,
+                timeout_s: float | None = None) -> dict:
+    """Train MultiVI (scvi-tools) on ``train_cells`` without labels; embed ``embed_cells`` per modality.
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData of raw counts (identical ``obs_names``); every gene and every peak is used.
+    train_cells, embed_cells
+        obs names (they may overlap). MultiVI holds out its own 10 % of ``train_cells`` for early stopping.
+    seed
+        ``scvi.settings.seed`` (Python, numpy, torch) and the driver's seeds.
+    time_budget_s
+        Wall-clock seconds of training; training stops at the end of the epoch that passes it (``None``: none).
+    max_epochs
+        Epoch limit (``None``: MultiVI's 500, with its early stopping, patience 50).
+    threads
+        torch / OpenMP / MKL threads of the subprocess.
+    timeout_s
+        Kill the subprocess after this many seconds (``None``: no limit).
+
+    Returns
+    -------
+    dict with ``rna`` and ``atac`` (float32 [len(embed_cells), n_latent]: the means of MultiVI's expression and
+    accessibility encoders, ``get_latent_representation(modality="expression" / "accessibility")``, in the order
+    of ``embed_cells``), ``seconds`` (``model.train`` wall-clock), ``epochs``, ``stopped`` (``"time_budget"``,
+    ``"early_stopping"`` or ``"max_epochs"``), ``max_epochs`` and ``wall_s`` (the whole subprocess).
+    """
+    config = {"seed": int(seed), "time_budget_s": None if time_budget_s is None else float(time_budget_s),
+              "max_epochs": None if max_epochs is None else int(max_epochs)}
+    return _run_integration("multivi", rna, atac, train_cells, embed_cells, config, threads=threads,
+                            timeout_s=timeout_s)
+
+
+def run_scglue(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, seed: int = 0,
+               time_budget_s: float | None = None, max_epochs: int | None = None, window: int = 150_000,
+               n_top_genes: int = 2000, n_components: int = 100, threads: int = 1,
+               timeout_s: float | None = None) -> dict:
+    """Train scGLUE on ``train_cells`` as two unpaired datasets without labels; embed ``embed_cells`` per modality.
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData of raw counts (identical ``obs_names``); ``rna.var`` with ``chrom`` and ``tss`` (or
+        ``start``/``end``/``strand``), ``atac.var`` with ``chrom``/``start``/``end``. scGLUE never sees the pairing.
+    train_cells, embed_cells
+        obs names (they may overlap). scGLUE holds out its own 10 % of ``train_cells`` for early stopping.
+    seed
+        scGLUE's ``random_seed`` (weights, data split, shuffling; the fine-tuning stage uses ``seed + 1`` for its
+        data order, as scGLUE does) and the driver's numpy / torch seeds.
+    time_budget_s
+        Wall-clock seconds of ``fit_SCGLUE``: pretraining stops at the end of the epoch that passes half of it,
+        fine-tuning at the end of the epoch that passes all of it (``None``: none).
+    max_epochs
+        Epoch limit of each stage (``None``: scGLUE's automatic limit, with its early stopping).
+    window
+        Gene-peak edges of the guidance graph: peak midpoint within ``window`` bp of the TSS
+        (:func:`scglue_guidance_edges`).
+    n_top_genes
+        Highly variable genes (scanpy's ``seurat_v3`` on the training counts; every gene when there are fewer).
+    n_components
+        Dimensions of the RNA PCA and the ATAC LSI, the encoders' inputs (the scGLUE tutorial's 100).
+    threads, timeout_s
+        As in :func:`run_multivi`.
+
+    Returns
+    -------
+    dict with ``rna`` and ``atac`` (float32 [len(embed_cells), 50]: ``encode_data`` of each modality, in the order
+    of ``embed_cells``), ``seconds`` (``fit_SCGLUE`` wall-clock: both stages and the balancing weights), ``epochs``
+    (both stages), ``stopped`` (fine-tuning's reason), ``epochs_pretrain`` / ``stopped_pretrain`` /
+    ``seconds_pretrain`` / ``max_epochs_pretrain`` and the same for ``finetune``, ``preprocess_s`` (PCA and LSI),
+    ``n_guidance_edges``, ``n_features_rna``, ``n_features_atac`` (the features decoded) and ``wall_s``.
+    """
+    for column in ("chrom", "start", "end"):
+        if column not in atac.var:
+            raise ValueError(f"atac.var['{column}'] is missing; scGLUE's guidance graph needs peak coordinates")
+    edges = scglue_guidance_edges(rna.var, atac.var, window)
+    config = {"seed": int(seed), "time_budget_s": None if time_budget_s is None else float(time_budget_s),
+              "max_epochs": None if max_epochs is None else int(max_epochs), "n_top_genes": int(n_top_genes),
+              "n_components": int(n_components)}
+    return _run_integration("scglue", rna, atac, train_cells, embed_cells, config, edges=edges, threads=threads,
+                            timeout_s=timeout_s)
