@@ -96,8 +96,7 @@ from tqdm.auto import tqdm
 
 from .baselines import epoch_repeats
 from .metrics import _columnwise_pearson, foscttm, log_expression
-from .train import (_accelerator, _atomic_save, _atomic_write_text, _check_pair, _rng_state, _set_rng_state,
-                    cell_indices)
+from .train import _accelerator, _atomic_write_text, _check_pair, cell_indices, resume_epoch, save_epoch
 
 PROFILES = ("quick", "cpu", "paper")
 CHECKPOINT_FORMAT = 1  # bumped when the state dicts change: older cached runs are not reused
@@ -449,18 +448,7 @@ def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epo
     model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler is kept unwrapped (steps per batch)
     raw_model = accelerator.unwrap_model(model)
 
-    start_epoch, best_score, bad_epochs, rows = 0, -math.inf, 0, []
-    best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
-    if run_dir is not None and (run_dir / "last.pt").exists():
-        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        best_state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
-        _set_rng_state(state["rng"])
-        start_epoch, best_score, bad_epochs, rows = (state["epoch"], state["best_score"], state["bad_epochs"],
-                                                     state["history"])
-        (run_dir / "done.json").unlink(missing_ok=True)
+    start_epoch, best_score, bad_epochs, rows, best_state = resume_epoch(run_dir, raw_model, optimizer, scheduler)
 
     stopped_early = False
     for epoch in range(start_epoch, epochs):
@@ -508,13 +496,7 @@ def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epo
             print(f"{desc} epoch {epoch + 1}: train {rows[-1]['train_loss']:.4f}  {extra}  ({seconds:.1f} s)"
                   f"{'  *best*' if improved else ''}", flush=True)
         if run_dir is not None and accelerator.is_main_process:
-            if improved:
-                _atomic_save(raw_model.checkpoint_dict(), run_dir / "best.pt")
-            _atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch + 1,
-                          "best_score": best_score, "bad_epochs": bad_epochs, "history": rows},
-                         run_dir / "last.pt")
-            _atomic_write_text(pd.DataFrame(rows).to_csv(index=False), run_dir / "history.csv")
+            save_epoch(run_dir, raw_model, optimizer, scheduler, epoch + 1, best_score, bad_epochs, rows, improved)
     else:
         stopped_early = bad_epochs >= patience
 

@@ -156,14 +156,28 @@ def _child_env(threads: int = 1) -> dict:
                   "NUMBA_NUM_THREADS": str(threads)}
 
 
-def scbutterfly_available() -> bool:
-    """True when the scButterfly environment exists and imports the package."""
-    python = scbutterfly_python()
+def _imports(python: Path, statement: str) -> bool:
+    """True when ``python`` exists and runs ``statement`` (an import) without error."""
     if not python.exists():
         return False
-    probe = subprocess.run([str(python), "-c", "import scButterfly.butterfly"], capture_output=True, timeout=300,
-                           env=_child_env())
+    probe = subprocess.run([str(python), "-c", statement], capture_output=True, timeout=300, env=_child_env())
     return probe.returncode == 0
+
+
+def _run_steps(steps: list, what: str, verbose: bool) -> None:
+    """Run installation commands in order; the first that fails raises with its last output lines."""
+    for cmd in steps:
+        if verbose:
+            print("+", " ".join(cmd), flush=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
+        if done.returncode != 0:
+            raise RuntimeError(f"installing {what} failed at {' '.join(cmd)}:\n"
+                               + "\n".join((done.stdout + done.stderr).splitlines()[-15:]))
+
+
+def scbutterfly_available() -> bool:
+    """True when the scButterfly environment exists and imports the package."""
+    return _imports(scbutterfly_python(), "import scButterfly.butterfly")
 
 
 def ensure_scbutterfly_env(verbose: bool = False) -> Path:
@@ -182,13 +196,7 @@ def ensure_scbutterfly_env(verbose: bool = False) -> Path:
         [str(scbutterfly_python()), "-m", "pip", "install", "-q", "torch==2.13.0", *SCBUTTERFLY_REQUIREMENTS]
         + (["--find-links", "/opt/wheels"] if Path("/opt/wheels").is_dir() else []),
     ]
-    for cmd in steps:
-        if verbose:
-            print("+", " ".join(cmd), flush=True)
-        done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
-        if done.returncode != 0:
-            raise RuntimeError(f"installing scButterfly's environment failed at {' '.join(cmd)}:\n"
-                               + "\n".join((done.stdout + done.stderr).splitlines()[-15:]))
+    _run_steps(steps, "scButterfly's environment", verbose)
     if not scbutterfly_available():
         raise RuntimeError(f"scButterfly's environment at {env} was installed but `import scButterfly` fails")
     return scbutterfly_python()
@@ -533,12 +541,7 @@ def integration_python() -> Path:
 
 def integration_env_available() -> bool:
     """True when the integration environment exists and imports scvi-tools and scglue."""
-    python = integration_python()
-    if not python.exists():
-        return False
-    probe = subprocess.run([str(python), "-c", "import scvi, scglue"], capture_output=True, timeout=300,
-                           env=_child_env())
-    return probe.returncode == 0
+    return _imports(integration_python(), "import scvi, scglue")
 
 
 def ensure_integration_env(verbose: bool = False) -> Path:
@@ -557,13 +560,7 @@ def ensure_integration_env(verbose: bool = False) -> Path:
         [python, "-m", "pip", "install", "-q", "torch==2.13.0", *wheels],
         [python, "-m", "pip", "install", "-q", "torch==2.13.0", *INTEGRATION_REQUIREMENTS, *wheels],
     ]
-    for cmd in steps:
-        if verbose:
-            print("+", " ".join(cmd), flush=True)
-        done = subprocess.run(cmd, capture_output=True, text=True, env=_child_env())
-        if done.returncode != 0:
-            raise RuntimeError(f"installing the integration environment failed at {' '.join(cmd)}:\n"
-                               + "\n".join((done.stdout + done.stderr).splitlines()[-15:]))
+    _run_steps(steps, "the integration environment", verbose)
     if not integration_env_available():
         raise RuntimeError(f"the integration environment at {env} was installed but `import scvi, scglue` fails")
     return integration_python()

@@ -172,6 +172,34 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def resume_epoch(run_dir: Path | None, model, optimizer, scheduler) -> tuple:
+    """Restore what :func:`save_epoch` wrote (an interrupted run) into ``model``, ``optimizer``, ``scheduler`` and
+    the RNG; returns ``(next epoch, best score, epochs without improvement, history rows, best state dict)``, or
+    a fresh start ``(0, -inf, 0, [], current weights)`` when ``run_dir`` holds no ``last.pt``."""
+    if run_dir is None or not (run_dir / "last.pt").exists():
+        return 0, -math.inf, 0, [], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    best_state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
+    _set_rng_state(state["rng"])
+    (run_dir / "done.json").unlink(missing_ok=True)
+    return state["epoch"], state["best_score"], state["bad_epochs"], state["history"], best_state
+
+
+def save_epoch(run_dir: Path, model, optimizer, scheduler, epoch: int, best_score: float, bad_epochs: int,
+               history: list, improved: bool) -> None:
+    """Write an epoch's checkpoint files atomically: ``best.pt`` (when ``improved``), ``last.pt`` (everything a
+    resume needs: weights, optimizer, scheduler, RNG, counters, history) and ``history.csv``."""
+    if improved:
+        _atomic_save(model.checkpoint_dict(), run_dir / "best.pt")
+    _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                  "rng": _rng_state(), "epoch": epoch, "best_score": best_score, "bad_epochs": bad_epochs,
+                  "history": history}, run_dir / "last.pt")
+    _atomic_write_text(pd.DataFrame(history).to_csv(index=False), run_dir / "history.csv")
+
+
 def _accelerator(device: str):
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -337,18 +365,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     val_input = (rna_X[scored_val], rna_log[scored_val]) if direction == "rna2atac" else (atac_X[scored_val], None)
     val_truth = atac_X[scored_val] > 0 if direction == "rna2atac" else rna_log[scored_val]
 
-    start_epoch, best_score, bad_epochs, rows = 0, -math.inf, 0, []
-    best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
-    if run_dir is not None and (run_dir / "last.pt").exists():
-        state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
-        raw_model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        best_state = Cisformer.load(run_dir / "best.pt").state_dict()  # builds a model: draws random numbers
-        _set_rng_state(state["rng"])  # ... so the RNG is restored after it
-        start_epoch, best_score, bad_epochs = state["epoch"], state["best_score"], state["bad_epochs"]
-        rows = state["history"]
-        (run_dir / "done.json").unlink(missing_ok=True)
+    start_epoch, best_score, bad_epochs, rows, best_state = resume_epoch(run_dir, raw_model, optimizer, scheduler)
 
     stopped_early = False
     for epoch in range(start_epoch, train_cfg.epochs):
@@ -404,13 +421,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
                   f"criterion {criterion['val_score']:.4f}  ({seconds:.1f} s, {rows[-1]['samples_per_s']:.1f} "
                   f"samples/s){'  *best*' if improved else ''}", flush=True)
         if run_dir is not None and accelerator.is_main_process:
-            if improved:
-                _atomic_save(raw_model.checkpoint_dict(), run_dir / "best.pt")
-            _atomic_save({"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "scheduler": scheduler.state_dict(), "rng": _rng_state(), "epoch": epoch + 1,
-                          "best_score": best_score, "bad_epochs": bad_epochs, "history": rows},
-                         run_dir / "last.pt")
-            _atomic_write_text(pd.DataFrame(rows).to_csv(index=False), run_dir / "history.csv")
+            save_epoch(run_dir, raw_model, optimizer, scheduler, epoch + 1, best_score, bad_epochs, rows, improved)
     else:
         stopped_early = bad_epochs >= train_cfg.patience
 

@@ -6,6 +6,7 @@ import scipy.sparse as sp
 import torch
 
 from cisformer import contrastive, metrics, simulate
+from cisformer import train as train_module
 from cisformer.metrics import foscttm
 from cisformer.contrastive import (TeacherEncoder, embed, embed_anndata, fit_alignment, fit_atac2rna, nt_xent,
                                    predict_atac2rna)
@@ -91,7 +92,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(sim, tmp_path, monke
     full_model, full = fit_alignment(rna, atac, train, val, checkpoint_dir=tmp_path / "a", **kw)
 
     writes = {"n": 0}
-    real_write = contrastive._atomic_write_text
+    real_write = train_module._atomic_write_text
 
     def write_then_die(text, path):  # killed after the second epoch's checkpoint
         real_write(text, path)
@@ -99,10 +100,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(sim, tmp_path, monke
         if writes["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(contrastive, "_atomic_write_text", write_then_die)
+    monkeypatch.setattr(train_module, "_atomic_write_text", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         fit_alignment(rna, atac, train, val, checkpoint_dir=tmp_path / "b", **kw)
-    monkeypatch.setattr(contrastive, "_atomic_write_text", real_write)
+    monkeypatch.setattr(train_module, "_atomic_write_text", real_write)
     run_dir = next((tmp_path / "b").iterdir())
     assert not (run_dir / "done.json").exists() and (run_dir / "last.pt").exists()
     torch.manual_seed(123)  # the resumed run restores its own RNG state
