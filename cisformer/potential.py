@@ -202,11 +202,16 @@ def cell_potential(pred: AnnData, measured: AnnData, embedding, n_neighbors: int
     """Cell-level chromatin potential (SHARE-seq, Ma et al. 2020): arrows from each cell towards the cells whose
     measured expression its chromatin predicts.
 
-    Both matrices are standardised per gene with the *measured* mean and sd (one transform, so a prediction that
-    runs ahead along a trajectory stays ahead), projected on the measured profiles' first ``n_comps`` principal
-    components, and each cell's predicted profile looks up its ``n_neighbors`` nearest measured profiles (exact
-    search, the cell itself included). The arrow goes from the cell's embedding position to the mean position of
-    those neighbours. SHARE-seq first smooths both matrices over each cell's kNN; that is left to the caller.
+    The measured matrix is standardised per gene (its mean and sd). The predicted matrix is standardised with its
+    *own* sd, as SHARE-seq z-scores each modality separately, but keeps the offset of its mean from the measured
+    mean (in measured sd units), so a prediction that runs ahead along a trajectory stays ahead: a regression's
+    predictions are shrunk towards each gene's mean (SNARE-seq: predicted sd a fraction of the measured), and
+    with one shared transform every shrunk profile's nearest measured profiles were average cells, so every arrow
+    pointed to the middle of the embedding. Both are projected on the measured profiles' first ``n_comps``
+    principal components, and each cell's predicted profile looks up its ``n_neighbors`` nearest measured profiles
+    (exact search, the cell itself included). The arrow goes from the cell's embedding position to the mean
+    position of those neighbours. SHARE-seq first smooths both matrices over each cell's kNN; that is left to the
+    caller.
 
     Parameters
     ----------
@@ -228,7 +233,10 @@ def cell_potential(pred: AnnData, measured: AnnData, embedding, n_neighbors: int
         raise ValueError(f"embedding must be [n_cells, 2], got {position.shape}")
     mean, sd = y_true.mean(axis=0), y_true.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
-    z_true, z_pred = (y_true - mean) / sd, (y_pred - mean) / sd
+    pred_mean, pred_sd = y_pred.mean(axis=0), y_pred.std(axis=0)
+    pred_sd = np.where(pred_sd > 0, pred_sd, 1.0)
+    z_true = (y_true - mean) / sd
+    z_pred = (y_pred - pred_mean) / pred_sd + (pred_mean - mean) / sd
     pca = PCA(n_components=max(1, min(n_comps, min(z_true.shape) - 1)), svd_solver="full").fit(z_true)
     idx = exact_neighbors(pca.transform(z_true), min(n_neighbors, pred.n_obs)).kneighbors(
         pca.transform(z_pred), return_distance=False)                          # [n, k]

@@ -94,6 +94,9 @@ def test_cell_potential_points_along_the_trajectory():
     assert np.all(arrows["dx"][t < 0.95] > 0)              # the last cells have no cells further on
     still = potential.cell_potential(measured, measured, embedding, n_neighbors=5)
     np.testing.assert_allclose(still["dx"][(t > 0.05) & (t < 0.95)], 0.0, atol=1e-6)   # no lag, no arrow
+    shrunk = _expression(1 + np.outer(0.5 + 0.3 * (t - 0.5), slopes))  # a regression's shrinkage towards the mean
+    np.testing.assert_allclose(potential.cell_potential(shrunk, measured, embedding, n_neighbors=5)["dx"][
+        (t > 0.05) & (t < 0.95)], 0.0, atol=1e-6)                       # is not read as movement to the centre
     fig = plotting.potential_arrows(arrows, labels=np.where(t < 0.5, "early", "late"), grid_size=5)
     plt.close(fig)
 
