@@ -203,6 +203,28 @@ def ensure_scbutterfly_env(verbose: bool = False) -> Path:
 
 
 # ----------------------------------------------------------------------------------------------- preprocessing
+def _paired_names(python: Path, env: str, ensure: str, rna: ad.AnnData, atac: ad.AnnData) -> pd.Index:
+    """The cells' names, after checking that the method's environment exists (``ensure``: the function that
+    creates it) and that ``rna`` and ``atac`` hold the same cells in the same order."""
+    if not python.exists():
+        raise RuntimeError(f"{env} is missing; call {ensure}() first")
+    if not np.array_equal(rna.obs_names, atac.obs_names):
+        raise ValueError("rna and atac must hold the same cells in the same order (obs_names differ)")
+    return pd.Index(rna.obs_names.astype(str))
+
+
+def _run_driver(python: Path, work: str, driver: str, threads: int, timeout_s: float | None, method: str) -> float:
+    """Write ``driver`` into the folder ``work`` and run it there with ``python`` (arguments: the folder and the
+    thread count); returns its wall-clock seconds, raises with its last output lines when it fails."""
+    Path(f"{work}/driver.py").write_text(driver)
+    t0 = time.time()
+    done = subprocess.run([str(python), f"{work}/driver.py", work, str(threads)], capture_output=True, text=True,
+                          timeout=timeout_s, env=_child_env(threads), cwd=work)
+    if done.returncode != 0:
+        raise RuntimeError(f"{method} failed:\n" + "\n".join((done.stdout + done.stderr).splitlines()[-20:]))
+    return time.time() - t0
+
+
 def _positions(names: pd.Index, cells, field: str) -> np.ndarray:
     pos = names.get_indexer(pd.Index(cells).astype(str))
     if (pos < 0).any():
@@ -459,14 +481,10 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
     from .baselines import _atac_prediction
 
     python = scbutterfly_python()
-    if not python.exists():
-        raise RuntimeError("scButterfly's environment is missing; call ensure_scbutterfly_env() first")
-    if not np.array_equal(rna.obs_names, atac.obs_names):
-        raise ValueError("rna and atac must hold the same cells in the same order (obs_names differ)")
+    names = _paired_names(python, "scButterfly's environment", "ensure_scbutterfly_env", rna, atac)
     for column in ("chrom", "start"):
         if column not in atac.var:
             raise ValueError(f"atac.var['{column}'] is missing; scButterfly groups CREs by chromosome")
-    names = pd.Index(rna.obs_names.astype(str))
     train_pos = _positions(names, train_cells, "train_cells")
     test_pos = _positions(names, test_cells, "test_cells")
     if np.intersect1d(train_pos, test_pos).size:
@@ -498,13 +516,7 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
             "pretrain_epochs": int(pretrain_epochs), "translator_epochs": int(translator_epochs),
             "patience": int(patience), "time_budget_s": None if time_budget_s is None else float(time_budget_s),
         }, open(f"{work}/config.json", "w"))
-        Path(f"{work}/driver.py").write_text(_DRIVER)
-        t0 = time.time()
-        done = subprocess.run([str(python), f"{work}/driver.py", work, str(threads)], capture_output=True,
-                              text=True, timeout=timeout_s, env=_child_env(threads), cwd=work)
-        wall_s = time.time() - t0
-        if done.returncode != 0:
-            raise RuntimeError("scButterfly failed:\n" + "\n".join((done.stdout + done.stderr).splitlines()[-20:]))
+        wall_s = _run_driver(python, work, _DRIVER, threads, timeout_s, "scButterfly")
         r2a_sorted = np.load(f"{work}/r2a.npy")
         timing = json.load(open(f"{work}/timing.json"))
     r2a = np.empty_like(r2a_sorted)
@@ -794,11 +806,7 @@ def _run_integration(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells
                      edges: pd.DataFrame | None = None, threads: int = 1, timeout_s: float | None = None) -> dict:
     """Write the training and embedding cells' counts as h5ad, run the driver, read the embeddings back."""
     python = integration_python()
-    if not python.exists():
-        raise RuntimeError("the integration environment is missing; call ensure_integration_env() first")
-    if not np.array_equal(rna.obs_names, atac.obs_names):
-        raise ValueError("rna and atac must hold the same cells in the same order (obs_names differ)")
-    names = pd.Index(rna.obs_names.astype(str))
+    names = _paired_names(python, "the integration environment", "ensure_integration_env", rna, atac)
     train_pos = _positions(names, train_cells, "train_cells")
     embed_pos = _positions(names, embed_cells, "embed_cells")
 
@@ -813,13 +821,7 @@ def _run_integration(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells
         if edges is not None:
             edges.to_csv(f"{work}/edges.csv", index=False)
         json.dump({"method": method, **config}, open(f"{work}/config.json", "w"))
-        Path(f"{work}/driver.py").write_text(_INTEGRATION_DRIVER)
-        t0 = time.time()
-        done = subprocess.run([str(python), f"{work}/driver.py", work, str(threads)], capture_output=True,
-                              text=True, timeout=timeout_s, env=_child_env(threads), cwd=work)
-        wall_s = time.time() - t0
-        if done.returncode != 0:
-            raise RuntimeError(f"{method} failed:\n" + "\n".join((done.stdout + done.stderr).splitlines()[-20:]))
+        wall_s = _run_driver(python, work, _INTEGRATION_DRIVER, threads, timeout_s, method)
         record = json.load(open(f"{work}/record.json"))
         return {"rna": np.load(f"{work}/rna_embedding.npy"), "atac": np.load(f"{work}/atac_embedding.npy"),
                 **record, "wall_s": wall_s}
