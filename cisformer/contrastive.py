@@ -94,9 +94,9 @@ import torch.nn.functional as F
 from anndata import AnnData
 from tqdm.auto import tqdm
 
-from .baselines import epoch_repeats
+from .baselines import _binary, epoch_repeats
 from .metrics import _columnwise_pearson, foscttm, log_expression
-from .train import _accelerator, _atomic_write_text, _check_pair, cell_indices, resume_epoch, save_epoch
+from .train import _accelerator, _check_pair, _hash_update, cell_indices, resume_epoch, save_done, save_epoch
 
 PROFILES = ("quick", "cpu", "paper")
 CHECKPOINT_FORMAT = 1  # bumped when the state dicts change: older cached runs are not reused
@@ -183,14 +183,6 @@ def _rna_matrix(rna) -> sp.csr_matrix:
     return sp.csr_matrix(log_expression(rna), dtype=np.float32)
 
 
-def _atac_matrix(atac) -> sp.csr_matrix:
-    """1 where a peak has any read, sparse float32 [cells, P]."""
-    atac_bin = sp.csr_matrix(atac.X, dtype=np.float32, copy=True)
-    atac_bin.eliminate_zeros()
-    atac_bin.data[:] = 1.0
-    return atac_bin
-
-
 def _inverse_rms(X: sp.csr_matrix) -> np.ndarray:
     ms = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()  # [features]
     scale = np.ones_like(ms)
@@ -203,7 +195,7 @@ def attune_inputs(rna, atac, train_cells) -> AttuneInputs:
     per-feature value scale, fitted on ``train_cells`` only (names, positions or a boolean mask)."""
     _check_pair(rna, atac)
     train_idx = cell_indices(rna, train_cells, "train_cells")
-    rna_log, atac_bin = _rna_matrix(rna), _atac_matrix(atac)
+    rna_log, atac_bin = _rna_matrix(rna), _binary(atac)
     rna_scale, atac_scale = _inverse_rms(rna_log[train_idx]), _inverse_rms(atac_bin[train_idx])
     scaled_mean = lambda X, scale: (np.asarray(X.mean(axis=0)).ravel() * scale).astype(np.float32)  # noqa: E731
     return AttuneInputs(rna_log, atac_bin, rna_scale, atac_scale, scaled_mean(rna_log[train_idx], rna_scale),
@@ -403,12 +395,9 @@ def _fingerprint(parts: list, matrices: list) -> str:
     h.update(json.dumps([CHECKPOINT_FORMAT, *parts], sort_keys=True).encode())
     for X in matrices:
         if sp.issparse(X):
-            X = sp.csr_matrix(X)
-            arrays = (X.indptr, X.indices, X.data)
+            _hash_update(h, X)
         else:
-            arrays = (np.asarray(X),)
-        for arr in arrays:
-            h.update(np.ascontiguousarray(arr).tobytes())
+            h.update(np.ascontiguousarray(X).tobytes())
     return h.hexdigest()
 
 
@@ -502,10 +491,7 @@ def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epo
 
     history = pd.DataFrame(rows)
     if run_dir is not None and accelerator.is_main_process:
-        _atomic_write_text(json.dumps({"epochs": int(history["epoch"].max()) if len(history) else 0,
-                                       "stopped_early": bool(stopped_early), "best_val_score": best_score,
-                                       "config": raw_model.config.to_dict(), "seed": seed}, indent=1),
-                           run_dir / "done.json")
+        save_done(run_dir, history, stopped_early, best_score, config=raw_model.config.to_dict(), seed=seed)
     accelerator.wait_for_everyone()
     raw_model.load_state_dict(best_state)
     return raw_model.eval(), history
@@ -625,7 +611,7 @@ def embed(model: AttuneAligner, rna, atac, cells=None, batch_size: int = 256) ->
     _check_pair(rna, atac)
     _check_features(model, rna, atac)
     idx = np.arange(rna.n_obs) if cells is None else cell_indices(rna, cells)
-    rna_log, atac_bin = _rna_matrix(rna[idx]), _atac_matrix(atac[idx])
+    rna_log, atac_bin = _rna_matrix(rna[idx]), _binary(atac[idx])
     model.eval()
     device = next(model.parameters()).device
     out = {}
@@ -672,7 +658,7 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed
     if epochs is not None:
         overrides["head_epochs"] = int(epochs)
     cfg = dataclasses.replace(aligner.config, **overrides)
-    rna_log, atac_bin = _rna_matrix(rna), _atac_matrix(atac)
+    rna_log, atac_bin = _rna_matrix(rna), _binary(atac)
 
     rows = np.concatenate([train_idx, val_idx])
     student = [v.detach().cpu().numpy() for v in aligner.atac_student.state_dict().values()]
@@ -715,7 +701,7 @@ def predict_atac2rna(head: ExpressionHead, atac, cells=None, batch_size: int = 2
     :func:`cisformer.metrics.genewise_correlation`."""
     _check_features(head, atac=atac)
     idx = np.arange(atac.n_obs) if cells is None else cell_indices(atac, cells)
-    atac_bin = _atac_matrix(atac[idx])
+    atac_bin = _binary(atac[idx])
     head.eval()
     device = next(head.parameters()).device
     pred = torch.cat(_batched(lambda r: head(_dense(atac_bin, r, device)).float(), len(idx), batch_size))

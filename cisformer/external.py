@@ -263,10 +263,6 @@ class ButterflyPreprocessing:
     mean_open: float
 
     @staticmethod
-    def _binary(atac: ad.AnnData) -> sp.csr_matrix:
-        return (sp.csr_matrix(atac.X) > 0).astype(np.float32).tocsr()
-
-    @staticmethod
     def _log_normalized(rna: ad.AnnData, target_sum: float) -> sp.csr_matrix:
         x = sp.csr_matrix(rna.X, dtype=np.float32)
         totals = np.asarray(x.sum(axis=1)).ravel()
@@ -278,6 +274,8 @@ class ButterflyPreprocessing:
         """Fit on ``train_cells`` (obs names) of paired counts ``rna``/``atac``; no other cell is read."""
         import scanpy as sc
 
+        from .baselines import _binary
+
         train = _positions(pd.Index(rna.obs_names.astype(str)), train_cells, "train_cells")
         rna, atac = rna[train], atac[train]
         totals = np.asarray(sp.csr_matrix(rna.X).sum(axis=1)).ravel()
@@ -288,7 +286,7 @@ class ButterflyPreprocessing:
             genes = np.flatnonzero(hvg["highly_variable"].to_numpy())
         else:
             genes = np.arange(rna.n_vars)
-        binary = cls._binary(atac)
+        binary = _binary(atac)
         df = np.asarray(binary.sum(axis=0)).ravel()
         cres = np.flatnonzero(df > 0)
         idf = np.log1p(atac.n_obs / df[cres]).astype(np.float64)
@@ -312,7 +310,9 @@ class ButterflyPreprocessing:
 
         ``n_i`` (a cell's open CREs) counts the kept CREs only, as scButterfly counts the features it is given.
         """
-        scaled = self._tfidf(self._binary(atac)[:, self.cres], self.idf) / self.scale
+        from .baselines import _binary
+
+        scaled = self._tfidf(_binary(atac)[:, self.cres], self.idf) / self.scale
         return sp.csr_matrix(scaled.minimum(1.0), dtype=np.float32)
 
     def to_accessibility(self, targets: np.ndarray) -> np.ndarray:

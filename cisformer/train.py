@@ -200,6 +200,14 @@ def save_epoch(run_dir: Path, model, optimizer, scheduler, epoch: int, best_scor
     _atomic_write_text(pd.DataFrame(history).to_csv(index=False), run_dir / "history.csv")
 
 
+def save_done(run_dir: Path, history: pd.DataFrame, stopped_early: bool, best_score: float, **info) -> None:
+    """Mark a run finished: ``done.json`` with the epochs run, whether early stopping ended it, the best
+    validation score and ``info`` (configs, seed)."""
+    _atomic_write_text(json.dumps({"epochs": int(history["epoch"].max()) if len(history) else 0,
+                                   "stopped_early": bool(stopped_early), "best_val_score": best_score, **info},
+                                  indent=1), run_dir / "done.json")
+
+
 def _accelerator(device: str):
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
@@ -427,10 +435,8 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
 
     history = pd.DataFrame(rows)
     if run_dir is not None and accelerator.is_main_process:
-        _atomic_write_text(json.dumps({"epochs": int(history["epoch"].max()) if len(history) else 0,
-                                       "stopped_early": bool(stopped_early), "best_val_score": best_score,
-                                       "model": model_cfg.to_dict(), "train": dataclasses.asdict(train_cfg),
-                                       "seed": seed}, indent=1), run_dir / "done.json")
+        save_done(run_dir, history, stopped_early, best_score, model=model_cfg.to_dict(),
+                  train=dataclasses.asdict(train_cfg), seed=seed)
     accelerator.wait_for_everyone()
     raw_model.load_state_dict(best_state)
     raw_model.eval()
