@@ -709,7 +709,7 @@ def neighbor_conservation(x_integrated: np.ndarray, x_own: np.ndarray, k: int) -
     return float(np.mean(shared / (2 * a.shape[1] - shared)))
 
 
-def integration_scores(x_rna: np.ndarray, x_atac: np.ndarray, labels, n_neighbors: int = 15, seed: int = 0,
+def integration_scores(x_rna: np.ndarray, x_atac: np.ndarray, labels, n_neighbors: int = 15,
                        x_rna_own: np.ndarray | None = None, x_atac_own: np.ndarray | None = None,
                        neighbor_frac: float = 0.01) -> dict:
     """Integration metrics of one method on one data set (paired cells), as in Attune's benchmark.
@@ -723,10 +723,6 @@ def integration_scores(x_rna: np.ndarray, x_atac: np.ndarray, labels, n_neighbor
     n_neighbors
         Size of the kNN graph of :func:`graph_connectivity`, counting the cell itself as scanpy does (its
         default 15: 14 other cells), the graph scIB and scGLUE take from ``scanpy.pp.neighbors``.
-    seed
-        Accepted so that every method is scored by the same call; no score here is random (the balanced
-        subsampling of scGLUE's alignment score keeps every cell of paired data, see
-        :func:`seurat_alignment_score`), so it changes nothing.
     x_rna_own, x_atac_own
         Each modality's own representation before integration (e.g. RNA PCA, ATAC LSI of the same cells), for
         ``neighbor_conservation``; NaN without them.
