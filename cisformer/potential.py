@@ -25,7 +25,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .metrics import exact_neighbors
+from .metrics import _aligned, exact_neighbors
 
 
 def _dense(x) -> np.ndarray:
@@ -34,12 +34,10 @@ def _dense(x) -> np.ndarray:
 
 def _paired(pred: AnnData, measured: AnnData) -> tuple[np.ndarray, np.ndarray]:
     """Dense float64 matrices of ``pred`` and ``measured`` on the same cells (checked) and ``pred``'s genes."""
-    if not (pred.n_obs == measured.n_obs and np.array_equal(pred.obs_names, measured.obs_names)):
-        raise ValueError("pred and measured must hold the same cells in the same order (obs_names differ)")
-    measured_x = _dense(measured[:, pred.var_names].X)
+    pred_x, measured_x = (x.astype(np.float64) for x in _aligned(pred, measured))
     if measured_x.size and np.all(measured_x == np.round(measured_x)) and measured_x.max() >= 30:
         raise ValueError("measured looks like raw counts; pass log1p CP10k (cisformer.metrics.log_expression)")
-    return _dense(pred.X), measured_x
+    return pred_x, measured_x
 
 
 def _min_max(x: np.ndarray) -> np.ndarray:
