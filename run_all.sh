@@ -12,6 +12,8 @@
 #                                     --out DIR: figures folder instead of figures/ (keeps the committed ones intact)
 #   ./run_all.sh --test               set up .venv if needed, then run the test suite (pytest)
 #   ./run_all.sh --setup              only create / update .venv
+#   ./run_all.sh --jobs N             run N notebooks at a time (default: 2 on a machine with 2 or more cores, each
+#                                     notebook on CISFORMER_THREADS threads; results do not depend on it)
 #   ./run_all.sh --verify [--only NAME] [--against DIR]
 #                                     regenerate into a temporary folder with an empty model cache and compare
 #                                     every CSV with figures/ (or DIR) within the tolerances of cisformer/verify.py;
@@ -23,7 +25,7 @@
 # default 1: results depend on the thread count, so it is fixed).
 set -euo pipefail
 
-usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
 
 PROFILE=cpu
 ONLY=""
@@ -31,6 +33,7 @@ DATA=""
 AGAINST=""
 OUTDIR=""
 PARAMS=()
+JOBS="${CISFORMER_JOBS:-}"
 MODE=figures
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -45,6 +48,12 @@ while [ $# -gt 0 ]; do
       case "${2:-}" in
         [A-Za-z_]*=*) PARAMS+=("$2") ;;
         *) echo "run_all.sh: --param needs KEY=VALUE (got '${2:-}')" >&2; exit 2 ;;
+      esac
+      shift 2 ;;
+    --jobs)
+      case "${2:-}" in
+        [1-9]|[1-9][0-9]) JOBS="$2" ;;
+        *) echo "run_all.sh: --jobs needs a positive number (got '${2:-}')" >&2; exit 2 ;;
       esac
       shift 2 ;;
     --setup) MODE=setup; shift ;;
@@ -111,17 +120,23 @@ if [ "$MODE" = verify ]; then
   echo "== verify: regenerating into $FIGURES (model cache $CISFORMER_CACHE, removed at exit), reference $REFERENCE"
 fi
 mkdir -p "$FIGURES"
-failed=0
-summary=()
-ran=()
-for nb in "$ROOT"/notebooks/*.ipynb; do
+# Notebooks run single-threaded (above), so two at a time use both cores of a 2-core machine; a notebook that reads
+# another's cached models (08 reads 02's and 04's) comes later in the order and finds them, or trains them itself.
+if [ -z "$JOBS" ]; then
+  JOBS=$(( $(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc 2>/dev/null || echo 1) / THREADS ))  # nproc obeys OMP_NUM_THREADS
+  [ "$JOBS" -gt 2 ] && JOBS=2
+  [ "$JOBS" -lt 1 ] && JOBS=1
+fi
+STATUS_DIR="$(mktemp -d "${TMPDIR:-/tmp}/cisformer-run.XXXXXX")"
+
+run_notebook() {  # one notebook -> $FIGURES/<name>/; its summary line -> $STATUS_DIR/<stem>
+  local nb="$1" stem name out status start
   stem="$(basename "$nb" .ipynb)"
   name="${stem#[0-9][0-9]_}"
-  if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ] && [ "$ONLY" != "$stem" ]; then continue; fi
   out="$FIGURES/$name"
   mkdir -p "$out"
   rm -f "$out/provenance.jsonl"
-  params=(-p profile "$PROFILE" -p out_dir "$out")
+  local params=(-p profile "$PROFILE" -p out_dir "$out")
   [ -n "$DATA" ] && params+=(-p data_dir "$DATA")
   for kv in ${PARAMS[@]+"${PARAMS[@]}"}; do
     case "${kv#*=}" in
@@ -150,15 +165,36 @@ PYEOF
        -k cisformer "$nb" "$out/$stem.ipynb" "${params[@]}" > "$out/run.log" 2>&1; then
     status=ok
   else
-    status=FAILED; failed=1
-    tail -n 30 "$out/run.log" >&2
+    status=FAILED
+    tail -n 30 "$out/run.log" | sed "s/^/[$stem] /" >&2
   fi
-  summary+=("$(printf '%-26s %-7s %6ss' "$stem" "$status" "$(( $(date +%s) - start ))")")
+  printf '%-26s %-7s %6ss\n' "$stem" "$status" "$(( $(date +%s) - start ))" > "$STATUS_DIR/$stem"
+  echo "== $stem $status"
+}
+
+run_start=$(date +%s)
+ran=()
+stems=()
+for nb in "$ROOT"/notebooks/*.ipynb; do
+  stem="$(basename "$nb" .ipynb)"
+  name="${stem#[0-9][0-9]_}"
+  if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ] && [ "$ONLY" != "$stem" ]; then continue; fi
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
+  run_notebook "$nb" &
   ran+=("$name")
+  stems+=("$stem")
 done
+wait
+failed=0
+summary=()
+for stem in ${stems[@]+"${stems[@]}"}; do
+  if [ -s "$STATUS_DIR/$stem" ]; then summary+=("$(cat "$STATUS_DIR/$stem")"); else summary+=("$stem (no status: killed?)"); fi
+  grep -q " ok " "$STATUS_DIR/$stem" 2>/dev/null || failed=1
+done
+rm -rf "$STATUS_DIR"
 if [ ${#ran[@]} -eq 0 ]; then echo "run_all.sh: no notebook matches --only '$ONLY'" >&2; exit 2; fi
 "$PY" -m cisformer.provenance "$FIGURES" >/dev/null
-echo "== summary (profile $PROFILE; index: ${FIGURES#$ROOT/}/INDEX.md)"
+echo "== summary (profile $PROFILE, $JOBS at a time, $(( $(date +%s) - run_start ))s in all; index: ${FIGURES#$ROOT/}/INDEX.md)"
 printf '%s\n' "${summary[@]}"
 if [ "$MODE" = verify ]; then
   echo "== verify: CSVs of $FIGURES vs $REFERENCE"

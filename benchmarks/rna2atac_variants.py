@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cisformer import baselines, data, metrics, predict, train
+from cisformer import baselines, benchmark, data, metrics, predict, train
 
 SCENARIOS = {"random": ("snareseq", "random"), "cell_type": ("snareseq", "cell_type"),
              "library": ("snareseq", "batch"), "bmmc": ("bmmc", "predefined")}
@@ -66,10 +66,9 @@ def main() -> None:
     for name, overrides in runs:
         for seed in map(int, args.seeds.split(",")):
             t0 = time.time()
-            if overrides is None:
-                fit = np.concatenate([tr, va])
-                pred = baselines.BabelStyle().fit(rna[fit], atac[fit], seed=seed).predict_atac(rna[te])
-                extra = {}
+            if overrides is None:  # notebook 01's BABEL-style: training cells, epoch selected on validation cells
+                pred, timing = benchmark.run_rna2atac("BABEL-style", rna, atac, tr, va, te, seed=seed)
+                extra = {"epochs": timing["epochs"], "best_epoch": timing["best_epoch"]}
             else:
                 model, history = train.fit(rna, atac, "rna2atac", tr, va, profile="cpu", seed=seed, progress=False,
                                            **overrides)

@@ -59,7 +59,7 @@ import torch
 from anndata import AnnData
 from torch import nn
 
-from .metrics import binarize, exact_neighbors, true_expression
+from .metrics import auroc_gain, binarize, exact_neighbors, true_expression
 
 
 # ----------------------------------------------------------------------------------------------- shared pieces
@@ -97,6 +97,13 @@ def epoch_repeats(n_cells: int, min_epoch_samples: int) -> int:
     validation criterion to see a model learn, and the budget would be set by the data's size, not by training.
     """
     return max(1, -(-int(min_epoch_samples) // max(int(n_cells), 1)))
+
+
+def scored_validation_cells(val_idx: np.ndarray, n_cells: int, seed: int) -> np.ndarray:
+    """The validation cells scored each epoch: ``n_cells`` of ``val_idx`` drawn with ``seed`` (all when fewer),
+    sorted. One draw for every method that selects its epoch on validation cells, so that they are scored on the
+    same cells."""
+    return np.sort(np.random.default_rng(seed).choice(val_idx, min(n_cells, len(val_idx)), replace=False))
 
 
 def epoch_batches(rng: np.random.Generator, n_cells: int, batch_size: int, min_epoch_samples: int) -> list:
@@ -337,14 +344,22 @@ class BabelStyle:
     the RNA equivalent of the CRE base rate. Their weights start at zero, so with ``epochs=0`` every cell gets
     the floor's probabilities (the floor's ranking of CREs, smoothed by one pseudocount per outcome).
     An epoch shows at least ``min_epoch_samples`` cells (:func:`epoch_repeats`, the rule Cisformer trains by).
+
+    Given validation cells (``fit(..., validation=(rna_val, atac_val))``) it selects its epoch as Cisformer does
+    (:func:`cisformer.train.fit`): after each epoch the RNA -> ATAC path is scored on ``scored_val_cells`` of them
+    (:func:`scored_validation_cells`, the same draw) by the AUROC gain over the base rate
+    (:func:`cisformer.metrics.auroc_gain`), training stops after ``patience`` epochs without improvement and the
+    best epoch's weights are kept. Without validation cells it trains ``epochs`` epochs.
     """
 
     name = "BABEL-style"
 
-    def __init__(self, epochs: int = 15, batch_size: int = 128, lr: float = 1e-3, hidden: int = 64,
-                 latent: int = 16, n_top_genes: int = 2000, min_epoch_samples: int = 6400):
+    def __init__(self, epochs: int = 20, batch_size: int = 128, lr: float = 1e-3, hidden: int = 64,
+                 latent: int = 16, n_top_genes: int = 2000, min_epoch_samples: int = 6400, patience: int = 3,
+                 scored_val_cells: int = 256):
         self.epochs, self.batch_size, self.lr, self.min_epoch_samples = epochs, batch_size, lr, min_epoch_samples
         self.hidden, self.latent, self.n_top_genes = hidden, latent, n_top_genes
+        self.patience, self.scored_val_cells = patience, scored_val_cells
 
     def _rna_input(self, rna: AnnData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         counts = _dense(rna[:, self.genes].X)
@@ -352,7 +367,14 @@ class BabelStyle:
         log_norm = np.log1p(counts / np.maximum(library, 1.0) * 1e4)
         return torch.from_numpy(log_norm), torch.from_numpy(counts), torch.from_numpy(np.maximum(library, 1.0))
 
-    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "BabelStyle":
+    @torch.no_grad()
+    def _atac_logits(self, rna_in: torch.Tensor) -> np.ndarray:
+        """RNA -> ATAC logits in the training CRE order (self.order)."""
+        self.net.eval()
+        return self.net.decode_atac(self.net.rna_encoder(rna_in)).numpy()
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0,
+            validation: tuple[AnnData, AnnData] | None = None) -> "BabelStyle":
         _check_paired(rna_train, atac_train)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -368,12 +390,21 @@ class BabelStyle:
         atac = torch.from_numpy(_dense(binary))
         self.net = _BabelNet(len(self.genes), sizes.tolist(), self.hidden, latent=self.latent)
         gene_totals = rna_counts.sum(dim=0).double().numpy()
-        self.net.start_from_base_rates(cre_base_rate_logits(binary),
-                                       np.log((gene_totals + 1.0) / (gene_totals.sum() + len(gene_totals))))
+        prior = cre_base_rate_logits(binary)
+        self.net.start_from_base_rates(prior, np.log((gene_totals + 1.0) / (gene_totals.sum() + len(gene_totals))))
+        if validation is not None:
+            rna_val, atac_val = validation
+            _check_paired(rna_val, atac_val)
+            scored = scored_validation_cells(np.arange(rna_val.n_obs), self.scored_val_cells, seed)
+            val_in = self._rna_input(rna_val[scored])[0]
+            val_truth = _dense(_binary(atac_val[scored][:, atac_train.var_names])[:, self.order]) > 0
         optim = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         bce = nn.BCEWithLogitsLoss()
         self.history = []
+        best_score, bad_epochs, best_state = -np.inf, 0, None
         for epoch in range(self.epochs):
+            if bad_epochs >= self.patience:
+                break
             self.net.train()
             total, n_seen = 0.0, 0
             for batch in epoch_batches(rng, rna_train.n_obs, self.batch_size, self.min_epoch_samples):
@@ -388,14 +419,21 @@ class BabelStyle:
                 nn.utils.clip_grad_norm_(self.net.parameters(), 1.0)
                 optim.step()
                 total, n_seen = total + float(loss.detach()) * len(batch), n_seen + len(batch)
-            self.history.append({"epoch": epoch, "loss": total / n_seen, "samples": n_seen})
+            row = {"epoch": epoch + 1, "loss": total / n_seen, "samples": n_seen}
+            if validation is not None:
+                row["val_score"] = auroc_gain(self._atac_logits(val_in), val_truth, prior)
+                if row["val_score"] > best_score:
+                    best_score, bad_epochs = row["val_score"], 0
+                    best_state = {k: v.detach().clone() for k, v in self.net.state_dict().items()}
+                else:
+                    bad_epochs += 1
+            self.history.append(row)
+        if best_state is not None:
+            self.net.load_state_dict(best_state)
         return self
 
-    @torch.no_grad()
     def predict_atac(self, rna: AnnData) -> AnnData:
-        self.net.eval()
-        rna_in, _, _ = self._rna_input(rna)
-        probs_sorted = torch.sigmoid(self.net.decode_atac(self.net.rna_encoder(rna_in))).numpy()
+        probs_sorted = torch.sigmoid(torch.from_numpy(self._atac_logits(self._rna_input(rna)[0]))).numpy()
         probs = np.empty_like(probs_sorted)
         probs[:, self.order] = probs_sorted
         return _atac_prediction(probs, rna.obs, self.var, self.name)

@@ -274,6 +274,15 @@ def per_cell_auroc(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
         return np.where((n_pos > 0) & (n_neg > 0), u / (n_pos * n_neg), np.nan)
 
 
+def auroc_gain(scores: np.ndarray, truth: np.ndarray, prior: np.ndarray) -> float:
+    """Mean per-cell AUROC of ``scores`` (cells x CREs) minus the mean per-cell AUROC of ``prior`` (each CRE's base
+    rate, the same for every cell) on the same cells: what a model adds to the base rate. A model that learned each
+    cell's depth and nothing else scores 0 (a per-cell shift leaves the ranking within the cell unchanged)."""
+    truth = np.asarray(truth, dtype=bool)
+    floor = np.nanmean(per_cell_auroc(np.broadcast_to(prior, truth.shape), truth))
+    return float(np.nanmean(per_cell_auroc(scores, truth)) - floor)
+
+
 def per_cell_auprc(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Average precision of each row of ``scores`` against the binary row of ``truth``, computed as scikit-learn's
     ``average_precision_score`` (precision at each distinct threshold, weighted by the recall it adds; tied

@@ -327,8 +327,13 @@ class CellEncoder(nn.Module):
     cells' mean and sd (buffers ``input_mean`` / ``input_std``, set by :func:`cisformer.train.fit`).
     atac2rna: the input is the mean of a learned embedding over the cell's open-CRE tokens (an embedding bag).
     Input features are dropped at random in training (``input_dropout``), then an MLP gives ``z``. The
-    reconstruction (MSE on the standardised expression, or BCE of every CRE's open state) is an auxiliary loss:
-    it keeps the cell's identity in ``z`` where the sparse targets alone would not.
+    reconstruction is an auxiliary loss: it keeps the cell's identity in ``z`` where the sparse targets alone would
+    not. rna2atac reconstructs the cell's expression profile as a multinomial (cross-entropy of the softmax over
+    genes against each gene's share of the cell's counts per 10,000, the count likelihood of scVI / BABEL without
+    the library size), so genes weigh by their expression; an MSE on the standardised expression weighed every gene
+    alike, and at SNARE-seq depth (~100 genes detected per cell) the standardised values of rare genes are mostly
+    sampling noise (measured on notebook 01's random split, 3 seeds: AUROC gain over the floor 0.030 -> 0.032, AMI
+    0.453 -> 0.495). atac2rna reconstructs every CRE's open state (BCE).
     """
 
     def __init__(self, cfg: CisformerConfig):
@@ -365,7 +370,9 @@ class CellEncoder(nn.Module):
 
     def reconstruction_loss(self, z: torch.Tensor, batch: dict) -> torch.Tensor:
         if self.direction == "rna2atac":
-            return F.mse_loss(self.reconstruct(z), self.standardized(batch["expr"]))
+            share = torch.expm1(batch["expr"])                              # counts per 10,000 (B, n_genes)
+            share = share / share.sum(1, keepdim=True).clamp(min=1e-8)
+            return -(share * F.log_softmax(self.reconstruct(z), -1)).sum(1).mean()
         return F.binary_cross_entropy_with_logits(self.reconstruct(z), batch["open_all"])
 
 

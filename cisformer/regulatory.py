@@ -85,6 +85,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .baselines import scored_validation_cells
 from .contrastive import TeacherEncoder, _dense, nt_xent
 from .train import cell_indices
 
@@ -516,8 +517,7 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
     config = RegulatoryConfig.from_profile(profile, rna.n_vars, atac.n_vars, dim, **overrides)
     pairs = _window_pairs(rna, atac, config.window)
     inputs = attune_inputs(rna, atac, train_idx)  # the teachers carry their own value scale: only X is read
-    scored_val = np.sort(np.random.default_rng(seed).choice(val_idx, min(config.scored_val_cells, len(val_idx)),
-                                                            replace=False))
+    scored_val = scored_validation_cells(val_idx, config.scored_val_cells, seed)
     teachers = [copy.deepcopy(aligner.rna_teacher).cpu(), copy.deepcopy(aligner.atac_teacher).cpu()]
 
     rows = np.concatenate([train_idx, val_idx])

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from .baselines import epoch_repeats
+from .baselines import epoch_repeats, scored_validation_cells
 from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
 from .metrics import log_expression
 from .sampler import PairedCells, base_rate_logits, expression_bin_edges, make_loader
@@ -327,8 +327,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     bin_edges = expression_bin_edges(rna_log[train_idx], model_cfg.n_bins) if direction == "atac2rna" else None
     multiple = max(train_cfg.multiple, epoch_repeats(len(train_idx), train_cfg.min_epoch_samples))
     train_set = PairedCells(rna_X, atac_X, train_idx, model_cfg, multiple, seed, bin_edges, rna_log=rna_log)
-    scored_val = np.sort(np.random.default_rng(seed).choice(val_idx, min(train_cfg.scored_val_cells, len(val_idx)),
-                                                            replace=False))
+    scored_val = scored_validation_cells(val_idx, train_cfg.scored_val_cells, seed)
     val_set = PairedCells(rna_X, atac_X, scored_val, model_cfg, 1, seed + 1, bin_edges, train_set.depth_centre,
                           rna_log)
 
@@ -451,7 +450,7 @@ def validation_criterion(model, inputs, truth) -> dict:
     its log-scale expression; ``truth``: rna2atac their measured open state (cells x CREs, sparse bool),
     atac2rna their log-scale expression (cells x genes, :func:`cisformer.metrics.log_expression`).
     """
-    from .metrics import deviation_spread, per_cell_auroc, _columnwise_pearson
+    from .metrics import auroc_gain, deviation_spread, _columnwise_pearson
     from .predict import predict_logits
     from .sampler import bin_centres
 
@@ -460,9 +459,8 @@ def validation_criterion(model, inputs, truth) -> dict:
     if model.config.direction == "rna2atac":
         truth = np.asarray(sp.csr_matrix(truth).toarray(), dtype=bool)
         prior = model.query_prior.cpu().numpy()
-        gain = np.nanmean(per_cell_auroc(logits, truth)) - np.nanmean(per_cell_auroc(np.broadcast_to(prior, logits.shape), truth))
         within, across = deviation_spread(logits - prior)
-        return {"val_score": float(gain), "val_within_sd": within, "val_across_sd": across}
+        return {"val_score": auroc_gain(logits, truth, prior), "val_within_sd": within, "val_across_sd": across}
     prob = torch.softmax(torch.from_numpy(logits), -1).numpy()
     expected = prob @ bin_centres(model.bin_edges.cpu().numpy())
     truth = np.asarray(sp.csr_matrix(truth).toarray(), dtype=np.float32)

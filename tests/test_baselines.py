@@ -81,6 +81,27 @@ def test_babel_starts_from_the_base_rate(split):
     assert abs(_mean_auroc(baselines.BabelStyle(epochs=0), split) - _mean_auroc(baselines.Floor(), split)) < 1e-3
 
 
+def test_babel_selects_its_epoch_on_validation_cells(split):
+    """With validation cells BABEL-style scores each epoch by the AUROC gain over the base rate on them (the
+    criterion Cisformer selects by), stops after ``patience`` epochs without improvement and keeps the best epoch:
+    its prediction is that of the same run stopped at the best epoch."""
+    rna_tr, atac_tr, rna_te, atac_te = split
+    rna_fit, atac_fit, rna_val, atac_val = rna_tr[:200], atac_tr[:200], rna_tr[200:], atac_tr[200:]
+    babel = baselines.BabelStyle(epochs=30, batch_size=32, lr=1e-2, min_epoch_samples=0, patience=2,
+                                 scored_val_cells=50)
+    babel.fit(rna_fit, atac_fit, seed=0, validation=(rna_val, atac_val[:, ::-1]))  # CRE order read by name
+    scores = [row["val_score"] for row in babel.history]
+    best = int(np.argmax(scores)) + 1
+    assert best < len(scores) < 30 and len(scores) - best == 2 and max(scores[best:]) <= scores[best - 1]
+    scored = baselines.scored_validation_cells(np.arange(rna_val.n_obs), 50, 0)
+    truth = (atac_val[scored].X > 0).toarray()
+    prior = baselines.cre_base_rate_logits(atac_fit.X)
+    last = baselines.BabelStyle(epochs=best, batch_size=32, lr=1e-2, min_epoch_samples=0).fit(rna_fit, atac_fit, seed=0)
+    assert metrics.auroc_gain(last.predict_atac(rna_val[scored]).X, truth, prior) == pytest.approx(scores[best - 1],
+                                                                                                    abs=1e-9)
+    np.testing.assert_array_equal(babel.predict_atac(rna_te).X, last.predict_atac(rna_te).X)
+
+
 def test_knn_shrinks_like_cell_type_mean(split):
     """kNN's neighbour frequency uses CellTypeMean's rule: (open + prior_cells * floor) / (k + prior_cells)."""
     rna_tr, atac_tr, rna_te, _ = split
