@@ -173,7 +173,6 @@ PYEOF
 }
 
 run_start=$(date +%s)
-ran=()
 stems=()
 for nb in "$ROOT"/notebooks/*.ipynb; do
   stem="$(basename "$nb" .ipynb)"
@@ -181,7 +180,6 @@ for nb in "$ROOT"/notebooks/*.ipynb; do
   if [ -n "$ONLY" ] && [ "$ONLY" != "$name" ] && [ "$ONLY" != "$stem" ]; then continue; fi
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
   run_notebook "$nb" &
-  ran+=("$name")
   stems+=("$stem")
 done
 wait
@@ -192,13 +190,13 @@ for stem in ${stems[@]+"${stems[@]}"}; do
   grep -q " ok " "$STATUS_DIR/$stem" 2>/dev/null || failed=1
 done
 rm -rf "$STATUS_DIR"
-if [ ${#ran[@]} -eq 0 ]; then echo "run_all.sh: no notebook matches --only '$ONLY'" >&2; exit 2; fi
+if [ ${#stems[@]} -eq 0 ]; then echo "run_all.sh: no notebook matches --only '$ONLY'" >&2; exit 2; fi
 "$PY" -m cisformer.provenance "$FIGURES" >/dev/null
 echo "== summary (profile $PROFILE, $JOBS at a time, $(( $(date +%s) - run_start ))s in all; index: ${FIGURES#$ROOT/}/INDEX.md)"
 printf '%s\n' "${summary[@]}"
 if [ "$MODE" = verify ]; then
   echo "== verify: CSVs of $FIGURES vs $REFERENCE"
-  "$PY" -m cisformer.verify "$FIGURES" "$REFERENCE" --names "${ran[@]}" || failed=1
+  "$PY" -m cisformer.verify "$FIGURES" "$REFERENCE" --names "${stems[@]#[0-9][0-9]_}" || failed=1
   echo "== verify: $([ $failed = 0 ] && echo passed || echo FAILED); regenerated tables kept in $FIGURES"
 fi
 exit $failed

@@ -76,15 +76,11 @@ def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, see
         pred, timing = external.run_scbutterfly_rna2atac(rna, atac, fit_cells, test_cells, seed=seed, threads=1,
                                                          time_budget_s=time_budget_s)
         return pred, timing
-    if method == "BABEL-style":
-        fitted = baselines.BabelStyle(epochs=babel_epochs).fit(rna[train_cells], atac[train_cells], seed=seed,
-                                                               validation=(rna[val_cells], atac[val_cells]))
-        t1 = time.time()
-        pred = fitted.predict_atac(rna[test_cells])
-        scores = [row["val_score"] for row in fitted.history]
-        return pred, {"train_s": t1 - t0, "epochs": len(scores), "best_epoch": int(np.argmax(scores)) + 1,
-                      "predict_s": time.time() - t1}
-    if method == "kNN":
+    cells, fit_kwargs = fit_cells, {}
+    if method == "BABEL-style":  # trains on the training cells, selects its epoch on the validation cells
+        fitted, cells = baselines.BabelStyle(epochs=babel_epochs), train_cells
+        fit_kwargs = {"validation": (rna[val_cells], atac[val_cells])}
+    elif method == "kNN":
         fitted = baselines.KNNTransfer()
     elif method == "floor":
         fitted = baselines.Floor()
@@ -93,11 +89,14 @@ def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, see
     else:
         raise ValueError(f"unknown RNA->ATAC method {method!r}; use one of "
                          f"{RNA2ATAC_METHODS + RNA2ATAC_REFERENCES + (ABLATED,)}")
-    fitted.fit(rna[fit_cells], atac[fit_cells], seed=seed)
+    fitted.fit(rna[cells], atac[cells], seed=seed, **fit_kwargs)
     t1 = time.time()
     pred = fitted.predict_atac(rna[test_cells])
-    return pred, {"train_s": t1 - t0, "predict_s": time.time() - t1}
-
+    timing = {"train_s": t1 - t0, "predict_s": time.time() - t1}
+    if fit_kwargs:
+        scores = [row["val_score"] for row in fitted.history]
+        timing.update(epochs=len(scores), best_epoch=int(np.argmax(scores)) + 1)
+    return pred, timing
 
 def run_atac2rna(method: str, rna, atac, train_cells, val_cells, test_cells, seed: int = 0, profile: str = "cpu",
                  device: str = "auto", cache=None, epochs: int | None = None):
