@@ -15,9 +15,14 @@ cells of the type, which penalises rarely open CREs and rewards ubiquitous ones 
 Memory stays bounded: only the window pairs (:func:`candidate_pairs`) are ever stored, as flat arrays, and
 each cell type's result is a sparse genes x CREs AnnData - never a dense genes x 1.03M matrix.
 
+Links are read by in-silico deletion by default (:func:`deletion`, atac2rna models): on planted links it
+recovers them where attention does not (notebook 04), and its scores are in expression units. Attention, the
+paper's reading, stays available beside it (:func:`links` with ``scorer="attention"``).
+
 Typical use::
 
-    per_type = cisformer.attention.extract(model, rna, atac, n_cells_per_type=100)
+    table = cisformer.attention.links(model, rna, atac)        # in-silico deletion per cell type (default)
+    per_type = cisformer.attention.extract(model, rna, atac, n_cells_per_type=100)   # attention, paper's reading
     table = cisformer.attention.links_table(per_type)          # tidy CRE-gene pairs x cell types
     scores = cisformer.attention.gene_scores(per_type)         # gene-wise attention per cell type
 """
@@ -129,7 +134,8 @@ def window_mask(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int = WIN
 # --------------------------------------------------------------------------------------------- accumulation
 
 class PairAccumulator:
-    """Sums of normalised attention and co-sampling counts over the window pairs, for one cell type.
+    """Sums of a pair score (normalised attention, or a deletion effect) and co-sampling counts over the window
+    pairs, for one cell type.
 
     ``pair_id`` is a sparse genes x CREs matrix holding ``1 + row`` of the pair table, so a cell's token lists
     map onto pair rows with one sparse slice.
@@ -411,9 +417,33 @@ def links_table(per_type: dict[str, ad.AnnData], min_cells: int = 1) -> pd.DataF
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-def links(model, rna: ad.AnnData, atac: ad.AnnData, min_cells: int = 1, **extract_kwargs) -> pd.DataFrame:
-    """CRE-gene links of a trained model as a tidy DataFrame (:func:`extract` then :func:`links_table`)."""
-    return links_table(extract(model, rna, atac, **extract_kwargs), min_cells=min_cells)
+SCORERS = {"deletion": "in-silico deletion", "attention": "attention (paper's normalisation)",
+           "attention-raw": "attention (raw weights)"}
+
+
+def default_scorer(model) -> str:
+    """``"deletion"`` for atac2rna models (it recovers planted links best, notebook 04), ``"attention"`` for
+    rna2atac models, whose predictions are CREs, so no gene can be predicted without a CRE."""
+    return "deletion" if model.config.direction == "atac2rna" else "attention"
+
+
+def links(model, rna: ad.AnnData, atac: ad.AnnData, scorer: str | None = None, min_cells: int = 1,
+          **kwargs) -> pd.DataFrame:
+    """CRE-gene links of a trained model as a tidy DataFrame (:func:`links_table`, plus a ``scorer`` column).
+
+    ``scorer``: ``"deletion"`` (in-silico deletion, :func:`deletion`; the default for atac2rna models),
+    ``"attention"`` (the paper's reading: rank- or log-normalised attention, :func:`extract`; the default for
+    rna2atac models) or ``"attention-raw"`` (attention weights without normalisation). ``kwargs`` go to the
+    reader (cell types, cells per type, window, seed, device).
+    """
+    scorer = scorer or default_scorer(model)
+    if scorer not in SCORERS:
+        raise ValueError(f"scorer must be one of {list(SCORERS)}, got {scorer!r}")
+    if scorer == "deletion":
+        per_type = deletion(model, rna, atac, **kwargs)
+    else:
+        per_type = extract(model, rna, atac, normalize=scorer == "attention", **kwargs)
+    return links_table(per_type, min_cells=min_cells).assign(scorer=SCORERS[scorer])
 
 
 def explain_empty_links(model, rna: ad.AnnData, atac: ad.AnnData, window: int | None = WINDOW,
@@ -607,35 +637,102 @@ def link_recovery(pairs: pd.DataFrame, scores: dict[str, np.ndarray], truth: pd.
     return pd.DataFrame(rows)
 
 
-@torch.no_grad()
-def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, n_cells: int = 100,
-                     seed: int = 0, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
-    """In-silico CRE deletion (atac2rna models): for each candidate pair, the mean drop in the gene's predicted
-    expression (expected log1p over the bins) when that one CRE is removed from the cell's open CREs, averaged
-    over the sampled cells in which the CRE was open. A readout of what the model *uses*, to contrast with its
-    attention weights (which can pool cell state without pointing at the causal CRE)."""
-    from . import sampler
+def held_out_check(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, scores: dict[str, np.ndarray],
+                   fit_cells, test_cells, k: int = 3, n_random: int = 20, seed: int = 0) -> pd.DataFrame:
+    """A link check that needs no external truth: do a scorer's top CREs of a gene predict its expression in cells
+    the scorer never read (held-out libraries) better than other CREs of the same window?
 
-    if model.config.direction != "atac2rna":
-        raise ValueError("deletion_effects needs an atac2rna model (genes are predicted from open CREs)")
-    prep = _Prepared(model, rna, atac)
-    device = _torch_device(device)
-    centres = torch.as_tensor(sampler.bin_centres(model.bin_edges.cpu().numpy()), dtype=torch.float32, device=device)
-    gene_vocab = prep.genes_kept[prep.gene_var.index.get_indexer(pairs["gene"])]
-    cre_vocab = prep.cres_kept[prep.cre_var.index.get_indexer(pairs["cre"])]
-    pair_id = sp.csr_matrix((np.arange(1, len(pairs) + 1), (gene_vocab, cre_vocab)),
-                            shape=(len(model.gene_names), len(model.cre_names)))
-    query = np.unique(gene_vocab)
-    rows = np.random.default_rng(seed).choice(rna.n_obs, min(n_cells, rna.n_obs), replace=False)
-    acc = PairAccumulator(pair_id)
-    model = model.to(device).eval()
-    keys_ds = sampler.CellKeys(prep.atac_X, model.config, seed=seed)
+    Per gene with more than ``k`` candidate CREs and each scorer: the ``k`` best-scored CREs (ties broken towards
+    the TSS), a least-squares line of the gene's log-normalised expression (:func:`cisformer.metrics.
+    true_expression`) on their binary accessibility fitted on ``fit_cells``, scored on ``test_cells`` by the
+    out-of-sample R^2 against the fitted cells' mean (``1 - SSE / sum((y - mean_fit)^2)``, which can be negative).
+    The same for the ``k`` CREs nearest the TSS and for ``n_random`` random ``k``-sets of the window (their mean).
+
+    Parameters
+    ----------
+    pairs
+        Candidate pairs (:func:`candidate_pairs`, with ``distance``); ``scores``: scorer -> one score per pair,
+        computed on cells of ``fit_cells`` only.
+
+    Returns
+    -------
+    One row per (gene, scorer): ``gene``, ``scorer``, ``n_window``, ``r2`` (held-out R^2 of the scorer's CREs),
+    ``r2_nearest``, ``r2_random``, ``delta_random`` (= r2 - r2_random), ``delta_nearest``.
+    """
+    from .metrics import true_expression
+
+    rng = np.random.default_rng(seed)
+    fit_idx, test_idx = (rna.obs_names.get_indexer(pd.Index(c).astype(str)) for c in (fit_cells, test_cells))
+    if (fit_idx < 0).any() or (test_idx < 0).any():
+        raise ValueError("fit_cells / test_cells must be obs names of rna")
+    if np.intersect1d(fit_idx, test_idx).size:
+        raise ValueError("fit_cells and test_cells overlap: the check needs cells the scorers never read")
+    binary = sp.csc_matrix(atac.X, dtype=np.float64)
+    binary.data = (binary.data > 0).astype(np.float64)
+    expression = true_expression(rna)
+    gi = rna.var_names.get_indexer(pairs["gene"])
+    ci = atac.var_names.get_indexer(pairs["cre"])
+    distance = np.abs(pairs["distance"].to_numpy())
+
+    def r2(gene, cres):
+        x = binary[:, cres].toarray()
+        design = lambda rows: np.column_stack([np.ones(len(rows)), x[rows]])  # noqa: E731
+        y = expression[:, gene].astype(np.float64)
+        coef = np.linalg.lstsq(design(fit_idx), y[fit_idx], rcond=None)[0]
+        sst = ((y[test_idx] - y[fit_idx].mean()) ** 2).sum()
+        return 1.0 - ((y[test_idx] - design(test_idx) @ coef) ** 2).sum() / sst if sst > 0 else np.nan
+
+    rows = []
+    for gene in np.unique(gi):
+        window = np.flatnonzero(gi == gene)
+        if len(window) <= k:
+            continue
+        by_distance = window[np.argsort(distance[window], kind="stable")]
+        nearest = r2(gene, ci[by_distance[:k]])
+        random = np.nanmean([r2(gene, ci[rng.choice(window, k, replace=False)]) for _ in range(n_random)])
+        for scorer, score in scores.items():
+            ranked = by_distance[np.argsort(-np.nan_to_num(np.asarray(score, dtype=float)[by_distance]), kind="stable")]
+            value = r2(gene, ci[ranked[:k]])
+            rows.append({"gene": rna.var_names[gene], "scorer": scorer, "n_window": len(window), "r2": value,
+                         "r2_nearest": nearest, "r2_random": random, "delta_random": value - random,
+                         "delta_nearest": value - nearest})
+    return pd.DataFrame(rows)
+
+
+def score_reproducibility(pairs: pd.DataFrame, scores_a: dict[str, np.ndarray],
+                          scores_b: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Whether each scorer ranks a gene's window CREs the same way on two disjoint sets of cells (e.g. two halves of
+    the libraries): per gene with at least 3 candidate CREs, the Spearman correlation of the pair scores from ``a``
+    and from ``b`` (genes whose scores are constant in either are skipped). Returns one row per scorer:
+    ``scorer``, ``n_genes``, ``spearman_mean``, ``spearman_median``."""
+    from scipy.stats import spearmanr
+
+    genes = pairs["gene"].to_numpy()
+    rows = []
+    for scorer in scores_a:
+        a, b = np.asarray(scores_a[scorer], dtype=float), np.asarray(scores_b[scorer], dtype=float)
+        rhos = []
+        for gene in pd.unique(genes):
+            window = np.flatnonzero(genes == gene)
+            if len(window) >= 3 and np.ptp(a[window]) > 0 and np.ptp(b[window]) > 0:
+                rhos.append(spearmanr(a[window], b[window])[0])
+        rows.append({"scorer": scorer, "n_genes": len(rhos), "spearman_mean": float(np.mean(rhos)) if rhos else np.nan,
+                     "spearman_median": float(np.median(rhos)) if rhos else np.nan})
+    return pd.DataFrame(rows)
+
+
+def _add_deletions(acc: PairAccumulator, model, keys_ds, rows, query: np.ndarray, device: str,
+                   batch_size: int) -> None:
+    """For each cell of ``rows``: the drop in every ``query`` gene's predicted expression (expected log1p over the
+    bins) when one of its open CREs is removed, added to ``acc`` for the CREs that pair with a queried gene."""
+    centres = model.bin_centres().to(device)
+    q = torch.as_tensor(query, device=device)
     for r in rows:
         cres = keys_ds[int(r)]["cre_idx"]
         if len(cres) == 0:
+            acc.add_cell(query, cres, np.zeros((len(query), 0)))
             continue
-        relevant = np.flatnonzero(np.asarray(pair_id[query][:, cres].sum(0)).ravel() > 0)  # CREs with a pair
-        q = torch.as_tensor(query, device=device)
+        relevant = np.flatnonzero(np.asarray(acc.pair_id[query][:, cres].sum(0)).ravel() > 0)  # CREs with a pair
         k = torch.as_tensor(cres, device=device)
         effects = np.zeros((len(query), len(cres)))
         drops = np.concatenate([[-1], relevant])
@@ -649,12 +746,85 @@ def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFra
             batch = {"gene_idx": q.expand(len(chunk), -1), "gene_pad": torch.zeros(len(chunk), len(q), dtype=torch.bool,
                                                                                   device=device),
                      "cre_idx": k.expand(len(chunk), -1), "cre_pad": pad}
-            expected = (model(batch).softmax(-1) * centres).sum(-1).cpu().numpy()  # (chunk, genes)
+            expected = (model(batch).softmax(-1) @ centres).cpu().numpy()  # (chunk, genes)
             if base is None:
                 base, expected, chunk = expected[0], expected[1:], chunk[1:]
             effects[:, chunk] = (base[None, :] - expected).T
         acc.add_cell(query, cres, effects)
+
+
+def _check_deletion_model(model) -> None:
+    if model.config.direction != "atac2rna":
+        raise ValueError("in-silico deletion needs an atac2rna model (genes are predicted from open CREs); read an "
+                         "rna2atac model's links with scorer='attention'")
+
+
+@torch.no_grad()
+def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, n_cells: int = 100,
+                     seed: int = 0, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
+    """In-silico CRE deletion (atac2rna models): for each candidate pair, the mean drop in the gene's predicted
+    expression (expected log1p over the bins) when that one CRE is removed from the cell's open CREs, averaged
+    over the sampled cells in which the CRE was open. A readout of what the model *uses*, to contrast with its
+    attention weights (which can pool cell state without pointing at the causal CRE). Per cell type and as a
+    links table: :func:`deletion`."""
+    from . import sampler
+
+    _check_deletion_model(model)
+    prep = _Prepared(model, rna, atac)
+    device = _torch_device(device)
+    gene_vocab = prep.genes_kept[prep.gene_var.index.get_indexer(pairs["gene"])]
+    cre_vocab = prep.cres_kept[prep.cre_var.index.get_indexer(pairs["cre"])]
+    pair_id = sp.csr_matrix((np.arange(1, len(pairs) + 1), (gene_vocab, cre_vocab)),
+                            shape=(len(model.gene_names), len(model.cre_names)))
+    rows = np.random.default_rng(seed).choice(rna.n_obs, min(n_cells, rna.n_obs), replace=False)
+    acc = PairAccumulator(pair_id)
+    model = model.to(device).eval()
+    _add_deletions(acc, model, sampler.CellKeys(prep.atac_X, model.config, seed=seed), rows, np.unique(gene_vocab),
+                   device, batch_size)
     return np.where(acc.count > 0, acc.sum / np.maximum(acc.count, 1), 0.0)
+
+
+@torch.no_grad()
+def deletion(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell_type",
+             n_cells_per_type: int | None = 100, window: int = WINDOW, batch_size: int = 64, seed: int = 0,
+             device: str = "cpu", cells: dict[str, np.ndarray] | None = None,
+             progress: bool = False) -> dict[str, ad.AnnData]:
+    """Per-cell-type CRE-gene links by in-silico deletion (atac2rna models): the default link score.
+
+    For every sampled cell and every open CRE within ``window`` of a gene's TSS, the drop in the gene's
+    predicted expression (expected log1p(counts per 10,000)) when that CRE alone is removed from the cell's open
+    CREs; per cell type, the mean over the cells in which the CRE was open. It reads what the trained model
+    *uses*; the attention weights (:func:`extract`) can pool cell state without pointing at the CRE that drives a
+    gene (on planted links, deletion recovers them where attention does not: notebook 04). A score is in
+    expression units, so strength and cell-type specificity show; ``layers["n_cells"]`` says how many cells each
+    value rests on. Arguments and output as :func:`extract` (``uns["normalization"] = "deletion"``);
+    ``progress`` shows a bar over cell types.
+    """
+    from tqdm.auto import tqdm
+
+    from . import sampler
+
+    _check_deletion_model(model)
+    prep = _Prepared(model, rna, atac)
+    pairs = candidate_pairs(prep.gene_var, prep.cre_var, window)
+    pair_id = sp.csr_matrix((np.arange(1, len(pairs) + 1, dtype=np.int64),
+                             (prep.genes_kept[pairs["gene_idx"]], prep.cres_kept[pairs["cre_idx"]])),
+                            shape=(len(model.gene_names), len(model.cre_names)))
+    query = np.unique(prep.genes_kept[pairs["gene_idx"]])
+    device = _torch_device(device)
+    model = model.to(device).eval()
+    keys_ds = sampler.CellKeys(prep.atac_X, model.config, seed=seed)
+    cells = cells if cells is not None else sample_cells(rna.obs, cell_type_key, n_cells_per_type, seed)
+    result = {}
+    for cell_type, rows in tqdm(cells.items(), desc="in-silico deletion", disable=not progress):
+        acc = PairAccumulator(pair_id)
+        if len(query):
+            _add_deletions(acc, model, keys_ds, rows, query, device, batch_size)
+        out = _to_anndata(acc, pairs, prep.genes_kept, prep.cres_kept, prep.gene_var, prep.cre_var)
+        out.uns.update(cell_type=cell_type, n_cells=int(len(rows)), direction=model.config.direction,
+                       window=int(window), normalization="deletion")
+        result[cell_type] = out
+    return result
 
 
 def path_ablation(model, rna: ad.AnnData, atac: ad.AnnData) -> dict:

@@ -30,6 +30,9 @@ RNA -> ATAC
                        rates (zero weights, base-rate biases), so the untrained network predicts the floor.
 ATAC -> RNA
     ``GeneMean``       the floor: each gene's mean log-normalised expression in the training cells, for every cell.
+    ``DepthOnly``      a depth-aware floor: per gene, a line on the cell's log number of open CREs.
+    ``RidgeATAC``      ridge regression on the open CREs (scaled to unit RMS) and the log depth; penalty tuned on
+                       validation cells by :mod:`cisformer.benchmark`.
     ``KNNTransfer``    ATAC LSI space -> average of the k nearest training cells' log-normalised RNA.
     ``ArchRGeneScore`` ArchR's gene activity score (Granja et al., Nat Genet 2021): accessibility summed with
                        weights exp(-|d|/5 kb) + exp(-1) around the gene body extended 5 kb upstream (d = distance
@@ -502,6 +505,72 @@ class GeneMean:
         return _rna_prediction(np.tile(self.mean, (atac.n_obs, 1)), atac.obs, self.var, self.name)
 
 
+def _log_open(atac: AnnData) -> np.ndarray:
+    """log(number of open CREs) per cell (at least 1), float64 (cells,)."""
+    return np.log(np.maximum(np.diff(_binary(atac).indptr), 1)).astype(np.float64)
+
+
+class DepthOnly:
+    """A depth-aware floor: per gene, a least-squares line of log-normalised expression on the cell's log number
+    of open CREs, fitted on the training cells. It reads nothing of *which* CREs are open, only how many (the
+    sequencing depth of the ATAC library, which correlates with the RNA library's quality): a method whose
+    gene-wise correlation does not clear it has learned nothing of chromatin."""
+
+    name = "depth only"
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "DepthOnly":
+        _check_paired(rna_train, atac_train)
+        self.var = rna_train.var.copy()
+        depth, y = _log_open(atac_train), true_expression(rna_train).astype(np.float64)
+        self.depth_mean, self.mean = depth.mean(), y.mean(axis=0)
+        centred = depth - self.depth_mean
+        self.slope = centred @ (y - self.mean) / max(centred @ centred, 1e-12)
+        return self
+
+    def predict_rna(self, atac: AnnData) -> AnnData:
+        pred = self.mean + np.outer(_log_open(atac) - self.depth_mean, self.slope)
+        return _rna_prediction(pred, atac.obs, self.var, self.name)
+
+
+class RidgeATAC:
+    """Ridge regression of every gene's log-normalised expression on the cell's open CREs and its log depth.
+
+    Inputs: each CRE's open state scaled to unit root-mean-square over the training cells (1 / sqrt(open
+    share), so rare CREs are not drowned by common ones; Attune's value scale) and the standardised log number of
+    open CREs; intercepts are the training means. ``alpha`` is the L2 penalty on the centred inputs (tune it on
+    validation cells with :func:`tune`). One linear solve for all genes: ``(X'X + alpha I) W = X'Y``.
+    """
+
+    name = "ridge"
+
+    def __init__(self, alpha: float = 100.0):
+        self.alpha = float(alpha)
+
+    def _inputs(self, atac: AnnData) -> np.ndarray:
+        x = _dense(_binary(atac)).astype(np.float64) * self.scale
+        depth = (_log_open(atac) - self.depth_mean) / self.depth_sd
+        return np.column_stack([x, depth])
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "RidgeATAC":
+        _check_paired(rna_train, atac_train)
+        self.var = rna_train.var.copy()
+        share = np.asarray(_binary(atac_train).mean(axis=0), dtype=np.float64).ravel()
+        self.scale = np.where(share > 0, 1.0 / np.sqrt(np.maximum(share, 1e-12)), 0.0)
+        depth = _log_open(atac_train)
+        self.depth_mean, self.depth_sd = depth.mean(), max(depth.std(), 1e-3)
+        x, y = self._inputs(atac_train), true_expression(rna_train).astype(np.float64)
+        self.x_mean, self.y_mean = x.mean(axis=0), y.mean(axis=0)
+        x, y = x - self.x_mean, y - self.y_mean
+        gram = x.T @ x
+        gram[np.diag_indices_from(gram)] += self.alpha
+        self.coef = np.linalg.solve(gram, x.T @ y)  # (CREs + 1, genes)
+        return self
+
+    def predict_rna(self, atac: AnnData) -> AnnData:
+        pred = (self._inputs(atac) - self.x_mean) @ self.coef + self.y_mean
+        return _rna_prediction(pred, atac.obs, self.var, self.name)
+
+
 class ArchRGeneScore:
     """ArchR-style gene activity score (see module docstring). Unsupervised; ``fit`` reads coordinates only.
 
@@ -666,8 +735,9 @@ class ScarlinkStyle:
 
 
 RNA2ATAC_METHODS = {"floor": Floor, "kNN": KNNTransfer, "BABEL-style": BabelStyle}
-ATAC2RNA_METHODS = {"floor": GeneMean, "ArchR gene score": ArchRGeneScore, "peak-to-gene": PeakToGene,
-                    "SCARlink-style": ScarlinkStyle, "kNN": KNNTransfer}
+ATAC2RNA_METHODS = {"floor": GeneMean, "depth only": DepthOnly, "ArchR gene score": ArchRGeneScore,
+                    "peak-to-gene": PeakToGene, "SCARlink-style": ScarlinkStyle, "kNN": KNNTransfer,
+                    "ridge": RidgeATAC}
 
 
 # ----------------------------------------------------------------------------------------------- integration

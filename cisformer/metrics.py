@@ -495,6 +495,13 @@ def genewise_correlation(pred: AnnData, true: AnnData, masked: bool = False) -> 
                      ignore_index=True)
 
 
+def mean_pearson(pred: AnnData, true: AnnData) -> float:
+    """Mean gene-wise Pearson r (:func:`genewise_correlation`, unmasked): the ATAC -> RNA selection criterion on
+    validation cells of every method that selects an epoch or a parameter."""
+    table = genewise_correlation(pred, true)
+    return float(table.loc[table["metric"] == "pearson", "value"].mean())
+
+
 def skill_over_floor(pred: AnnData, true: AnnData, floor: np.ndarray) -> pd.DataFrame:
     """RMSE of the predicted log1p(counts per 10,000) and its skill over the floor (each gene's training mean):
     ``skill = 1 - sum of squared errors / the floor's`` pooled over genes and cells (1 = perfect, 0 = no better
@@ -531,6 +538,60 @@ def summarize(table: pd.DataFrame, group: str = "scenario") -> pd.DataFrame:
     """Mean, sd and number of seeds of every (group, method, metric) in a long metrics table."""
     return (table.groupby([group, "method", "metric"], sort=False)["value"]
             .agg(mean="mean", sd="std", n="count").reset_index().fillna({"sd": 0.0}))
+
+
+def paired_differences(table: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer",
+                       peers=None, level: float = 0.95) -> pd.DataFrame:
+    """``ours`` minus each peer on ``metric``, paired by seed, with a t confidence interval of the mean difference.
+
+    Every method is scored on one fixed evaluation (the same held-out cells, clustering seeds and probe folds), so
+    the seeds that differ are the models'. A peer run with the same seeds as ``ours`` is paired seed by seed; a
+    peer with one run (deterministic methods) is compared with each of ``ours``' seeds. ``win`` is True only where
+    the whole interval lies above 0 and ``loss`` only where it lies below; with one paired seed there is no
+    interval (NaN) and neither is called.
+
+    Returns one row per (group, peer): ``n`` (pairs), ``ours``, ``peer_mean``, ``difference``, ``ci_low``,
+    ``ci_high``, ``win``, ``loss``.
+    """
+    part = table[table["metric"] == metric]
+    rows = []
+    for name, sub in part.groupby(group, sort=False):
+        values = sub.groupby(["method", "seed"])["value"].mean()
+        if ours not in values.index.get_level_values(0):
+            continue
+        mine = values[ours]
+        for peer in peers if peers is not None else dict.fromkeys(sub["method"]):
+            if peer == ours or peer not in values.index.get_level_values(0):
+                continue
+            theirs = values[peer]
+            if len(theirs) == 1:
+                diff = mine.to_numpy() - theirs.iloc[0]
+            else:
+                common = mine.index.intersection(theirs.index)
+                diff = mine[common].to_numpy() - theirs[common].to_numpy()
+            n = len(diff)
+            mean = float(diff.mean()) if n else np.nan
+            half = (stats.t.ppf(0.5 + level / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+            rows.append({group: name, "peer": peer, "n": n, "ours": float(mine.mean()),
+                         "peer_mean": float(theirs.mean()), "difference": mean, "ci_low": mean - half,
+                         "ci_high": mean + half, "win": bool(n > 1 and mean - half > 0),
+                         "loss": bool(n > 1 and mean + half < 0)})
+    return pd.DataFrame(rows)
+
+
+def describe_paired(diffs: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer") -> str:
+    """One sentence per group from :func:`paired_differences`: the peers ``ours`` beats (95 % CI of the paired
+    difference above 0), those it loses to (below 0) and those it cannot be told apart from."""
+    lines = []
+    for name, part in diffs.groupby(group, sort=False):
+        def listed(rows):
+            return ", ".join(f"{r.peer} ({r.difference:+.3f} [{r.ci_low:+.3f}, {r.ci_high:+.3f}])"
+                             for r in rows.itertuples()) or "none"
+        undecided = part[~part["win"] & ~part["loss"]]
+        lines.append(f"- {name}: {ours} {metric} = {part['ours'].iloc[0]:.3f}; beats {listed(part[part['win']])}; "
+                     f"loses to {listed(part[part['loss']])}; not distinguishable from {listed(undecided)} "
+                     f"(paired difference, 95 % CI over {part['n'].max()} seeds).")
+    return "\n".join(lines)
 
 
 def describe_comparison(table: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer",

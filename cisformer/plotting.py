@@ -40,6 +40,11 @@ METHOD_COLORS = {
     "MultiVI": "#393b79",
     "scGLUE": "#637939",
     "PCA-CCA": "#c7c7c7",
+    "Attune head": "#17becf",
+    "ridge": "#aec7e8",
+    "depth only": "#525252",
+    "cisformer in-silico deletion (default)": "#d62728",
+    "cisformer attention (paper's reading)": "#ff9896",
 }
 
 

@@ -29,7 +29,8 @@ CRE-gene attention matrices), so this module implements the following documented
    from two types never makes a CRE "specific" to the one where it is less absent.
 3. **Specificity score** = percentile in this type minus the highest percentile in any other type
    (``against="max"``) or minus the mean over the other types (``against="mean"``). The ``rank`` column orders by
-   this score, ties broken by the attention percentile in the type; ``specific`` flags the top ``n_top``.
+   this score, ties broken by the attention percentile in the type; ``specific`` flags the top ``n_top`` with
+   a positive score (fewer where fewer CREs score).
 """
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def _percentile(values: np.ndarray) -> np.ndarray:
 
 
 def _finish(frame: pd.DataFrame, tiebreak: str | None, n_top: int) -> pd.DataFrame:
-    """Add ``rank`` (1 = best, by score then ``tiebreak``) and ``specific`` (rank <= n_top) within each type."""
+    """Add ``rank`` (1 = best, by score then ``tiebreak``) and ``specific`` (rank <= n_top and score > 0) within
+    each type: a CRE that scores nothing for a type is never called specific to it, however few CREs score (the
+    top ``n_top`` alone padded sparse attention tables with zero-attention CREs in file order)."""
     out = []
     for _, group in frame.groupby("cell_type", sort=False):
         keys = [-group["score"].to_numpy()]
@@ -60,7 +63,7 @@ def _finish(frame: pd.DataFrame, tiebreak: str | None, n_top: int) -> pd.DataFra
         order = np.lexsort(keys)
         rank = np.empty(len(group), dtype=np.int64)
         rank[order] = np.arange(1, len(group) + 1)
-        out.append(group.assign(rank=rank, specific=rank <= n_top))
+        out.append(group.assign(rank=rank, specific=(rank <= n_top) & (group["score"].to_numpy() > 0)))
     frame = pd.concat(out, ignore_index=True) if out else frame.assign(rank=pd.Series(dtype=np.int64),
                                                                        specific=pd.Series(dtype=bool))
     rest = [c for c in frame.columns if c not in COLUMNS]

@@ -344,7 +344,8 @@ class PairedCells(Dataset):
         bins = bin_expression(_dense_row(*self._row(self.rna_log, cell), cfg.n_genes), self.bin_edges)
         item.update(cre_idx=_subset(rng, cres, cfg.cre_len), gene_idx=query, target=bins[query])
         if cfg.arch == "cisformer":
-            item["bins_all"] = bins
+            item.update(bins_all=bins, log_open=self.depth[cell],
+                        expr=_dense_row(*self._row(self.rna_log, cell), cfg.n_genes))
         return item
 
 
@@ -383,7 +384,10 @@ class CellKeys(Dataset):
         lo, hi = self.X.indptr[cell], self.X.indptr[cell + 1]
         idx, data = self.X.indices[lo:hi].astype(np.int64), self.X.data[lo:hi]
         if cfg.direction == "atac2rna":
-            return {"cell": cell, "cre_idx": _subset(rng, idx, cfg.cre_len)}
+            item = {"cell": cell, "cre_idx": _subset(rng, idx, cfg.cre_len)}
+            if cfg.arch == "cisformer":
+                item["log_open"] = np.float32(np.log(max(len(idx), 1)))
+            return item
         pick = _subset(rng, np.arange(len(idx)), cfg.gene_len)
         item = {"cell": cell, "gene_idx": idx[pick], "gene_value": expression_values(data[pick], cfg.max_value)}
         if cfg.arch == "cisformer":
@@ -395,7 +399,7 @@ class CellKeys(Dataset):
 
 _PAD_OF = {"gene_idx": "gene_pad", "cre_idx": "cre_pad"}
 _TOKENS = ("gene_idx", "cre_idx", "gene_value", "target")                       # per-token lists, padded
-_PER_CELL = ("expr", "open_all", "depth", "draw_offset", "bins_all")            # fixed size per cell, stacked
+_PER_CELL = ("expr", "open_all", "depth", "draw_offset", "bins_all", "log_open")  # fixed size per cell, stacked
 
 
 def _pad_stack(arrays, dtype, pad_value=0):

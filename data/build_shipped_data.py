@@ -324,12 +324,19 @@ def build_references(ref: Path, genes_hg38: pd.DataFrame, genes_mm10: pd.DataFra
     build_dnase(ref)
 
     ep = ref / "epitrace_clock"
-    for src, rel, what in [("mouse_clock_lifted_human_to_mouse_mm10.bed", "reference/epitrace_mouse_clock_mm10.bed.gz",
-                            "61,503 EpiTrace clock-like loci lifted human->mouse (chrom, start0, end)"),
-                           ("mouse_clock_mm285_design_clock347_mm10.bed", "reference/epitrace_mm285_clock347_mm10.bed.gz",
-                            "347 mouse MM285 array clock loci (chrom, start0, end, probe, slope)")]:
-        copy_file(ep / src, rel, gzip_it=True, licence="GPL-3.0-or-later",
-                  source="MagpiePKU/EpiTrace@5a9dd1a925f64127f9192b91e73cfdf027de023e:data/ (rds exported to BED)", description=what)
+    epitrace = "MagpiePKU/EpiTrace@5a9dd1a925f64127f9192b91e73cfdf027de023e"
+    for src, rel, what, source, licence in [
+            ("mouse_clock_lifted_human_to_mouse_mm10.bed", "reference/epitrace_mouse_clock_mm10.bed.gz",
+             "61,503 EpiTrace clock-like loci lifted human->mouse (chrom, start0, end)",
+             f"{epitrace}:data/mouse_clock_lifted_human_to_mouse_mm10.rds (GRanges, exported to BED with R 4.2.2 + "
+             "GenomicRanges); EpiTrace R package by Yi Zhang, Xiao et al. Nat Biotechnol 2024, "
+             "doi:10.1038/s41587-024-02241-z; cisformer/epitrace.py re-implements its R/EpiTrace.R at the same commit "
+             "(no code copied)",
+             "GPL-3.0-or-later (EpiTrace DESCRIPTION: GPL (>= 3); LICENSE: GPL v3)"),
+            ("mouse_clock_mm285_design_clock347_mm10.bed", "reference/epitrace_mm285_clock347_mm10.bed.gz",
+             "347 mouse MM285 array clock loci (chrom, start0, end, probe, slope)",
+             f"{epitrace}:data/ (rds exported to BED)", "GPL-3.0-or-later")]:
+        copy_file(ep / src, rel, gzip_it=True, licence=licence, source=source, description=what)
     jp = ref / "jaspar"
     for ext, gz in [(".meme", True), (".jaspar", True), ("_metadata.tsv", False)]:
         src = jp / f"JASPAR2024_CORE_vertebrates_nonredundant{ext}"

@@ -144,7 +144,8 @@ def test_cell_type_mean_shrinks_towards_floor(split):
 
 
 @pytest.mark.parametrize("method", [baselines.ArchRGeneScore(), baselines.PeakToGene(n_metacells=60, metacell_size=10),
-                                    baselines.ScarlinkStyle(epochs=40), baselines.KNNTransfer(n_neighbors=10)])
+                                    baselines.ScarlinkStyle(epochs=40), baselines.KNNTransfer(n_neighbors=10),
+                                    baselines.RidgeATAC(alpha=100.0)])
 def test_atac2rna_shapes_and_beats_random(split, method):
     rna_tr, atac_tr, rna_te, atac_te = split
     pred = method.fit(rna_tr, atac_tr, seed=0).predict_rna(atac_te)
@@ -174,16 +175,18 @@ SCARLINK_ON_LOG_SCALE = pytest.mark.xfail(
 
 @pytest.mark.parametrize("method", [baselines.KNNTransfer(n_neighbors=10),
                                     baselines.PeakToGene(n_metacells=60, metacell_size=10),
-                                    pytest.param(baselines.ScarlinkStyle(epochs=40), marks=SCARLINK_ON_LOG_SCALE)],
-                         ids=["kNN", "peak-to-gene", "SCARlink-style"])
+                                    pytest.param(baselines.ScarlinkStyle(epochs=40), marks=SCARLINK_ON_LOG_SCALE),
+                                    baselines.RidgeATAC(alpha=100.0)],
+                         ids=["kNN", "peak-to-gene", "SCARlink-style", "ridge"])
 def test_learned_atac2rna_beats_floor(split, method):
     assert _mean_gene_rmse(method, split) < (1 - RMSE_MARGIN) * _mean_gene_rmse(baselines.GeneMean(), split)
 
 
 @pytest.mark.parametrize("method", [baselines.KNNTransfer(n_neighbors=280),
                                     baselines.PeakToGene(n_metacells=60, metacell_size=10, min_corr=1.1),
-                                    baselines.ScarlinkStyle(epochs=0)],
-                         ids=["kNN over all training cells", "peak-to-gene without links", "SCARlink-style 0 epochs"])
+                                    baselines.ScarlinkStyle(epochs=0), baselines.RidgeATAC(alpha=1e12)],
+                         ids=["kNN over all training cells", "peak-to-gene without links", "SCARlink-style 0 epochs",
+                              "ridge penalised to its intercepts"])
 def test_atac2rna_margin_fails_without_learning(split, method):
     assert _mean_gene_rmse(method, split) > (1 - RMSE_MARGIN) * _mean_gene_rmse(baselines.GeneMean(), split)
 
@@ -223,3 +226,18 @@ def test_gene_cre_pairs_window():
     # minus strand: a CRE downstream in genome coordinates is upstream of the gene -> negative distance
     assert pairs.set_index("gene_idx").loc[1, "distance"] < 0
 
+
+
+def test_depth_only_is_a_least_squares_line_on_log_depth(split):
+    """Each gene's prediction is the least-squares line of its expression on log(open CREs) over the training
+    cells (checked against numpy's polyfit), so it reads the depth and nothing of which CREs are open."""
+    rna_tr, atac_tr, rna_te, atac_te = split
+    pred = baselines.DepthOnly().fit(rna_tr, atac_tr).predict_rna(atac_te)
+    depth = lambda a: np.log(np.maximum(np.asarray((a.X > 0).sum(axis=1)).ravel(), 1))  # noqa: E731
+    y = metrics.true_expression(rna_tr)
+    for gene in (0, 7, 31):
+        slope, intercept = np.polyfit(depth(atac_tr), y[:, gene], 1)
+        np.testing.assert_allclose(pred.X[:, gene], intercept + slope * depth(atac_te), rtol=1e-4, atol=1e-5)
+    shuffled = atac_te.copy()
+    shuffled.X = sp.csr_matrix(np.random.default_rng(0).permuted(atac_te.X.toarray(), axis=1))  # same depth
+    np.testing.assert_allclose(baselines.DepthOnly().fit(rna_tr, atac_tr).predict_rna(shuffled).X, pred.X, rtol=1e-6)

@@ -230,3 +230,23 @@ def test_expression_by_link_count_groups():
     table = enrichment.expression_by_link_count(counts, expr, max_count=10)
     assert table["group"].astype(str).tolist() == ["0", "3", "10+", "10"]
     assert table.attrs["spearman"]["T"] == 1.0
+
+
+def test_locus_bootstrap_counts_one_heavy_locus_once():
+    """One CRE carrying most of the load under four traits: the bootstrap over loci (CREs) gives a wide interval
+    that reaches below 1, whatever the number of traits; the largest locus share says why."""
+    from cisformer import enrichment as e
+    n = 40
+    heavy = np.zeros(n)
+    heavy[3] = 1.0
+    light = np.full(n, 0.01)
+    load = {f"trait{i}": (heavy + light, np.ones(n)) for i in range(4)}
+    top = np.arange(10)
+    expected = 4 * 10 * 0.01 * 2.0   # the null's mean load: half the observed light load, summed over 4 traits
+    out = e.locus_bootstrap(top, load, list(load), expected, seed=0)
+    assert out["pooled_enrichment"] == pytest.approx(4 * (1.0 + 0.1) / expected)
+    assert out["n_loci"] == 10 and out["loci_with_pip"] == 10
+    assert out["largest_locus_share"] == pytest.approx(1.01 / 1.1)
+    assert out["locus_ci_low"] < 1 < out["pooled_enrichment"] and out["locus_ci_high"] > out["pooled_enrichment"]
+    spread = e.locus_bootstrap(np.arange(10, 20), load, list(load), 4 * 10 * 0.01, seed=0)   # no heavy locus
+    assert spread["locus_ci_low"] == pytest.approx(1.0) and spread["locus_ci_high"] == pytest.approx(1.0)

@@ -7,7 +7,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from cisformer import epitrace
-from cisformer.data import InputError, load_clock_loci
+from cisformer.data import InputError, downsample_atac, load_clock_loci
 
 
 @pytest.fixture(scope="module")
@@ -168,6 +168,9 @@ def test_generated_age_calls_topk_and_recovers_age(aged):
     k = int(round(open_fraction * atac.n_vars))
     assert np.all(np.asarray(out.X.sum(axis=1)).ravel() == k) and out.obs_names.equals(atac.obs_names)
     assert spearman(out.obs["epitrace_age"], atac.obs["age"]) > 0.8
+    # each open call is one read: the 10-read filter counts the clock CREs called open
+    assert np.array_equal(out.obs["epitrace_age_clock_reads"], out.obs["epitrace_age_accessible_loci"])
+    assert out.obs["epitrace_age_aged"].equals(out.obs["epitrace_age_clock_reads"] >= 10)
     flat = pred.copy()
     flat.X = np.tile(probs.mean(axis=0), (atac.n_obs, 1)).astype(np.float32)           # the floor: one row for all
     assert epitrace.generated_age(flat, loci, open_fraction).obs["epitrace_age"].nunique() == 1
@@ -241,4 +244,67 @@ def test_age_by_depth_and_accessible_clock_loci(aged):
     assert list(table["keep"]) == [1.0, 0.3, 0.005] and table["accessible_clock_loci"].is_monotonic_decreasing
     assert table.loc[0, "spearman"] > 0.8 and table.loc[0, "accessible_clock_loci"] == pytest.approx(per_cell.mean())
     assert table.loc[1, "spearman"] < table.loc[0, "spearman"]                   # shallower -> worse
-    assert table.loc[2, "n_cells"] == 0 and np.isnan(table.loc[2, "spearman"]) and "fewer than 2" in table.loc[2, "note"]
+    assert table.loc[2, "n_cells"] == 0 and np.isnan(table.loc[2, "spearman"])
+    assert "min_clock_reads" in table.loc[2, "note"]                             # too few cells with 10 clock reads
+
+
+def test_min_clock_reads_drops_exactly_the_shallow_cells():
+    atac, loci = epitrace.simulate_aged_cells(n_cells=400, n_clock_peaks=100, depth_sd=0.6, seed=8)
+    reads = np.asarray(atac.X[:, np.flatnonzero(atac.var["clock"])].sum(axis=1)).ravel()
+    assert np.array_equal(epitrace.clock_reads(atac, loci), reads)
+    shallow = reads < 10
+    assert 50 < shallow.sum() < 350                                              # the filter has work to do
+    epitrace.age(atac, loci)
+    obs, info = atac.obs, atac.uns["epitrace_age"]
+    assert np.array_equal(obs["epitrace_age_aged"].to_numpy(), ~shallow)          # exactly the cells under 10 reads
+    assert obs.loc[shallow, "epitrace_age"].isna().all() and obs.loc[shallow, "epitrace_age_signal"].isna().all()
+    assert info["n_cells_below_min_clock_reads"] == shallow.sum() and info["n_cells_aged"] == (~shallow).sum()
+    assert np.array_equal(obs["epitrace_age_clock_reads"].to_numpy(), reads)
+    # dropped cells take no part: the kept cells' ages are those of the kept cells aged alone
+    alone = epitrace.age(atac[~shallow].copy(), loci, min_clock_reads=0, inplace=False)
+    assert np.allclose(alone.to_numpy(), obs.loc[~shallow, "epitrace_age"].to_numpy())
+    assert epitrace.age(atac, loci, min_clock_reads=0, inplace=False).notna().sum() > (~shallow).sum()
+    with pytest.raises(ValueError, match="min_clock_reads"):
+        epitrace.age(atac, loci, min_clock_reads=reads.max() + 1)
+
+
+def test_split_half_ceiling_high_at_depth_lower_when_thinned(aged):
+    atac, loci = aged
+    full = epitrace.split_half_ceiling(atac, loci, seed=0, n_repeats=3)
+    assert list(full["repeat"]) == [0, 1, 2] and (full["note"] == "").all()
+    assert full["ceiling_full_depth"].min() > 0.75 and full["ceiling_full_depth_adjusted"].min() > 0.7
+    r = full["spearman_half"]
+    assert np.allclose(full["ceiling_full_depth"], 2 * r / (1 + r)) and (full["ceiling_full_depth"] > r).all()
+    assert full["accessible_clock_loci_half"].mean() == pytest.approx(
+        atac.obs["epitrace_age_accessible_loci"].mean() / 2, rel=0.1)            # each half holds half the reads
+    assert epitrace.split_half_ceiling(atac, loci, seed=0, n_repeats=3).equals(full)   # seeded
+    thin = epitrace.split_half_ceiling(downsample_atac(atac, 0.3, seed=0), loci, seed=0, n_repeats=3)
+    assert thin["ceiling_full_depth"].mean() < full["ceiling_full_depth"].mean() - 0.3
+    assert (thin["n_cells"] < thin["n_cells_split"]).all()                      # half-depth filter drops cells
+    binary = atac.copy()
+    binary.X = (binary.X > 0).astype(np.float32)
+    halves = epitrace.split_half_ceiling(binary, loci, seed=0, n_repeats=1)     # each open entry to one half
+    assert halves.loc[0, "ceiling_full_depth"] > 0.7
+    halved = atac.copy()
+    halved.X = halved.X * 0.5
+    with pytest.raises(InputError, match="non-integer"):
+        epitrace.split_half_ceiling(halved, loci)
+
+
+def test_partial_spearman_removes_a_shared_covariate():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=500)
+    x, y = z + 0.3 * rng.normal(size=500), z + 0.3 * rng.normal(size=500)
+    raw = spearman(x, y)
+    assert raw > 0.8 and abs(epitrace.partial_spearman(x, y, z)) < 0.1
+    assert epitrace.partial_spearman(x, y, np.exp(z)) == pytest.approx(epitrace.partial_spearman(x, y, z))  # ranks
+    assert epitrace.partial_spearman(x, y, rng.normal(size=500)) == pytest.approx(raw, abs=0.02)  # unrelated
+    assert np.isnan(epitrace.partial_spearman(np.ones(500), y, z)) and np.isnan(epitrace.partial_spearman(z, y, z))
+    x[:10] = np.nan
+    assert np.isfinite(epitrace.partial_spearman(x, y, z))                      # incomplete cells left out
+    ages = pd.DataFrame({"measured": y, "method": np.where(np.isnan(x), 0.0, x), "constant": np.zeros(500)})
+    res = epitrace.compare_ages(ages, "measured", np.repeat(["a", "b"], 250), depth=np.exp(z)).set_index("method")
+    assert res.columns.get_loc("spearman_cells_depth_adjusted") == res.columns.get_loc("p_cells") + 1
+    assert res.loc["method", "spearman_cells"] > 0.8 and abs(res.loc["method", "spearman_cells_depth_adjusted"]) < 0.15
+    assert np.isnan(res.loc["constant", "spearman_cells_depth_adjusted"])
+    assert "spearman_cells_depth_adjusted" not in epitrace.compare_ages(ages, "measured", np.repeat(["a", "b"], 250))

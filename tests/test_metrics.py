@@ -196,3 +196,22 @@ def test_per_cell_auroc_and_auprc_match_scikit_learn():
                                [average_precision_score(t, s) for t, s in zip(truth, scores)])
     truth[0] = False
     assert np.isnan(metrics.per_cell_auroc(scores, truth)[0]) and np.isnan(metrics.per_cell_auprc(scores, truth)[0])
+
+
+def test_paired_differences_calls_a_win_only_when_the_interval_excludes_zero():
+    """A constant +0.05 over 5 paired seeds is a win; a difference that changes sign with the seed is not; a
+    deterministic peer (one run) is compared with each of our seeds; one seed gives no interval."""
+    import pandas as pd
+    from cisformer import metrics as m
+    rows = []
+    for s in range(5):
+        rows += [("A", "cisformer", s, 0.50 + 0.01 * s), ("A", "steady", s, 0.45 + 0.01 * s),
+                 ("A", "noisy", s, 0.50 + 0.01 * s + (0.03 if s % 2 else -0.03))]
+    rows += [("A", "ridge", 0, 0.40), ("B", "cisformer", 0, 0.5), ("B", "ridge", 0, 0.4)]
+    table = pd.DataFrame(rows, columns=["scenario", "method", "seed", "value"]).assign(metric="pearson")
+    out = m.paired_differences(table, "pearson").set_index(["scenario", "peer"])
+    assert out.loc[("A", "steady"), "win"] and out.loc[("A", "steady"), "difference"] == pytest.approx(0.05)
+    assert not out.loc[("A", "noisy"), "win"] and not out.loc[("A", "noisy"), "loss"]
+    assert out.loc[("A", "ridge"), "n"] == 5 and out.loc[("A", "ridge"), "win"]
+    assert np.isnan(out.loc[("B", "ridge"), "ci_low"]) and not out.loc[("B", "ridge"), "win"]
+    assert "beats steady" in m.describe_paired(out.reset_index(), "pearson")

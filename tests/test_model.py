@@ -236,7 +236,8 @@ def test_cisformer_drawn_loss_trains_the_attention_path_only(direction):
     if direction == "rna2atac":
         batch.update(open_all=(torch.rand(2, 700) < 0.1).float(), depth=torch.zeros(2), draw_offset=torch.ones(2))
     else:
-        batch.update(open_all=(torch.rand(2, 700) < 0.1).float(), bins_all=torch.randint(0, 8, (2, 50)))
+        batch.update(open_all=(torch.rand(2, 700) < 0.1).float(), bins_all=torch.randint(0, 8, (2, 50)),
+                     expr=torch.rand(2, 50))
     grads = []
     for ablate in (False, True):
         model = _model(direction, "cisformer")
@@ -272,3 +273,29 @@ def test_cis_window_keeps_each_gene_to_its_own_cres():
     model.gene_position.fill_(-1)                                       # unknown positions: no window
     _, attn = model(batch, return_attention=True)
     torch.testing.assert_close(attn[0].sum(-1), torch.ones(2, 3))
+
+
+def test_atac2rna_encoder_reads_depth_and_weighs_rare_cres():
+    """The atac2rna cell state reads the standardised open state of every CRE (a weighted embedding bag) and the
+    log depth: without ``log_open`` in the batch the depth is the keys' own count; a cell whose 4 keys stand for
+    40 open CREs gets the 40-CRE state; a CRE open in 1 % of training cells weighs ~5x one open in half."""
+    import numpy as np
+    import scipy.sparse as sp
+    model = _model("atac2rna", "cisformer")
+    share = np.full(700, 0.5)
+    share[:10] = 0.01
+    atac = sp.csr_matrix((np.random.default_rng(0).random((2000, 700)) < share).astype(np.float32))
+    model.encoder.set_input_scale(atac, np.log(np.diff(atac.indptr)))
+    weight = model.encoder.cre_weight.numpy()
+    assert weight[0] / weight[500] == pytest.approx(np.sqrt(0.5 * 0.51 / (0.01 * 1.0)), rel=0.35)
+    batch = _batch("atac2rna")
+    n_keys = (~batch["cre_pad"]).sum(1).float()
+    same = model.encoder(dict(batch, log_open=n_keys.log()))
+    torch.testing.assert_close(model.encoder(batch), same)
+    deeper = model.encoder(dict(batch, log_open=(10 * n_keys).log()))
+    assert not torch.allclose(deeper, same)
+    keep = ~batch["cre_pad"]
+    by_hand = (model.encoder.input(batch["cre_idx"]) * (keep * model.encoder.cre_weight[batch["cre_idx"]] * 10)
+               .unsqueeze(-1)).sum(1)
+    depth = ((10 * n_keys).log() - model.encoder.depth_mean) / model.encoder.depth_std
+    torch.testing.assert_close(deeper, model.encoder.mlp(by_hand + model.encoder.depth_input(depth[:, None])))

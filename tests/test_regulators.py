@@ -66,6 +66,11 @@ def test_celltype_cres_rank_scheme_on_a_hand_example():
     b = table[table.cell_type == "B"].set_index("cre")
     assert b["rank"].idxmin() == "c1"
     assert len(table) == 8 and table.groupby("cell_type")["rank"].apply(sorted).map(list).tolist() == [[1, 2, 3, 4]] * 2
+    # asked for 4 per type, B has one CRE with a positive score (c1) and A two (c0, c2): no padding
+    padded = regulators.celltype_cres(per_type, n_top=4)
+    assert padded.loc[padded.specific].groupby("cell_type")["cre"].apply(sorted).to_dict() == {"A": ["c0", "c2"],
+                                                                                             "B": ["c1"]}
+    assert (padded.loc[padded.specific, "score"] > 0).all()
     mean = regulators.celltype_cres(per_type, against="mean").set_index(["cell_type", "cre"])
     assert mean.loc[("A", "c0"), "score"] == pytest.approx(0.875)  # two types: max and mean agree
     with pytest.raises(ValueError, match="against"):
