@@ -13,8 +13,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "attention", "baselines", "benchmark", "cli", "contrastive", "data", "enrichment", "epitrace", "external",
-    "metrics", "model", "motifs", "paths", "plotting", "potential", "h5stream", "predict", "provenance", "regulators",
-    "regulatory", "sampler", "simulate", "stream", "train", "vocab",
+    "metrics", "model", "motifs", "paths", "plotting", "potential", "h5stream", "predict", "progress", "provenance",
+    "regulators", "regulatory", "sampler", "simulate", "stream", "train", "vocab",
 )
 
 

@@ -800,9 +800,8 @@ def deletion(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cel
     value rests on. Arguments and output as :func:`extract` (``uns["normalization"] = "deletion"``);
     ``progress`` shows a bar over cell types.
     """
-    from tqdm.auto import tqdm
-
     from . import sampler
+    from .progress import progress as progress_bar
 
     _check_deletion_model(model)
     prep = _Prepared(model, rna, atac)
@@ -816,7 +815,7 @@ def deletion(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cel
     keys_ds = sampler.CellKeys(prep.atac_X, model.config, seed=seed)
     cells = cells if cells is not None else sample_cells(rna.obs, cell_type_key, n_cells_per_type, seed)
     result = {}
-    for cell_type, rows in tqdm(cells.items(), desc="in-silico deletion", disable=not progress):
+    for cell_type, rows in progress_bar(cells.items(), desc="in-silico deletion", disable=not progress):
         acc = PairAccumulator(pair_id)
         if len(query):
             _add_deletions(acc, model, keys_ds, rows, query, device, batch_size)

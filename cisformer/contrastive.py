@@ -92,10 +92,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from anndata import AnnData
-from tqdm.auto import tqdm
 
 from .baselines import _binary, epoch_repeats
 from .metrics import _columnwise_pearson, foscttm, log_expression
+from .progress import progress as progress_bar
 from .train import _accelerator, _check_pair, _hash_update, cell_indices, resume_epoch, save_done, save_epoch
 
 PROFILES = ("quick", "cpu", "paper")
@@ -453,8 +453,8 @@ def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epo
         batches = batches[accelerator.process_index:n_rounds * accelerator.num_processes:accelerator.num_processes]
         model.train()
         total, n_seen = 0.0, 0
-        bar = tqdm(batches, desc=f"{desc} epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not (progress and accelerator.is_local_main_process))
+        bar = progress_bar(batches, desc=f"{desc} epoch {epoch + 1}/{epochs}",
+                           disable=not (progress and accelerator.is_local_main_process))
         for rows_ in bar:
             with accelerator.autocast():
                 loss = batch_loss(model, rows_, accelerator.device)
@@ -537,7 +537,7 @@ def fit_alignment(rna, atac, train_cells, val_cells, profile: str = "cpu", seed:
     epochs
         Overrides the profile's number of epochs (the length of the learning-rate schedule).
     progress
-        tqdm bar and one line per epoch.
+        progress bar (:func:`cisformer.progress.progress`) and one line per epoch.
     **overrides
         :class:`AttuneConfig` fields.
 

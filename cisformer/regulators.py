@@ -233,6 +233,46 @@ def differential_accessibility(atac, groupby: str = "cell_type", method: str = "
     return table.drop(columns="fold")
 
 
+def common_universe(tables: dict[str, pd.DataFrame], universe, n_top: int = 100) -> dict[str, pd.DataFrame]:
+    """Put several methods' per-type rankings on one footing: the same CREs and the same number of specific CREs.
+
+    Attention (and in-silico deletion) can only score CREs within the window of a located gene, while
+    differential accessibility ranks every CRE; and a method whose scores are positive for few CREs of a type
+    marks fewer specific CREs there. Compared as they come, the methods' sets differ in universe and in size, and
+    an enrichment or proximity test then compares those differences rather than the rankings.
+
+    Parameters
+    ----------
+    tables
+        Method -> table with ``cell_type``, ``cre``, ``score``, ``rank`` (:func:`celltype_cres`,
+        :func:`differential_accessibility`).
+    universe
+        The CREs every method is ranked within (e.g. those within 250 kb of a located gene).
+    n_top
+        At most this many specific CREs per type.
+
+    Returns
+    -------
+    Method -> its rows within ``universe``, ``rank`` recomputed within it (same order as before), and
+    ``specific`` = the ``n_t`` best-ranked CREs with a positive score, where ``n_t`` (per type, the same for every
+    method) is the smallest number of positive-score CREs of that type over the methods, at most ``n_top``.
+    """
+    keep = set(map(str, universe))
+    restricted = {}
+    for method, table in tables.items():
+        part = table[table["cre"].astype(str).isin(keep)].sort_values(["cell_type", "rank"], kind="stable").copy()
+        part["rank"] = part.groupby("cell_type", sort=False).cumcount() + 1
+        restricted[method] = part
+    positive = pd.concat([t.assign(method=m) for m, t in restricted.items()]).query("score > 0")
+    n_per_type = positive.groupby(["cell_type", "method"]).size().unstack("method").reindex(
+        columns=list(restricted)).fillna(0).min(axis=1).clip(upper=n_top).astype(int)
+    for method, part in restricted.items():
+        n_t = part["cell_type"].map(n_per_type).fillna(0).to_numpy()
+        part["specific"] = (part["rank"].to_numpy() <= n_t) & (part["score"].to_numpy() > 0)
+        restricted[method] = part.reset_index(drop=True)
+    return restricted
+
+
 def program_recovery(ranking: pd.DataFrame, truth, by: str = "rank", exclude=None) -> pd.DataFrame:
     """How well a per-type CRE ranking recovers each type's planted program.
 

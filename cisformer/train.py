@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
-from tqdm.auto import tqdm
 
 from .baselines import epoch_repeats, scored_validation_cells
 from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
 from .metrics import log_expression
+from .progress import progress as progress_bar
 from .sampler import PairedCells, base_rate_logits, expression_bin_edges, make_loader
 
 
@@ -396,8 +396,8 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
             loader.set_epoch(epoch)
         model.train()
         total, n_seen = 0.0, 0
-        bar = tqdm(loader, desc=f"{direction} epoch {epoch + 1}/{train_cfg.epochs}", leave=False,
-                   disable=not (progress and accelerator.is_local_main_process))
+        bar = progress_bar(loader, desc=f"{direction} epoch {epoch + 1}/{train_cfg.epochs}",
+                           disable=not (progress and accelerator.is_local_main_process))
         for batch in bar:
             batch = _to_device(batch, accelerator.device)
             with accelerator.autocast():

@@ -196,3 +196,22 @@ def test_subtypes_recover_planted_subtypes_and_connect_them_with_paga():
     assert (again.obs["subtype"] == sub.obs["subtype"]).all()
     with pytest.raises(ValueError, match="cells"):
         regulators.subtypes(rna[:20], "parent", "all")
+
+
+def test_common_universe_same_cres_and_same_n_per_type():
+    """Two methods, one ranking every CRE and one scoring few: both are re-ranked within the universe and mark the
+    same number of specific CREs per type, the smaller positive count (capped at n_top), never a non-positive one."""
+    import pandas as pd
+    cres = [f"c{i}" for i in range(6)]
+    da = pd.DataFrame({"cell_type": ["A"] * 6 + ["B"] * 6, "cre": cres * 2,
+                       "score": [5, 4, 3, 2, 1, 0.5] * 2, "rank": list(range(1, 7)) * 2})
+    att = pd.DataFrame({"cell_type": ["A"] * 6 + ["B"] * 6, "cre": cres * 2,
+                        "score": [0, 0.9, 0.8, 0, 0, 0] + [0.3, 0, 0, 0, 0, 0], "rank": [4, 1, 2, 3, 5, 6] + list(range(1, 7))})
+    out = regulators.common_universe({"DA": da, "attention": att}, universe=["c0", "c1", "c2", "c3"], n_top=3)
+    for table in out.values():
+        assert set(table["cre"]) == {"c0", "c1", "c2", "c3"}
+        assert table.groupby("cell_type")["rank"].apply(sorted).map(list).tolist() == [[1, 2, 3, 4]] * 2
+        assert (table.loc[table.specific, "score"] > 0).all()
+    n = {m: t[t.specific].groupby("cell_type").size().to_dict() for m, t in out.items()}
+    assert n["DA"] == {"A": 2, "B": 1} and n["attention"] == {"A": 2, "B": 1}
+    assert out["DA"].loc[out["DA"].specific & (out["DA"].cell_type == "A"), "cre"].tolist() == ["c0", "c1"]
