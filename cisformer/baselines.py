@@ -23,6 +23,8 @@ RNA -> ATAC
                        classifier gains over the floor on each metric.
     ``KNNTransfer``    RNA PCA space -> average of the k nearest training cells' binarised ATAC, shrunk towards
                        the floor.
+    ``RidgeRNA``       ridge regression of the open state minus the floor on RNA PCA; penalty tuned on
+                       validation cells by :mod:`cisformer.benchmark`.
     ``BabelStyle``     BABEL (Wu et al., Nat Commun 2021): RNA encoder/decoder and per-chromosome ATAC
                        encoders/decoders around one shared latent; negative-binomial loss for RNA and binary
                        cross-entropy for ATAC; all four paths (RNA->RNA, ATAC->ATAC, RNA->ATAC, ATAC->RNA) trained
@@ -282,6 +284,40 @@ class KNNTransfer:
     def predict_rna(self, atac: AnnData) -> AnnData:
         idx = self.atac_nn.kneighbors(np.asarray(self.atac_space.transform(atac), dtype=np.float64), return_distance=False)
         return _rna_prediction(self.train_rna_log[idx].mean(axis=1), atac.obs, self.rna_var, self.name)
+
+
+class RidgeRNA:
+    """Ridge regression of every CRE's open state on the cell's RNA, from the floor.
+
+    Inputs: the cell's RNA PCA (:class:`_RnaPCA`, fitted on the training cells) with every component scaled to
+    unit variance; target: the binary open state minus the floor; prediction: the floor plus the fitted
+    deviation, clipped to [1e-4, 1]. ``alpha`` is the L2 penalty (tuned on validation cells by
+    :mod:`cisformer.benchmark`). A linear model of the same cell state kNN and the learned methods read: what
+    a method must add beyond a linear map of RNA PCA.
+    """
+
+    name = "ridge"
+
+    def __init__(self, alpha: float = 1e3, n_comps: int = 50, n_top_genes: int = 2000):
+        self.alpha, self.n_comps, self.n_top_genes = float(alpha), n_comps, n_top_genes
+
+    def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "RidgeRNA":
+        _check_paired(rna_train, atac_train)
+        self.space = _RnaPCA(self.n_top_genes, self.n_comps).fit(rna_train, seed)
+        z = self.space.train_embedding.astype(np.float64)
+        self.z_mean, self.z_sd = z.mean(axis=0), z.std(axis=0) + 1e-6
+        z = (z - self.z_mean) / self.z_sd
+        binary, self.var = _binary(atac_train), atac_train.var.copy()
+        self.floor = _open_frequency(binary).astype(np.float64)
+        cross = np.asarray((binary.T @ z).T) - np.outer(z.sum(axis=0), self.floor)  # z' (Y - floor), (comps, CREs)
+        gram = z.T @ z
+        gram[np.diag_indices_from(gram)] += self.alpha
+        self.coef = np.linalg.solve(gram, cross)
+        return self
+
+    def predict_atac(self, rna: AnnData) -> AnnData:
+        z = (self.space.transform(rna) - self.z_mean) / self.z_sd
+        return _atac_prediction(np.clip(self.floor + z @ self.coef, 1e-4, 1.0), rna.obs, self.var, self.name)
 
 
 class _BabelNet(nn.Module):
@@ -738,6 +774,8 @@ RNA2ATAC_METHODS = {"floor": Floor, "kNN": KNNTransfer, "BABEL-style": BabelStyl
 ATAC2RNA_METHODS = {"floor": GeneMean, "depth only": DepthOnly, "ArchR gene score": ArchRGeneScore,
                     "peak-to-gene": PeakToGene, "SCARlink-style": ScarlinkStyle, "kNN": KNNTransfer,
                     "ridge": RidgeATAC}
+RNA2ATAC_METHODS = {"floor": Floor, "cell-type mean": CellTypeMean, "kNN": KNNTransfer, "ridge": RidgeRNA,
+                    "BABEL-style": BabelStyle}
 
 
 # ----------------------------------------------------------------------------------------------- integration

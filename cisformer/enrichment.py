@@ -535,6 +535,12 @@ def bound_cres(cres: pd.DataFrame, peaks: pd.DataFrame) -> np.ndarray:
     return bound
 
 
+def top_cres(scores, n_top: int) -> np.ndarray:
+    """Positions of the ``n_top`` highest ``scores`` (ties in input order), the top set :func:`chip_enrichment`
+    tests."""
+    return np.argsort(-np.asarray(scores, dtype=float), kind="stable")[: int(min(n_top, len(scores)))]
+
+
 def chip_enrichment(scores, bound, n_top: int, bins, n_random: int = 1000, seed: int = 0) -> dict:
     """Overlap of the ``n_top`` highest-scoring CREs with ChIP peaks vs matched random CRE sets.
 
@@ -546,8 +552,8 @@ def chip_enrichment(scores, bound, n_top: int, bins, n_random: int = 1000, seed:
     if not (len(scores) == len(bound) == len(bins)):
         raise ValueError(f"chip_enrichment: scores ({len(scores)}), bound ({len(bound)}) and bins ({len(bins)}) "
                          "must have one entry per candidate CRE")
-    n_top = int(min(n_top, len(scores)))
-    top = np.argsort(-scores, kind="stable")[:n_top]
+    top = top_cres(scores, n_top)
+    n_top = len(top)
     observed = bound[top].mean() if n_top else np.nan
     null = bound[matched_random_sets(top, bins, n_random, seed)].mean(1) if n_top else np.zeros(0)
     frac_random = float(null.mean()) if len(null) else np.nan

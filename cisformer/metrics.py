@@ -193,19 +193,55 @@ def embed_atac(adata: AnnData, n_features: int = 50000, n_comps: int = 30, seed:
         part = _spectral_fallback(x[has][:, keep], n_comps, seed)
     embedding = np.zeros((x.shape[0], part.shape[1]), dtype=np.float32)
     embedding[has] = part
-    return embedding
+    # identical cells get exactly one point (the eigensolver's rounding would otherwise part them by ~1e-7)
+    groups = identical_rows(x)
+    sums = np.zeros((groups.max() + 1, embedding.shape[1]), dtype=np.float64)
+    np.add.at(sums, groups, embedding)
+    return (sums / np.bincount(groups)[:, None])[groups].astype(np.float32)
+
+
+def identical_rows(x) -> np.ndarray:
+    """Group id per row of ``x`` (sparse or dense): rows with exactly equal values share an id (int, 0..)."""
+    x = sp.csr_matrix(x, copy=True)
+    x.eliminate_zeros()
+    x.sort_indices()
+    keys = np.empty(x.shape[0], dtype=object)
+    for i in range(x.shape[0]):
+        lo, hi = x.indptr[i], x.indptr[i + 1]
+        keys[i] = x.indices[lo:hi].tobytes() + b"|" + x.data[lo:hi].tobytes()
+    return np.unique(keys, return_inverse=True)[1].ravel()
 
 
 def cluster_embedding(embedding: np.ndarray, n_neighbors: int = 50, resolution: float = 1.0,
                       seed: int = 0) -> np.ndarray:
-    """kNN graph on an embedding then leiden clusters (SnapATAC2 ``pp.knn -> tl.leiden`` when available)."""
+    """kNN graph on an embedding then leiden clusters (SnapATAC2 ``pp.knn -> tl.leiden`` when available).
+
+    Cells at the same point of the embedding (a predictor that gives every cell of a type the same profile) are
+    one cluster: they take their most common leiden label. SnapATAC2's graph stores the distance between two
+    such cells as an explicit 0, and its leiden reads edges from the non-zero entries, so without the smallest
+    positive distance put in their place a perfect predictor's cells lose every edge and all land in one
+    "too small" cluster (AMI 0).
+    """
+    embedding = np.asarray(embedding, dtype=np.float64)
     if snap is not None:
         work = AnnData(np.zeros((embedding.shape[0], 1), dtype=np.float32))
-        work.obsm["X_embed"] = np.asarray(embedding, dtype=np.float64)
+        work.obsm["X_embed"] = embedding
         snap.pp.knn(work, n_neighbors=min(n_neighbors, work.n_obs - 1), use_rep="X_embed", random_state=seed)
+        graph = sp.coo_matrix(work.obsp["distances"])
+        off_diagonal = graph.row != graph.col
+        data = np.where(graph.data > 0, graph.data, np.finfo(np.float64).tiny)[off_diagonal]
+        work.obsp["distances"] = sp.csr_matrix((data, (graph.row[off_diagonal], graph.col[off_diagonal])),
+                                               shape=graph.shape)
         snap.tl.leiden(work, resolution=resolution, random_state=seed)
-        return work.obs["leiden"].astype(str).to_numpy()
-    return _leiden(_knn_graph(embedding, n_neighbors), resolution, seed).astype(str)
+        labels = work.obs["leiden"].astype(str).to_numpy()
+    else:
+        labels = _leiden(_knn_graph(embedding, n_neighbors), resolution, seed).astype(str)
+    groups = identical_rows(embedding)
+    for g in np.flatnonzero(np.bincount(groups) > 1):
+        members = groups == g
+        values, counts = np.unique(labels[members], return_counts=True)
+        labels[members] = values[np.argmax(counts)]
+    return labels
 
 
 def atac_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: int = 50,

@@ -20,8 +20,10 @@ recovers it perfectly. The options break one assumption each, so that the simula
 * ``confounders``: per causal CRE, non-causal CREs of the same window that take the causal CRE's program and
   open together with it in the same cell (``co_open``) but drive nothing.
 * ``interaction``: in a fraction of the genes two links act together: ``"and"`` (the pair acts only when both are
-  open, weight ``w_a + w_b``) or ``"or"`` (redundant enhancers: ``max(w_a open_a, w_b open_b)``); the two CREs
-  share a program, so that they are open in the same cell type.
+  open, weight ``w_a + w_b``) or ``"or"`` (redundant enhancers: ``max(w_a open_a, w_b open_b)``), the two CREs
+  sharing a program so that they are open in the same cell type; or ``"xor"`` (weight ``w_a + w_b`` when exactly
+  one is open), both CREs primed - open independently in about half of the cells of every type - so that neither
+  has an effect on its own: averaged over its partner, a CRE's open state changes nothing.
 * ``celltype_specific``: a fraction of the links act only in some cell types (1 to n-1 of them); their CRE is
   made open in every type (primed chromatin), so the link, not the CRE, is cell-type-specific.
 * ``atac_capture`` < 1: the assay records only that fraction of the open CREs (expression still follows the
@@ -41,7 +43,7 @@ import scipy.sparse as sp
 WINDOW = 250_000  # CREs are placed within this distance of a gene's TSS
 GENE_SPACING = 600_000
 CRE_WIDTH = 500
-INTERACTIONS = (None, "and", "or")
+INTERACTIONS = (None, "and", "or", "xor")
 
 # Named link-recovery settings: keyword arguments of :func:`paired` on top of the sizes; LINK_SETTING_NOTES says in
 # one line what each breaks. Each breaks one assumption of the easy setting (the last combines them), none is
@@ -52,6 +54,7 @@ LINK_SETTINGS = {
     "shared windows": dict(gene_spacing=150_000, shared_links=0.4),
     "confounded": dict(confounders=2, co_open=0.9, atac_capture=0.5),
     "non-additive": dict(interaction="and", interaction_fraction=1.0),
+    "non-additive (XOR)": dict(interaction="xor", interaction_fraction=1.0),
     "cell-type-specific": dict(celltype_specific=0.6),
     "trans-regulated": dict(trans_genes=0.5),
     "realistic (all of them, shallow)": dict(gene_spacing=150_000, shared_links=0.4, confounders=2, co_open=0.9,
@@ -69,6 +72,8 @@ LINK_SETTING_NOTES = {
                   "cells, at half capture: the co-opened CRE's reads are as good a proxy of the causal state",
     "non-additive": "in every gene with >= 2 links two CREs act only when both are open (AND): no CRE has an "
                     "additive effect of its own",
+    "non-additive (XOR)": "in every gene with >= 2 links two primed CREs (open in about half of the cells of every "
+                          "type, independently) act only when exactly one is open: no CRE has a marginal effect",
     "cell-type-specific": "60% of links act in only 1 to n-1 cell types while their CRE is open in all: pooled "
                           "over cells the effect is diluted",
     "trans-regulated": "half of the genes take their expression from their cell type (trans factors), not from "
@@ -108,8 +113,8 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
         program and copy its open/closed state in a fraction ``co_open`` of the cells (independent draws from
         the same program otherwise). They are listed in ``truth.attrs["confounders"]`` (confounder -> causal CRE).
     interaction, interaction_fraction
-        ``None`` (additive), ``"and"`` or ``"or"``: in this fraction of the genes with at least two links, two of
-        them act together (see module docstring). Listed in ``truth.attrs["interactions"]``.
+        ``None`` (additive), ``"and"``, ``"or"`` or ``"xor"``: in this fraction of the genes with at least two
+        links, two of them act together (see module docstring). Listed in ``truth.attrs["interactions"]``.
     celltype_specific
         Fraction of the (non-interacting) links that act only in a random 1 to ``n_cell_types - 1`` cell types;
         their CRE is redrawn as open in every type. ``truth["cell_types"]`` names the active types.
@@ -247,7 +252,11 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
             if extra.random() < interaction_fraction:
                 a, b = extra.choice(np.flatnonzero(links_gene == g), 2, replace=False)
                 if links_cre[a] != links_cre[b]:
-                    redraw(links_cre[b], p_open[:, links_cre[a]].copy())  # the partner joins a's program
+                    if interaction == "xor":  # both primed, independent: neither has a marginal effect
+                        redraw(links_cre[a], np.full(n_cell_types, 0.5))
+                        redraw(links_cre[b], np.full(n_cell_types, 0.5))
+                    else:
+                        redraw(links_cre[b], p_open[:, links_cre[a]].copy())  # the partner joins a's program
                     groups.append((interaction, np.array([a, b])))
     in_group = np.zeros(len(links_gene), dtype=bool)
     for _, members in groups:
@@ -299,6 +308,8 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     for kind, (a, b) in groups:
         if kind == "and":
             effect = (links_w[a] + links_w[b]) * (acting[:, a] & acting[:, b])
+        elif kind == "xor":
+            effect = (links_w[a] + links_w[b]) * (acting[:, a] ^ acting[:, b])
         else:
             effect = np.maximum(links_w[a] * acting[:, a], links_w[b] * acting[:, b])
         log_rate[:, links_gene[a]] += effect

@@ -215,3 +215,38 @@ def test_paired_differences_calls_a_win_only_when_the_interval_excludes_zero():
     assert out.loc[("A", "ridge"), "n"] == 5 and out.loc[("A", "ridge"), "win"]
     assert np.isnan(out.loc[("B", "ridge"), "ci_low"]) and not out.loc[("B", "ridge"), "win"]
     assert "beats steady" in m.describe_paired(out.reset_index(), "pearson")
+
+
+def test_clustering_scores_a_perfect_predictor():
+    """The cell-type mean (every cell of a type gets the same profile) and the measured state at 10x-like depth
+    are clustered by type; a prediction with no cell-type information (the floor, with or without a per-cell
+    depth shift) is not. SnapATAC2's graph stores the distance between identical cells as an explicit zero,
+    which its leiden used to read as no edge (AMI 0 for the perfect predictor)."""
+    from cisformer import baselines, data, simulate
+
+    rna, atac, _ = simulate.paired(n_cells=600, n_genes=80, n_cres=1500, n_cell_types=5, seed=0)
+    tr, _, te = data.split_cells(rna.obs, by="random", seed=0)
+    open_fraction = float((atac[tr].X > 0).mean())
+
+    def ami(pred, measured=False):
+        table = metrics.rna2atac_summary(pred, atac[te], open_fraction=open_fraction, measured=measured, seed=0)
+        return _value(table, "AMI")[0]
+
+    assert ami(baselines.CellTypeMean().fit(rna[tr], atac[tr]).predict_atac(rna[te])) >= 0.9
+    assert ami(atac[te], measured=True) >= 0.9
+    floor = baselines.Floor().fit(rna[tr], atac[tr]).predict_atac(rna[te])
+    assert ami(floor) == pytest.approx(0.0, abs=0.02)
+    shift = np.random.default_rng(0).normal(0, 1, (floor.n_obs, 1))
+    floor.X = 1 / (1 + np.exp(-(np.log(floor.X / (1 - floor.X)) + shift)))
+    assert ami(floor) == pytest.approx(0.0, abs=0.02)
+
+
+def test_identical_cells_share_a_cluster_and_others_keep_theirs():
+    rng = np.random.default_rng(0)
+    points = rng.normal(size=(300, 5))
+    points[:40] = points[0]
+    labels = metrics.cluster_embedding(points, n_neighbors=15, seed=0)
+    assert len(set(labels[:40])) == 1
+    assert len(set(labels[40:])) > 1
+    groups = metrics.identical_rows(sp.csr_matrix(points))
+    assert len(set(groups[:40])) == 1 and groups[0] not in set(groups[40:]) and len(set(groups[40:])) == 260

@@ -34,3 +34,36 @@ def test_nothing_recorded_without_the_variable(tmp_path, monkeypatch):
     monkeypatch.delenv(provenance.ENV_VAR, raising=False)
     provenance.record_output(tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
+
+
+def test_summary_holds_what_the_notebook_printed(tmp_path):
+    """SUMMARY.md: headings, printed lines (one block per cell), markdown displays and the tables of the folder;
+    no warnings (stderr), no images; long outputs cut; INDEX.md links it."""
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    cells = [
+        {"cell_type": "markdown", "source": ["# Fig 9: a benchmark\n", "prose that is not a heading"]},
+        {"cell_type": "code", "source": "", "outputs": [
+            {"output_type": "stream", "name": "stdout", "text": "seed 0: 0.5\n"},
+            {"output_type": "stream", "name": "stderr", "text": "UserWarning: noisy\n"},
+            {"output_type": "stream", "name": "stdout", "text": "seed 1: 0.6\n"}]},
+        {"cell_type": "markdown", "source": "## What this run measured"},
+        {"cell_type": "code", "source": "", "outputs": [
+            {"output_type": "display_data", "data": {"text/markdown": "**cisformer wins** (+0.1)"}},
+            {"output_type": "display_data", "data": {"image/png": "AAAA", "text/plain": "<Figure>"}},
+            {"output_type": "stream", "name": "stdout",
+             "text": "".join(f"row {i}\n" for i in range(provenance.SUMMARY_LINES_PER_OUTPUT + 5))}]},
+    ]
+    notebook = {"cells": cells, "metadata": {"papermill": {"parameters": {"profile": "cpu", "out_dir": "x"},
+                                                           "end_time": "2026-12-07T10:00:00"}}}
+    (folder / "09_bench.ipynb").write_text(json.dumps(notebook))
+    (folder / "metrics.csv").write_text("a\n1\n")
+    (folder / "provenance.jsonl").write_text("")
+    text = provenance.write_summary(folder).read_text()
+    assert "# Fig 9: a benchmark" in text and "## What this run measured" in text and "prose" not in text
+    assert "seed 0: 0.5\nseed 1: 0.6" in text and "UserWarning" not in text and "<Figure>" not in text
+    assert "**cisformer wins** (+0.1)" in text and "profile='cpu'" in text and "out_dir" not in text
+    assert "row 0" in text and f"row {provenance.SUMMARY_LINES_PER_OUTPUT + 4}" not in text
+    assert "[metrics.csv](metrics.csv)" in text
+    assert "[bench/SUMMARY.md](bench/SUMMARY.md)" in provenance.write_index(tmp_path).read_text()
+    assert provenance.write_summary(tmp_path) is None
