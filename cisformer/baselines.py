@@ -574,7 +574,7 @@ class RidgeATAC:
     Inputs: each CRE's open state scaled to unit root-mean-square over the training cells (1 / sqrt(open
     share), so rare CREs are not drowned by common ones; Attune's value scale) and the standardised log number of
     open CREs; intercepts are the training means. ``alpha`` is the L2 penalty on the centred inputs (tune it on
-    validation cells with :func:`tune`). One linear solve for all genes: ``(X'X + alpha I) W = X'Y``.
+    validation cells by :mod:`cisformer.benchmark`). One linear solve for all genes: ``(X'X + alpha I) W = X'Y``.
     """
 
     name = "ridge"

@@ -16,8 +16,8 @@ import time
 
 class LogProgress:
     """Iterate ``iterable`` and write ``desc: done/total (percent, seconds) postfix`` to ``file`` each time another
-    ``step`` of ``total`` is done, and once at the end. The tqdm methods the package calls (``set_postfix``,
-    ``close``) exist, so the two are interchangeable."""
+    ``step`` of ``total`` is done, and once at the end. The tqdm method the package calls (``set_postfix``)
+    exists, so the two are interchangeable."""
 
     def __init__(self, iterable, desc: str = "", total: int | None = None, step: float = 0.1, file=None):
         self.iterable, self.desc, self.step, self.file = iterable, desc, float(step), file or sys.stderr
@@ -26,9 +26,6 @@ class LogProgress:
 
     def set_postfix(self, **values) -> None:
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
-
-    def close(self) -> None:
-        pass
 
     def _line(self, done: int, start: float) -> None:
         counts = f"{done}/{self.total} ({100 * done / self.total:.0f} %, " if self.total else f"{done} ("
