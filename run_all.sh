@@ -78,20 +78,25 @@ setup_venv() {
       TORCH_SPEC="torch==2.13.0"   # CPU build, installed from local disk on the project machines
     fi
   fi
-  local extras="test,liftover"
-  [ "${CISFORMER_GPU_EXTRA:-0}" = 1 ] && extras="test,liftover,gpu"
+  local extras="test,liftover,snapatac2"
+  [ "${CISFORMER_GPU_EXTRA:-0}" = 1 ] && extras="$extras,gpu"
   local stamp_want
   stamp_want="$(cat pyproject.toml | sha256sum | cut -c1-16) $TORCH_SPEC $extras"
   if [ -x "$PY" ] && [ "$(cat "$VENV/.cisformer-stamp" 2>/dev/null)" = "$stamp_want" ]; then
     return 0
   fi
   echo "== setting up $VENV ($TORCH_SPEC, extras: $extras)"
+  local t0=$SECONDS
   [ -x "$PY" ] || python3 -m venv "$VENV"
   "$PY" -m pip install --quiet --upgrade pip
   "$PY" -m pip install --quiet "$TORCH_SPEC"
   "$PY" -m pip install --quiet -e ".[$extras]"
+  # SnapATAC2 without MACS3, so that nothing is compiled (pyproject.toml, extra "snapatac2", says why); last, so
+  # that pip's resolver never sees its unmet MACS3 requirement
+  "$PY" -m pip install --quiet --no-deps "snapatac2==2.9.0"
   "$PY" -m ipykernel install --sys-prefix --name cisformer --display-name "Python (cisformer)" >/dev/null
   echo "$stamp_want" > "$VENV/.cisformer-stamp"
+  echo "== setup took $((SECONDS - t0)) s"
 }
 
 setup_venv
@@ -169,6 +174,7 @@ PYEOF
     tail -n 30 "$out/run.log" | sed "s/^/[$stem] /" >&2
   fi
   printf '%-26s %-7s %6ss\n' "$stem" "$status" "$(( $(date +%s) - start ))" > "$STATUS_DIR/$stem"
+  printf '%s,%s,%s,%s\n' "$stem" "$status" "$(( $(date +%s) - start ))" "$(date -u +%FT%TZ)" > "$STATUS_DIR/$stem.csv"
   echo "== $stem $status"
 }
 
@@ -189,8 +195,29 @@ for stem in ${stems[@]+"${stems[@]}"}; do
   if [ -s "$STATUS_DIR/$stem" ]; then summary+=("$(cat "$STATUS_DIR/$stem")"); else summary+=("$stem (no status: killed?)"); fi
   grep -q " ok " "$STATUS_DIR/$stem" 2>/dev/null || failed=1
 done
-rm -rf "$STATUS_DIR"
 if [ ${#stems[@]} -eq 0 ]; then echo "run_all.sh: no notebook matches --only '$ONLY'" >&2; exit 2; fi
+# $FIGURES/runtime.csv: each notebook's latest wall time as run here (a notebook run again replaces its row), and
+# one row for a call that ran every notebook
+"$PY" - "$FIGURES/runtime.csv" "$STATUS_DIR" "$PROFILE" "$JOBS" "$(( $(date +%s) - run_start ))" "${ONLY:-all}" \
+      "$(env -u OMP_NUM_THREADS nproc 2>/dev/null || echo 1)" <<'PYEOF'
+import glob, os, sys, time
+
+import pandas as pd
+
+path, status_dir, profile, jobs, total, only, cores = sys.argv[1:]
+columns = ["notebook", "status", "seconds", "finished_utc", "profile", "jobs", "cores"]
+rows = [dict(zip(columns[:4], open(f).read().strip().split(",")), profile=profile, jobs=int(jobs), cores=int(cores))
+        for f in sorted(glob.glob(os.path.join(status_dir, "*.csv")))]
+if only == "all":
+    rows.append(dict(notebook="all notebooks, one ./run_all.sh call", status="ok" if all(r["status"] == "ok" for r in rows)
+                     else "FAILED", seconds=int(total), finished_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                     profile=profile, jobs=int(jobs), cores=int(cores)))
+old = pd.read_csv(path) if os.path.exists(path) else pd.DataFrame(columns=columns)
+new = pd.DataFrame(rows, columns=columns)
+table = pd.concat([old[~old["notebook"].isin(new["notebook"])], new], ignore_index=True)
+table.sort_values("notebook").to_csv(path, index=False)
+PYEOF
+rm -rf "$STATUS_DIR"
 "$PY" -m cisformer.provenance "$FIGURES" >/dev/null
 echo "== summary (profile $PROFILE, $JOBS at a time, $(( $(date +%s) - run_start ))s in all; index: ${FIGURES#$ROOT/}/INDEX.md)"
 printf '%s\n' "${summary[@]}"

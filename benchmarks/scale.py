@@ -15,8 +15,9 @@ Rows
     (``cisformer.data.load_cre_vocabulary("human")``). The peak set is 150,000 500-bp peaks placed like real
     ATAC peaks (``bench_common.simulate_peak_matrix``: 80 % within 250 bp of a cCRE, the rest between cCREs); each
     cell has 3,000-5,000 of them (uniform), counts 1-4, float32 CSR as an AnnData holds them. ``seconds`` times
-    the mapping only (the input is simulated first, untimed); peak RSS includes the input and the output
-    (the full cells x cCREs CSR, float32).
+    the mapping only. The input is simulated first (untimed) and written block by block to an ``.h5ad``, which
+    is read backed; the output is written to an ``.h5ad`` chunk by chunk (``map_peaks_to_cres(..., out=)``), so
+    neither is ever whole in memory.
 ``predict``
     ``cisformer.predict.rna_to_atac(out=...)``: full-vocabulary prediction (1,033,239 CREs) of N simulated
     cells (2,000 genes, ~800 expressed per cell), streamed to an ``.h5ad`` with the defaults (float16 P(open)
@@ -69,41 +70,39 @@ def peak_rss_gb() -> float:
 
 # ------------------------------------------------------------------------------------------------ inputs
 
-def simulated_peaks(cres, n_cells: int, seed: int = 0):
-    """AnnData cells x peaks (float32 CSR counts): the peak set of bench_common.simulate_peak_matrix, then per
-    cell 3,000-5,000 distinct peaks drawn uniformly (vectorised in blocks of cells)."""
-    import anndata as ad
+def write_simulated_peaks(cres, n_cells: int, path, seed: int = 0) -> dict:
+    """Write an ``.h5ad`` of cells x peaks (float32 CSR counts) block by block, never whole in memory: the peak
+    set of bench_common.simulate_peak_matrix, then per cell 3,000-5,000 distinct peaks drawn uniformly, counts
+    1-4. Returns ``{"n_peaks", "nnz"}``."""
     import numpy as np
     import pandas as pd
     import scipy.sparse as sp
+    from cisformer.h5stream import StreamedH5ad
 
     chrom = cres["chrom"].to_numpy().astype(str)
     peaks = bc.simulate_peak_matrix(chrom, cres["start"].to_numpy(), cres["end"].to_numpy(), 0, N_PEAKS,
                                     PEAKS_PER_CELL, seed=seed)
     n_peaks = len(peaks["start"])
+    var = pd.DataFrame({"chrom": peaks["chrom"], "start": peaks["start"], "end": peaks["end"]})
+    var.index = [f"{c}:{s}-{e}" for c, s, e in zip(var["chrom"], var["start"], var["end"])]
+    obs = pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)])
+    writer = StreamedH5ad.create(path, n_cells, n_peaks, obs, var, {}, {"X": ("csr", np.float32)}, {})
     rng = np.random.default_rng(seed + 1)
-    sizes = rng.integers(PEAKS_PER_CELL[0], PEAKS_PER_CELL[1] + 1, n_cells)
-    parts, counts = [], []
-    step = 4000
+    nnz, step = 0, 4000
     for lo in range(0, n_cells, step):
-        size = sizes[lo:lo + step]
+        size = rng.integers(PEAKS_PER_CELL[0], PEAKS_PER_CELL[1] + 1, min(step, n_cells - lo))
         draw = rng.integers(0, n_peaks, (len(size), PEAKS_PER_CELL[1]), dtype=np.int32)
         draw[np.arange(PEAKS_PER_CELL[1])[None, :] >= size[:, None]] = n_peaks  # beyond the cell's size
         draw.sort(axis=1)
         keep = draw < n_peaks
         keep[:, 1:] &= draw[:, 1:] != draw[:, :-1]  # distinct peaks per cell
-        parts.append(draw[keep])
-        counts.append(keep.sum(1))
-        del draw, keep
-    indices = np.concatenate(parts)
-    del parts
-    indptr = np.zeros(n_cells + 1, dtype=np.int64)
-    np.cumsum(np.concatenate(counts), out=indptr[1:])
-    data = np.minimum(rng.geometric(0.6, size=len(indices)), 4).astype(np.float32)
-    X = sp.csr_matrix((data, indices, indptr), shape=(n_cells, n_peaks))
-    var = pd.DataFrame({"chrom": peaks["chrom"], "start": peaks["start"], "end": peaks["end"]})
-    var.index = [f"{c}:{s}-{e}" for c, s, e in zip(var["chrom"], var["start"], var["end"])]
-    return ad.AnnData(X, obs=pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)]), var=var)
+        indices = draw[keep]
+        indptr = np.concatenate([[0], np.cumsum(keep.sum(1))])
+        data = np.minimum(rng.geometric(0.6, size=len(indices)), 4).astype(np.float32)
+        writer.write_block(lo, {"X": sp.csr_matrix((data, indices, indptr), shape=(len(size), n_peaks))})
+        nnz += len(indices)
+    writer.finish()
+    return {"n_peaks": n_peaks, "nnz": nnz}
 
 
 def simulated_rna(n_cells: int, seed: int = 0):
@@ -155,18 +154,23 @@ def small_model(cres, seed: int = 0):
 # ------------------------------------------------------------------------------------------------ rows
 
 def row_map(n_cells: int) -> dict:
+    import anndata as ad
     from cisformer import data, vocab
 
     cres = data.load_cre_vocabulary("human")
-    atac = simulated_peaks(cres, n_cells)
-    nnz_in = int(atac.X.nnz)
-    t0 = time.perf_counter()
-    out = vocab.map_peaks_to_cres(atac, cres)
-    seconds = time.perf_counter() - t0
-    assert out.shape == (n_cells, len(cres))
+    with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
+        made = write_simulated_peaks(cres, n_cells, Path(tmp) / "peaks.h5ad")
+        atac = ad.read_h5ad(Path(tmp) / "peaks.h5ad", backed="r")
+        t0 = time.perf_counter()
+        out = vocab.map_peaks_to_cres(atac, cres, out=Path(tmp) / "mapped.h5ad")
+        seconds = time.perf_counter() - t0
+        shape, nnz_out = out.shape, int(out.file["X/indptr"][-1])
+        out.file.close()
+        atac.file.close()
+    assert shape == (n_cells, len(cres))
     return {"task": "map", "n_cells": n_cells, "n_cres": len(cres), "seconds": seconds,
-            "peak_rss_gb": peak_rss_gb(), "peaks_per_cell": nnz_in / n_cells, "n_peaks": atac.n_vars,
-            "cres_per_cell": out.X.nnz / n_cells}
+            "peak_rss_gb": peak_rss_gb(), "peaks_per_cell": made["nnz"] / n_cells, "n_peaks": made["n_peaks"],
+            "cres_per_cell": nnz_out / n_cells}
 
 
 def compute_floors(model, rna) -> dict:
@@ -373,9 +377,9 @@ def main(argv=None):
 
 SECTION_NOTES = """\
 How to read it: every row is a fresh process; `peak RSS` is its VmHWM (everything: Python, inputs, model, work).
-`map` holds the whole input (float32 CSR) and the whole output (cells x 1,033,239 CSR) in memory by design, so its
-memory grows with the cells (about 8 bytes per stored peak and per mapped cCRE: at 150,000 cells 4.7 GB of input and
-6.2 GB of output; `map_peaks_to_cres(..., dtype=np.uint8)` saves 3 bytes per mapped cCRE). `predict` streams to disk: the
+`map` reads its input from a backed `.h5ad` and writes its output to one, 500 cells at a time (`map_peaks_to_cres(atac,
+cres, out=...)`): memory is the vocabulary, the peak x cCRE incidence and one chunk, whatever the cells (in memory,
+the input and output alone take about 8 bytes per stored peak and per mapped cCRE). `predict` streams to disk: the
 model (1,033,239 CREs x 32 output factors), the vocabulary's names and one block of 32 cells are in memory, so its
 peak does not grow with the cells. Its seconds include the streamed writing (float16 P(open), sparse binary layer,
 no compression); the floors are measured in the same process on one cell. The final matmul is a loose floor for this

@@ -101,6 +101,9 @@ def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, see
             source = label_tokens(rna.obs, label_key)
         model, timing = _fit_cisformer(method, source, atac, "rna2atac", train_cells, val_cells, seed, profile,
                                        device, cache, epochs)
+        if model.state_neighbor_scores:  # its smoothing's k, tried on the validation cells (train.fit)
+            timing["tuning"] = [{"method": method, "parameter": "state_neighbors", "value": k, "validation_score": sc,
+                                 "chosen": k == model.state_neighbors} for k, sc in model.state_neighbor_scores.items()]
         t1 = time.time()
         pred = predict.rna_to_atac(model, source[test_cells])
         return pred, {**timing, "predict_s": time.time() - t1}

@@ -31,6 +31,11 @@ bins) of cell ``i`` is a sum of four terms::
 * ``depth_i`` (rna2atac): the cell's log number of open CREs relative to the training mean, known in training
   (as PeakVI's library factor) and predicted from ``z_i`` at prediction, so capacity goes to CRE-specific
   deviations rather than to sequencing depth.
+* rna2atac at prediction: ``z_i`` is averaged with the states of its ``state_neighbors`` nearest training cells
+  (:meth:`Cisformer.smoothed_state`; ``k`` chosen on the validation cells by :func:`cisformer.train.fit`, 0 =
+  off). A sparse ATAC profile is a noisy draw of the cell's accessibility, so the cells whose RNA looks alike are
+  the evidence on it that one cell's RNA cannot give: the kNN peer, tuned on validation cells, averages hundreds
+  of neighbours on SNARE-seq (notebook 01).
 
 Why: on shallow data (SNARE-seq: ~80 open CREs of 10,000 per cell) the paper's architecture trained for CPU minutes
 learns one offset per cell (its depth) and nothing of cell type; the dense all-CRE loss of the factorised term and
@@ -496,6 +501,10 @@ class Cisformer(nn.Module):
         self.cre_names: list[str] | None = None
         self.cre_coords: dict | None = None
         self.open_fraction: float | None = None
+        # rna2atac: states of (up to MAX_REFERENCE_CELLS) training cells and how many of them smooth a cell's state
+        self.reference_states: torch.Tensor | None = None  # (N_ref, R)
+        self.state_neighbors = 0
+        self.state_neighbor_scores: dict | None = None  # {k: validation criterion} of the values tried
         self.register_buffer("bin_edges", torch.zeros(cfg.n_bins))  # set by the sampler's binning (atac2rna)
         prior_shape = (cfg.n_cres,) if cfg.direction == "rna2atac" else (cfg.n_genes, cfg.n_bins)
         self.register_buffer("query_prior", torch.zeros(prior_shape))  # base-rate logits (see module docstring)
@@ -529,12 +538,22 @@ class Cisformer(nn.Module):
         tokens = batch["gene_idx"] if self.config.direction == "rna2atac" else batch["cre_idx"]
         out = Keys(kv=[blk.attn.project_keys(keys) for blk in blocks], pad=pad, tokens=tokens)
         if self.config.arch == "cisformer":
-            out.state = self.encoder(batch)
+            out.state = self.smoothed_state(self.encoder(batch))
             depth = None
             if self.config.direction == "rna2atac":
                 depth = batch["depth"] if "depth" in batch else self.depth_head(out.state).squeeze(-1)
             out.factorised = self.factorised_logits(out.state, depth)
         return out
+
+    def smoothed_state(self, z: torch.Tensor) -> torch.Tensor:
+        """In eval mode with ``state_neighbors`` = k > 0: each state averaged with its k nearest (Euclidean)
+        ``reference_states``, (B, R) -> (B, R); else ``z`` itself (always while training)."""
+        if self.training or not self.state_neighbors or self.reference_states is None:
+            return z
+        reference = self.reference_states.to(z.device, z.dtype)  # (N_ref, R)
+        k = min(self.state_neighbors, len(reference))
+        nearest = torch.cdist(z, reference).topk(k, dim=1, largest=False).indices  # (B, k)
+        return (z + reference[nearest].sum(1)) / (k + 1)
 
     def factorised_logits(self, z: torch.Tensor, depth: torch.Tensor | None = None) -> torch.Tensor:
         """prior + <h(z), u> + b (+ depth) for every output feature at once (one matmul): z (B, R) ->
@@ -647,7 +666,9 @@ class Cisformer(nn.Module):
     def checkpoint_dict(self) -> dict:
         """Everything needed to rebuild the model (weights, config, vocabulary); safe for weights_only load."""
         return {"config": self.config.to_dict(), "state_dict": self.state_dict(), "gene_names": self.gene_names,
-                "cre_names": self.cre_names, "cre_coords": self.cre_coords, "open_fraction": self.open_fraction}
+                "cre_names": self.cre_names, "cre_coords": self.cre_coords, "open_fraction": self.open_fraction,
+                "reference_states": self.reference_states, "state_neighbors": self.state_neighbors,
+                "state_neighbor_scores": self.state_neighbor_scores}
 
     @classmethod
     def from_checkpoint_dict(cls, ckpt: dict) -> "Cisformer":
@@ -655,6 +676,9 @@ class Cisformer(nn.Module):
         model.load_state_dict(ckpt["state_dict"])
         model.gene_names, model.cre_names = ckpt["gene_names"], ckpt["cre_names"]
         model.cre_coords, model.open_fraction = ckpt["cre_coords"], ckpt["open_fraction"]
+        # the per-epoch best.pt of train.fit has none: fit sets them once training has ended
+        model.reference_states, model.state_neighbors = ckpt.get("reference_states"), ckpt.get("state_neighbors", 0)
+        model.state_neighbor_scores = ckpt.get("state_neighbor_scores")
         return model
 
     def save(self, path) -> None:

@@ -106,13 +106,15 @@ def _figure(ax, size):
 
 
 def integration_metrics(table: pd.DataFrame, metrics=None, dataset_col: str = "dataset",
-                        method_col: str = "method") -> plt.Figure:
+                        method_col: str = "method", labels: dict | None = None) -> plt.Figure:
     """Bar chart of integration metrics, one panel per data set: for each metric a group of bars, one per method
-    (``METHOD_COLORS``), height = mean over the rows of that method (e.g. seeds), error bar = their sd.
+    (``METHOD_COLORS``), height = mean over the rows of that method (e.g. seeds), error bar = their sd. A mean of
+    exactly 0 (a min-max scaled score's lowest method) is drawn as a thick line at 0, so it does not look missing.
 
     ``table``: rows of ``metrics.integration_scores`` (optionally with ``metrics.integration_overall``'s
     columns) plus ``dataset_col`` and ``method_col``. ``metrics``: the columns to show, by default FOSCTTM (the
     one where lower is better, so labelled) and the six scored metrics, then ``overall`` when present.
+    ``labels``: legend label per method (default: its name), e.g. a training budget.
     """
     from .metrics import INTEGRATION_METRICS
 
@@ -132,9 +134,12 @@ def integration_metrics(table: pd.DataFrame, metrics=None, dataset_col: str = "d
                 continue
             means = stats.loc[method].xs("mean", level=1).to_numpy(dtype=float)
             sds = np.nan_to_num(stats.loc[method].xs("std", level=1).to_numpy(dtype=float))
-            ax.bar(np.arange(len(metrics)) + (j - (len(methods) - 1) / 2) * width, means, width, yerr=sds,
-                   color=METHOD_COLORS.get(method, fallback[str(method)]), label=method, capsize=1.5,
+            x = np.arange(len(metrics)) + (j - (len(methods) - 1) / 2) * width
+            color = METHOD_COLORS.get(method, fallback[str(method)])
+            ax.bar(x, means, width, yerr=sds, color=color, label=(labels or {}).get(method, method), capsize=1.5,
                    error_kw={"linewidth": 0.6})
+            zero = means == 0
+            ax.hlines(np.full(zero.sum(), 0.008), x[zero] - width / 2, x[zero] + width / 2, color=color, lw=2.5)
         ax.set_xticks(np.arange(len(metrics)))
         ax.set_xticklabels([m.replace("_", " ") + (" (lower better)" if m == "foscttm" else "") for m in metrics],
                            rotation=30, ha="right")

@@ -46,6 +46,8 @@ def model_fingerprint(model) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         parts += [name, tensor.detach().cpu().numpy()]
     parts += ["\n".join(map(str, model.gene_names or [])), "\n".join(map(str, model.cre_names or []))]
+    if model.state_neighbors:  # rna2atac's state smoothing changes the prediction (model.smoothed_state)
+        parts += [model.state_neighbors, model.reference_states.cpu().numpy()]
     return _digest(*parts)
 
 

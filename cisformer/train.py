@@ -37,6 +37,9 @@ from .metrics import log_expression
 from .progress import progress as progress_bar
 from .sampler import PairedCells, base_rate_logits, expression_bin_edges, make_loader
 
+STATE_NEIGHBORS = (0, 10, 30, 100, 300)  # rna2atac: the values of model.state_neighbors tried on validation cells
+MAX_REFERENCE_CELLS = 20_000             # rna2atac: training cells whose states are kept for that smoothing
+
 
 @dataclass
 class TrainConfig:
@@ -358,6 +361,14 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
         model.encoder.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         model.encoder.input_std.copy_(torch.as_tensor(sd + 1e-3, dtype=torch.float32))
 
+    val_input = (rna_X[scored_val], rna_log[scored_val]) if direction == "rna2atac" else (atac_X[scored_val], None)
+    val_truth = atac_X[scored_val] > 0 if direction == "rna2atac" else rna_log[scored_val]
+
+    def finished(best):
+        if arch == "cisformer" and direction == "rna2atac":
+            fit_state_neighbors(best, rna_log, train_idx, val_input, val_truth, seed)
+        return best
+
     run_dir = None
     if checkpoint_dir is not None:
         run_dir = Path(checkpoint_dir) / fingerprint(model_cfg, train_cfg, seed, rna, atac, train_idx, val_idx)
@@ -367,15 +378,13 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
             info = json.loads(done.read_text())
             if info["stopped_early"] or info["epochs"] >= train_cfg.epochs:
                 best = Cisformer.load(run_dir / "best.pt").eval()
-                return best, pd.read_csv(run_dir / "history.csv")
+                return finished(best), pd.read_csv(run_dir / "history.csv")
 
     accelerator = _accelerator(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.step_size, gamma=train_cfg.gamma)
     model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler steps per epoch: kept unwrapped
     raw_model = accelerator.unwrap_model(model)
-    val_input = (rna_X[scored_val], rna_log[scored_val]) if direction == "rna2atac" else (atac_X[scored_val], None)
-    val_truth = atac_X[scored_val] > 0 if direction == "rna2atac" else rna_log[scored_val]
 
     start_epoch, best_score, bad_epochs, rows, best_state = resume_epoch(run_dir, raw_model, optimizer, scheduler)
 
@@ -444,7 +453,45 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     accelerator.wait_for_everyone()
     raw_model.load_state_dict(best_state)
     raw_model.eval()
-    return raw_model, history
+    return finished(raw_model), history
+
+
+@torch.no_grad()
+def fit_state_neighbors(model, rna_log, train_idx, val_input, val_truth, seed: int = 0) -> dict:
+    """rna2atac, ``arch="cisformer"``: store the cell states of the training cells ``train_idx`` (rows of the
+    log-scale expression ``rna_log``; at most :data:`MAX_REFERENCE_CELLS`, drawn with ``seed``) as
+    ``model.reference_states``, and set ``model.state_neighbors`` to the value of :data:`STATE_NEIGHBORS` with
+    the best validation criterion (:func:`validation_criterion`, the epochs' criterion; the smallest on ties).
+    The scores tried are kept as ``model.state_neighbor_scores`` ({k: score}) and returned."""
+    from .predict import predict_logits
+
+    cells = np.asarray(train_idx)
+    if len(cells) > MAX_REFERENCE_CELLS:
+        cells = np.sort(np.random.default_rng(seed).choice(cells, MAX_REFERENCE_CELLS, replace=False))
+    device = next(model.parameters()).device
+    model.eval()
+    states = [model.encoder({"expr": torch.as_tensor(rna_log[cells[lo:lo + 1024]].toarray(), dtype=torch.float32,
+                                                      device=device)}).cpu()
+              for lo in range(0, len(cells), 1024)]
+    model.reference_states = torch.cat(states)  # (N_ref, R)
+    # the attention path does not read the state: the logits at k are those at k = 0 with the factorised term of
+    # the smoothed state in place of the cell's own, so the path is computed once
+    model.state_neighbors = 0
+    X, X_log = val_input
+    logits = predict_logits(model, sp.csr_matrix(X), batch_size=16, X_log=X_log)
+    z = model.encoder({"expr": torch.as_tensor(sp.csr_matrix(X_log).toarray(), dtype=torch.float32, device=device)})
+
+    def factorised(state):
+        return model.factorised_logits(state, model.depth_head(state).squeeze(-1)).cpu().numpy()
+
+    path = logits - factorised(z)
+    scores = {}
+    for k in STATE_NEIGHBORS:
+        model.state_neighbors = k
+        scores[k] = criterion_of_logits(model, path + factorised(model.smoothed_state(z)), val_truth)["val_score"]
+    model.state_neighbors = max(scores, key=scores.get)
+    model.state_neighbor_scores = scores
+    return scores
 
 
 @torch.no_grad()
@@ -455,12 +502,17 @@ def validation_criterion(model, inputs, truth) -> dict:
     its log-scale expression; ``truth``: rna2atac their measured open state (cells x CREs, sparse bool),
     atac2rna their log-scale expression (cells x genes, :func:`cisformer.metrics.log_expression`).
     """
-    from .metrics import auroc_gain, deviation_spread, _columnwise_pearson
     from .predict import predict_logits
-    from .sampler import bin_centres
 
     X, X_log = inputs
-    logits = predict_logits(model, sp.csr_matrix(X), batch_size=16, X_log=X_log)
+    return criterion_of_logits(model, predict_logits(model, sp.csr_matrix(X), batch_size=16, X_log=X_log), truth)
+
+
+def criterion_of_logits(model, logits: np.ndarray, truth) -> dict:
+    """:func:`validation_criterion` from the model's logits of the validation cells (see there)."""
+    from .metrics import auroc_gain, deviation_spread, _columnwise_pearson
+    from .sampler import bin_centres
+
     if model.config.direction == "rna2atac":
         truth = np.asarray(sp.csr_matrix(truth).toarray(), dtype=bool)
         prior = model.query_prior.cpu().numpy()

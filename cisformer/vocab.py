@@ -163,22 +163,27 @@ def incidence_matrix(query_df, ref_df) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(qi), np.float32), (qi, ri)), shape=(len(q), len(r)))
 
 
-def map_peaks_to_cres(atac, cres, chunk_cells: int = 500, dtype=np.float32):
+def map_peaks_to_cres(atac, cres, chunk_cells: int = 500, dtype=np.float32, out=None):
     """Cells x CREs AnnData: for each cell and CRE, the number of open (count > 0) peaks overlapping the CRE.
 
-    Straight from CSR: ``binarise(X) @ incidence`` (incidence = sparse peaks x CREs overlaps) chunked over cells
-    and written into one preallocated CSR buffer, so memory is the output plus one chunk; never dense.
+    Straight from CSR: ``binarise(X) @ incidence`` (incidence = sparse peaks x CREs overlaps) chunked over cells,
+    never dense. In memory, the chunks fill one preallocated CSR buffer (memory: the output plus one chunk); with
+    ``out``, each chunk is appended to a file, so memory is one chunk whatever the number of cells.
 
     Parameters
     ----------
     atac
-        AnnData cells x peaks (var with chrom/start/end or names ``chrom:start-end``).
+        AnnData cells x peaks (var with chrom/start/end or names ``chrom:start-end``), in memory or opened with
+        ``anndata.read_h5ad(path, backed="r")`` (then read ``chunk_cells`` rows at a time).
     cres
         chrom/start/end frame of the CRE vocabulary (row order = vocabulary index).
     chunk_cells
         Cells multiplied at once (bounds temporary memory).
     dtype
         Value type of the output (``np.uint8`` halves the memory of whole-vocabulary maps of many cells).
+    out
+        ``None``: return the result in memory. A path: write it chunk by chunk to that ``.h5ad`` (as
+        ``OUT.partial``, renamed when complete) and return it opened backed (read-only).
 
     Returns
     -------
@@ -190,39 +195,70 @@ def map_peaks_to_cres(atac, cres, chunk_cells: int = 500, dtype=np.float32):
     cres = intervals(cres)
     incidence = incidence_matrix(atac, cres)
     degree = np.diff(incidence.indptr).astype(np.int64)
-    X = sp.csr_matrix(atac.X)
-    n_cells = X.shape[0]
-
-    def binary_block(c0):
-        return (X[c0:c0 + chunk_cells] != 0).astype(np.float32)  # a new matrix without stored zeros
-
-    # upper bound of the output size (exact unless two open peaks of a cell hit the same CRE)
-    upper = 0
-    for c0 in range(0, n_cells, chunk_cells):
-        block = binary_block(c0)
-        upper += int(degree[block.indices].sum())
-    data = np.empty(upper, dtype=dtype)
-    indices = np.empty(upper, dtype=np.int32)
-    indptr = np.zeros(n_cells + 1, dtype=np.int64)
-    pos = 0
-    for c0 in range(0, n_cells, chunk_cells):
-        prod = (binary_block(c0) @ incidence).tocsr()
-        prod.sort_indices()
-        data[pos:pos + prod.nnz] = prod.data
-        indices[pos:pos + prod.nnz] = prod.indices
-        indptr[c0 + 1:c0 + 1 + prod.shape[0]] = pos + prod.indptr[1:]
-        pos += prod.nnz
-        del prod
-    out = sp.csr_matrix((data[:pos], indices[:pos], indptr), shape=(n_cells, len(cres)))
+    X = atac.X if atac.isbacked else sp.csr_matrix(atac.X)
+    n_cells = atac.n_obs
     var = pd.DataFrame({"chrom": np.asarray(cres["chrom"]), "start": np.asarray(cres["start"], np.int64),
                         "end": np.asarray(cres["end"], np.int64)})
     var.index = peak_names(var)
     if not var.index.is_unique:
         var.index = pd.Index([f"{n}#{i}" for i, n in enumerate(var.index)])
-    result = ad.AnnData(out, obs=atac.obs.copy(), var=var)
-    result.uns.update({k: v for k, v in atac.uns.items() if k in ("genome", "dataset")})
-    result.uns["n_peaks_mapped"] = int((degree > 0).sum())
+    uns = {k: v for k, v in atac.uns.items() if k in ("genome", "dataset")}
+    uns["n_peaks_mapped"] = int((degree > 0).sum())
+
+    def binary_block(c0):
+        return (sp.csr_matrix(X[c0:c0 + chunk_cells]) != 0).astype(np.float32)  # no stored zeros
+
+    def mapped_block(c0):
+        prod = (binary_block(c0) @ incidence).tocsr().astype(dtype)
+        prod.sort_indices()
+        return prod
+
+    if out is not None:
+        return _map_to_file(out, mapped_block, n_cells, chunk_cells, atac.obs, var, uns, dtype)
+    # upper bound of the output size (exact unless two open peaks of a cell hit the same CRE)
+    upper = sum(int(degree[binary_block(c0).indices].sum()) for c0 in range(0, n_cells, chunk_cells))
+    data = np.empty(upper, dtype=dtype)
+    indices = np.empty(upper, dtype=np.int32)
+    indptr = np.zeros(n_cells + 1, dtype=np.int64)
+    pos = 0
+    for c0 in range(0, n_cells, chunk_cells):
+        prod = mapped_block(c0)
+        data[pos:pos + prod.nnz] = prod.data
+        indices[pos:pos + prod.nnz] = prod.indices
+        indptr[c0 + 1:c0 + 1 + prod.shape[0]] = pos + prod.indptr[1:]
+        pos += prod.nnz
+        del prod
+    result = ad.AnnData(sp.csr_matrix((data[:pos], indices[:pos], indptr), shape=(n_cells, len(cres))),
+                        obs=atac.obs.copy(), var=var)
+    result.uns.update(uns)
     return result
+
+
+def _map_to_file(out, mapped_block, n_cells, chunk_cells, obs, var, uns, dtype):
+    """The ``out`` path of :func:`map_peaks_to_cres`: each chunk of cells appended to ``OUT.partial``, renamed
+    ``OUT`` when complete; returns it opened backed."""
+    import os
+    from pathlib import Path
+
+    import anndata as ad
+
+    from .h5stream import StreamedH5ad
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    obs = obs.copy()
+    obs.index = obs.index.astype(str)
+    writer = StreamedH5ad.create(partial, n_cells, len(var), obs, var, uns, {"X": ("csr", np.dtype(dtype))}, {})
+    try:
+        for c0 in range(0, n_cells, chunk_cells):
+            writer.write_block(c0, {"X": mapped_block(c0)})
+        writer.finish()
+    except BaseException:
+        writer.close()
+        raise
+    os.replace(partial, out)
+    return ad.read_h5ad(out, backed="r")
 
 
 def overlap_share(peaks, cres) -> float:

@@ -250,3 +250,13 @@ def test_identical_cells_share_a_cluster_and_others_keep_theirs():
     assert len(set(labels[40:])) > 1
     groups = metrics.identical_rows(sp.csr_matrix(points))
     assert len(set(groups[:40])) == 1 and groups[0] not in set(groups[40:]) and len(set(groups[40:])) == 260
+
+
+def test_snapatac2_is_installed_without_macs3_and_what_we_call_imports():
+    """run_all.sh installs SnapATAC2 with --no-deps (pyproject.toml, extra "snapatac2"): the clustering must still
+    run on SnapATAC2, not on the fallback, and every SnapATAC2 function cisformer.metrics calls must import."""
+    import snapatac2 as snap
+
+    assert metrics.CLUSTERING_BACKEND == "snapatac2"
+    for function in (snap.pp.select_features, snap.tl.spectral, snap.pp.knn, snap.tl.leiden):
+        assert callable(function)

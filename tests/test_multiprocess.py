@@ -3,6 +3,7 @@
 tests/_multiprocess_worker.py runs in both processes: it trains both directions for 2 epochs on 120 cells (batch
 16 per process: 8 batches, the last one short, so accelerate pads it) and predicts in memory and streamed to disk;
 before that it predicts with an untrained model, which joins the launcher's group by itself.
+tests/_stream_resume_worker.py streams a prediction in which one process is killed, then is run again to resume.
 """
 import os
 import socket
@@ -16,7 +17,7 @@ import pytest
 import torch
 
 from cisformer import predict, simulate
-from cisformer.model import Cisformer
+from cisformer.model import Cisformer, CisformerConfig
 from cisformer.sampler import make_loader
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,20 +29,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def two_processes(tmp_path_factory):
+def _launch(worker: str, *args) -> subprocess.CompletedProcess:
+    """Run ``tests/<worker>`` in 2 CPU processes under torchrun (gloo)."""
     import torch.distributed as dist
 
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with the gloo backend is not available in this torch build")
-    out = tmp_path_factory.mktemp("two_processes")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-           "--master_port", str(_free_port()), str(ROOT / "tests" / "_multiprocess_worker.py"), str(out)]
-    run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+           "--master_port", str(_free_port()), str(ROOT / "tests" / worker), *map(str, args)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory):
+    out = tmp_path_factory.mktemp("two_processes")
+    run = _launch("_multiprocess_worker.py", out)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-6000:]
     return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
 
@@ -114,3 +120,33 @@ def test_a_script_that_only_predicts_shares_the_cells(two_processes):
     assert one.std() > 0
     assert np.array_equal(r0["predict_only"]["shared"], one) and np.array_equal(r1["predict_only"]["shared"], one)
     assert np.array_equal(r0["predict_only"]["alone"], one)  # distributed=False on the main process alone
+
+
+def test_a_killed_process_resumes_its_shard(tmp_path):
+    """2 processes stream a prediction; process 1 is killed (SIGKILL) after 2 of its 5 blocks, which ends the
+    launch; the same command again resumes process 1's shard at its 3rd block, and the merged file equals one
+    process's prediction."""
+    from cisformer import stream
+
+    rna, atac, _ = simulate.paired(n_cells=50, n_genes=40, n_cres=150, n_cell_types=3, seed=0)
+    torch.manual_seed(0)
+    model = Cisformer(CisformerConfig.from_profile("rna2atac", "quick", rna.n_vars, atac.n_vars)).eval()
+    model.gene_names, model.cre_names = list(rna.var_names), list(atac.var_names)
+    model.save(tmp_path / "model.pt")
+    target = tmp_path / "streamed.h5ad"
+
+    killed = _launch("_stream_resume_worker.py", tmp_path, "kill")
+    assert killed.returncode != 0 and not target.exists()
+    assert (tmp_path / "done1.txt").read_text().split() == ["5", "10"]
+    assert stream.partial_path(stream.shard_path(target, 1, 2)).exists()
+    (tmp_path / "done1.txt").unlink()
+
+    resumed = _launch("_stream_resume_worker.py", tmp_path)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-6000:]
+    assert (tmp_path / "done1.txt").read_text().split() == ["15", "20", "25"]  # blocks 3-5 of process 1 only
+    one = predict.rna_to_atac(model, rna, chunk=64)
+    merged = ad.read_h5ad(target)
+    assert list(merged.obs_names) == list(rna.obs_names)
+    np.testing.assert_array_equal(merged.X, one.X)
+    np.testing.assert_array_equal(merged.layers["binary"].toarray(), one.layers["binary"])
+    assert not list(tmp_path.glob("streamed.h5ad.*"))  # no shard or partial file left

@@ -220,3 +220,30 @@ def test_fit_resumes_and_scores_every_pair(sim, tmp_path, monkeypatch):
     assert sum(scores.attrs["n_cells"].values()) == 250
     recovery = attention.link_recovery(scores, {"attune": scores["attune"], "attention": scores["attention"]}, truth)
     assert recovery.set_index("method").loc["attention", "auroc"] > 0.5
+
+
+def test_matching_auroc_scores_true_pairs_against_uniform_and_hard_negatives(sim, monkeypatch):
+    """matching_auroc: an AUROC per kind of negative in [0, 1]; a head that scores the cosine of the two
+    summaries gets exactly the cosine's AUROC on the hard pairs, and on uniform negatives (other cell types, for
+    the most part) a higher one; a constant head gets 0.5."""
+    rna, atac, _ = sim
+    aligner, _ = contrastive.fit_alignment(rna, atac, np.arange(200), np.arange(200, 250), profile="quick",
+                                           epochs=5, progress=False, device="cpu")
+    model, _ = regulatory.fit_regulatory(aligner, rna, atac, np.arange(200), np.arange(200, 250), profile="quick",
+                                         progress=False, device="cpu", epochs=1)
+    found = regulatory.matching_auroc(model, rna, atac, np.arange(200, 250))
+    assert set(found) == {"uniform", "hard", "hard_cosine"} and all(0 <= v <= 1 for v in found.values())
+
+    def cosine_head(self, enc, keys, rna_idx, atac_idx):  # the head's input replaced by the summaries' cosine
+        r, a = regulatory._standardise(enc["rna"]), regulatory._standardise(enc["atac"])
+        return torch.nn.functional.cosine_similarity(r[rna_idx], a[atac_idx]).unsqueeze(1)
+
+    monkeypatch.setattr(regulatory.RegulatoryAttention, "fused_cls", cosine_head)
+    model.match_head = torch.nn.Identity()  # the model is this test's own
+    cos = regulatory.matching_auroc(model, rna, atac, np.arange(200, 250))
+    assert cos["hard"] == pytest.approx(cos["hard_cosine"], abs=1e-6)
+    assert cos["uniform"] > cos["hard"]
+    constant = torch.nn.Linear(1, 1)
+    torch.nn.init.zeros_(constant.weight), torch.nn.init.zeros_(constant.bias)
+    model.match_head = constant
+    assert regulatory.matching_auroc(model, rna, atac, np.arange(200, 250))["uniform"] == 0.5

@@ -133,6 +133,42 @@ def test_resume_equals_uninterrupted_and_finished_run_loads(sim, tmp_path):
     for a, b in zip(loaded.state_dict().values(), resumed_model.state_dict().values()):
         assert torch.equal(a, b)
     assert loaded.gene_names == list(rna.var_names) and loaded.cre_names == list(atac.var_names)
+    # the state smoothing is set again on the loaded model, identically
+    assert loaded.state_neighbors == resumed_model.state_neighbors
+    assert torch.equal(loaded.reference_states, resumed_model.reference_states)
+
+
+def test_rna2atac_state_smoothing_is_chosen_on_validation_cells_and_saved(sim, tmp_path):
+    """fit keeps the training cells' states and picks k (state_neighbors) by the validation criterion; a state
+    is averaged with its k nearest training states at prediction only, and a saved model predicts the same."""
+    rna, atac, _ = sim
+    model, _ = train.fit(rna, atac, "rna2atac", np.arange(200), np.arange(200, 250), profile="quick", seed=0,
+                         epochs=2, progress=False)
+    scores = model.state_neighbor_scores
+    assert set(scores) == set(train.STATE_NEIGHBORS) and scores[model.state_neighbors] == max(scores.values())
+    assert model.reference_states.shape == (200, model.config.rank)
+    # the scores (the attention path computed once) are the validation criterion of the model at each k
+    val = (sp.csr_matrix(rna.X[200:250]), metrics.log_expression(rna[200:250]))
+    truth = sp.csr_matrix(atac.X[200:250]) > 0
+    chosen = model.state_neighbors
+    for k in (0, 30):
+        model.state_neighbors = k
+        assert train.validation_criterion(model, val, truth)["val_score"] == pytest.approx(scores[k], abs=1e-6)
+    model.state_neighbors = chosen
+    z = torch.randn(5, model.config.rank)
+    model.state_neighbors = 3
+    ref = model.reference_states.numpy()
+    nearest = np.argsort(((z.numpy()[:, None] - ref[None]) ** 2).sum(-1), axis=1)[:, :3]
+    expected = (z.numpy() + ref[nearest].sum(1)) / 4
+    np.testing.assert_allclose(model.smoothed_state(z).numpy(), expected, rtol=1e-5, atol=1e-5)
+    model.train()
+    assert torch.equal(model.smoothed_state(z), z)  # never while training
+    model.eval()
+    smoothed = predict.rna_to_atac(model, rna[400:420]).X
+    model.save(tmp_path / "m.pt")
+    np.testing.assert_array_equal(predict.rna_to_atac(type(model).load(tmp_path / "m.pt"), rna[400:420]).X, smoothed)
+    model.state_neighbors = 0
+    assert not np.allclose(predict.rna_to_atac(model, rna[400:420]).X, smoothed)
 
 
 def test_clear_errors(sim):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cisformer import data, vocab
+from cisformer import data, simulate, vocab
 
 
 def _df(rows):
@@ -72,6 +72,26 @@ def test_map_peaks_to_cres_sums_binarised_counts():
     assert out.uns["n_peaks_mapped"] == 3
     small = vocab.map_peaks_to_cres(atac, cres, dtype=np.uint8)
     assert small.X.dtype == np.uint8 and np.array_equal(small.X.toarray(), expect)
+
+
+def test_map_peaks_from_a_backed_file_to_a_file(tmp_path):
+    """A backed input is read chunk by chunk and ``out=`` writes the result chunk by chunk: the same matrix,
+    names and uns as the in-memory map."""
+    sim = simulate.paired(n_cells=30, n_genes=20, n_cres=80, n_cell_types=2, seed=0)[1]
+    sim.write_h5ad(tmp_path / "peaks.h5ad")
+    cres = pd.DataFrame({"chrom": sim.var["chrom"].to_numpy(), "start": sim.var["start"].to_numpy() + 100,
+                         "end": sim.var["end"].to_numpy() + 300})
+    memory = vocab.map_peaks_to_cres(sim, cres, chunk_cells=7)
+    backed = ad.read_h5ad(tmp_path / "peaks.h5ad", backed="r")
+    from_disk = vocab.map_peaks_to_cres(backed, cres, chunk_cells=7)
+    streamed = vocab.map_peaks_to_cres(backed, cres, chunk_cells=7, out=tmp_path / "mapped.h5ad")
+    assert streamed.isbacked and not (tmp_path / "mapped.h5ad.partial").exists()
+    written = ad.read_h5ad(tmp_path / "mapped.h5ad")
+    for other in (from_disk, written):
+        assert np.array_equal(other.X.toarray(), memory.X.toarray()) and memory.X.nnz > 0
+        assert list(other.obs_names) == list(memory.obs_names) and list(other.var_names) == list(memory.var_names)
+        assert other.uns["n_peaks_mapped"] == memory.uns["n_peaks_mapped"]
+    streamed.file.close()
 
 
 def test_map_real_peaks_onto_human_vocabulary():
