@@ -131,8 +131,9 @@ def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, see
         scores = [row["val_score"] for row in fitted.history]
         timing.update(epochs=len(scores), best_epoch=int(np.argmax(scores)) + 1)
     else:
-        floor = baselines.Floor().fit(train_rna, train_atac).frequency
-        val_truth = np.asarray(sp.csr_matrix(atac[val_cells].X).toarray() > 0)
+        if params is None and method in TUNING["rna2atac"]:  # what the trials are scored against
+            floor = baselines.Floor().fit(train_rna, train_atac).frequency
+            val_truth = np.asarray(sp.csr_matrix(atac[val_cells].X).toarray() > 0)
 
         def trial(p):
             model = classes[method](**p).fit(train_rna, train_atac, seed=seed)

@@ -17,6 +17,7 @@ a file HDF5 cannot reopen, which the caller then starts over (HDF5 has no journa
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -29,6 +30,12 @@ except ImportError:  # pragma: no cover - older anndata
 
 DONE = "cisformer_rows_done"
 IDENTITY = "cisformer_identity_"
+
+
+def partial_path(out) -> Path:
+    """Where a file written block by block lives until it is complete (``OUT.partial``), then renamed ``OUT``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial")
 
 
 class StreamedH5ad:

@@ -20,7 +20,7 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 
-from .h5stream import StreamedH5ad
+from .h5stream import StreamedH5ad, partial_path
 from .sampler import CellKeys
 
 STORES = ("prob+binary", "prob", "binary", "topk")
@@ -55,11 +55,6 @@ def input_fingerprint(X: sp.csr_matrix, X_log: sp.csr_matrix, obs_names) -> str:
     """A digest of the aligned input counts, their log scale and the cell names."""
     return _digest(X.indptr, X.indices, X.data, X_log.indptr, X_log.indices, X_log.data,
                    "\n".join(map(str, obs_names)))
-
-
-def partial_path(out) -> Path:
-    out = Path(out)
-    return out.with_name(out.name + ".partial")
 
 
 def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None, batch_size: int = 1,

@@ -242,11 +242,11 @@ def _map_to_file(out, mapped_block, n_cells, chunk_cells, obs, var, uns, dtype):
 
     import anndata as ad
 
-    from .h5stream import StreamedH5ad
+    from .h5stream import StreamedH5ad, partial_path
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
+    partial = partial_path(out)
     obs = obs.copy()
     obs.index = obs.index.astype(str)
     writer = StreamedH5ad.create(partial, n_cells, len(var), obs, var, uns, {"X": ("csr", np.dtype(dtype))}, {})
