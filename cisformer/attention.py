@@ -15,13 +15,15 @@ cells of the type, which penalises rarely open CREs and rewards ubiquitous ones 
 Memory stays bounded: only the window pairs (:func:`candidate_pairs`) are ever stored, as flat arrays, and
 each cell type's result is a sparse genes x CREs AnnData - never a dense genes x 1.03M matrix.
 
-Links are read by in-silico deletion by default (:func:`deletion`, atac2rna models): on planted links it
-recovers them where attention does not (notebook 04), and its scores are in expression units. Attention, the
-paper's reading, stays available beside it (:func:`links` with ``scorer="attention"``).
+Links are scored by within-cell-type regression by default (:func:`regression`, no model needed): on planted
+links it is the best or tied-best scorer in most settings of notebook 04, where the model-based readouts are not.
+The model's readouts stay beside it: in-silico deletion (:func:`deletion`, atac2rna models: what the model uses)
+and attention, the paper's reading (:func:`extract`).
 
 Typical use::
 
-    table = cisformer.attention.links(model, rna, atac)        # in-silico deletion per cell type (default)
+    table = cisformer.attention.links(None, rna, atac)          # within-cell-type regression (default)
+    table = cisformer.attention.links(model, rna, atac, "deletion")   # in-silico deletion of a trained model
     per_type = cisformer.attention.extract(model, rna, atac, n_cells_per_type=100)   # attention, paper's reading
     table = cisformer.attention.links_table(per_type)          # tidy CRE-gene pairs x cell types
     scores = cisformer.attention.gene_scores(per_type)         # gene-wise attention per cell type
@@ -229,6 +231,15 @@ class _Prepared:
         self.rna_X, self.atac_X = _aligned(rna.X, gene_lookup), _aligned(atac.X, cre_lookup)
 
 
+def _vocabulary(model, rna: ad.AnnData, atac: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(gene_var, cre_var)``: the rows of ``rna.var`` / ``atac.var`` in the model's vocabulary (``model=None``:
+    all of them)."""
+    if model is None:
+        return rna.var, atac.var
+    genes, cres = _align(model.gene_names, rna.var_names, "gene"), _align(model.cre_names, atac.var_names, "CRE")
+    return rna.var.iloc[genes[genes >= 0]].copy(), atac.var.iloc[cres[cres >= 0]].copy()
+
+
 def _torch_device(device: str) -> str:
     """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; any other device string unchanged."""
     if device == "auto":
@@ -335,7 +346,7 @@ def extract(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell
         for gene_tokens, cre_tokens, attn in iter_cell_attention(model, prep, rows, query_genes, layer, normalize,
                                                                   batch_size, seed, device):
             acc.add_cell(gene_tokens, cre_tokens, attn)
-        out = _to_anndata(acc, pairs, prep.genes_kept, prep.cres_kept, prep.gene_var, prep.cre_var)
+        out = _pair_anndata(_mean_scores(acc), acc.count, pairs, prep.gene_var, prep.cre_var)
         out.uns.update(cell_type=cell_type, n_cells=int(acc.n_cells), direction=model.config.direction,
                        window=-1 if window is None else int(window),
                        normalization=NORMALIZERS[model.config.direction].__name__ if normalize else "none")
@@ -375,17 +386,21 @@ def gene_attention(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str 
     return pd.DataFrame(out, index=prep.gene_var.index)
 
 
-def _to_anndata(acc: PairAccumulator, pairs, genes_kept, cres_kept, gene_var, cre_var) -> ad.AnnData:
-    seen = acc.count > 0
-    mean = np.zeros_like(acc.sum)
-    mean[seen] = acc.sum[seen] / acc.count[seen]
-    rows, cols = pairs["gene_idx"].to_numpy(), pairs["cre_idx"].to_numpy()
-    shape = (len(genes_kept), len(cres_kept))
-    X = sp.csr_matrix((mean[seen].astype(np.float32), (rows[seen], cols[seen])), shape=shape)
-    n = sp.csr_matrix((acc.count[seen].astype(np.float32), (rows[seen], cols[seen])), shape=shape)
-    out = ad.AnnData(X=X, obs=gene_var, var=cre_var)
-    out.layers["n_cells"] = n
+def _pair_anndata(score: np.ndarray, count: np.ndarray, pairs: pd.DataFrame, gene_var: pd.DataFrame,
+                  cre_var: pd.DataFrame) -> ad.AnnData:
+    """Genes x CREs AnnData of one cell type: ``X`` = each pair's score, ``layers["n_cells"]`` = the cells behind
+    it; pairs with a count of 0 are left out."""
+    seen = count > 0
+    rows, cols = pairs["gene_idx"].to_numpy()[seen], pairs["cre_idx"].to_numpy()[seen]
+    shape = (len(gene_var), len(cre_var))
+    out = ad.AnnData(X=sp.csr_matrix((score[seen].astype(np.float32), (rows, cols)), shape=shape),
+                     obs=gene_var, var=cre_var)
+    out.layers["n_cells"] = sp.csr_matrix((count[seen].astype(np.float32), (rows, cols)), shape=shape)
     return out
+
+
+def _mean_scores(acc: PairAccumulator) -> np.ndarray:
+    return np.where(acc.count > 0, acc.sum / np.maximum(acc.count, 1), 0.0)
 
 
 # --------------------------------------------------------------------------------------------- summaries
@@ -417,29 +432,29 @@ def links_table(per_type: dict[str, ad.AnnData], min_cells: int = 1) -> pd.DataF
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
 
 
-SCORERS = {"deletion": "in-silico deletion", "attention": "attention (paper's normalisation)",
-           "attention-raw": "attention (raw weights)"}
+SCORERS = {"regression": "within-cell-type regression", "deletion": "in-silico deletion",
+           "attention": "attention (paper's normalisation)", "attention-raw": "attention (raw weights)"}
+DEFAULT_SCORER = "regression"  # the best or tied-best scorer of planted links in most settings (notebook 04)
 
 
-def default_scorer(model) -> str:
-    """``"deletion"`` for atac2rna models (it recovers planted links best, notebook 04), ``"attention"`` for
-    rna2atac models, whose predictions are CREs, so no gene can be predicted without a CRE."""
-    return "deletion" if model.config.direction == "atac2rna" else "attention"
-
-
-def links(model, rna: ad.AnnData, atac: ad.AnnData, scorer: str | None = None, min_cells: int = 1,
+def links(model, rna: ad.AnnData, atac: ad.AnnData, scorer: str = DEFAULT_SCORER, min_cells: int = 1,
           **kwargs) -> pd.DataFrame:
-    """CRE-gene links of a trained model as a tidy DataFrame (:func:`links_table`, plus a ``scorer`` column).
+    """CRE-gene links per cell type as a tidy DataFrame (:func:`links_table`, plus a ``scorer`` column).
 
-    ``scorer``: ``"deletion"`` (in-silico deletion, :func:`deletion`; the default for atac2rna models),
-    ``"attention"`` (the paper's reading: rank- or log-normalised attention, :func:`extract`; the default for
-    rna2atac models) or ``"attention-raw"`` (attention weights without normalisation). ``kwargs`` go to the
-    reader (cell types, cells per type, window, seed, device).
+    ``scorer``: ``"regression"`` (within-cell-type regression, :func:`regression`; the default, reads the data
+    only, so ``model`` may be None), ``"deletion"`` (in-silico deletion of a trained atac2rna model,
+    :func:`deletion`), ``"attention"`` (the paper's reading: rank- or log-normalised attention, :func:`extract`)
+    or ``"attention-raw"`` (attention weights without normalisation). ``kwargs`` go to the reader (cell types,
+    cells per type, window, seed, device).
     """
-    scorer = scorer or default_scorer(model)
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {list(SCORERS)}, got {scorer!r}")
-    if scorer == "deletion":
+    if scorer == "regression":
+        kwargs.pop("device", None)
+        per_type = regression(rna, atac, model, **kwargs)
+    elif model is None:
+        raise ValueError(f"scorer {scorer!r} reads a trained model: pass one (only 'regression' needs none)")
+    elif scorer == "deletion":
         per_type = deletion(model, rna, atac, **kwargs)
     else:
         per_type = extract(model, rna, atac, normalize=scorer == "attention", **kwargs)
@@ -448,20 +463,21 @@ def links(model, rna: ad.AnnData, atac: ad.AnnData, scorer: str | None = None, m
 
 def explain_empty_links(model, rna: ad.AnnData, atac: ad.AnnData, window: int | None = WINDOW,
                         cell_type_key: str = "cell_type", n_cells_per_type: int | None = 100) -> str:
-    """Why :func:`links` found no CRE-gene pair, and what to change, in one paragraph.
+    """Why :func:`links` found no CRE-gene pair, and what to change, in one paragraph (``model=None``: the data's
+    own genes and CREs, as the regression scorer reads them).
 
     Checks in order: genes of the model with coordinates in ``rna.var`` (``chrom``, ``tss``), CREs within
     ``window`` of a TSS (reports the nearest gene-CRE distance and the chromosomes of each), and otherwise pairs
     that exist but were never co-sampled (gene and CRE both among a read cell's tokens).
     """
-    prep = _Prepared(model, rna, atac)
-    genes, cres = prep.gene_var, prep.cre_var
+    genes, cres = _vocabulary(model, rna, atac)
     chrom = genes["chrom"].astype(str) if "chrom" in genes else pd.Series("", index=genes.index)
     tss = pd.to_numeric(genes["tss"] if "tss" in genes else genes.get("start", pd.Series(np.nan, index=genes.index)),
                         errors="coerce")
     located = (chrom.str.len() > 0) & (chrom != "nan") & tss.notna()
     if not located.any():
-        return (f"none of the model's {len(genes)} genes in the data has coordinates (rna.var 'chrom' and 'tss' are "
+        whose = "the model's" if model is not None else "the"
+        return (f"none of {whose} {len(genes)} genes in the data has coordinates (rna.var 'chrom' and 'tss' are "
                 "empty). Fix: annotate the genes (cisformer preprocess --genome hg38|mm10, or "
                 "cisformer.data.read_paired(..., genome=...)), or add rna.var chrom/tss yourself.")
     window_text = "any distance" if window is None else f"{window:,} bp"
@@ -587,13 +603,19 @@ def scarlink_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame
     return lookup.reindex(pd.MultiIndex.from_arrays([pairs["gene"], pairs["cre"]])).fillna(0.0).to_numpy()
 
 
-def regression_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, alpha: float = 1.0) -> np.ndarray:
-    """Plain regression score of every given pair: per gene, ridge regression (penalty ``alpha``, intercept not
+def regression_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, alpha: float = 1.0,
+                            groups=None) -> np.ndarray:
+    """Regression score of every given pair: per gene, ridge regression (penalty ``alpha``, intercept not
     penalised) of its log-normalised expression (log1p counts per 10,000, :func:`cisformer.metrics.true_expression`)
     on the binary accessibility of all of that gene's CREs in ``pairs``; the score is the CRE's coefficient
     (signed: a CRE whose opening lowers expression ranks last). ``alpha`` is on the scale of the summed squares of
     the centred 0/1 accessibility (about the number of cells in which a CRE is open), so 1 is close to least
-    squares on thousands of cells."""
+    squares on thousands of cells.
+
+    ``groups``: one label per cell (e.g. ``rna.obs["cell_type"]``). Expression and accessibility are then centred
+    within each group (a fixed effect per group), so only covariation *within* groups counts: what all CREs of a
+    cell type's program share with the type's genes (cell identity, trans regulation) is not taken for a link.
+    This is the pooled form of :func:`regression`, the default link scorer."""
     from .metrics import true_expression
 
     if alpha < 0:
@@ -605,18 +627,62 @@ def regression_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFra
                          "candidate_pairs(rna.var, atac.var)")
     if not np.array_equal(rna.obs_names, atac.obs_names):
         raise ValueError("rna and atac must hold the same cells in the same order (identical obs_names)")
+    codes = np.zeros(rna.n_obs, dtype=np.int64) if groups is None else pd.factorize(np.asarray(groups))[0]
+    if len(codes) != rna.n_obs or (codes < 0).any():
+        raise ValueError(f"groups must give one label per cell ({rna.n_obs}), without missing values")
+    member = sp.csr_matrix((np.ones(len(codes)), (np.arange(len(codes)), codes)))  # cells x groups
+    size = np.asarray(member.sum(0)).ravel()
+
+    def centred(m: np.ndarray) -> np.ndarray:
+        return m - member @ ((member.T @ m) / size[:, None])
+
     binary = sp.csc_matrix(atac.X, dtype=np.float64)
     binary.data = (binary.data > 0).astype(np.float64)
     expression = true_expression(rna)  # normalised over all genes of the cell, then log1p
     scores = np.zeros(len(pairs))
     for gene in np.unique(gi):
         rows = np.flatnonzero(gi == gene)
-        y = expression[:, gene].astype(np.float64)
-        x = binary[:, ci[rows]].toarray()
-        x -= x.mean(0)
+        y = centred(expression[:, [gene]].astype(np.float64))[:, 0]
+        x = centred(binary[:, ci[rows]].toarray())
         gram = x.T @ x + alpha * np.eye(len(rows))
-        scores[rows] = np.linalg.lstsq(gram, x.T @ (y - y.mean()), rcond=None)[0]
+        scores[rows] = np.linalg.lstsq(gram, x.T @ y, rcond=None)[0]
     return scores
+
+
+def regression(rna: ad.AnnData, atac: ad.AnnData, model=None, cell_type_key: str = "cell_type",
+               n_cells_per_type: int | None = None, window: int = WINDOW, alpha: float = 1.0, seed: int = 0,
+               cells: dict[str, np.ndarray] | None = None, progress: bool = False) -> dict[str, ad.AnnData]:
+    """Per-cell-type CRE-gene links by within-cell-type regression: the default link score.
+
+    On the cells of each type, per gene, ridge regression of its log-normalised expression on the binary
+    accessibility of every CRE within ``window`` of its TSS (:func:`regression_coefficients`); a pair's score is the
+    CRE's coefficient, in expression units (log1p counts per 10,000 per open CRE), signed. Reading within one cell
+    type leaves out what every CRE of the type's program shares with the type's genes (cell identity, trans
+    regulation), which pooled regression and correlation take for links. On planted links (notebook 04,
+    ``figures/links_gwas/link_recovery_simulated_mean.csv``) its pooled form is the best or tied-best scorer in
+    most settings; the model-based readers (:func:`deletion`, :func:`extract`) are not.
+
+    It reads the data, not a model: ``model``, when given, only restricts genes and CREs to its vocabulary, so that
+    the pairs are those its readers score. ``layers["n_cells"]`` counts the cells of the type in which the CRE is
+    open (a pair whose CRE is never open there gets no score). Cells: ``n_cells_per_type`` random cells of each
+    type (``None``, the default: all), or ``cells`` (row positions per type). Output as :func:`extract`
+    (``uns["normalization"] = "regression"``); ``progress`` shows a bar over cell types.
+    """
+    from .progress import progress as progress_bar
+
+    gene_var, cre_var = _vocabulary(model, rna, atac)
+    pairs = candidate_pairs(gene_var, cre_var, window)
+    cre_cols = atac.var_names.get_indexer(pairs["cre"])
+    cells = cells if cells is not None else sample_cells(rna.obs, cell_type_key, n_cells_per_type, seed)
+    result = {}
+    for cell_type, rows in progress_bar(cells.items(), desc="within-cell-type regression", disable=not progress):
+        sub_rna, sub_atac = rna[rows], atac[rows]
+        score = regression_coefficients(sub_rna, sub_atac, pairs, alpha)
+        n_open = np.asarray((sp.csc_matrix(sub_atac.X)[:, cre_cols] > 0).sum(0)).ravel()
+        out = _pair_anndata(score, n_open, pairs, gene_var, cre_var)
+        out.uns.update(cell_type=cell_type, n_cells=int(len(rows)), window=int(window), normalization="regression")
+        result[cell_type] = out
+    return result
 
 
 def link_recovery(pairs: pd.DataFrame, scores: dict[str, np.ndarray], truth: pd.DataFrame) -> pd.DataFrame:
@@ -781,7 +847,7 @@ def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFra
     model = model.to(device).eval()
     _add_deletions(acc, model, sampler.CellKeys(prep.atac_X, model.config, seed=seed), rows, np.unique(gene_vocab),
                    device, batch_size)
-    return np.where(acc.count > 0, acc.sum / np.maximum(acc.count, 1), 0.0)
+    return _mean_scores(acc)
 
 
 @torch.no_grad()
@@ -819,7 +885,7 @@ def deletion(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cel
         acc = PairAccumulator(pair_id)
         if len(query):
             _add_deletions(acc, model, keys_ds, rows, query, device, batch_size)
-        out = _to_anndata(acc, pairs, prep.genes_kept, prep.cres_kept, prep.gene_var, prep.cre_var)
+        out = _pair_anndata(_mean_scores(acc), acc.count, pairs, prep.gene_var, prep.cre_var)
         out.uns.update(cell_type=cell_type, n_cells=int(len(rows)), direction=model.config.direction,
                        window=int(window), normalization="deletion")
         result[cell_type] = out

@@ -43,7 +43,8 @@ METHOD_COLORS = {
     "Attune head": "#17becf",
     "ridge": "#aec7e8",
     "depth only": "#525252",
-    "cisformer in-silico deletion (default)": "#d62728",
+    "within-cell-type regression (default)": "#08519c",
+    "cisformer in-silico deletion": "#d62728",
     "cisformer attention (paper's reading)": "#ff9896",
 }
 

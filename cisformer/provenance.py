@@ -142,7 +142,7 @@ def write_index(figures_dir: str | os.PathLike) -> Path:
                 outputs.append(record["output"])
         params = ", ".join(f"{k}={v!r}" for k, v in meta.get("parameters", {}).items())
         lines += [f"## {folder.name}", "", f"- notebook: `{meta.get('notebook', '?')}`", f"- parameters: {params}"]
-        if write_summary(folder) is not None:
+        if write_summary(folder) is not None or (folder / "SUMMARY.md").exists():  # kept from an earlier run
             lines.append(f"- what it measured: [{folder.name}/SUMMARY.md]({folder.name}/SUMMARY.md)")
         lines.append("- data files:")
         lines += [f"  - `{name}` sha256 `{digest}`" for name, digest in sorted(inputs.items())] or ["  - (none)"]

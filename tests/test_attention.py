@@ -136,7 +136,7 @@ def test_deletion_effects_shape_and_direction_check():
 
 
 def test_deletion_per_cell_type_is_the_drop_in_predicted_expression():
-    """links(scorer="deletion"), the default for atac2rna models: for one pair, the score equals the mean over the
+    """links(scorer="deletion"): for one pair, the score equals the mean over the
     type's cells in which the CRE is open of (prediction with the cell's CREs) - (prediction without that CRE),
     computed here by hand through predict.atac_to_rna; n_cells counts those cells; nothing outside the window."""
     from cisformer import predict
@@ -145,10 +145,9 @@ def test_deletion_per_cell_type_is_the_drop_in_predicted_expression():
     model.bin_edges.copy_(torch.linspace(0, 3, model.config.n_bins))
     with torch.no_grad():
         model.path.readout.weight.normal_()  # the attention path matters too
-    assert attention.default_scorer(model) == "deletion"
     cells = {"type_0": np.flatnonzero(rna.obs["cell_type"] == "type_0")[:6]}
     per_type = attention.deletion(model, rna, atac, cells=cells)
-    table = attention.links(model, rna, atac, cells=cells)
+    table = attention.links(model, rna, atac, "deletion", cells=cells)
     assert (table["scorer"] == "in-silico deletion").all() and len(table) == per_type["type_0"].layers["n_cells"].nnz
     mask = attention.window_mask(rna.var, atac.var)
     assert (per_type["type_0"].X.astype(bool) > mask).nnz == 0
@@ -165,7 +164,60 @@ def test_deletion_per_cell_type_is_the_drop_in_predicted_expression():
     attn = attention.links(model, rna, atac, scorer="attention", cells=cells)
     assert (attn["scorer"] == "attention (paper's normalisation)").all()
     with pytest.raises(ValueError, match="scorer"):
-        attention.links(model, rna, atac, scorer="regression", cells=cells)
+        attention.links(model, rna, atac, scorer="lasso", cells=cells)
+    with pytest.raises(ValueError, match="reads a trained model"):
+        attention.links(None, rna, atac, scorer="deletion", cells=cells)
+
+
+def test_within_cell_type_regression_is_the_default_and_is_ridge_within_each_type():
+    """links() without a model: per cell type, each pair's score is the ridge coefficient of the gene's log1p CP10k
+    on its window CREs' binary accessibility over that type's cells (computed here by hand), n_cells counts the
+    type's cells in which the CRE is open; a model only restricts the vocabulary. The pooled form with groups is
+    ridge with one unpenalised intercept per group."""
+    from cisformer import metrics
+    rna, atac, _ = simulate.paired(n_cells=120, n_genes=12, n_cres=60, n_cell_types=2, seed=5)
+    table = attention.links(None, rna, atac)
+    assert (table["scorer"] == "within-cell-type regression").all() and attention.DEFAULT_SCORER == "regression"
+    pairs = attention.candidate_pairs(rna.var, atac.var)
+    gene = pairs["gene"].value_counts().index[0]
+    window = pairs[pairs["gene"] == gene]
+    rows = np.flatnonzero(rna.obs["cell_type"] == "type_1")
+    x = (atac[rows][:, window["cre"]].X.toarray() > 0).astype(float)
+    y = metrics.true_expression(rna[rows])[:, rna.var_names.get_loc(gene)]
+    xc, yc = x - x.mean(0), y - y.mean()
+    expected = np.linalg.solve(xc.T @ xc + np.eye(len(window)), xc.T @ yc)
+    got = table[(table["cell_type"] == "type_1") & (table["gene"] == gene)].set_index("cre")
+    opened = x.sum(0) > 0
+    assert set(got.index) == set(window["cre"][opened])
+    np.testing.assert_allclose(got.loc[window["cre"][opened], "score"], expected[opened], rtol=1e-4, atol=1e-6)
+    assert got.loc[window["cre"][opened], "n_cells"].tolist() == x.sum(0)[opened].astype(int).tolist()
+    assert (table.groupby("cell_type")["rank"].min() == 1).all()
+
+    groups = rna.obs["cell_type"].to_numpy()
+    pooled = attention.regression_coefficients(rna, atac, window, groups=groups)
+    xa = (atac[:, window["cre"]].X.toarray() > 0).astype(float)
+    ya = metrics.true_expression(rna)[:, rna.var_names.get_loc(gene)]
+    onehot = (groups[:, None] == np.unique(groups)[None, :]).astype(float)
+    design = np.hstack([xa, onehot])
+    penalty = np.diag([1.0] * len(window) + [0.0] * onehot.shape[1])
+    np.testing.assert_allclose(pooled, np.linalg.solve(design.T @ design + penalty, design.T @ ya)[:len(window)],
+                               rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="one label per cell"):
+        attention.regression_coefficients(rna, atac, window, groups=groups[:-1])
+    model = _model("atac2rna", rna[:, :6].copy(), atac)
+    restricted = attention.links(model, rna, atac, cells={"type_1": rows})
+    assert set(restricted["gene"]) <= set(rna.var_names[:6]) and len(restricted) > 0
+
+
+def test_within_cell_type_regression_does_not_take_cell_identity_for_a_link():
+    """trans-regulated genes follow their cell type, and so do their window CREs: plain regression ranks those
+    non-links high, regression within cell types does not (the reason it is the default scorer)."""
+    rna, atac, truth = simulate.paired(n_cells=1200, n_genes=40, n_cres=400, n_cell_types=4, seed=3, trans_genes=0.5)
+    pairs = attention.candidate_pairs(rna.var, atac.var)
+    scores = {"plain": attention.regression_coefficients(rna, atac, pairs),
+              "within": attention.regression_coefficients(rna, atac, pairs, groups=rna.obs["cell_type"])}
+    table = attention.link_recovery(pairs, scores, truth).set_index("method")
+    assert table.loc["within", "auprc"] > table.loc["plain", "auprc"] + 0.05
 
 
 def test_links_table_with_a_cell_type_without_pairs():

@@ -63,10 +63,13 @@ def test_link_on_simulated_pairs(tmp_path):
     run("train", "--data", tmp_path, "--direction", "rna2atac", "--profile", "quick", "--out", tmp_path / "r2a",
         "--set", "dim=30", "--set", "n_layers=1", "--epochs", 1)
     run("link", "--model", tmp_path / "r2a" / "model.pt", "--data", tmp_path, "--out", tmp_path / "links.csv",
-        "--cells-per-type", 10)
+        "--cells-per-type", 10, "--scorer", "attention")
     links = pd.read_csv(tmp_path / "links.csv")
     assert {"cell_type", "gene", "cre", "score"} <= set(links.columns) and len(links) > 0
     assert set(links["gene"]) <= set(rna.var_names) and set(links["cre"]) <= set(atac.var_names)
+    assert (links["scorer"] == "attention (paper's normalisation)").all()
+    with pytest.raises(SystemExit, match="--scorer deletion reads a trained model: pass --model"):
+        run("link", "--data", tmp_path, "--out", tmp_path / "l.csv", "--scorer", "deletion")
 
 
 def test_clear_errors(tmp_path, capsys):
@@ -111,8 +114,8 @@ def test_help_example_produces_links(tmp_path, capsys):
     for line in wanted:
         run(*[a.replace("work/", f"{tmp_path}/") for a in shlex.split(line)[1:]])
     out = capsys.readouterr().out
-    links = pd.read_csv(tmp_path / "r2a" / "links.csv")
-    assert len(links) > 0 and f"link: {len(links)} CRE-gene links" in out
+    links = pd.read_csv(tmp_path / "links.csv")
+    assert len(links) > 0 and f"link: {len(links)} CRE-gene links scored by within-cell-type regression" in out
 
 
 def _own_files(tmp_path):

@@ -67,3 +67,6 @@ def test_summary_holds_what_the_notebook_printed(tmp_path):
     assert "[metrics.csv](metrics.csv)" in text
     assert "[bench/SUMMARY.md](bench/SUMMARY.md)" in provenance.write_index(tmp_path).read_text()
     assert provenance.write_summary(tmp_path) is None
+    (folder / "09_bench.ipynb").unlink()  # a fresh clone: executed copies are not in git, SUMMARY.md is
+    assert provenance.write_summary(folder) is None and (folder / "SUMMARY.md").read_text() == text
+    assert "[bench/SUMMARY.md](bench/SUMMARY.md)" in provenance.write_index(tmp_path).read_text()
