@@ -82,15 +82,19 @@ def _open_frequency(binary: sp.csr_matrix) -> np.ndarray:
     return np.asarray(binary.mean(axis=0)).ravel().astype(np.float32)
 
 
-def cre_base_rate_logits(binary) -> np.ndarray:
+def cre_base_rate_logits(binary, n_cells: int | None = None) -> np.ndarray:
     """Each CRE's training base rate as a logit, ``log((open + 1) / (n_cells - open + 1))`` (float32).
 
-    ``binary``: cells x CREs (sparse or dense; entries > 0 count as open), the training cells only. One
-    pseudocount per outcome keeps CREs never (or always) open finite. The one definition of the base rate that
-    the learned RNA -> ATAC methods start from (BABEL-style's output biases, Cisformer's prior).
+    ``binary``: cells x CREs (sparse or dense; entries > 0 count as open), the training cells only; or, with
+    ``n_cells``, the number of those cells in which each CRE is open (a matrix read in blocks). One pseudocount
+    per outcome keeps CREs never (or always) open finite. The one definition of the base rate that the learned
+    RNA -> ATAC methods start from (BABEL-style's output biases, Cisformer's prior).
     """
-    n_cells = binary.shape[0]
-    opened = np.asarray((binary > 0).sum(axis=0), dtype=np.float64).ravel()
+    if n_cells is None:
+        n_cells = binary.shape[0]
+        opened = np.asarray((binary > 0).sum(axis=0), dtype=np.float64).ravel()
+    else:
+        opened = np.asarray(binary, dtype=np.float64)
     return np.log((opened + 1.0) / (n_cells - opened + 1.0)).astype(np.float32)
 
 

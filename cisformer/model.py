@@ -372,13 +372,14 @@ class CellEncoder(nn.Module):
                                  nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, cfg.rank))
 
     @torch.no_grad()
-    def set_input_scale(self, atac_X, log_open) -> None:
-        """atac2rna: per-CRE input weights and the depth scale from the training cells (``atac_X`` cells x CREs,
-        ``log_open`` their log number of open CREs). A CRE open in a share p of cells weighs
+    def set_input_scale(self, open_share, log_open) -> None:
+        """atac2rna: per-CRE input weights and the depth scale from the training cells (``open_share``: the share
+        of them in which each CRE is open; ``log_open``: their log number of open CREs). A CRE open in a share p of
+        cells weighs
         1 / sqrt(p (1 - p + 0.01)): its open state scaled to unit root-mean-square (Attune's value scale), then
         divided by its standard deviation, so rare CREs, which tell cell types apart, are not drowned by common
         ones (a mean over the open CREs' embeddings weighed them alike and dropped the depth)."""
-        p = np.asarray((atac_X > 0).mean(axis=0), dtype=np.float64).ravel()
+        p = np.asarray(open_share, dtype=np.float64).ravel()
         weight = np.where(p > 0, 1.0 / np.sqrt(np.maximum(p, 1e-12) * (1.0 - p + 0.01)), 0.0)
         self.cre_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
         log_open = np.asarray(log_open, dtype=np.float64)

@@ -36,6 +36,7 @@ in memory (same cells, same token draws, bit for bit), with any number of worker
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +72,34 @@ def expression_values(counts: np.ndarray, max_value: int) -> np.ndarray:
     return np.clip(np.floor(counts), 1, max_value).astype(np.int64)
 
 
-def expression_bin_edges(rna_log: sp.csr_matrix, n_bins: int = 8) -> np.ndarray:
+def as_blocks(X) -> Iterable:
+    """``X`` as row blocks: a matrix (sparse or dense) becomes the one block ``[X]``; an iterable of row blocks
+    (e.g. :meth:`DiskCSR.blocks`, :func:`log_blocks`) is returned as it is. The whole-matrix statistics below take
+    either, so a matrix on disk is read one block at a time and a matrix in memory gives exactly what it always
+    gave."""
+    return [X] if sp.issparse(X) or isinstance(X, np.ndarray) else X
+
+
+def column_mean(X, n_rows: int) -> np.ndarray:
+    """Column means (float64 for 0/1 or integer input, else the input's float type) of a matrix or of its row
+    blocks (:func:`as_blocks`) holding ``n_rows`` rows in all: every entry times 1 / ``n_rows``, summed, as scipy's
+    ``X.mean(axis=0)`` computes it, so that one block gives exactly that."""
+    total = None
+    for block in as_blocks(X):
+        block = sp.csr_matrix(block)
+        integral = np.issubdtype(block.dtype, np.integer) or np.issubdtype(block.dtype, np.bool_)
+        dtype = np.float64 if integral else block.dtype
+        part = np.asarray((block.astype(dtype) * (1.0 / n_rows)).sum(axis=0, dtype=dtype)).ravel()
+        total = part if total is None else total + part
+    return total
+
+
+def expression_bin_edges(rna_log, n_bins: int = 8) -> np.ndarray:
     """Bin edges (length ``n_bins``) on the log scale of ``rna_log`` (the training cells'
-    :func:`cisformer.metrics.log_expression`): 0, w, 2w, ..., max with w = max / (n_bins - 1)."""
-    top = float(rna_log.data.max()) if rna_log.nnz else 1.0
-    return np.linspace(0.0, top, n_bins)
+    :func:`cisformer.metrics.log_expression`, a matrix or its row blocks): 0, w, 2w, ..., max with
+    w = max / (n_bins - 1)."""
+    tops = [float(block.data.max()) for block in map(sp.csr_matrix, as_blocks(rna_log)) if block.nnz]
+    return np.linspace(0.0, max(tops) if tops else 1.0, n_bins)
 
 
 def bin_expression(log_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -86,8 +110,7 @@ def bin_expression(log_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.where(log_values > 0, np.minimum(bins, n_bins - 1), 0)
 
 
-def base_rate_logits(rna_log: sp.csr_matrix, atac_X: sp.csr_matrix, config: CisformerConfig,
-                     bin_edges=None) -> np.ndarray:
+def base_rate_logits(rna_log, atac_X, config: CisformerConfig, bin_edges=None) -> np.ndarray:
     """Base rates of the training targets as logits, the model's ``query_prior`` (one pseudocount per outcome).
 
     rna2atac: (n_CREs,) :func:`cre_base_rate_logits` of the cells of ``atac_X``; for ``arch="paper"`` plus the
@@ -95,23 +118,31 @@ def base_rate_logits(rna_log: sp.csr_matrix, atac_X: sp.csr_matrix, config: Cisf
     open CREs, so that the offset matches the targets that model is trained on.
     atac2rna: (n_genes, n_bins) log frequency of each expression bin of each gene over the cells of ``rna_log``
     (log-scale expression; queries are drawn uniformly, so no correction).
+    Each matrix may also be given as its row blocks (:func:`as_blocks`); only the one the direction needs is read.
     """
     if config.direction == "rna2atac":
-        prior = cre_base_rate_logits(atac_X)
+        opened, open_per_cell = 0, []
+        for block in as_blocks(atac_X):
+            binary = sp.csr_matrix(sp.csr_matrix(block) > 0)
+            opened = opened + np.asarray(binary.sum(axis=0), dtype=np.float64).ravel()
+            open_per_cell.append(np.diff(binary.indptr))
+        open_per_cell = np.concatenate(open_per_cell)
+        prior = cre_base_rate_logits(opened, n_cells=len(open_per_cell))
         if config.arch == "cisformer":
             return prior
-        n_cells, n_cres = atac_X.shape
-        open_per_cell = np.diff(sp.csr_matrix(atac_X > 0).indptr)
+        n_cres = len(prior)
         n_query = min(config.cre_len, n_cres)
         n_open_query = np.minimum(open_per_cell, n_query // 2)
         p_open_drawn = np.mean(n_open_query / np.maximum(open_per_cell, 1))  # an open CRE is a query
         p_closed_drawn = np.mean((n_query - n_open_query) / np.maximum(n_cres - open_per_cell, 1))
         return (prior + np.log(p_open_drawn / p_closed_drawn)).astype(np.float32)
-    rna_log = sp.csr_matrix(rna_log)
-    n_cells, n_genes, n_bins = rna_log.shape[0], rna_log.shape[1], len(bin_edges)
-    counts = np.zeros((n_genes, n_bins))
-    positive = rna_log.data > 0
-    np.add.at(counts, (rna_log.indices[positive], bin_expression(rna_log.data[positive], bin_edges)), 1)
+    n_bins, n_cells, counts = len(bin_edges), 0, None
+    for block in as_blocks(rna_log):
+        block = sp.csr_matrix(block)
+        counts = np.zeros((block.shape[1], n_bins)) if counts is None else counts
+        positive = block.data > 0
+        np.add.at(counts, (block.indices[positive], bin_expression(block.data[positive], bin_edges)), 1)
+        n_cells += block.shape[0]
     counts[:, 0] = n_cells - counts[:, 1:].sum(1)
     return np.log((counts + 1.0) / (n_cells + n_bins)).astype(np.float32)
 
@@ -235,6 +266,30 @@ class DiskCSR:
             idx, values = X.indices.astype(np.int64), X.data
         return idx, values
 
+    def blocks(self, rows=None, rows_per_block: int = 4096) -> Iterator[sp.csr_matrix]:
+        """Rows ``rows`` (sorted and unique; default: all) as CSR blocks in the canonical form of :meth:`row`,
+        one block per ``rows_per_block`` consecutive rows of the file (one slab read each), so that a pass over
+        the matrix holds one block in memory."""
+        rows = np.arange(self.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
+        if len(rows) > 1 and not (np.diff(rows) > 0).all():
+            raise ValueError("rows must be sorted and unique")
+        indices, data = self._open()
+        for lo in range(0, self.shape[0], rows_per_block):
+            part = rows[np.searchsorted(rows, lo):np.searchsorted(rows, lo + rows_per_block)]
+            if len(part) == 0:
+                continue
+            hi = int(part[-1]) + 1
+            ptr = self.indptr[lo:hi + 1]
+            slab = sp.csr_matrix((np.asarray(data[ptr[0]:ptr[-1]]), np.asarray(indices[ptr[0]:ptr[-1]]), ptr - ptr[0]),
+                                 shape=(hi - lo, self.shape[1]))
+            yield _as_csr(slab[part - lo])
+
+    def take(self, rows) -> sp.csr_matrix:
+        """Rows ``rows`` (any order, repeats allowed) as one CSR matrix in memory (canonical form, see :meth:`row`)."""
+        unique, inverse = np.unique(np.asarray(rows, dtype=np.int64), return_inverse=True)
+        stacked = sp.vstack(list(self.blocks(unique)) or [sp.csr_matrix((0, self.shape[1]), dtype=np.float32)])
+        return sp.csr_matrix(stacked)[inverse]
+
     def positive_per_row(self, rows_per_block: int = 65536) -> np.ndarray:
         """Number of positive entries of every row (of its canonical form, see :meth:`row`), reading the matrix
         block after block."""
@@ -351,6 +406,21 @@ class PairedCells(Dataset):
 
 def _as_csr_or_disk(X):
     return X if isinstance(X, DiskCSR) else _as_csr(X)
+
+
+def row_blocks(X, rows, rows_per_block: int = 4096) -> Iterator[sp.csr_matrix]:
+    """Rows ``rows`` of ``X`` (a matrix in memory or a :class:`DiskCSR`), in ascending order, as CSR blocks."""
+    rows = np.unique(np.asarray(rows, dtype=np.int64))
+    if isinstance(X, DiskCSR):
+        yield from X.blocks(rows, rows_per_block)
+        return
+    for start in range(0, len(rows), rows_per_block):
+        yield sp.csr_matrix(X[rows[start:start + rows_per_block]])
+
+
+def take_rows(X, rows) -> sp.csr_matrix:
+    """Rows ``rows`` of ``X`` (a matrix in memory or a :class:`DiskCSR`), in the given order, in memory."""
+    return X.take(rows) if isinstance(X, DiskCSR) else sp.csr_matrix(X[rows])
 
 
 def _dense_row(idx: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:

@@ -33,9 +33,10 @@ import torch
 
 from .baselines import epoch_repeats, scored_validation_cells
 from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
-from .metrics import log_expression
+from .metrics import log_expression, log_normalized
 from .progress import progress as progress_bar
-from .sampler import PairedCells, base_rate_logits, expression_bin_edges, make_loader
+from .sampler import (DiskCSR, PairedCells, as_blocks, base_rate_logits, column_mean, expression_bin_edges,
+                      make_loader, row_blocks, take_rows)
 
 STATE_NEIGHBORS = (0, 10, 30, 100, 300)  # rna2atac: the values of model.state_neighbors tried on validation cells
 MAX_REFERENCE_CELLS = 20_000             # rna2atac: training cells whose states are kept for that smoothing
@@ -117,27 +118,72 @@ def _check_pair(rna, atac) -> None:
         raise ValueError("rna and atac must hold the same cells in the same order (identical obs_names); "
                          "align them first, e.g. atac = atac[rna.obs_names]")
     for name, a in (("rna", rna), ("atac", atac)):
-        X = a.X
-        if not sp.issparse(X) and not isinstance(X, np.ndarray):
-            raise TypeError(f"{name}.X must be a scipy sparse matrix or numpy array, got {type(X).__name__}")
-        data = X.data if sp.issparse(X) else X
-        if data.size and data.min() < 0:
-            raise ValueError(f"{name}.X has negative values: Cisformer expects raw (non-negative) counts")
+        if a.isbacked:
+            blocks = _on_disk(a, name).blocks()
+        else:
+            X = a.X
+            if not sp.issparse(X) and not isinstance(X, np.ndarray):
+                raise TypeError(f"{name}.X must be a scipy sparse matrix or numpy array, got {type(X).__name__}")
+            blocks = [X]
+        for block in blocks:
+            data = block.data if sp.issparse(block) else block
+            if data.size and data.min() < 0:
+                raise ValueError(f"{name}.X has negative values: Cisformer expects raw (non-negative) counts")
 
 
-def _hash_update(h, X):
-    X = sp.csr_matrix(X)
-    for arr in (X.indptr, X.indices, X.data):
-        h.update(np.ascontiguousarray(arr).tobytes())
+def _on_disk(adata, name: str) -> DiskCSR:
+    """The CSR matrix of an AnnData opened with ``backed="r"``, read from its file block by block."""
+    if adata.is_view:
+        raise ValueError(f"{name} ({adata.filename}) is a subset view of a backed file, which is read whole: pass "
+                         "the backed AnnData itself and choose the cells with train_cells / val_cells")
+    try:
+        return DiskCSR.from_anndata(adata)
+    except ValueError as err:
+        raise ValueError(f"{name} ({adata.filename}): {err}") from None
+
+
+def _training_matrices(rna, atac) -> tuple:
+    """``(rna_X, atac_X, rna_log)`` as :func:`fit` reads them. In memory: float32 CSR copies and the log-scale
+    expression (:func:`cisformer.metrics.log_expression`). An AnnData opened with ``backed="r"``: its file, read
+    row by row by the sampler and block by block by every whole-matrix statistic
+    (:class:`~cisformer.sampler.DiskCSR`), so memory holds row pointers, not cells; its log-scale expression is
+    then computed per row (``rna_log`` None), which needs raw counts."""
+    if rna.isbacked and not rna.uns.get("counts", True):
+        raise ValueError(f"rna ({rna.filename}): uns['counts'] is False (normalised values), but training from a "
+                         "backed file log-normalises raw counts row by row. Fix: pass raw counts, or load the "
+                         "file into memory (anndata.read_h5ad without backed=)")
+    rna_X = _on_disk(rna, "rna") if rna.isbacked else sp.csr_matrix(rna.X, dtype=np.float32)
+    atac_X = _on_disk(atac, "atac") if atac.isbacked else sp.csr_matrix(atac.X, dtype=np.float32)
+    return rna_X, atac_X, None if rna.isbacked else log_expression(rna)
+
+
+def _hash_update(h, X) -> None:
+    """Add a matrix, or its row blocks (:func:`cisformer.sampler.as_blocks`), to the hash ``h``: row lengths,
+    column indices and values (canonical CSR, float32), each as one stream, so the digest does not depend on
+    how the rows were split into blocks."""
+    parts = [hashlib.blake2b(digest_size=8) for _ in range(3)]
+    for block in as_blocks(X):
+        block = sp.csr_matrix(block, dtype=np.float32, copy=True)
+        block.sum_duplicates()
+        block.eliminate_zeros()
+        for part, arr in zip(parts, (np.diff(block.indptr).astype(np.int64), block.indices.astype(np.int64),
+                                     block.data)):
+            part.update(np.ascontiguousarray(arr).tobytes())
+    for part in parts:
+        h.update(part.digest())
 
 
 _TRAINING_CODE = ("model.py", "sampler.py", "train.py", "metrics.py", "baselines.py")
 
 
-def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, rna, atac, train_idx, val_idx) -> str:
+def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, rna, atac, train_idx, val_idx,
+                rna_X=None, atac_X=None) -> str:
     """Hash of everything that determines a training run's result (except the number of epochs): the configs,
     the seed, the data and the source of the modules that training runs, so that a cache written by older code is
-    never reused."""
+    never reused. ``rna_X``, ``atac_X``: the matrices as :func:`fit` reads them (default ``rna.X``, ``atac.X``;
+    a :class:`~cisformer.sampler.DiskCSR` is read block by block)."""
+    rna_X = rna.X if rna_X is None else rna_X
+    atac_X = atac.X if atac_X is None else atac_X
     h = hashlib.blake2b(digest_size=8)
     for name in _TRAINING_CODE:
         h.update((Path(__file__).parent / name).read_bytes())
@@ -148,8 +194,8 @@ def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, r
     for names in (rna.var_names, atac.var_names, rna.obs_names[train_idx], rna.obs_names[val_idx]):
         h.update("\x00".join(map(str, names)).encode())
     rows = np.concatenate([train_idx, val_idx])
-    _hash_update(h, rna.X[rows])
-    _hash_update(h, atac.X[rows])
+    for X in (rna_X, atac_X):
+        _hash_update(h, row_blocks(X, rows))
     return h.hexdigest()
 
 
@@ -271,7 +317,9 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     Parameters
     ----------
     rna, atac
-        Paired AnnData (same ``obs_names``), raw counts; their ``var_names`` become the model's vocabulary.
+        Paired AnnData (same ``obs_names``), raw counts; their ``var_names`` become the model's vocabulary. Either
+        may be opened with ``backed="r"`` (CSR ``X``): it is then read from its file block by block and row by
+        row, never whole (see README, "Training data larger than memory"), with the in-memory result.
     direction
         ``"rna2atac"`` or ``"atac2rna"``.
     train_cells, val_cells
@@ -328,14 +376,27 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     if epochs is not None:
         train_cfg.epochs = int(epochs)
 
-    rna_X, atac_X = sp.csr_matrix(rna.X, dtype=np.float32), sp.csr_matrix(atac.X, dtype=np.float32)
-    rna_log = log_expression(rna)  # the targets' scale, the one the benchmark's metrics compare on
-    bin_edges = expression_bin_edges(rna_log[train_idx], model_cfg.n_bins) if direction == "atac2rna" else None
+    rna_X, atac_X, rna_log = _training_matrices(rna, atac)
+
+    # the training cells' rows: one matrix in memory (as always), row blocks read from disk (a pass per call)
+    def train_log():
+        if rna_log is not None:
+            return rna_log[train_idx]
+        return (log_normalized(block) for block in row_blocks(rna_X, train_idx))
+
+    def train_atac():
+        return row_blocks(atac_X, train_idx) if isinstance(atac_X, DiskCSR) else atac_X[train_idx]
+
+    bin_edges = expression_bin_edges(train_log(), model_cfg.n_bins) if direction == "atac2rna" else None
     multiple = max(train_cfg.multiple, epoch_repeats(len(train_idx), train_cfg.min_epoch_samples))
     train_set = PairedCells(rna_X, atac_X, train_idx, model_cfg, multiple, seed, bin_edges, rna_log=rna_log)
     scored_val = scored_validation_cells(val_idx, train_cfg.scored_val_cells, seed)
     val_set = PairedCells(rna_X, atac_X, scored_val, model_cfg, 1, seed + 1, bin_edges, train_set.depth_centre,
                           rna_log)
+
+    def log_rows(rows):
+        """Log-scale expression of the cells ``rows``, in memory."""
+        return take_rows(rna_log, rows) if rna_log is not None else log_normalized(take_rows(rna_X, rows))
 
     torch.manual_seed(seed)
     model = Cisformer(model_cfg)
@@ -344,34 +405,41 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
         model.cre_coords = {"chrom": atac.var["chrom"].astype(str).tolist(),
                             "start": atac.var["start"].astype(np.int64).tolist(),
                             "end": atac.var["end"].astype(np.int64).tolist()}
-    n_open = np.asarray((atac_X[train_idx] > 0).sum(axis=1)).ravel()  # stored zeros are not open
+    n_open = np.concatenate([np.asarray((sp.csr_matrix(block) > 0).sum(axis=1)).ravel()  # stored zeros are not open
+                             for block in as_blocks(train_atac())])
     model.open_fraction = float(n_open.mean() / model_cfg.n_cres)
     if bin_edges is not None:
         model.bin_edges.copy_(torch.as_tensor(bin_edges, dtype=torch.float32))
-    model.query_prior.copy_(torch.from_numpy(
-        base_rate_logits(rna_log[train_idx], atac_X[train_idx], model_cfg, bin_edges)))
+    model.query_prior.copy_(torch.from_numpy(base_rate_logits(
+        train_log() if direction == "atac2rna" else None,
+        train_atac() if direction == "rna2atac" else None, model_cfg, bin_edges)))
     if model_cfg.cis_window:
         _set_positions(model, rna.var, atac.var)
+    n_train = len(train_idx)
     if arch == "cisformer" and direction == "atac2rna":
-        model.encoder.set_input_scale(atac_X[train_idx], train_set.depth[train_idx])
+        open_share = column_mean((sp.csr_matrix(block) > 0 for block in as_blocks(train_atac())), n_train)
+        model.encoder.set_input_scale(open_share, train_set.depth[train_idx])
     if arch == "cisformer" and direction == "rna2atac":
-        log_expr = rna_log[train_idx]
-        mean = np.asarray(log_expr.mean(axis=0)).ravel()
-        sd = np.sqrt(np.maximum(np.asarray(log_expr.multiply(log_expr).mean(axis=0)).ravel() - mean ** 2, 0.0))
+        mean = column_mean(train_log(), n_train)
+        square = column_mean((sp.csr_matrix(b).multiply(b) for b in as_blocks(train_log())), n_train)
+        sd = np.sqrt(np.maximum(square - mean ** 2, 0.0))
         model.encoder.input_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         model.encoder.input_std.copy_(torch.as_tensor(sd + 1e-3, dtype=torch.float32))
 
-    val_input = (rna_X[scored_val], rna_log[scored_val]) if direction == "rna2atac" else (atac_X[scored_val], None)
-    val_truth = atac_X[scored_val] > 0 if direction == "rna2atac" else rna_log[scored_val]
+    val_atac = take_rows(atac_X, scored_val)
+    val_input = (take_rows(rna_X, scored_val), log_rows(scored_val)) if direction == "rna2atac" else (val_atac, None)
+    val_truth = val_atac > 0 if direction == "rna2atac" else log_rows(scored_val)
 
     def finished(best):
-        if arch == "cisformer" and direction == "rna2atac":
-            fit_state_neighbors(best, rna_log, train_idx, val_input, val_truth, seed)
+        if arch == "cisformer" and direction == "rna2atac":  # from disk: rows in file order, read in few slabs
+            reference = np.sort(train_idx) if isinstance(rna_X, DiskCSR) else train_idx
+            fit_state_neighbors(best, log_rows, reference, val_input, val_truth, seed)
         return best
 
     run_dir = None
     if checkpoint_dir is not None:
-        run_dir = Path(checkpoint_dir) / fingerprint(model_cfg, train_cfg, seed, rna, atac, train_idx, val_idx)
+        run_dir = Path(checkpoint_dir) / fingerprint(model_cfg, train_cfg, seed, rna, atac, train_idx, val_idx,
+                                                     rna_X, atac_X)
         run_dir.mkdir(parents=True, exist_ok=True)
         done = run_dir / "done.json"
         if done.exists():
@@ -457,9 +525,9 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
 
 
 @torch.no_grad()
-def fit_state_neighbors(model, rna_log, train_idx, val_input, val_truth, seed: int = 0) -> dict:
-    """rna2atac, ``arch="cisformer"``: store the cell states of the training cells ``train_idx`` (rows of the
-    log-scale expression ``rna_log``; at most :data:`MAX_REFERENCE_CELLS`, drawn with ``seed``) as
+def fit_state_neighbors(model, log_rows, train_idx, val_input, val_truth, seed: int = 0) -> dict:
+    """rna2atac, ``arch="cisformer"``: store the cell states of the training cells ``train_idx`` (``log_rows(rows)``
+    gives their log-scale expression; at most :data:`MAX_REFERENCE_CELLS`, drawn with ``seed``) as
     ``model.reference_states``, and set ``model.state_neighbors`` to the value of :data:`STATE_NEIGHBORS` with
     the best validation criterion (:func:`validation_criterion`, the epochs' criterion; the smallest on ties).
     The scores tried are kept as ``model.state_neighbor_scores`` ({k: score}) and returned."""
@@ -470,7 +538,7 @@ def fit_state_neighbors(model, rna_log, train_idx, val_input, val_truth, seed: i
         cells = np.sort(np.random.default_rng(seed).choice(cells, MAX_REFERENCE_CELLS, replace=False))
     device = next(model.parameters()).device
     model.eval()
-    states = [model.encoder({"expr": torch.as_tensor(rna_log[cells[lo:lo + 1024]].toarray(), dtype=torch.float32,
+    states = [model.encoder({"expr": torch.as_tensor(log_rows(cells[lo:lo + 1024]).toarray(), dtype=torch.float32,
                                                       device=device)}).cpu()
               for lo in range(0, len(cells), 1024)]
     model.reference_states = torch.cat(states)  # (N_ref, R)

@@ -77,3 +77,36 @@ def test_rows_are_canonical(tmp_path):
         dense = ad.AnnData(np.ones((3, 4), dtype=np.float32))
         dense.write_h5ad(tmp_path / "dense.h5ad")
         DiskCSR.from_h5ad(tmp_path / "dense.h5ad")
+
+
+def test_blocks_take_and_whole_matrix_statistics_from_disk(tmp_path):
+    """DiskCSR.blocks / take give the rows of the file (any order for take); the whole-matrix statistics of
+    training (column_mean, expression_bin_edges, base_rate_logits) read blocks as they read one matrix: one block
+    is the matrix itself (scipy's mean exactly), several blocks the same numbers up to float rounding."""
+    from cisformer import sampler
+    rng = np.random.default_rng(0)
+    X = sp.random(1000, 50, density=0.1, format="csr", dtype=np.float32, random_state=1)
+    X.data = np.ceil(X.data * 5)
+    disk = DiskCSR.write_memmap(X, tmp_path / "m")
+    rows = np.sort(rng.choice(1000, 300, replace=False))
+    assert [b.shape[0] for b in disk.blocks(rows, rows_per_block=128)] == [np.sum((rows >= lo) & (rows < lo + 128))
+                                                                         for lo in range(0, 1000, 128)
+                                                                         if ((rows >= lo) & (rows < lo + 128)).any()]
+    np.testing.assert_array_equal(sp.vstack(list(disk.blocks(rows, 128))).toarray(), X[rows].toarray())
+    pick = rng.choice(1000, 40)  # unsorted, with repeats
+    np.testing.assert_array_equal(disk.take(pick).toarray(), X[pick].toarray())
+    with pytest.raises(ValueError, match="sorted"):
+        next(disk.blocks(rows[::-1]))
+
+    log = log_normalized(X[rows])
+    blocks = lambda: (log_normalized(b) for b in sampler.row_blocks(disk, rows, 64))
+    np.testing.assert_array_equal(sampler.column_mean(log, len(rows)), np.asarray(log.mean(axis=0)).ravel())
+    np.testing.assert_allclose(sampler.column_mean(blocks(), len(rows)), np.asarray(log.mean(axis=0)).ravel(),
+                               rtol=1e-5)
+    edges = expression_bin_edges(log, 8)
+    np.testing.assert_array_equal(expression_bin_edges(blocks(), 8), edges)
+    for direction in ("rna2atac", "atac2rna"):
+        cfg = CisformerConfig(direction=direction, n_genes=50, n_cres=50, n_bins=8)
+        whole = sampler.base_rate_logits(log, X[rows], cfg, edges)
+        streamed = sampler.base_rate_logits(blocks(), sampler.row_blocks(disk, rows, 64), cfg, edges)
+        np.testing.assert_array_equal(streamed, whole)  # counts: exact in any order
