@@ -74,7 +74,7 @@ def expression_values(counts: np.ndarray, max_value: int) -> np.ndarray:
 
 def as_blocks(X) -> Iterable:
     """``X`` as row blocks: a matrix (sparse or dense) becomes the one block ``[X]``; an iterable of row blocks
-    (e.g. :meth:`DiskCSR.blocks`, :func:`log_blocks`) is returned as it is. The whole-matrix statistics below take
+    (e.g. :func:`row_blocks`) is returned as it is. The whole-matrix statistics below take
     either, so a matrix on disk is read one block at a time and a matrix in memory gives exactly what it always
     gave."""
     return [X] if sp.issparse(X) or isinstance(X, np.ndarray) else X
@@ -145,11 +145,6 @@ def base_rate_logits(rna_log, atac_X, config: CisformerConfig, bin_edges=None) -
         n_cells += block.shape[0]
     counts[:, 0] = n_cells - counts[:, 1:].sum(1)
     return np.log((counts + 1.0) / (n_cells + n_bins)).astype(np.float32)
-
-
-def log_depth(atac_X) -> np.ndarray:
-    """log(number of open CREs) per cell (at least 1): the depth the rna2atac model's offset is measured in."""
-    return np.log(np.maximum(np.diff(sp.csr_matrix(atac_X > 0).indptr), 1)).astype(np.float32)
 
 
 def bin_centres(edges) -> np.ndarray:
@@ -325,7 +320,7 @@ class PairedCells(Dataset):
     bin_edges
         atac2rna expression bin edges (from :func:`expression_bin_edges` on the training cells).
     depth_centre
-        rna2atac ``arch="cisformer"``: the training cells' mean :func:`log_depth` (default: these cells').
+        rna2atac ``arch="cisformer"``: the training cells' mean log number of open CREs (default: these cells').
     rna_log
         The cells' log-scale expression (:func:`cisformer.metrics.log_expression`), the targets' scale and the
         cell encoder's input; default: ``rna_X`` taken as counts (:func:`cisformer.metrics.log_normalized`).
@@ -348,10 +343,13 @@ class PairedCells(Dataset):
         if config.direction == "atac2rna" and bin_edges is None:
             raise ValueError("atac2rna needs bin_edges (see expression_bin_edges)")
         self.bin_edges = None if bin_edges is None else np.asarray(bin_edges, dtype=np.float64)
+        # open CREs per cell (stored zeros are not open) and their log (at least 1): the depth the rna2atac
+        # model's offset is measured in
         if isinstance(self.atac_X, DiskCSR):
-            self.depth = np.log(np.maximum(self.atac_X.positive_per_row(), 1)).astype(np.float32)
+            self.n_open = self.atac_X.positive_per_row()
         else:
-            self.depth = log_depth(self.atac_X)
+            self.n_open = np.diff(sp.csr_matrix(self.atac_X > 0).indptr)
+        self.depth = np.log(np.maximum(self.n_open, 1)).astype(np.float32)
         self.depth_centre = float(self.depth[self.cells].mean()) if depth_centre is None else float(depth_centre)
 
     def set_epoch(self, epoch: int) -> None:
@@ -409,13 +407,15 @@ def _as_csr_or_disk(X):
 
 
 def row_blocks(X, rows, rows_per_block: int = 4096) -> Iterator[sp.csr_matrix]:
-    """Rows ``rows`` of ``X`` (a matrix in memory or a :class:`DiskCSR`), in ascending order, as CSR blocks."""
+    """Rows ``rows`` of ``X`` (a matrix in memory or a :class:`DiskCSR`), in ascending order, as CSR blocks in the
+    canonical form of :meth:`DiskCSR.row` (float32, sorted indices, no duplicates, no stored zeros), so that the
+    same rows give the same blocks from memory or from disk."""
     rows = np.unique(np.asarray(rows, dtype=np.int64))
     if isinstance(X, DiskCSR):
         yield from X.blocks(rows, rows_per_block)
         return
     for start in range(0, len(rows), rows_per_block):
-        yield sp.csr_matrix(X[rows[start:start + rows_per_block]])
+        yield _as_csr(X[rows[start:start + rows_per_block]])
 
 
 def take_rows(X, rows) -> sp.csr_matrix:

@@ -158,14 +158,11 @@ def _training_matrices(rna, atac) -> tuple:
 
 
 def _hash_update(h, X) -> None:
-    """Add a matrix, or its row blocks (:func:`cisformer.sampler.as_blocks`), to the hash ``h``: row lengths,
-    column indices and values (canonical CSR, float32), each as one stream, so the digest does not depend on
-    how the rows were split into blocks."""
+    """Add a matrix, or its row blocks (:func:`cisformer.sampler.as_blocks`; :func:`~cisformer.sampler.row_blocks`
+    gives the same blocks from memory or disk), to the hash ``h``: row lengths, column indices and values, each as
+    one stream, so the digest does not depend on how the rows were split into blocks."""
     parts = [hashlib.blake2b(digest_size=8) for _ in range(3)]
-    for block in as_blocks(X):
-        block = sp.csr_matrix(block, dtype=np.float32, copy=True)
-        block.sum_duplicates()
-        block.eliminate_zeros()
+    for block in map(sp.csr_matrix, as_blocks(X)):
         for part, arr in zip(parts, (np.diff(block.indptr).astype(np.int64), block.indices.astype(np.int64),
                                      block.data)):
             part.update(np.ascontiguousarray(arr).tobytes())
@@ -405,9 +402,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
         model.cre_coords = {"chrom": atac.var["chrom"].astype(str).tolist(),
                             "start": atac.var["start"].astype(np.int64).tolist(),
                             "end": atac.var["end"].astype(np.int64).tolist()}
-    n_open = np.concatenate([np.asarray((sp.csr_matrix(block) > 0).sum(axis=1)).ravel()  # stored zeros are not open
-                             for block in as_blocks(train_atac())])
-    model.open_fraction = float(n_open.mean() / model_cfg.n_cres)
+    model.open_fraction = float(train_set.n_open[train_idx].mean() / model_cfg.n_cres)
     if bin_edges is not None:
         model.bin_edges.copy_(torch.as_tensor(bin_edges, dtype=torch.float32))
     model.query_prior.copy_(torch.from_numpy(base_rate_logits(

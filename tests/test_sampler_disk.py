@@ -71,7 +71,7 @@ def test_rows_are_canonical(tmp_path):
     disk = DiskCSR.write_memmap(X, tmp_path / "m")
     idx, values = disk.row(0)
     assert idx.tolist() == [2, 5] and values.tolist() == [4.0, 2.0] and values.dtype == np.float32
-    assert disk.positive_per_row().tolist() == [2, 1]  # of the canonical rows, as log_depth in memory
+    assert disk.positive_per_row().tolist() == [2, 1]  # of the canonical rows, as PairedCells.n_open in memory
     assert disk.positive_per_row(rows_per_block=1).tolist() == [2, 1]
     with pytest.raises(ValueError, match="not a CSR matrix"):
         dense = ad.AnnData(np.ones((3, 4), dtype=np.float32))
