@@ -68,7 +68,7 @@ def _add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
                                                  "by preprocess --name (shipped sets and references still found)")
 
 
-def _read_h5ad(path: Path, what: str):
+def _read_h5ad(path: Path, what: str, backed: bool = False):
     from . import data
 
     if not path.exists():
@@ -77,7 +77,7 @@ def _read_h5ad(path: Path, what: str):
         raise SystemExit(f"error: {what} file {path} must be an .h5ad file (AnnData); convert other formats with "
                          "scanpy (sc.read_10x_h5, sc.read_mtx) or cisformer.data first")
     try:
-        return data._read_any(path)  # empty, truncated or unreadable files -> InputError
+        return data._read_any(path, backed)  # empty, truncated or unreadable files -> InputError
     except data.InputError as err:
         raise _fail(err)
 
@@ -96,11 +96,18 @@ def _sources(args) -> tuple[str, str]:
 
 
 def load_inputs(args, need_rna: bool = True, need_atac: bool = True):
-    """(rna, atac) from ``--dataset``, ``--data``, ``--rna``/``--atac`` or ``--mudata``; a modality not needed may be None."""
+    """(rna, atac) from ``--dataset``, ``--data``, ``--rna``/``--atac`` or ``--mudata``; a modality not needed may be
+    None. With ``args.backed`` (train --backed), the .h5ad files of ``--data`` or ``--rna``/``--atac`` are opened
+    read-only from disk instead of loaded."""
     mudata_path = getattr(args, "mudata", None)
+    backed = getattr(args, "backed", False)
     sources = [s for s in (args.dataset, args.data, args.rna or args.atac, mudata_path) if s]
     if len(sources) != 1:
         raise SystemExit("error: give exactly one input: --dataset NAME, --data DIR, --rna/--atac files or --mudata FILE")
+    if backed and (args.dataset or mudata_path):
+        raise SystemExit(f"error: --backed reads .h5ad files from disk, not {'--dataset' if args.dataset else '--mudata'}"
+                         ". Fix: give --data DIR or --rna FILE --atac FILE, or drop --backed to load the data into "
+                         "memory")
     from . import data
 
     if args.dataset:
@@ -128,8 +135,8 @@ def load_inputs(args, need_rna: bool = True, need_atac: bool = True):
     for needed, path, flag in ((need_rna, rna_path, "--rna"), (need_atac, atac_path, "--atac")):
         if needed and path is None:
             raise SystemExit(f"error: this command needs {flag}")
-    rna = _read_h5ad(rna_path, "RNA") if rna_path is not None and (need_rna or rna_path.exists()) else None
-    atac = _read_h5ad(atac_path, "ATAC") if atac_path is not None and (need_atac or atac_path.exists()) else None
+    rna = _read_h5ad(rna_path, "RNA", backed) if rna_path is not None and (need_rna or rna_path.exists()) else None
+    atac = _read_h5ad(atac_path, "ATAC", backed) if atac_path is not None and (need_atac or atac_path.exists()) else None
     return rna, atac
 
 
@@ -285,7 +292,8 @@ def cmd_train(args) -> None:
     from . import data, train
 
     rna, atac = load_inputs(args)
-    rna = _rna_counts(rna, args)
+    if not args.backed:  # a backed file is read as it is: train.fit checks its counts block by block
+        rna = _rna_counts(rna, args)
     by = args.split or ("predefined" if "split" in rna.obs else "random")
     try:
         train_cells, val_cells, test_cells = data.split_cells(rna.obs, by=by, test_fraction=args.test_fraction,
@@ -572,7 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "run.",
                        epilog="examples:\n  cisformer train --dataset snareseq --direction rna2atac --out work/r2a\n"
                               "  cisformer train --data work/mine --direction atac2rna --profile paper "
-                              "--set batch_size=64 --out work/a2r")
+                              "--set batch_size=64 --out work/a2r\n"
+                              "  cisformer train --rna big_rna.h5ad --atac big_atac.h5ad --backed --direction "
+                              "rna2atac --out work/big")
     _add_inputs(p)
     p.add_argument("--direction", choices=["rna2atac", "atac2rna"], required=True)
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -591,6 +601,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2, help="with --split random (default 0.2)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a model/training setting, e.g. --set dim=96 --set lr=5e-4 (repeatable)")
+    p.add_argument("--backed", action="store_true",
+                   help="data larger than memory: read the .h5ad files of --data or --rna/--atac from disk "
+                        "(anndata backed='r'), block by block, instead of loading them; memory then holds the "
+                        "model and row pointers, not the cells. Needs raw counts in the RNA's X and CSR matrices")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", formatter_class=fmt, help="generate ATAC from RNA or RNA from ATAC",

@@ -464,7 +464,8 @@ def _read_mtx_dir(path: Path):
     return adata
 
 
-def _read_any(path: Path):
+def _read_any(path: Path, backed: bool = False):
+    """AnnData from a 10x .h5, a 10x matrix folder or an .h5ad (``backed``: opened read-only from disk, .h5ad only)."""
     import anndata as ad
 
     if not path.exists():
@@ -477,7 +478,7 @@ def _read_any(path: Path):
     check_readable(path)
     provenance.record_input(path)
     try:
-        return ad.read_h5ad(path) if path.suffix == ".h5ad" else _read_10x_h5(path)
+        return ad.read_h5ad(path, backed="r" if backed else None) if path.suffix == ".h5ad" else _read_10x_h5(path)
     except InputError:
         raise
     except Exception as err:  # anndata / h5py errors deep inside the reader

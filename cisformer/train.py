@@ -125,10 +125,15 @@ def _check_pair(rna, atac) -> None:
             if not sp.issparse(X) and not isinstance(X, np.ndarray):
                 raise TypeError(f"{name}.X must be a scipy sparse matrix or numpy array, got {type(X).__name__}")
             blocks = [X]
+        counts_needed = name == "rna" and a.isbacked  # log-normalised row by row while training
         for block in blocks:
             data = block.data if sp.issparse(block) else block
             if data.size and data.min() < 0:
                 raise ValueError(f"{name}.X has negative values: Cisformer expects raw (non-negative) counts")
+            if counts_needed and not np.array_equal(data, np.round(data)):
+                raise ValueError(f"rna ({a.filename}): field 'X' holds non-integer values, but training from a "
+                                 "backed file log-normalises raw counts row by row. Fix: write the file with raw "
+                                 "counts in X (e.g. adata.X = adata.layers['counts']), or load it into memory")
 
 
 def _on_disk(adata, name: str) -> DiskCSR:

@@ -85,6 +85,35 @@ def test_clear_errors(tmp_path, capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_train_from_backed_files(tmp_path, capsys):
+    """train --backed reads the .h5ad files from disk (train.fit on backed AnnData) and writes the model of the
+    in-memory command; a data set by name, or RNA without raw counts in X, is refused with the fix."""
+    import torch
+
+    from cisformer import simulate
+    from cisformer.model import Cisformer
+
+    rna, atac, _ = simulate.paired(n_cells=60, n_genes=20, n_cres=100, n_cell_types=2, seed=0)
+    rna.write_h5ad(tmp_path / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "atac.h5ad")
+    small = ["--direction", "rna2atac", "--profile", "quick", "--set", "dim=30", "--set", "n_layers=1", "--epochs", 1]
+    run("train", "--data", tmp_path, "--out", tmp_path / "memory", *small)
+    run("train", "--rna", tmp_path / "rna.h5ad", "--atac", tmp_path / "atac.h5ad", "--backed", "--out",
+        tmp_path / "disk", *small)
+    assert (pd.read_csv(tmp_path / "memory" / "split.csv")).equals(pd.read_csv(tmp_path / "disk" / "split.csv"))
+    memory, disk = Cisformer.load(tmp_path / "memory" / "model.pt"), Cisformer.load(tmp_path / "disk" / "model.pt")
+    for name, value in memory.state_dict().items():
+        torch.testing.assert_close(disk.state_dict()[name], value, rtol=1e-4, atol=1e-5)
+    with pytest.raises(SystemExit, match="--backed reads .h5ad files from disk, not --dataset"):
+        run("train", "--dataset", "snareseq_tiny", "--backed", "--out", tmp_path / "x", *small)
+    rna.X = np.log1p(rna.X)
+    (tmp_path / "log").mkdir()
+    rna.write_h5ad(tmp_path / "log" / "rna.h5ad")
+    atac.write_h5ad(tmp_path / "log" / "atac.h5ad")
+    with pytest.raises(SystemExit, match=r"rna \(.*rna.h5ad\): field 'X' holds non-integer values.*Fix"):
+        run("train", "--data", tmp_path / "log", "--backed", "--out", tmp_path / "y", *small)
+
+
 def test_train_split_by_cell_type(tmp_path):
     from cisformer import simulate
 
