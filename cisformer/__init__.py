@@ -12,9 +12,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = (
-    "attention", "baselines", "benchmark", "cli", "contrastive", "data", "enrichment", "epitrace", "external",
-    "metrics", "model", "motifs", "paths", "plotting", "potential", "h5stream", "predict", "progress", "provenance",
-    "regulators", "regulatory", "sampler", "simulate", "stream", "train", "vocab",
+    "attention", "baselines", "benchmark", "cli", "contrastive", "data", "distributed", "enrichment", "epitrace",
+    "external", "h5stream", "matrix", "metrics", "model", "motifs", "paths", "plotting", "potential", "predict",
+    "progress", "provenance", "regulators", "regulatory", "sampler", "simulate", "train", "verify", "vocab",
 )
 
 

@@ -36,6 +36,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from .vocab import gene_tss
+
 WINDOW = 250_000
 
 
@@ -83,18 +85,6 @@ NORMALIZERS = {"rna2atac": log_normalize, "atac2rna": rank_normalize}
 
 
 # --------------------------------------------------------------------------------------------- window pairs
-
-def gene_tss(var: pd.DataFrame) -> np.ndarray:
-    """TSS per gene from ``rna.var``: the ``tss`` column, else ``start`` (+ strand) / ``end`` (- strand).
-    NaN where unknown."""
-    tss = pd.to_numeric(var["tss"], errors="coerce") if "tss" in var else pd.Series(np.nan, index=var.index)
-    if {"start", "end"} <= set(var.columns):
-        start = pd.to_numeric(var["start"], errors="coerce")
-        end = pd.to_numeric(var["end"], errors="coerce")
-        minus = var["strand"].astype(str).eq("-") if "strand" in var else pd.Series(False, index=var.index)
-        tss = tss.fillna(pd.Series(np.where(minus, end, start), index=var.index))
-    return tss.to_numpy(dtype=np.float64)
-
 
 def candidate_pairs(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int = WINDOW) -> pd.DataFrame:
     """All CRE-gene pairs whose CRE midpoint lies within ``window`` bp of the gene's TSS (same chromosome).

@@ -64,19 +64,11 @@ import torch
 from anndata import AnnData
 from torch import nn
 
+from .matrix import binary_csr, dense
 from .metrics import auroc_gain, binarize, exact_neighbors, true_expression
 
 
 # ----------------------------------------------------------------------------------------------- shared pieces
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
-
-
-def _binary(atac: AnnData) -> sp.csr_matrix:
-    x = sp.csr_matrix(atac.X)
-    return (x > 0).astype(np.float32).tocsr()
-
-
 def _open_frequency(binary: sp.csr_matrix) -> np.ndarray:
     """Fraction of the rows (cells) in which each column (CRE) is open, float32."""
     return np.asarray(binary.mean(axis=0)).ravel().astype(np.float32)
@@ -128,7 +120,7 @@ def _shrink_to_floor(open_counts: np.ndarray, n_cells, floor: np.ndarray, prior_
     return ((open_counts + prior_cells * floor) / (n_cells + prior_cells)).astype(np.float32)
 
 
-def _atac_prediction(probs: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame, method: str) -> AnnData:
+def atac_prediction(probs: np.ndarray, obs: pd.DataFrame, var: pd.DataFrame, method: str) -> AnnData:
     probs = np.clip(np.asarray(probs, dtype=np.float32), 0.0, 1.0)
     out = AnnData(probs, obs=obs.copy(), var=var.copy())
     out.layers["binary"] = binarize(probs).astype(np.float32)
@@ -178,7 +170,7 @@ class _AtacLSI:
     def fit(self, atac: AnnData, seed: int = 0) -> "_AtacLSI":
         from sklearn.decomposition import TruncatedSVD
 
-        binary = _binary(atac)
+        binary = binary_csr(atac)
         self.idf = np.log1p(binary.shape[0] / (1.0 + np.asarray(binary.sum(axis=0)).ravel())).astype(np.float32)
         self.svd = TruncatedSVD(n_components=min(self.n_comps + 1, min(binary.shape) - 1), random_state=seed)
         self.train_embedding = self._normalize(self.svd.fit_transform(self._tfidf(binary)))
@@ -190,7 +182,7 @@ class _AtacLSI:
         return z / (np.linalg.norm(z, axis=1, keepdims=True) + 1e-12)
 
     def transform(self, atac: AnnData) -> np.ndarray:
-        return self._normalize(self.svd.transform(self._tfidf(_binary(atac))))
+        return self._normalize(self.svd.transform(self._tfidf(binary_csr(atac))))
 
 
 def _check_paired(rna: AnnData, atac: AnnData) -> None:
@@ -206,11 +198,11 @@ class Floor:
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "Floor":
         self.var = atac_train.var.copy()
-        self.frequency = _open_frequency(_binary(atac_train))
+        self.frequency = _open_frequency(binary_csr(atac_train))
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
-        return _atac_prediction(np.tile(self.frequency, (rna.n_obs, 1)), rna.obs, self.var, self.name)
+        return atac_prediction(np.tile(self.frequency, (rna.n_obs, 1)), rna.obs, self.var, self.name)
 
 
 class CellTypeMean:
@@ -231,7 +223,7 @@ class CellTypeMean:
         if self.key not in atac_train.obs:
             raise KeyError(f"CellTypeMean needs cell-type labels in obs[{self.key!r}]")
         self.var = atac_train.var.copy()
-        binary, labels = _binary(atac_train), atac_train.obs[self.key].astype(str).to_numpy()
+        binary, labels = binary_csr(atac_train), atac_train.obs[self.key].astype(str).to_numpy()
         self.floor = _open_frequency(binary)
         self.frequency = {}
         for t in np.unique(labels):
@@ -244,7 +236,7 @@ class CellTypeMean:
         if self.key not in rna.obs:
             raise KeyError(f"CellTypeMean predicts from the cells' labels in obs[{self.key!r}]")
         probs = np.vstack([self.frequency.get(t, self.floor) for t in rna.obs[self.key].astype(str)])
-        return _atac_prediction(probs, rna.obs, self.var, self.name)
+        return atac_prediction(probs, rna.obs, self.var, self.name)
 
 
 class KNNTransfer:
@@ -271,7 +263,7 @@ class KNNTransfer:
         self.atac_space = _AtacLSI(self.n_comps).fit(atac_train, seed)
         self.rna_nn = exact_neighbors(self.rna_space.train_embedding, k)
         self.atac_nn = exact_neighbors(self.atac_space.train_embedding, k)
-        self.train_atac, self.atac_var = _binary(atac_train), atac_train.var.copy()
+        self.train_atac, self.atac_var = binary_csr(atac_train), atac_train.var.copy()
         self.floor = _open_frequency(self.train_atac)
         self.train_rna_log, self.rna_var = true_expression(rna_train), rna_train.var.copy()
         return self
@@ -281,9 +273,9 @@ class KNNTransfer:
         n_test, k = idx.shape
         neighbours = sp.csr_matrix((np.ones(idx.size, dtype=np.float32), idx.ravel(), np.arange(0, idx.size + 1, k)),
                                    shape=(n_test, self.train_atac.shape[0]))
-        open_counts = _dense(neighbours @ self.train_atac)
+        open_counts = dense(neighbours @ self.train_atac)
         probs = _shrink_to_floor(open_counts, k, self.floor, self.prior_cells)
-        return _atac_prediction(probs, rna.obs, self.atac_var, self.name)
+        return atac_prediction(probs, rna.obs, self.atac_var, self.name)
 
     def predict_rna(self, atac: AnnData) -> AnnData:
         idx = self.atac_nn.kneighbors(np.asarray(self.atac_space.transform(atac), dtype=np.float64), return_distance=False)
@@ -311,7 +303,7 @@ class RidgeRNA:
         z = self.space.train_embedding.astype(np.float64)
         self.z_mean, self.z_sd = z.mean(axis=0), z.std(axis=0) + 1e-6
         z = (z - self.z_mean) / self.z_sd
-        binary, self.var = _binary(atac_train), atac_train.var.copy()
+        binary, self.var = binary_csr(atac_train), atac_train.var.copy()
         self.floor = _open_frequency(binary).astype(np.float64)
         cross = np.asarray((binary.T @ z).T) - np.outer(z.sum(axis=0), self.floor)  # z' (Y - floor), (comps, CREs)
         gram = z.T @ z
@@ -321,7 +313,7 @@ class RidgeRNA:
 
     def predict_atac(self, rna: AnnData) -> AnnData:
         z = (self.space.transform(rna) - self.z_mean) / self.z_sd
-        return _atac_prediction(np.clip(self.floor + z @ self.coef, 1e-4, 1.0), rna.obs, self.var, self.name)
+        return atac_prediction(np.clip(self.floor + z @ self.coef, 1e-4, 1.0), rna.obs, self.var, self.name)
 
 
 class _BabelNet(nn.Module):
@@ -405,7 +397,7 @@ class BabelStyle:
         self.patience, self.scored_val_cells = patience, scored_val_cells
 
     def _rna_input(self, rna: AnnData) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        counts = _dense(rna[:, self.genes].X)
+        counts = dense(rna[:, self.genes].X)
         library = counts.sum(axis=1, keepdims=True)
         log_norm = np.log1p(counts / np.maximum(library, 1.0) * 1e4)
         return torch.from_numpy(log_norm), torch.from_numpy(counts), torch.from_numpy(np.maximum(library, 1.0))
@@ -429,8 +421,8 @@ class BabelStyle:
         _, sizes = np.unique(chrom[self.order], return_counts=True)
         self.var = atac_train.var.copy()
         rna_in, rna_counts, library = self._rna_input(rna_train)
-        binary = _binary(atac_train)[:, self.order]
-        atac = torch.from_numpy(_dense(binary))
+        binary = binary_csr(atac_train)[:, self.order]
+        atac = torch.from_numpy(dense(binary))
         self.net = _BabelNet(len(self.genes), sizes.tolist(), self.hidden, latent=self.latent)
         gene_totals = rna_counts.sum(dim=0).double().numpy()
         prior = cre_base_rate_logits(binary)
@@ -440,7 +432,7 @@ class BabelStyle:
             _check_paired(rna_val, atac_val)
             scored = scored_validation_cells(np.arange(rna_val.n_obs), self.scored_val_cells, seed)
             val_in = self._rna_input(rna_val[scored])[0]
-            val_truth = _dense(_binary(atac_val[scored][:, atac_train.var_names])[:, self.order]) > 0
+            val_truth = dense(binary_csr(atac_val[scored][:, atac_train.var_names])[:, self.order]) > 0
         optim = torch.optim.Adam(self.net.parameters(), lr=self.lr)
         bce = nn.BCEWithLogitsLoss()
         self.history = []
@@ -479,7 +471,7 @@ class BabelStyle:
         probs_sorted = torch.sigmoid(torch.from_numpy(self._atac_logits(self._rna_input(rna)[0]))).numpy()
         probs = np.empty_like(probs_sorted)
         probs[:, self.order] = probs_sorted
-        return _atac_prediction(probs, rna.obs, self.var, self.name)
+        return atac_prediction(probs, rna.obs, self.var, self.name)
 
 
 # ----------------------------------------------------------------------------------------------- ATAC -> RNA
@@ -547,7 +539,7 @@ class GeneMean:
 
 def _log_open(atac: AnnData) -> np.ndarray:
     """log(number of open CREs) per cell (at least 1), float64 (cells,)."""
-    return np.log(np.maximum(np.diff(_binary(atac).indptr), 1)).astype(np.float64)
+    return np.log(np.maximum(np.diff(binary_csr(atac).indptr), 1)).astype(np.float64)
 
 
 class DepthOnly:
@@ -587,14 +579,14 @@ class RidgeATAC:
         self.alpha = float(alpha)
 
     def _inputs(self, atac: AnnData) -> np.ndarray:
-        x = _dense(_binary(atac)).astype(np.float64) * self.scale
+        x = dense(binary_csr(atac)).astype(np.float64) * self.scale
         depth = (_log_open(atac) - self.depth_mean) / self.depth_sd
         return np.column_stack([x, depth])
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "RidgeATAC":
         _check_paired(rna_train, atac_train)
         self.var = rna_train.var.copy()
-        share = np.asarray(_binary(atac_train).mean(axis=0), dtype=np.float64).ravel()
+        share = np.asarray(binary_csr(atac_train).mean(axis=0), dtype=np.float64).ravel()
         self.scale = np.where(share > 0, 1.0 / np.sqrt(np.maximum(share, 1e-12)), 0.0)
         depth = _log_open(atac_train)
         self.depth_mean, self.depth_sd = depth.mean(), max(depth.std(), 1e-3)
@@ -652,7 +644,7 @@ class ArchRGeneScore:
 
     def predict_rna(self, atac: AnnData) -> AnnData:
         x = sp.csr_matrix(atac[:, self.cre_names].X).minimum(4)              # ArchR caps insertion counts at 4
-        score = _dense(x @ self.weights)
+        score = dense(x @ self.weights)
         totals = np.maximum(score.sum(axis=1, keepdims=True), 1e-12)
         return _rna_prediction(np.log1p(score / totals * self.scale_to), atac.obs, self.var, self.name)
 
@@ -678,8 +670,8 @@ class PeakToGene:
             lsi.train_embedding[seeds], return_distance=False)
         agg = sp.csr_matrix((np.full(members.size, 1.0 / k), (np.repeat(np.arange(n_meta), k), members.ravel())),
                             shape=(n_meta, rna_train.n_obs))
-        meta_atac = _dense(agg @ _binary(atac_train))                         # (n_meta, n_cres)
-        meta_rna = _dense(agg @ true_expression(rna_train))                   # (n_meta, n_genes)
+        meta_atac = dense(agg @ binary_csr(atac_train))                         # (n_meta, n_cres)
+        meta_rna = dense(agg @ true_expression(rna_train))                   # (n_meta, n_genes)
         pairs = gene_cre_pairs(rna_train.var, atac_train.var, self.window, self.window, anchor="tss")
         self.models, self.var, self.cre_names = {}, rna_train.var.copy(), atac_train.var_names
         self.mean_expr = meta_rna.mean(axis=0)
@@ -701,10 +693,10 @@ class PeakToGene:
         return self
 
     def predict_rna(self, atac: AnnData) -> AnnData:
-        x = _binary(atac[:, self.cre_names])
+        x = binary_csr(atac[:, self.cre_names])
         out = np.tile(self.mean_expr, (atac.n_obs, 1)).astype(np.float32)
         for g, (cres, centre, coef, intercept) in self.models.items():
-            out[:, g] = intercept + (_dense(x[:, cres]) - centre) @ coef
+            out[:, g] = intercept + (dense(x[:, cres]) - centre) @ coef
         return _rna_prediction(np.maximum(out, 0.0), atac.obs, self.var, self.name)
 
 
@@ -754,7 +746,7 @@ class ScarlinkStyle:
         return self
 
     def _linear(self, x: sp.csr_matrix, n_genes: int) -> torch.Tensor:
-        xb = torch.from_numpy(_dense(x))                                  # (B, n_used_cres)
+        xb = torch.from_numpy(dense(x))                                  # (B, n_used_cres)
         contrib = xb[:, self.pair_cre] * self.weight                      # (B, n_pairs)
         eta = torch.zeros(xb.shape[0], n_genes).index_add_(1, self.pair_gene, contrib)
         return (eta + self.bias).clamp(max=20.0)

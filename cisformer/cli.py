@@ -77,7 +77,7 @@ def _read_h5ad(path: Path, what: str, backed: bool = False):
         raise SystemExit(f"error: {what} file {path} must be an .h5ad file (AnnData); convert other formats with "
                          "scanpy (sc.read_10x_h5, sc.read_mtx) or cisformer.data first")
     try:
-        return data._read_any(path, backed)  # empty, truncated or unreadable files -> InputError
+        return data.read_any(path, backed)  # empty, truncated or unreadable files -> InputError
     except data.InputError as err:
         raise _fail(err)
 

@@ -93,12 +93,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from anndata import AnnData
 
-from .baselines import _binary, epoch_repeats
-from .metrics import _columnwise_pearson, foscttm, log_expression
+from .baselines import epoch_repeats
+from .matrix import binary_csr, columnwise_pearson
+from .metrics import foscttm, log_expression
+from .model import PROFILES
 from .progress import progress as progress_bar
-from .train import _accelerator, _check_pair, _hash_update, cell_indices, resume_epoch, save_done, save_epoch
+from .train import cell_indices, check_pair, hash_matrix, make_accelerator, resume_epoch, save_done, save_epoch
 
-PROFILES = ("quick", "cpu", "paper")
 CHECKPOINT_FORMAT = 1  # bumped when the state dicts change: older cached runs are not reused
 EMBEDDING_INIT_STD = 0.005  # teacher feature embeddings start small (module docstring, "Deviations")
 
@@ -193,16 +194,17 @@ def _inverse_rms(X: sp.csr_matrix) -> np.ndarray:
 def attune_inputs(rna, atac, train_cells) -> AttuneInputs:
     """The encoders' inputs for paired ``rna`` / ``atac`` (same cells, same order; raw counts in ``X``) and the
     per-feature value scale, fitted on ``train_cells`` only (names, positions or a boolean mask)."""
-    _check_pair(rna, atac)
+    check_pair(rna, atac)
     train_idx = cell_indices(rna, train_cells, "train_cells")
-    rna_log, atac_bin = _rna_matrix(rna), _binary(atac)
+    rna_log, atac_bin = _rna_matrix(rna), binary_csr(atac)
     rna_scale, atac_scale = _inverse_rms(rna_log[train_idx]), _inverse_rms(atac_bin[train_idx])
     scaled_mean = lambda X, scale: (np.asarray(X.mean(axis=0)).ravel() * scale).astype(np.float32)  # noqa: E731
     return AttuneInputs(rna_log, atac_bin, rna_scale, atac_scale, scaled_mean(rna_log[train_idx], rna_scale),
                         scaled_mean(atac_bin[train_idx], atac_scale))
 
 
-def _dense(X: sp.csr_matrix, rows: np.ndarray, device) -> torch.Tensor:
+def rows_tensor(X: sp.csr_matrix, rows: np.ndarray, device) -> torch.Tensor:
+    """Rows ``rows`` of a CSR matrix as a dense tensor on ``device``."""
     return torch.from_numpy(X[rows].toarray()).to(device, non_blocking=True)
 
 
@@ -387,7 +389,7 @@ class ExpressionHead(_Saved, nn.Module):
 
 # --------------------------------------------------------------------------------------------------- training
 
-def _fingerprint(parts: list, matrices: list) -> str:
+def run_fingerprint(parts: list, matrices: list) -> str:
     """Hash of what determines a run: this module's and its helpers' source, JSON-able ``parts`` and arrays."""
     h = hashlib.blake2b(digest_size=8)
     for name in ("contrastive.py", "train.py", "metrics.py"):
@@ -395,13 +397,13 @@ def _fingerprint(parts: list, matrices: list) -> str:
     h.update(json.dumps([CHECKPOINT_FORMAT, *parts], sort_keys=True).encode())
     for X in matrices:
         if sp.issparse(X):
-            _hash_update(h, X)
+            hash_matrix(h, X)
         else:
             h.update(np.ascontiguousarray(X).tobytes())
     return h.hexdigest()
 
 
-def _split(rna, train_cells, val_cells) -> tuple[np.ndarray, np.ndarray]:
+def split_indices(rna, train_cells, val_cells) -> tuple[np.ndarray, np.ndarray]:
     train_idx = cell_indices(rna, train_cells, "train_cells")
     val_idx = cell_indices(rna, val_cells, "val_cells")
     if len(train_idx) < 2 or len(val_idx) < 2:
@@ -411,7 +413,7 @@ def _split(rna, train_cells, val_cells) -> tuple[np.ndarray, np.ndarray]:
     return train_idx, val_idx
 
 
-def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epochs: int, batch_size: int,
+def training_loop(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epochs: int, batch_size: int,
            lr: float, lr_end: float, patience: int, seed: int, run_dir: Path | None, device: str, progress: bool,
            desc: str, min_epoch_samples: int = 0):
     """The training loop of :func:`fit_alignment` and :func:`fit_atac2rna`.
@@ -430,7 +432,7 @@ def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epo
     total_steps = epochs * n_steps
     final = lr_end / lr
 
-    accelerator = _accelerator(device)
+    accelerator = make_accelerator(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 1.0 + (final - 1.0) * min(step / max(total_steps - 1, 1), 1.0))
@@ -497,14 +499,14 @@ def _train(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epo
     return raw_model.eval(), history
 
 
-def _finished(run_dir: Path | None, loader):
+def finished_run(run_dir: Path | None, loader):
     """The finished run's (best model, history) in ``run_dir``, or None."""
     if run_dir is None or not (run_dir / "done.json").exists():
         return None
     return loader(run_dir / "best.pt"), pd.read_csv(run_dir / "history.csv")
 
 
-def _run_dir(checkpoint_dir, fingerprint: str) -> Path | None:
+def run_folder(checkpoint_dir, fingerprint: str) -> Path | None:
     if checkpoint_dir is None:
         return None
     run_dir = Path(checkpoint_dir) / fingerprint
@@ -552,20 +554,20 @@ def fit_alignment(rna, atac, train_cells, val_cells, profile: str = "cpu", seed:
         ``val_student_foscttm`` (the students' embeddings, a diagnostic), ``lr`` (after the epoch), ``seconds``
         (the epoch's wall-clock, validation included), ``samples`` (training cells drawn in the epoch).
     """
-    _check_pair(rna, atac)
-    train_idx, val_idx = _split(rna, train_cells, val_cells)
+    check_pair(rna, atac)
+    train_idx, val_idx = split_indices(rna, train_cells, val_cells)
     if epochs is not None:
         overrides["epochs"] = int(epochs)
     cfg = AttuneConfig.from_profile(profile, rna.n_vars, atac.n_vars, **overrides)
     inputs = attune_inputs(rna, atac, train_idx)
 
     rows = np.concatenate([train_idx, val_idx])
-    run_dir = _run_dir(checkpoint_dir, _fingerprint(
+    run_dir = run_folder(checkpoint_dir, run_fingerprint(
         ["alignment", {k: v for k, v in cfg.to_dict().items() if not k.startswith("head_")}, seed,
          list(map(str, rna.var_names)), list(map(str, atac.var_names)),
          list(map(str, rna.obs_names[train_idx])), list(map(str, rna.obs_names[val_idx]))],
         [inputs.rna_log[rows], inputs.atac_bin[rows]]))
-    done = _finished(run_dir, AttuneAligner.load)
+    done = finished_run(run_dir, AttuneAligner.load)
     if done is not None:
         return done
 
@@ -576,11 +578,11 @@ def fit_alignment(rna, atac, train_cells, val_cells, profile: str = "cpu", seed:
     val_rna, val_atac = inputs.rna_log[val_idx], inputs.atac_bin[val_idx]
 
     def batch_loss(m, rows_, device_):
-        return m(_dense(inputs.rna_log, rows_, device_), _dense(inputs.atac_bin, rows_, device_))["loss"]
+        return m(rows_tensor(inputs.rna_log, rows_, device_), rows_tensor(inputs.atac_bin, rows_, device_))["loss"]
 
     def validate(m):
         device_ = next(m.parameters()).device
-        outs = _batched(lambda r: m(_dense(val_rna, r, device_), _dense(val_atac, r, device_)), len(val_idx),
+        outs = _batched(lambda r: m(rows_tensor(val_rna, r, device_), rows_tensor(val_atac, r, device_)), len(val_idx),
                         cfg.batch_size)
         sizes = np.array([len(o["rna_teacher"]) for o in outs])
         loss = float(np.average([o["loss"].item() for o in outs], weights=sizes))
@@ -590,7 +592,7 @@ def fit_alignment(rna, atac, train_cells, val_cells, profile: str = "cpu", seed:
         return {"val_loss": loss, "val_foscttm": teacher, "val_score": 1.0 - teacher,
                 "val_student_foscttm": foscttm(emb["rna_student"], emb["atac_student"])}
 
-    return _train(model, batch_loss, validate, train_idx, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+    return training_loop(model, batch_loss, validate, train_idx, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
                   lr_end=cfg.lr_end, patience=cfg.patience, seed=seed, run_dir=run_dir, device=device,
                   progress=progress, desc="attune alignment", min_epoch_samples=cfg.min_epoch_samples)
 
@@ -608,15 +610,15 @@ def embed(model: AttuneAligner, rna, atac, cells=None, batch_size: int = 256) ->
 
     Returns ``{"rna": ndarray [n, D], "atac": ndarray [n, D]}``, rows in the order of ``cells``; ``rna`` /
     ``atac`` are paired AnnData with the model's features, raw counts in ``X``."""
-    _check_pair(rna, atac)
+    check_pair(rna, atac)
     _check_features(model, rna, atac)
     idx = np.arange(rna.n_obs) if cells is None else cell_indices(rna, cells)
-    rna_log, atac_bin = _rna_matrix(rna[idx]), _binary(atac[idx])
+    rna_log, atac_bin = _rna_matrix(rna[idx]), binary_csr(atac[idx])
     model.eval()
     device = next(model.parameters()).device
     out = {}
     for key, X, encoder in (("rna", rna_log, model.rna_teacher), ("atac", atac_bin, model.atac_teacher)):
-        parts = _batched(lambda r: encoder(_dense(X, r, device)).float(), X.shape[0], batch_size)
+        parts = _batched(lambda r: encoder(rows_tensor(X, r, device)).float(), X.shape[0], batch_size)
         out[key] = F.normalize(torch.cat(parts), dim=-1).cpu().numpy()
     return out
 
@@ -649,24 +651,24 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed
         ``epoch, train_loss, val_loss`` (validation MSE), ``val_score`` (validation mean gene-wise Pearson r),
         ``lr``, ``seconds``, ``samples``.
     """
-    _check_pair(rna, atac)
+    check_pair(rna, atac)
     _check_features(aligner, rna, atac)
-    train_idx, val_idx = _split(rna, train_cells, val_cells)
+    train_idx, val_idx = split_indices(rna, train_cells, val_cells)
     bad = {k for k in overrides if not k.startswith("head_")} | (set(overrides) - set(aligner.config.to_dict()))
     if bad:
         raise TypeError(f"unknown or non-head override(s) {sorted(bad)}; allowed: head_* fields of AttuneConfig")
     if epochs is not None:
         overrides["head_epochs"] = int(epochs)
     cfg = dataclasses.replace(aligner.config, **overrides)
-    rna_log, atac_bin = _rna_matrix(rna), _binary(atac)
+    rna_log, atac_bin = _rna_matrix(rna), binary_csr(atac)
 
     rows = np.concatenate([train_idx, val_idx])
     student = [v.detach().cpu().numpy() for v in aligner.atac_student.state_dict().values()]
-    run_dir = _run_dir(checkpoint_dir, _fingerprint(
+    run_dir = run_folder(checkpoint_dir, run_fingerprint(
         ["atac2rna", cfg.to_dict(), seed, aligner.gene_names, aligner.peak_names,
          list(map(str, rna.obs_names[train_idx])), list(map(str, rna.obs_names[val_idx]))],
         [rna_log[rows], atac_bin[rows], *student]))
-    done = _finished(run_dir, ExpressionHead.load)
+    done = finished_run(run_dir, ExpressionHead.load)
     if done is not None:
         return done
 
@@ -679,16 +681,16 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed
     val_truth = rna_log[val_idx].toarray()  # [n_val, G]
 
     def batch_loss(m, rows_, device_):
-        return F.mse_loss(m(_dense(atac_bin, rows_, device_)).float(), _dense(rna_log, rows_, device_))
+        return F.mse_loss(m(rows_tensor(atac_bin, rows_, device_)).float(), rows_tensor(rna_log, rows_, device_))
 
     def validate(m):
         device_ = next(m.parameters()).device
-        pred = torch.cat(_batched(lambda r: m(_dense(atac_bin, val_idx[r], device_)).float(), len(val_idx),
+        pred = torch.cat(_batched(lambda r: m(rows_tensor(atac_bin, val_idx[r], device_)).float(), len(val_idx),
                                   cfg.head_batch_size)).cpu().numpy()
         return {"val_loss": float(((pred - val_truth) ** 2).mean()),
-                "val_score": float(_columnwise_pearson(pred, val_truth).mean())}
+                "val_score": float(columnwise_pearson(pred, val_truth).mean())}
 
-    return _train(head, batch_loss, validate, train_idx, epochs=cfg.head_epochs, batch_size=cfg.head_batch_size,
+    return training_loop(head, batch_loss, validate, train_idx, epochs=cfg.head_epochs, batch_size=cfg.head_batch_size,
                   lr=cfg.head_lr, lr_end=cfg.head_lr, patience=cfg.head_patience, seed=seed, run_dir=run_dir,
                   device=device, progress=progress, desc="attune atac2rna", min_epoch_samples=cfg.min_epoch_samples)
 
@@ -701,10 +703,10 @@ def predict_atac2rna(head: ExpressionHead, atac, cells=None, batch_size: int = 2
     :func:`cisformer.metrics.genewise_correlation`."""
     _check_features(head, atac=atac)
     idx = np.arange(atac.n_obs) if cells is None else cell_indices(atac, cells)
-    atac_bin = _binary(atac[idx])
+    atac_bin = binary_csr(atac[idx])
     head.eval()
     device = next(head.parameters()).device
-    pred = torch.cat(_batched(lambda r: head(_dense(atac_bin, r, device)).float(), len(idx), batch_size))
+    pred = torch.cat(_batched(lambda r: head(rows_tensor(atac_bin, r, device)).float(), len(idx), batch_size))
     out = AnnData(pred.cpu().numpy(), obs=atac.obs.iloc[idx].copy(), var=pd.DataFrame(index=head.gene_names))
     out.uns["method"] = "attune"
     return out

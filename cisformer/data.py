@@ -35,7 +35,7 @@ class InputError(ValueError):
     """Bad input data; the message names the file, the field and the fix."""
 
 
-def _error(source, field: str, problem: str, fix: str) -> InputError:
+def input_error(source, field: str, problem: str, fix: str) -> InputError:
     return InputError(f"{source}: field '{field}': {problem}. Fix: {fix}")
 
 
@@ -86,7 +86,7 @@ def read_manifest(data_dir=None) -> pd.DataFrame:
         fix = ("restore data/ from the repository (git checkout data)" if _is_repo_data(path.parent) else
                "write the folder with `cisformer preprocess ... --name NAME --out DIR` or cisformer.data.write_dataset "
                "(they write the MANIFEST), or pass verify=False")
-        raise _error(path, "MANIFEST", "the data manifest is missing", fix)
+        raise input_error(path, "MANIFEST", "the data manifest is missing", fix)
     return pd.read_csv(path, sep="\t", keep_default_na=False).set_index("file")
 
 
@@ -114,7 +114,7 @@ def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
     root = _locate(rel, data_dir)
     if root is None:
         path = paths.data_dir(data_dir) / rel
-        raise _error(path, "file", "shipped data file not found", f"restore it (git checkout {path}) or pass data_dir=")
+        raise input_error(path, "file", "shipped data file not found", f"restore it (git checkout {path}) or pass data_dir=")
     path = root / rel
     digest = _file_sha(path)
     if verify:
@@ -123,10 +123,10 @@ def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
             fix = ("add it with data/build_shipped_data.py --manifest-only" if _is_repo_data(root) else
                    "write the data set with cisformer.data.write_dataset (or `cisformer preprocess --name`), which "
                    "adds its MANIFEST lines, or pass verify=False")
-            raise _error(root / "MANIFEST", rel, "file has no MANIFEST line", fix)
+            raise input_error(root / "MANIFEST", rel, "file has no MANIFEST line", fix)
         expected = manifest.loc[rel, "sha256"]
         if digest != expected:
-            raise _error(path, "sha256", f"checksum mismatch: file has {digest}, MANIFEST says {expected}",
+            raise input_error(path, "sha256", f"checksum mismatch: file has {digest}, MANIFEST says {expected}",
                          "the file is corrupted or was modified; restore it with `git checkout -- data/` (or pass verify=False)")
     provenance.record_input(path, digest)
     return path
@@ -226,7 +226,7 @@ def write_dataset(rna, atac, name: str, data_dir, source: str = "", licence: str
     if _is_repo_data(root) and name in DATASETS:
         raise ValueError(f"{name!r} is a shipped data set of {root}: choose another name or another folder")
     if rna.n_obs != atac.n_obs or not (rna.obs_names == atac.obs_names).all():
-        raise _error(f"data set {name}", "obs_names", "RNA and ATAC do not hold the same cells in the same order",
+        raise input_error(f"data set {name}", "obs_names", "RNA and ATAC do not hold the same cells in the same order",
                      "pair them first (cisformer.data.pair_cells)")
     rows, written = {}, {}
     for kind, adata, rel in zip(("rna", "atac"), (rna, atac), dataset_files(name)):
@@ -367,7 +367,7 @@ def _standardize(rna, atac, source: str, genome: str | None, recover_counts: boo
         try:
             coords = vocab.parse_peak_names(atac.var_names)
         except ValueError as err:
-            raise _error(source, "atac var_names", str(err),
+            raise input_error(source, "atac var_names", str(err),
                          f"name peaks in one of the forms {vocab.PEAK_NAME_FORMS} (0-based, half-open), or add var "
                          "columns chrom/start/end") from None
         atac.var[["chrom", "start", "end"]] = coords[["chrom", "start", "end"]].to_numpy()
@@ -401,11 +401,11 @@ def _split_modalities(adata, source: str):
     """Split one AnnData holding both modalities (10x feature_types) into (rna, atac)."""
     types = adata.var.get("feature_types", adata.var.get("feature_type"))
     if types is None:
-        raise _error(source, "feature_types", "cannot tell genes from peaks", "use a 10x multiome matrix or pass rna and atac files")
+        raise input_error(source, "feature_types", "cannot tell genes from peaks", "use a 10x multiome matrix or pass rna and atac files")
     types = types.astype(str).to_numpy()
     is_rna, is_atac = types == "Gene Expression", np.isin(types, ["Peaks", "ATAC"])
     if not is_rna.any() or not is_atac.any():
-        raise _error(source, "feature_types", f"found {sorted(set(types))}, need both 'Gene Expression' and 'Peaks'",
+        raise input_error(source, "feature_types", f"found {sorted(set(types))}, need both 'Gene Expression' and 'Peaks'",
                      "pass the multiome (ARC) matrix, or the RNA and ATAC files separately")
     rna, atac = adata[:, is_rna].copy(), adata[:, is_atac].copy()
     if "gene_ids" in rna.var:
@@ -419,7 +419,7 @@ def _read_10x_h5(path: Path):
 
     with h5py.File(path, "r") as handle:
         if "matrix" not in handle:
-            raise _error(path, "matrix", "not a 10x feature-barcode h5 (no 'matrix' group)", "pass filtered_feature_bc_matrix.h5")
+            raise input_error(path, "matrix", "not a 10x feature-barcode h5 (no 'matrix' group)", "pass filtered_feature_bc_matrix.h5")
         m = handle["matrix"]
         shape = tuple(int(x) for x in m["shape"][:])  # features x cells, stored CSC
         X = sp.csc_matrix((m["data"][:], m["indices"][:], m["indptr"][:]), shape=shape).T.tocsr()
@@ -441,13 +441,13 @@ def _read_mtx_dir(path: Path):
         for name in (f"{stem}.gz", stem):
             if (path / name).exists():
                 return path / name
-        raise _error(path, stem, "file missing from the matrix folder", "a 10x folder holds matrix.mtx(.gz), features.tsv(.gz), barcodes.tsv(.gz)")
+        raise input_error(path, stem, "file missing from the matrix folder", "a 10x folder holds matrix.mtx(.gz), features.tsv(.gz), barcodes.tsv(.gz)")
 
     mtx = find("matrix.mtx") if any((path / n).exists() for n in ("matrix.mtx", "matrix.mtx.gz")) else find("counts.mtx")
     feats_file = next((p for p in (path / "features.tsv.gz", path / "features.tsv", path / "genes.tsv.gz", path / "genes.tsv")
                        if p.exists()), None)
     if feats_file is None:
-        raise _error(path, "features.tsv", "file missing from the matrix folder", "add features.tsv(.gz) (10x layout)")
+        raise input_error(path, "features.tsv", "file missing from the matrix folder", "add features.tsv(.gz) (10x layout)")
     for f in (mtx, feats_file, find("barcodes.tsv")):
         provenance.record_input(f)
     X = sp.csr_matrix(scipy.io.mmread(mtx).T)
@@ -464,16 +464,16 @@ def _read_mtx_dir(path: Path):
     return adata
 
 
-def _read_any(path: Path, backed: bool = False):
+def read_any(path: Path, backed: bool = False):
     """AnnData from a 10x .h5, a 10x matrix folder or an .h5ad (``backed``: opened read-only from disk, .h5ad only)."""
     import anndata as ad
 
     if not path.exists():
-        raise _error(path, "file", "does not exist", "check the path")
+        raise input_error(path, "file", "does not exist", "check the path")
     if path.is_dir():
         return _read_mtx_dir(path)
     if path.suffix not in (".h5ad", ".h5"):
-        raise _error(path, "file type", f"unsupported suffix {path.suffix!r}",
+        raise input_error(path, "file type", f"unsupported suffix {path.suffix!r}",
                      "use a 10x .h5, a 10x matrix folder, .h5ad or .h5mu")
     check_readable(path)
     provenance.record_input(path)
@@ -482,7 +482,7 @@ def _read_any(path: Path, backed: bool = False):
     except InputError:
         raise
     except Exception as err:  # anndata / h5py errors deep inside the reader
-        raise _error(path, "file", f"cannot be read ({type(err).__name__}: {str(err)[:200]})",
+        raise input_error(path, "file", f"cannot be read ({type(err).__name__}: {str(err)[:200]})",
                      "the file is damaged or not of this type: write or copy it again") from None
 
 
@@ -492,13 +492,13 @@ def check_readable(path) -> None:
 
     path = Path(path)
     if path.stat().st_size == 0:
-        raise _error(path, "file", "is empty (0 bytes)", "write or copy the file again (an interrupted copy leaves this)")
+        raise input_error(path, "file", "is empty (0 bytes)", "write or copy the file again (an interrupted copy leaves this)")
     if path.suffix in (".h5ad", ".h5", ".h5mu"):
         try:
             with h5py.File(path, "r"):
                 pass
         except OSError as err:
-            raise _error(path, "file", f"is not a readable HDF5 file, truncated or corrupt ({str(err)[:120]})",
+            raise input_error(path, "file", f"is not a readable HDF5 file, truncated or corrupt ({str(err)[:120]})",
                          "write or copy the file again") from None
 
 
@@ -511,7 +511,7 @@ def use_cell_type_column(rna, atac, column: str, source="data", obs: pd.DataFram
     labels = next((frame[column] for _, frame in frames if column in frame.columns), None)
     if labels is None:
         available = "; ".join(f"{where}: {list(frame.columns)}" for where, frame in frames)
-        raise _error(source, f"obs['{column}']", f"cell-type column missing (available columns - {available})",
+        raise input_error(source, f"obs['{column}']", f"cell-type column missing (available columns - {available})",
                      "name the column that holds the cell types with --cell-type-column COLUMN (cell_type_column=)")
     labels = labels[~labels.index.duplicated()].astype(object)
     for adata in (rna, atac):
@@ -551,7 +551,7 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
         mdata = mudata.read_h5mu(rna_path)
         missing = {"rna", "atac"} - set(mdata.mod)
         if missing:
-            raise _error(rna_path, "mod", f"modalities {sorted(missing)} missing (found {sorted(mdata.mod)})",
+            raise input_error(rna_path, "mod", f"modalities {sorted(missing)} missing (found {sorted(mdata.mod)})",
                          "name the modalities 'rna' and 'atac'")
         rna, atac = mdata.mod["rna"].copy(), mdata.mod["atac"].copy()
         for col in ("cell_type", "batch"):
@@ -561,12 +561,12 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
         if cell_type_column is not None:
             use_cell_type_column(rna, atac, cell_type_column, str(rna_path), obs=mdata.obs)
         return _standardize(rna, atac, str(rna_path), genome, recover_counts)
-    first = _read_any(rna_path)
+    first = read_any(rna_path)
     if atac_path is None:
         rna, atac = _split_modalities(first, str(rna_path))
         source = str(rna_path)
     else:
-        rna, atac = first, _read_any(Path(atac_path))
+        rna, atac = first, read_any(Path(atac_path))
         if "feature_types" in rna.var and (rna.var["feature_types"].astype(str) != "Gene Expression").any():
             rna = _split_modalities(rna, str(rna_path))[0]
         if "feature_types" in atac.var and (atac.var["feature_types"].astype(str) == "Gene Expression").any():
@@ -598,7 +598,7 @@ def read_rna(path, gene_column: str | None = None, recover_counts: bool = False)
     ``uns["counts_note"]``) and ``obs`` as in the file.
     """
     source = str(path)
-    original = _read_any(Path(path))
+    original = read_any(Path(path))
     rna, note = find_counts(original, source, recover=recover_counts)
     if gene_column is not None:
         if gene_column in rna.var:
@@ -606,7 +606,7 @@ def read_rna(path, gene_column: str | None = None, recover_counts: bool = False)
         elif gene_column in original.var:
             symbols = original.var[gene_column].reindex(rna.var_names)
         else:
-            raise _error(source, f"var['{gene_column}']", "column missing",
+            raise input_error(source, f"var['{gene_column}']", "column missing",
                          f"name the var column with gene symbols (columns: {list(original.var.columns)}) or pass None")
         rna.var_names = symbols.astype(str).to_numpy()
         rna.var_names_make_unique()
@@ -638,14 +638,14 @@ def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_col
     if fragments is None:
         rna, atac = read_paired(h5_path, genome=genome, recover_counts=recover_counts)
     else:
-        first = _read_any(h5_path)
+        first = read_any(h5_path)
         types = first.var.get("feature_types", pd.Series("Gene Expression", index=first.var_names)).astype(str)
         rna = first[:, (types == "Gene Expression").to_numpy()].copy()
         if "gene_ids" in rna.var:
             rna.var["gene_id"] = rna.var["gene_ids"].astype(str)
         if peaks is None:
             if not (types != "Gene Expression").any():
-                raise _error(h5_path, "features", "no peak features to count the fragments on", "pass --peaks BED")
+                raise input_error(h5_path, "features", "no peak features to count the fragments on", "pass --peaks BED")
             peaks = vocab.parse_peak_names(first.var_names[(types != "Gene Expression").to_numpy()])
         elif not isinstance(peaks, pd.DataFrame):
             peaks = pd.read_csv(peaks, sep="\t", header=None, usecols=[0, 1, 2], names=["chrom", "start", "end"],
@@ -653,7 +653,7 @@ def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_col
         atac = read_fragments(fragments, peaks, barcodes=list(rna.obs_names))
         empty = np.asarray(atac.X.sum(axis=1)).ravel() == 0
         if empty.all():
-            raise _error(fragments, "barcode (column 4)", f"no fragment of the file belongs to the {rna.n_obs} cells of "
+            raise input_error(fragments, "barcode (column 4)", f"no fragment of the file belongs to the {rna.n_obs} cells of "
                          f"{h5_path.name} (e.g. {list(rna.obs_names[:2])}) or overlaps a peak",
                          "pass the fragments of the same run, on the same genome build as the peaks")
         rna, atac = _standardize(rna, atac, str(fragments), genome, recover_counts, str(h5_path))
@@ -661,12 +661,12 @@ def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_col
         table = pd.read_csv(cell_types, sep=None, engine="python", dtype=str)
         key = next((c for c in ("barcode", "cell", "barcodes") if c in table.columns), table.columns[0])
         if cell_type_column not in table.columns:
-            raise _error(cell_types, cell_type_column, f"column missing (columns: {list(table.columns)})",
+            raise input_error(cell_types, cell_type_column, f"column missing (columns: {list(table.columns)})",
                          "name the label column with --cell-type-column")
         labels = table.set_index(key)[cell_type_column]
         labels = labels[~labels.index.duplicated()].reindex(rna.obs_names)
         if labels.isna().all():
-            raise _error(cell_types, key, f"no barcode matches the data (file e.g. {list(table[key][:2])}, data e.g. "
+            raise input_error(cell_types, key, f"no barcode matches the data (file e.g. {list(table[key][:2])}, data e.g. "
                          f"{list(rna.obs_names[:2])})", "use the barcodes of the matrix (with their '-1' suffix)")
         for adata in (rna, atac):
             adata.obs["cell_type"] = pd.Categorical(labels.fillna("unknown").to_numpy())
@@ -871,14 +871,14 @@ def find_counts(adata, source="rna", recover: bool = False, rtol: float = 1e-3):
         fix = ("pass the raw counts (layers['counts'] or .raw of your object, or the Cell Ranger matrix); "
                f"--recover-counts / recover_counts=True was tried and cannot invert these values ({worst:.1%} "
                "non-integral after expm1 and division by each cell's smallest value)")
-    raise _error(source, "X", f"RNA values are not raw counts ({_values_text(stats)}; looked in {looked})", fix)
+    raise input_error(source, "X", f"RNA values are not raw counts ({_values_text(stats)}; looked in {looked})", fix)
 
 
 def check_atac_values(atac, source="atac") -> str:
     """Raise :class:`InputError` when ATAC holds NaN, inf or negative values; else return the binarisation note."""
     stats = describe_values(atac.X)
     if stats["n_nan"] or stats["n_inf"] or stats["n_negative"]:
-        raise _error(source, "X", f"ATAC matrix has {stats['n_nan']} NaN, {stats['n_inf']} inf and "
+        raise input_error(source, "X", f"ATAC matrix has {stats['n_nan']} NaN, {stats['n_inf']} inf and "
                      f"{stats['n_negative']} negative value(s)",
                      "pass counts or binary accessibility (values > 0 mean open), not centred or scaled values; "
                      "replace missing values by 0")
@@ -895,7 +895,7 @@ def pair_cells(rna, atac, rna_source="rna", atac_source="atac"):
         check_unique_names(adata, source, kind)
     common = rna.obs_names.intersection(atac.obs_names, sort=False)
     if len(common) == 0:
-        raise _error(f"{rna_source} / {atac_source}", "obs_names (barcodes)",
+        raise input_error(f"{rna_source} / {atac_source}", "obs_names (barcodes)",
                      f"RNA and ATAC share no cell name (RNA e.g. {list(rna.obs_names[:2])}, ATAC e.g. "
                      f"{list(atac.obs_names[:2])})", "pass the two modalities of the same cells; make the barcodes "
                      "match (e.g. strip or add a suffix such as '-1' or a sample prefix)")
@@ -914,7 +914,7 @@ def check_unique_names(adata, source="data", kind="RNA") -> None:
                               "adata.var_names_make_unique() (genes: or index by Ensembl id; peaks: merge duplicates)")):
         if not names.is_unique:
             dup = names[names.duplicated()].unique()
-            raise _error(source, axis, f"{len(dup)} duplicated {kind} name(s), e.g. {list(dup[:3])}", fix)
+            raise input_error(source, axis, f"{len(dup)} duplicated {kind} name(s), e.g. {list(dup[:3])}", fix)
 
 
 def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_counts: bool = True, cre_vocabulary=None,
@@ -935,44 +935,44 @@ def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_count
         only_r, only_a = r_names.difference(a_names), a_names.difference(r_names)
         if len(only_r) or len(only_a):
             example = (list(only_r[:3]) or list(only_a[:3]))
-            raise _error(f"{rna_source} / {atac_source}", "obs_names (barcodes)",
+            raise input_error(f"{rna_source} / {atac_source}", "obs_names (barcodes)",
                          f"barcodes differ between modalities: {len(only_r)} only in RNA, {len(only_a)} only in ATAC "
                          f"(e.g. {example})", "keep the shared cells: rna, atac, note = cisformer.data.pair_cells(rna, "
                          "atac) (check barcode suffixes such as '-1')")
-        raise _error(f"{rna_source} / {atac_source}", "obs_names (barcodes)", "same barcodes in a different order",
+        raise input_error(f"{rna_source} / {atac_source}", "obs_names (barcodes)", "same barcodes in a different order",
                      "reorder: atac = atac[rna.obs_names]")
     for adata, source, kind in ((rna, rna_source, "RNA"), (atac, atac_source, "ATAC")):
         if not adata.obs_names.is_unique:
-            raise _error(source, "obs_names (barcodes)", f"{kind} barcodes are duplicated", "adata.obs_names_make_unique()")
+            raise input_error(source, "obs_names (barcodes)", f"{kind} barcodes are duplicated", "adata.obs_names_make_unique()")
         if adata.n_obs == 0 or adata.n_vars == 0:
-            raise _error(source, "X", f"{kind} matrix is empty ({adata.n_obs} cells x {adata.n_vars} features)", "check the file")
+            raise input_error(source, "X", f"{kind} matrix is empty ({adata.n_obs} cells x {adata.n_vars} features)", "check the file")
         if kind == "ATAC":
             report["atac_values"] = check_atac_values(adata, source)
         elif require_counts and not _is_integer(adata.X):
             found, note = find_counts(adata, source)  # raises, saying what X holds and the fix
-            raise _error(source, "X", f"RNA values in X are not raw counts, but {note.split(' found in ')[1]}",
+            raise input_error(source, "X", f"RNA values in X are not raw counts, but {note.split(' found in ')[1]}",
                          "use them: rna, note = cisformer.data.find_counts(rna) (read_paired and cisformer preprocess "
                          "do it)")
         per_cell = np.asarray(adata.X.sum(axis=1)).ravel()
         if (per_cell == 0).any() and not allow_empty_cells:
-            raise _error(source, "X (cells)", f"{int((per_cell == 0).sum())} cell(s) have no {kind} counts "
+            raise input_error(source, "X (cells)", f"{int((per_cell == 0).sum())} cell(s) have no {kind} counts "
                          f"(e.g. {list(adata.obs_names[per_cell == 0][:3])})", "filter them: cisformer.data.qc(rna, atac)")
         per_feature = np.asarray((adata.X != 0).sum(axis=0)).ravel()
         if (per_feature == 0).all():
-            raise _error(source, "X (features)", f"every {kind} feature is empty", "check the file")
+            raise input_error(source, "X (features)", f"every {kind} feature is empty", "check the file")
     if not rna.var_names.is_unique:
         dup = rna.var_names[rna.var_names.duplicated()].unique()
-        raise _error(rna_source, "var_names (genes)", f"{len(dup)} duplicated gene name(s), e.g. {list(dup[:3])}",
+        raise input_error(rna_source, "var_names (genes)", f"{len(dup)} duplicated gene name(s), e.g. {list(dup[:3])}",
                      "rna.var_names_make_unique() or index genes by Ensembl id")
     try:
         coords = vocab.parse_peak_names(atac.var_names)
     except ValueError as err:
-        raise _error(atac_source, "var_names (peaks)", str(err),
+        raise input_error(atac_source, "var_names (peaks)", str(err),
                      f"name peaks in one of the forms {vocab.PEAK_NAME_FORMS} (0-based, half-open), or read the files "
                      "with cisformer.data.read_paired, which also reads var columns chrom/start/end") from None
     if not atac.var_names.is_unique or coords.duplicated().any():
         dup = atac.var_names[coords.duplicated().to_numpy()].unique()
-        raise _error(atac_source, "var_names (peaks)", f"{len(dup)} duplicated peak(s), e.g. {list(dup[:3])}",
+        raise input_error(atac_source, "var_names (peaks)", f"{len(dup)} duplicated peak(s), e.g. {list(dup[:3])}",
                      "merge duplicated peaks (sum their counts) or drop them")
     if cre_vocabulary is not None:
         report["genome_overlap"] = check_genome(coords, cre_vocabulary, atac_source)
@@ -992,13 +992,13 @@ def lift_peaks(atac, from_build: str, source="atac"):
     interval as an earlier one. Returns ``(atac_lifted, note)``; the note says how many peaks failed to lift.
     """
     if from_build not in LIFTOVER:
-        raise _error(source, "liftover", f"no shipped chain from {from_build!r}", f"use one of {sorted(LIFTOVER)}")
+        raise input_error(source, "liftover", f"no shipped chain from {from_build!r}", f"use one of {sorted(LIFTOVER)}")
     key, to_build = LIFTOVER[from_build]
     coords = vocab.intervals(atac).reset_index(drop=True)
     lifted = vocab.liftover(coords, reference_path(key))
     lifted = lifted[~lifted.duplicated(["chrom", "start", "end"])]
     if lifted.empty:
-        raise _error(source, "var (peak coordinates)", f"none of {len(coords)} peaks lifts from {from_build} to {to_build}",
+        raise input_error(source, "var (peak coordinates)", f"none of {len(coords)} peaks lifts from {from_build} to {to_build}",
                      f"check that the peaks are on {from_build} and chromosomes are named 'chrN'")
     out = atac[:, lifted["orig_index"].to_numpy()].copy()
     var = pd.DataFrame({"chrom": lifted["chrom"].to_numpy(), "start": lifted["start"].to_numpy(np.int64),
@@ -1054,12 +1054,12 @@ def check_genome(peaks, cre_vocabulary, source="atac", sample: int = 2_000, seed
     field = "var (peak coordinates / genome build)"
     found = f"peaks overlap the {label} CRE vocabulary in {score['observed']:.0%} of cases vs {score['null']:.0%} for randomly shifted peaks"
     if vocab.chrom_style(p["chrom"]) != vocab.chrom_style(cre_vocabulary["chrom"]):
-        raise _error(source, field, f"{found}: chromosome names differ (peaks e.g. {p['chrom'].iloc[0]!r}, vocabulary "
+        raise input_error(source, field, f"{found}: chromosome names differ (peaks e.g. {p['chrom'].iloc[0]!r}, vocabulary "
                      f"e.g. {cre_vocabulary['chrom'].iloc[0]!r})",
                      "rename chromosomes (cisformer.vocab.normalize_chroms; read_paired and cisformer preprocess do it)")
     species, vocab_species = _species_of(p["chrom"]), SPECIES.get(build)
     if species and vocab_species and species != vocab_species:
-        raise _error(source, field, f"{found}: the peaks are {species} (chromosomes "
+        raise input_error(source, field, f"{found}: the peaks are {species} (chromosomes "
                      f"{', '.join(sorted(set(vocab.normalize_chroms(p['chrom'])[0]) & _HUMAN_ONLY)) or 'chr1-chr19 only'}) "
                      f"but the vocabulary is {vocab_species} ({build}): species mismatch",
                      f"use the {species} vocabulary (--cre-vocabulary {species}) or a model / vocabulary of your species")
@@ -1079,7 +1079,7 @@ def check_genome(peaks, cre_vocabulary, source="atac", sample: int = 2_000, seed
         after = vocab.overlap_share(lifted, cre_vocabulary)
         report[f"overlap_after_{from_build}_to_{to_build}"] = after
         if after >= as_is + 0.1 and after >= 1.3 * as_is:
-            raise _error(source, field, f"{found}; after lifting {len(part)} of them {from_build} -> {to_build}, "
+            raise input_error(source, field, f"{found}; after lifting {len(part)} of them {from_build} -> {to_build}, "
                          f"{after:.0%} overlap (vs {as_is:.0%} as they are): the peaks are most likely on {from_build}",
                          f"lift them: cisformer preprocess ... --liftover {from_build} (API: "
                          f"atac, note = cisformer.data.lift_peaks(atac, '{from_build}'))")
@@ -1089,7 +1089,7 @@ def check_genome(peaks, cre_vocabulary, source="atac", sample: int = 2_000, seed
             other_score = vocab.genome_overlap_score(p, load_cre_vocabulary(other))
             report[f"overlap_{other}"] = other_score["observed"]
             if other_score["matches"]:
-                raise _error(source, field, f"{found}, but {other_score['observed']:.0%} overlap the {other} vocabulary: "
+                raise input_error(source, field, f"{found}, but {other_score['observed']:.0%} overlap the {other} vocabulary: "
                              f"the peaks are {other}, the vocabulary {vocab_species}: species mismatch",
                              f"use --cre-vocabulary {other} (API: cre_vocabulary='{other}')")
         fix = ("lift the peaks to the vocabulary's build (--liftover hg19 for hg19 peaks, or "
@@ -1098,7 +1098,7 @@ def check_genome(peaks, cre_vocabulary, source="atac", sample: int = 2_000, seed
             fix = (f"lift the peaks to {build} (e.g. mm10 peaks with UCSC's mm10ToMm39.over.chain.gz and "
                    "cisformer.vocab.liftover; no mouse chain is shipped), or keep your own peaks as the vocabulary "
                    "(omit --cre-vocabulary)")
-        raise _error(source, field, f"{found}: the peaks are not on the {label} build", fix)
+        raise input_error(source, field, f"{found}: the peaks are not on the {label} build", fix)
     return report
 
 
@@ -1197,7 +1197,7 @@ def qc_report(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: i
         cells = table[table.removes == "cells"]
         worst = cells.loc[cells["removed"].idxmax()] if len(cells) else None
         if alive.sum() == 0:
-            raise _error(source, "QC thresholds", f"no cell of {rna.n_obs} passes QC:\n{table.to_string(index=False)}\n",
+            raise input_error(source, "QC thresholds", f"no cell of {rna.n_obs} passes QC:\n{table.to_string(index=False)}\n",
                          f"relax the rule that removes the most cells ({worst['rule']}: {worst['option']}), "
                          "e.g. for small or sparse data --min-genes 1 --min-cres 1 --min-cells 1")
         if rna.n_obs and alive.sum() < rna.n_obs / 2:
@@ -1298,7 +1298,7 @@ def subsample(rna, atac, n_cells: int | None = None, n_cres: int | None = None, 
         rna, atac = rna[keep], atac[keep]
     rows = slice(None) if select_on is None else rna.obs_names.get_indexer(pd.Index(select_on).astype(str))
     if select_on is not None and (rows < 0).any():
-        raise _error("select_on", "obs_names", f"{int((rows < 0).sum())} names are not cells of the data",
+        raise input_error("select_on", "obs_names", f"{int((rows < 0).sum())} names are not cells of the data",
                      "pass obs names of cells kept by n_cells (e.g. the training cells of a split of these cells)")
     if n_cres and atac.n_vars > n_cres:
         freq = np.asarray((atac.X[rows] > 0).mean(axis=0)).ravel()
@@ -1319,7 +1319,7 @@ def downsample_atac(atac, keep: float, seed: int = 0):
     X = sp.csr_matrix(atac.X, dtype=np.float32, copy=True)
     if keep < 1:
         if X.nnz and not np.allclose(X.data, np.round(X.data)):
-            raise _error("atac", "X", "non-integer values", "downsampling thins counts: pass raw counts")
+            raise input_error("atac", "X", "non-integer values", "downsampling thins counts: pass raw counts")
         X.data = np.random.default_rng(seed).binomial(X.data.astype(np.int64), keep).astype(np.float32)
         X.eliminate_zeros()
     out = atac.copy()
@@ -1334,7 +1334,7 @@ def label_tokens(obs: pd.DataFrame, key: str = "cell_type"):
     import anndata as ad
 
     if key not in obs:
-        raise _error("obs", key, "column missing", f"add obs['{key}'] with the labels")
+        raise input_error("obs", key, "column missing", f"add obs['{key}'] with the labels")
     labels = obs[key].astype(str).to_numpy()
     names = np.unique(labels)
     X = sp.csr_matrix((np.ones(len(labels), dtype=np.float32), (np.arange(len(labels)), np.searchsorted(names, labels))),
@@ -1370,7 +1370,7 @@ def split_cells(obs: pd.DataFrame, by: str = "random", test_fraction: float = 0.
     elif by in ("cell_type", "batch"):
         col = column or by
         if col not in obs:
-            raise _error("obs", col, "column missing", f"add obs['{col}'] or choose another split")
+            raise input_error("obs", col, "column missing", f"add obs['{col}'] or choose another split")
         labels = obs[col].astype(str).to_numpy()
         if held_out is None:
             sizes = pd.Series(labels).value_counts().sort_index()
@@ -1379,11 +1379,11 @@ def split_cells(obs: pd.DataFrame, by: str = "random", test_fraction: float = 0.
         held_out = [str(h) for h in np.atleast_1d(held_out)]
         unknown = set(held_out) - set(labels)
         if unknown:
-            raise _error("obs", col, f"held_out values {sorted(unknown)} not found", f"choose from {sorted(set(labels))}")
+            raise input_error("obs", col, f"held_out values {sorted(unknown)} not found", f"choose from {sorted(set(labels))}")
         is_test = np.isin(labels, held_out)
     elif by == "predefined":
         if "split" not in obs:
-            raise _error("obs", "split", "column missing", "add obs['split'] with 'train'/'test' or use by='random'")
+            raise input_error("obs", "split", "column missing", "add obs['split'] with 'train'/'test' or use by='random'")
         is_test = obs["split"].astype(str).to_numpy() == "test"
     else:
         raise ValueError(f"by={by!r}: use 'random', 'cell_type', 'batch' or 'predefined'")

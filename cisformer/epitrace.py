@@ -39,17 +39,14 @@ import scipy.sparse as sp
 from scipy import optimize, stats
 
 from . import vocab
-from .data import _error
+from .matrix import dense
+from .data import input_error
 from .enrichment import bh_qvalues
 
 NORMALIZATIONS = ("randomized", "census", "blank")
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _dense(X) -> np.ndarray:
-    return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
-
-
 def _col_corr(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Pearson correlation of each column of X (cells x features) with y; NaN for constant columns."""
     Xc = X - X.mean(axis=0)
@@ -86,7 +83,7 @@ def clock_peak_mask(atac, clock_loci, source="atac") -> np.ndarray:
     if not mask.any():
         pc = ", ".join(pd.unique(peaks["chrom"])[:5].astype(str))
         lc = ", ".join(pd.unique(loci["chrom"])[:5].astype(str))
-        raise _error(source, "var (chrom/start/end)",
+        raise input_error(source, "var (chrom/start/end)",
                      f"none of the {len(peaks)} peaks overlaps any of the {len(loci)} clock loci "
                      f"(peaks on {pc}...; loci on {lc}...)",
                      "give peaks on the clock's genome build and species (the shipped EpiTrace clock is mouse mm10: "
@@ -139,7 +136,7 @@ def normalize(X, method: str = "randomized") -> np.ndarray:
     """
     if method not in NORMALIZATIONS:
         raise ValueError(f"method must be one of {NORMALIZATIONS}, got {method!r}")
-    X = _dense(X)
+    X = dense(X, np.float64)
     if np.any(X < 0):
         raise ValueError("normalize: counts must be non-negative")
     if method != "blank":
@@ -435,7 +432,7 @@ def age_correlations(X, ages, method: str = "spearman", chunk: int = 2000):
     y = stats.rankdata(ages) if method == "spearman" else ages
     r = np.full(X.shape[1], np.nan)
     for c0 in range(0, X.shape[1], chunk):
-        block = _dense(X[:, c0:c0 + chunk])
+        block = dense(X[:, c0:c0 + chunk], np.float64)
         if method == "spearman":
             block = stats.rankdata(block, axis=0)
         r[c0:c0 + chunk] = _col_corr(block, y)
@@ -519,7 +516,7 @@ def trajectory_clusters(atac, cres, age_key: str = "epitrace_age", n_bins: int =
     totals = np.asarray(X.sum(axis=1)).ravel()[ok]
     scale = np.divide(np.median(totals), totals, out=np.zeros_like(totals, dtype=float), where=totals > 0)
     cols = atac.var_names.get_indexer(names)
-    sub = _dense(X[ok][:, cols]) * scale[:, None]
+    sub = dense(X[ok][:, cols], np.float64) * scale[:, None]
     bins = pd.qcut(stats.rankdata(ages[ok]), n_bins, labels=False, duplicates="drop")
     n_b = int(bins.max()) + 1
     traj = np.vstack([sub[bins == b].mean(axis=0) for b in range(n_b)]).T            # CREs x bins
@@ -724,7 +721,7 @@ def split_half_ceiling(atac, clock_loci, seed: int = 0, n_repeats: int = 10, min
     """
     X = sp.csr_matrix(atac.X, dtype=np.float64)
     if X.nnz and not np.allclose(X.data, np.round(X.data)):
-        raise _error("atac", "X", "non-integer values", "split halves share reads: pass raw counts or binary calls")
+        raise input_error("atac", "X", "non-integer values", "split halves share reads: pass raw counts or binary calls")
     cells = np.flatnonzero(clock_reads(atac, clock_loci) >= min_clock_reads)
     X = X[cells]
     depth = np.asarray(X.sum(axis=1)).ravel()

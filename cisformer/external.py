@@ -274,7 +274,7 @@ class ButterflyPreprocessing:
         """Fit on ``train_cells`` (obs names) of paired counts ``rna``/``atac``; no other cell is read."""
         import scanpy as sc
 
-        from .baselines import _binary
+        from .matrix import binary_csr
 
         train = _positions(pd.Index(rna.obs_names.astype(str)), train_cells, "train_cells")
         rna, atac = rna[train], atac[train]
@@ -286,7 +286,7 @@ class ButterflyPreprocessing:
             genes = np.flatnonzero(hvg["highly_variable"].to_numpy())
         else:
             genes = np.arange(rna.n_vars)
-        binary = _binary(atac)
+        binary = binary_csr(atac)
         df = np.asarray(binary.sum(axis=0)).ravel()
         cres = np.flatnonzero(df > 0)
         idf = np.log1p(atac.n_obs / df[cres]).astype(np.float64)
@@ -310,9 +310,9 @@ class ButterflyPreprocessing:
 
         ``n_i`` (a cell's open CREs) counts the kept CREs only, as scButterfly counts the features it is given.
         """
-        from .baselines import _binary
+        from .matrix import binary_csr
 
-        scaled = self._tfidf(_binary(atac)[:, self.cres], self.idf) / self.scale
+        scaled = self._tfidf(binary_csr(atac)[:, self.cres], self.idf) / self.scale
         return sp.csr_matrix(scaled.minimum(1.0), dtype=np.float32)
 
     def to_accessibility(self, targets: np.ndarray) -> np.ndarray:
@@ -478,7 +478,7 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
         ``epochs_<phase>`` and ``stop_<phase>`` (``"time_budget"``, ``"early_stopping"`` or ``"max_epochs"``) for
         the phases ``rna_pretrain``, ``atac_pretrain``, ``translator``.
     """
-    from .baselines import _atac_prediction
+    from .baselines import atac_prediction
 
     python = scbutterfly_python()
     names = _paired_names(python, "scButterfly's environment", "ensure_scbutterfly_env", rna, atac)
@@ -523,7 +523,7 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
     r2a[:, order] = r2a_sorted
     probs = np.zeros((len(test_pos), atac.n_vars), dtype=np.float32)
     probs[:, prep.cres] = prep.to_accessibility(r2a)
-    pred = _atac_prediction(probs, atac.obs.iloc[test_pos], atac.var, "scButterfly")
+    pred = atac_prediction(probs, atac.obs.iloc[test_pos], atac.var, "scButterfly")
     timing.update(train_s=preprocess_s + timing["train_s"], wall_s=wall_s, time_budget_s=time_budget_s)
     return pred, timing
 
@@ -593,7 +593,8 @@ def scglue_guidance_edges(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window:
     DataFrame with ``source``, ``target`` (feature names), ``weight``, ``sign``, ``type``: the gene -> peak edges
     in the order of ``candidate_pairs``, then their reverses, then the loops (genes, then peaks).
     """
-    from .attention import candidate_pairs, gene_tss
+    from .attention import candidate_pairs
+    from .vocab import gene_tss
 
     pairs = candidate_pairs(rna_var, atac_var, window)
     g, c = pairs["gene_idx"].to_numpy(), pairs["cre_idx"].to_numpy()

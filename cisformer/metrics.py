@@ -47,6 +47,8 @@ from anndata import AnnData
 from scipy import stats
 from sklearn import metrics as skm
 
+from .matrix import columnwise_pearson, dense
+
 try:  # SnapATAC2 is the reference pipeline; the fallback below reproduces its steps when it is missing
     import snapatac2 as snap
     CLUSTERING_BACKEND = "snapatac2"
@@ -59,17 +61,13 @@ TIE = 0.005  # differences of means smaller than this are reported as ties
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float32)
-
-
-def _aligned(pred: AnnData, true: AnnData) -> tuple[np.ndarray, np.ndarray]:
+def aligned_matrices(pred: AnnData, true: AnnData) -> tuple[np.ndarray, np.ndarray]:
     """Dense matrices of ``pred`` and ``true`` on the same cells and features (checked by name)."""
     if not (pred.n_obs == true.n_obs and np.array_equal(pred.obs_names, true.obs_names)):
         raise ValueError("pred and true must hold the same cells in the same order (obs_names differ)")
     if not np.array_equal(pred.var_names, true.var_names):
         true = true[:, pred.var_names]
-    return _dense(pred.X), _dense(true.X)
+    return dense(pred.X), dense(true.X)
 
 
 def binarize(probs: np.ndarray, rule: str = "expected_count", threshold: float = 0.5,
@@ -85,7 +83,7 @@ def binarize(probs: np.ndarray, rule: str = "expected_count", threshold: float =
     50/50 open/closed samples, so its raw probabilities overstate openness); the benchmark notebooks use it.
     ``rule="threshold"``: ``probs >= threshold``.
     """
-    probs = _dense(probs)
+    probs = dense(probs)
     if rule == "threshold":
         return probs >= threshold
     if rule == "topk":
@@ -172,7 +170,7 @@ def embed_atac(adata: AnnData, n_features: int = 50000, n_comps: int = 30, seed:
     ``adata.X`` may be binary, counts or probabilities; it is used as given (sparse float). Cells with no signal
     in the selected features (possible in shallow measured data) cannot be embedded: their rows are all zero.
     """
-    x = sp.csr_matrix(_dense(adata.X) if not sp.issparse(adata.X) else adata.X, dtype=np.float32)
+    x = sp.csr_matrix(dense(adata.X) if not sp.issparse(adata.X) else adata.X, dtype=np.float32)
     part = None
     if snap is not None:
         work = AnnData(x, obs=pd.DataFrame(index=adata.obs_names.astype(str)),
@@ -275,7 +273,7 @@ def embed_rna(adata: AnnData, n_top_genes: int = 2000, n_comps: int = 30, is_log
     """
     from sklearn.decomposition import PCA
 
-    x = _dense(adata.X)
+    x = dense(adata.X)
     if is_log is None:
         is_log = not np.allclose(x, np.round(x))
     if not is_log:
@@ -363,7 +361,7 @@ def celltype_probe(X, labels, n_comps: int = 50, folds: int = 5, seed: int = 0) 
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    X = _dense(X).astype(np.float64)
+    X = dense(X).astype(np.float64)
     labels = np.asarray(labels).astype(str)
     counts = pd.Series(labels).value_counts()
     keep = np.isin(labels, counts[counts >= folds].index)
@@ -385,7 +383,7 @@ def per_cell_classification(pred: AnnData, true: AnnData, rule: str = "expected_
 
     Cells whose measured profile has no open or no closed CRE get NaN AUROC/AUPRC.
     """
-    probs, truth = _aligned(pred, true)
+    probs, truth = aligned_matrices(pred, true)
     truth = truth > 0
     called = binarize(probs, rule=rule, threshold=threshold, open_fraction=open_fraction)
     tp = (called & truth).sum(axis=1).astype(float)
@@ -404,7 +402,7 @@ def per_cell_classification(pred: AnnData, true: AnnData, rule: str = "expected_
 def pseudobulk_pearson(pred: AnnData, true: AnnData, label_key: str = "cell_type", min_cells: int = 5) -> pd.DataFrame:
     """Pearson r between mean predicted and mean measured (binarised) accessibility per cell type, for cell
     types with at least ``min_cells`` cells (fewer cells make the measured pseudobulk mostly noise)."""
-    probs, truth = _aligned(pred, true)
+    probs, truth = aligned_matrices(pred, true)
     truth = (truth > 0).astype(np.float32)
     labels = true.obs[label_key].astype(str).to_numpy()
     rows = []
@@ -447,7 +445,7 @@ def rna2atac_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type",
         keep = np.arange(pred.n_obs)
         if max_cluster_cells and pred.n_obs > max_cluster_cells:
             keep = np.sort(np.random.default_rng(seed).choice(pred.n_obs, max_cluster_cells, replace=False))
-        x = _dense(pred.X[keep])
+        x = dense(pred.X[keep])
         called = (x > 0) if measured else binarize(x, rule=rule, open_fraction=open_fraction)
         labels = true.obs[label_key].to_numpy()[keep]
         scored = AnnData(sp.csr_matrix(called.astype(np.float32)),
@@ -459,7 +457,7 @@ def rna2atac_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type",
     means = per_cell.groupby("metric", sort=False)["value"].mean()
     parts.append(means.reset_index())
     if floor is not None:
-        probs, truth = _aligned(pred, true)
+        probs, truth = aligned_matrices(pred, true)
         floor = np.asarray(floor, dtype=np.float64)
         floor_auroc = np.nanmean(per_cell_auroc(np.broadcast_to(floor, probs.shape), truth > 0))
         within, across = deviation_spread(_logit(probs) - _logit(floor)[None, :])
@@ -499,15 +497,6 @@ def true_expression(true: AnnData) -> np.ndarray:
     return log_expression(true).toarray()
 
 
-def _columnwise_pearson(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a - a.mean(axis=0)
-    b = b - b.mean(axis=0)
-    denom = np.sqrt((a * a).sum(axis=0) * (b * b).sum(axis=0))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        r = (a * b).sum(axis=0) / denom
-    return np.nan_to_num(r, nan=0.0, posinf=0.0, neginf=0.0)
-
-
 def genewise_correlation(pred: AnnData, true: AnnData, masked: bool = False) -> pd.DataFrame:
     """Gene-wise Pearson and Spearman r across cells between predicted and measured expression (NaN -> 0).
 
@@ -518,12 +507,12 @@ def genewise_correlation(pred: AnnData, true: AnnData, masked: bool = False) -> 
     if not np.array_equal(pred.obs_names, true.obs_names):
         raise ValueError("pred and true must hold the same cells in the same order (obs_names differ)")
     true = true[:, pred.var_names]
-    y_pred = _dense(pred.X)
+    y_pred = dense(pred.X)
     y_true = true_expression(true)
     if masked:
         y_pred = np.where(y_true > 0, y_pred, 0.0).astype(np.float32)
-    pearson = _columnwise_pearson(y_pred, y_true)
-    spearman = _columnwise_pearson(stats.rankdata(y_pred, axis=0), stats.rankdata(y_true, axis=0))
+    pearson = columnwise_pearson(y_pred, y_true)
+    spearman = columnwise_pearson(stats.rankdata(y_pred, axis=0), stats.rankdata(y_true, axis=0))
     genes = np.asarray(pred.var_names)
     suffix = "_masked" if masked else ""
     return pd.concat([pd.DataFrame({"gene": genes, "metric": f"pearson{suffix}", "value": pearson}),
@@ -544,7 +533,7 @@ def skill_over_floor(pred: AnnData, true: AnnData, floor: np.ndarray) -> pd.Data
     than the per-gene mean, < 0 = worse). Gene-wise correlation cannot rank the floor (a constant has r = 0),
     this can."""
     true = true[:, pred.var_names]
-    y_pred, y_true = _dense(pred.X).astype(np.float64), true_expression(true).astype(np.float64)
+    y_pred, y_true = dense(pred.X).astype(np.float64), true_expression(true).astype(np.float64)
     sse = ((y_pred - y_true) ** 2).sum()
     sse_floor = ((np.asarray(floor, dtype=np.float64)[None, :] - y_true) ** 2).sum()
     return pd.DataFrame({"metric": ["rmse", "skill"],
@@ -561,7 +550,7 @@ def atac2rna_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type",
     if floor is not None:
         parts.append(skill_over_floor(pred, true, floor))
     if cluster and pred.n_vars >= 3:
-        x = _dense(pred.X)
+        x = dense(pred.X)
         labels = true.obs[label_key].to_numpy()
         scored = AnnData(x, obs=pd.DataFrame({label_key: labels}, index=pred.obs_names))
         parts.append(rna_clustering(scored, label_key=label_key, is_log=True, seed=seed)[0])

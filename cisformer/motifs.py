@@ -269,19 +269,19 @@ def cre_sequences(cre_var: pd.DataFrame, fasta) -> list[str]:
     """
     import pyfaidx
 
-    from .data import _error
+    from .data import input_error
 
     for field in ("chrom", "start", "end"):
         if field not in cre_var:
             raise ValueError(f"cre_sequences: cre_var lacks '{field}' (pass atac.var with chrom/start/end)")
     path = Path(fasta)
     if not path.is_file():
-        raise _error(path, "file", "genome FASTA not found",
+        raise input_error(path, "file", "genome FASTA not found",
                      "download the genome of the CREs' build (e.g. UCSC hg38.fa / mm10.fa) and pass its path")
     try:
         genome = pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=True)
     except Exception as exc:  # pyfaidx raises several types (indexing, compression, permission)
-        raise _error(path, "index", f"cannot read or index the FASTA ({type(exc).__name__}: {exc})",
+        raise input_error(path, "index", f"cannot read or index the FASTA ({type(exc).__name__}: {exc})",
                      "pass an uncompressed FASTA (gunzip it) in a folder you can write to, where its .fai index "
                      "is built, or index it first with `samtools faidx FILE`") from exc
     with genome:
@@ -299,7 +299,7 @@ def cre_sequences(cre_var: pd.DataFrame, fasta) -> list[str]:
                         "(UCSC names chr1.., Ensembl 1..)")
             else:
                 hint = "use the FASTA of the genome build the CREs are on (e.g. hg38 / mm10)"
-            raise _error(path, "chrom", f"no sequence for chromosome(s) {missing[:5]} of the CREs (FASTA has "
+            raise input_error(path, "chrom", f"no sequence for chromosome(s) {missing[:5]} of the CREs (FASTA has "
                          f"{have}{' ...' if len(lengths) > 5 else ''})", hint)
         starts = pd.to_numeric(cre_var["start"]).to_numpy(dtype=np.int64)
         ends = pd.to_numeric(cre_var["end"]).to_numpy(dtype=np.int64)
@@ -307,7 +307,7 @@ def cre_sequences(cre_var: pd.DataFrame, fasta) -> list[str]:
         bad = np.flatnonzero((starts < 0) | (ends < starts) | (ends > limit))
         if len(bad):
             i = bad[0]
-            raise _error(path, "end", f"{len(bad)} CREs lie outside their chromosome, e.g. {chroms[i]}:{starts[i]}-"
+            raise input_error(path, "end", f"{len(bad)} CREs lie outside their chromosome, e.g. {chroms[i]}:{starts[i]}-"
                          f"{ends[i]} (length {limit[i]})",
                          "use the FASTA of the genome build the CREs are on (e.g. hg38 vs hg19, mm10 vs mm39)")
         return [genome[c][int(s):int(e)] for c, s, e in zip(chroms, starts, ends)]

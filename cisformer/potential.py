@@ -22,19 +22,15 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from anndata import AnnData
 
-from .metrics import _aligned, exact_neighbors
-
-
-def _dense(x) -> np.ndarray:
-    return np.asarray(x.toarray() if sp.issparse(x) else x, dtype=np.float64)
+from .matrix import dense
+from .metrics import aligned_matrices, exact_neighbors
 
 
 def _paired(pred: AnnData, measured: AnnData) -> tuple[np.ndarray, np.ndarray]:
     """Dense float64 matrices of ``pred`` and ``measured`` on the same cells (checked) and ``pred``'s genes."""
-    pred_x, measured_x = (x.astype(np.float64) for x in _aligned(pred, measured))
+    pred_x, measured_x = (x.astype(np.float64) for x in aligned_matrices(pred, measured))
     if measured_x.size and np.all(measured_x == np.round(measured_x)) and measured_x.max() >= 30:
         raise ValueError("measured looks like raw counts; pass log1p CP10k (cisformer.metrics.log_expression)")
     return pred_x, measured_x
@@ -162,7 +158,7 @@ def smooth_along(pseudotime, values, frac: float = 0.3, n_points: int = 50) -> p
         ``n_points`` x genes, index = the pseudotime grid (name ``pseudotime``).
     """
     if isinstance(values, AnnData):
-        genes, y = values.var_names, _dense(values.X)
+        genes, y = values.var_names, dense(values.X, np.float64)
     elif isinstance(values, pd.DataFrame):
         genes, y = values.columns, values.to_numpy(dtype=np.float64)
     else:

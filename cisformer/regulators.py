@@ -39,7 +39,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-from .baselines import _binary
+from .matrix import binary_csr
 
 COLUMNS = ["cell_type", "cre", "score", "rank", "specific"]
 
@@ -202,7 +202,7 @@ def differential_accessibility(atac, groupby: str = "cell_type", method: str = "
     types = list(pd.unique(labels))
     if len(types) < 2:
         raise ValueError(f"differential_accessibility needs at least two groups in {groupby!r}")
-    X = _binary(atac).astype(np.float64)  # cells x CREs, CSR: per-group row sums
+    X = binary_csr(atac).astype(np.float64)  # cells x CREs, CSR: per-group row sums
     n_all = X.shape[0]
     n_open_all = np.asarray(X.sum(0)).ravel()
     coef = None
@@ -360,7 +360,7 @@ def marker_proximity(specific: dict, markers: dict, cre_var: pd.DataFrame, gene_
     markers
         Group -> marker gene names (index labels of ``gene_var``; :func:`marker_genes`).
     cre_var, gene_var
-        ``atac.var`` (``chrom``, ``start``, ``end``) and ``rna.var`` (coordinates, :func:`attention.gene_tss`).
+        ``atac.var`` (``chrom``, ``start``, ``end``) and ``rna.var`` (coordinates, :func:`cisformer.vocab.gene_tss`).
     window
         Distance (bp) that counts as near (default 250 kb, the links' window).
 
@@ -369,7 +369,7 @@ def marker_proximity(specific: dict, markers: dict, cre_var: pd.DataFrame, gene_
     One row per group: ``group``, ``n_specific``, ``n_markers_located``, ``median_distance_specific``,
     ``median_distance_background``, ``frac_near_specific``, ``frac_near_background``, ``odds_ratio``, ``pvalue``.
     """
-    from .attention import gene_tss
+    from .vocab import gene_tss
 
     tss = pd.Series(gene_tss(gene_var), index=gene_var.index)
     chrom_gene = gene_var["chrom"].astype(str)

@@ -90,10 +90,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .baselines import scored_validation_cells
-from .contrastive import TeacherEncoder, _dense, nt_xent
+from .contrastive import TeacherEncoder, nt_xent, rows_tensor
+from .model import PROFILES
 from .train import cell_indices
 
-PROFILES = ("quick", "cpu", "paper")
 CHECKPOINT_FORMAT = 1
 
 
@@ -450,7 +450,7 @@ def _validation_loss(model, inputs, idx: np.ndarray, batch_size: int, seed: int)
     generator = torch.Generator(device=device).manual_seed(seed)
     sums, n = {"loss": 0.0, "nt_xent": 0.0, "matching": 0.0, "matching_accuracy": 0.0}, 0
     for rows in _batches(idx, batch_size):
-        out = model(_dense(inputs.rna_log, rows, device), _dense(inputs.atac_bin, rows, device), generator)
+        out = model(rows_tensor(inputs.rna_log, rows, device), rows_tensor(inputs.atac_bin, rows, device), generator)
         for key in sums:
             sums[key] += out[key].item() * len(rows)
         n += len(rows)
@@ -508,10 +508,11 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
     """
     import copy
 
-    from .contrastive import _check_pair, _finished, _fingerprint, _run_dir, _split, _train, attune_inputs
+    from .contrastive import (attune_inputs, check_pair, finished_run, run_fingerprint, run_folder, split_indices,
+                              training_loop)
 
-    _check_pair(rna, atac)
-    train_idx, val_idx = _split(rna, train_cells, val_cells)
+    check_pair(rna, atac)
+    train_idx, val_idx = split_indices(rna, train_cells, val_cells)
     fields = {f.name for f in dataclasses.fields(RegulatoryConfig)} - {"n_genes", "n_peaks", "dim"}
     if set(overrides) - fields:
         raise TypeError(f"unknown override(s) {sorted(set(overrides) - fields)}; allowed: {sorted(fields)}")
@@ -526,12 +527,12 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
 
     rows = np.concatenate([train_idx, val_idx])
     teacher_arrays = [v.detach().numpy() for t in teachers for v in t.state_dict().values()]
-    run_dir = _run_dir(checkpoint_dir, _fingerprint(
+    run_dir = run_folder(checkpoint_dir, run_fingerprint(
         ["regulatory", hashlib.blake2b(Path(__file__).read_bytes(), digest_size=8).hexdigest(), CHECKPOINT_FORMAT,
          config.to_dict(), seed, list(map(str, rna.var_names)), list(map(str, atac.var_names)),
          list(map(str, rna.obs_names[train_idx])), list(map(str, rna.obs_names[val_idx]))],
         [inputs.rna_log[rows], inputs.atac_bin[rows], *teacher_arrays]))
-    done = _finished(run_dir, RegulatoryAttention.load)
+    done = finished_run(run_dir, RegulatoryAttention.load)
     if done is not None:
         return done
 
@@ -540,12 +541,12 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
     model.gene_names, model.peak_names = list(map(str, rna.var_names)), list(map(str, atac.var_names))
 
     def batch_loss(m, rows_, device_):  # negatives from the global torch RNG (seeded, restored on resume)
-        return m(_dense(inputs.rna_log, rows_, device_), _dense(inputs.atac_bin, rows_, device_))["loss"]
+        return m(rows_tensor(inputs.rna_log, rows_, device_), rows_tensor(inputs.atac_bin, rows_, device_))["loss"]
 
     def validate(m):
         return _validation_loss(m, inputs, scored_val, config.batch_size, seed + 1)
 
-    return _train(model, batch_loss, validate, train_idx, epochs=config.epochs, batch_size=config.batch_size,
+    return training_loop(model, batch_loss, validate, train_idx, epochs=config.epochs, batch_size=config.batch_size,
                   lr=config.lr, lr_end=config.min_lr, patience=config.patience, seed=seed, run_dir=run_dir,
                   device=device, progress=progress, desc="attune regulatory",
                   min_epoch_samples=config.min_epoch_samples)
@@ -579,7 +580,7 @@ def matching_auroc(model: RegulatoryAttention, rna, atac, cells, batch_size: int
     generator = torch.Generator(device=device).manual_seed(seed)
     found = {"uniform": ([], []), "hard": ([], []), "hard_cosine": ([], [])}
     for batch in _batches(np.arange(len(rows)), batch_size):
-        enc = model.encode(_dense(inputs.rna_log, batch, device), _dense(inputs.atac_bin, batch, device))
+        enc = model.encode(rows_tensor(inputs.rna_log, batch, device), rows_tensor(inputs.atac_bin, batch, device))
         keys = model._keys(enc)
         rna_emb, atac_emb = _standardise(enc["rna"]), _standardise(enc["atac"])
         sim = F.normalize(rna_emb.float(), dim=1) @ F.normalize(atac_emb.float(), dim=1).T  # [B, B]
@@ -651,7 +652,7 @@ def interaction_scores(model: RegulatoryAttention, rna, atac, cells=None, groupb
     open_attention = torch.zeros(n_groups * E, dtype=torch.float64)
     open_attune = torch.zeros(n_groups * E, dtype=torch.float64)
     for batch in _batches(np.arange(len(rows)), batch_size):
-        enc = model.encode(_dense(inputs.rna_log, batch, device), _dense(inputs.atac_bin, batch, device))
+        enc = model.encode(rows_tensor(inputs.rna_log, batch, device), rows_tensor(inputs.atac_bin, batch, device))
         w = {k: v.double().cpu() for k, v in model.gene_attention(enc, model._keys(enc)).items()}
         peaks = enc["peaks"]
         group = codes[batch]  # [B]

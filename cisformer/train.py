@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import torch
 
 from .baselines import epoch_repeats, scored_validation_cells
 from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
+from .data import write_atomic
 from .metrics import log_expression, log_normalized
 from .progress import progress as progress_bar
 from .sampler import (DiskCSR, PairedCells, as_blocks, base_rate_logits, column_mean, expression_bin_edges,
@@ -113,7 +113,7 @@ def cell_indices(adata, cells, what: str = "cells") -> np.ndarray:
     return idx
 
 
-def _check_pair(rna, atac) -> None:
+def check_pair(rna, atac) -> None:
     if rna.n_obs != atac.n_obs or not np.array_equal(rna.obs_names, atac.obs_names):
         raise ValueError("rna and atac must hold the same cells in the same order (identical obs_names); "
                          "align them first, e.g. atac = atac[rna.obs_names]")
@@ -162,7 +162,7 @@ def _training_matrices(rna, atac) -> tuple:
     return rna_X, atac_X, None if rna.isbacked else log_expression(rna)
 
 
-def _hash_update(h, X) -> None:
+def hash_matrix(h, X) -> None:
     """Add a matrix, or its row blocks (:func:`cisformer.sampler.as_blocks`; :func:`~cisformer.sampler.row_blocks`
     gives the same blocks from memory or disk), to the hash ``h``: row lengths, column indices and values, each as
     one stream, so the digest does not depend on how the rows were split into blocks."""
@@ -197,20 +197,8 @@ def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, r
         h.update("\x00".join(map(str, names)).encode())
     rows = np.concatenate([train_idx, val_idx])
     for X in (rna_X, atac_X):
-        _hash_update(h, row_blocks(X, rows))
+        hash_matrix(h, row_blocks(X, rows))
     return h.hexdigest()
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _rng_state() -> dict:
@@ -247,22 +235,23 @@ def save_epoch(run_dir: Path, model, optimizer, scheduler, epoch: int, best_scor
     """Write an epoch's checkpoint files atomically: ``best.pt`` (when ``improved``), ``last.pt`` (everything a
     resume needs: weights, optimizer, scheduler, RNG, counters, history) and ``history.csv``."""
     if improved:
-        _atomic_save(model.checkpoint_dict(), run_dir / "best.pt")
-    _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                  "rng": _rng_state(), "epoch": epoch, "best_score": best_score, "bad_epochs": bad_epochs,
-                  "history": history}, run_dir / "last.pt")
-    _atomic_write_text(pd.DataFrame(history).to_csv(index=False), run_dir / "history.csv")
+        write_atomic(run_dir / "best.pt", lambda tmp: torch.save(model.checkpoint_dict(), tmp))
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "rng": _rng_state(), "epoch": epoch, "best_score": best_score, "bad_epochs": bad_epochs,
+             "history": history}
+    write_atomic(run_dir / "last.pt", lambda tmp: torch.save(state, tmp))
+    write_atomic(run_dir / "history.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
 
 
 def save_done(run_dir: Path, history: pd.DataFrame, stopped_early: bool, best_score: float, **info) -> None:
     """Mark a run finished: ``done.json`` with the epochs run, whether early stopping ended it, the best
     validation score and ``info`` (configs, seed)."""
-    _atomic_write_text(json.dumps({"epochs": int(history["epoch"].max()) if len(history) else 0,
-                                   "stopped_early": bool(stopped_early), "best_val_score": best_score, **info},
-                                  indent=1), run_dir / "done.json")
+    text = json.dumps({"epochs": int(history["epoch"].max()) if len(history) else 0,
+                       "stopped_early": bool(stopped_early), "best_val_score": best_score, **info}, indent=1)
+    write_atomic(run_dir / "done.json", lambda tmp: tmp.write_text(text))
 
 
-def _accelerator(device: str):
+def make_accelerator(device: str):
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     if device not in ("auto", "cpu", "cuda"):
@@ -281,7 +270,7 @@ def _accelerator(device: str):
 def _set_positions(model: Cisformer, gene_var: pd.DataFrame, cre_var: pd.DataFrame) -> None:
     """The model's gene TSS and CRE midpoints (chromosome code, bp) for its cis window; genes or CREs without
     coordinates keep -1 (their attention path then reads no CRE)."""
-    from .attention import gene_tss
+    from .vocab import gene_tss
 
     if "chrom" not in gene_var or not {"chrom", "start", "end"} <= set(cre_var.columns):
         return
@@ -358,7 +347,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
-    _check_pair(rna, atac)
+    check_pair(rna, atac)
     train_idx = cell_indices(rna, train_cells, "train_cells")
     val_idx = cell_indices(rna, val_cells, "val_cells")
     if len(train_idx) == 0 or len(val_idx) == 0:
@@ -448,7 +437,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
                 best = Cisformer.load(run_dir / "best.pt").eval()
                 return finished(best), pd.read_csv(run_dir / "history.csv")
 
-    accelerator = _accelerator(device)
+    accelerator = make_accelerator(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=train_cfg.step_size, gamma=train_cfg.gamma)
     model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler steps per epoch: kept unwrapped
@@ -578,7 +567,8 @@ def validation_criterion(model, inputs, truth) -> dict:
 
 def criterion_of_logits(model, logits: np.ndarray, truth) -> dict:
     """:func:`validation_criterion` from the model's logits of the validation cells (see there)."""
-    from .metrics import auroc_gain, deviation_spread, _columnwise_pearson
+    from .matrix import columnwise_pearson
+    from .metrics import auroc_gain, deviation_spread
     from .sampler import bin_centres
 
     if model.config.direction == "rna2atac":
@@ -589,7 +579,7 @@ def criterion_of_logits(model, logits: np.ndarray, truth) -> dict:
     prob = torch.softmax(torch.from_numpy(logits), -1).numpy()
     expected = prob @ bin_centres(model.bin_edges.cpu().numpy())
     truth = np.asarray(sp.csr_matrix(truth).toarray(), dtype=np.float32)
-    return {"val_score": float(_columnwise_pearson(expected, truth).mean())}
+    return {"val_score": float(columnwise_pearson(expected, truth).mean())}
 
 
 @torch.no_grad()

@@ -373,3 +373,15 @@ def liftover(df: pd.DataFrame, chain_path, min_ratio: float = 0.5, max_ratio: fl
     out["end"] = np.array([e for _, _, e in new], dtype=np.int64)
     out.insert(0, "orig_index", keep)
     return out.reset_index(drop=True)
+
+
+def gene_tss(var: pd.DataFrame) -> np.ndarray:
+    """TSS per gene from ``rna.var``: the ``tss`` column, else ``start`` (+ strand) / ``end`` (- strand).
+    NaN where unknown."""
+    tss = pd.to_numeric(var["tss"], errors="coerce") if "tss" in var else pd.Series(np.nan, index=var.index)
+    if {"start", "end"} <= set(var.columns):
+        start = pd.to_numeric(var["start"], errors="coerce")
+        end = pd.to_numeric(var["end"], errors="coerce")
+        minus = var["strand"].astype(str).eq("-") if "strand" in var else pd.Series(False, index=var.index)
+        tss = tss.fillna(pd.Series(np.where(minus, end, start), index=var.index))
+    return tss.to_numpy(dtype=np.float64)

@@ -92,18 +92,18 @@ def test_resume_after_interruption_equals_uninterrupted_run(sim, tmp_path, monke
     full_model, full = fit_alignment(rna, atac, train, val, checkpoint_dir=tmp_path / "a", **kw)
 
     writes = {"n": 0}
-    real_write = train_module._atomic_write_text
+    real_write = train_module.write_atomic
 
-    def write_then_die(text, path):  # killed after the second epoch's checkpoint
-        real_write(text, path)
+    def write_then_die(path, write):  # killed after the second epoch's checkpoint
+        real_write(path, write)
         writes["n"] += path.name == "history.csv"
         if writes["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_atomic_write_text", write_then_die)
+    monkeypatch.setattr(train_module, "write_atomic", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         fit_alignment(rna, atac, train, val, checkpoint_dir=tmp_path / "b", **kw)
-    monkeypatch.setattr(train_module, "_atomic_write_text", real_write)
+    monkeypatch.setattr(train_module, "write_atomic", real_write)
     run_dir = next((tmp_path / "b").iterdir())
     assert not (run_dir / "done.json").exists() and (run_dir / "last.pt").exists()
     torch.manual_seed(123)  # the resumed run restores its own RNG state

@@ -4,6 +4,7 @@ import pytest
 import scipy.sparse as sp
 
 from cisformer import baselines, data, external, metrics, simulate
+from cisformer.matrix import dense
 
 
 @pytest.fixture(scope="module")
@@ -12,16 +13,12 @@ def small():
     return rna, atac, rna.obs_names[:120], rna.obs_names[120:]
 
 
-def _dense(x):
-    return np.asarray(x.toarray() if sp.issparse(x) else x)
-
-
 def _with_test_cells_replaced(rna, atac, test):
     """Copies of rna/atac whose test cells hold other counts (drawn at random)."""
     rng = np.random.default_rng(0)
     rna2, atac2 = rna.copy(), atac.copy()
     is_test = np.isin(rna.obs_names, test)
-    x_rna, x_atac = _dense(rna2.X).astype(np.float32), _dense(atac2.X).astype(np.float32)
+    x_rna, x_atac = dense(rna2.X).astype(np.float32), dense(atac2.X).astype(np.float32)
     x_rna[is_test] = rng.poisson(5.0, (is_test.sum(), rna.n_vars))
     x_atac[is_test] = rng.random((is_test.sum(), atac.n_vars)) < 0.5
     rna2.X, atac2.X = sp.csr_matrix(x_rna), sp.csr_matrix(x_atac)
@@ -35,8 +32,8 @@ def test_butterfly_preprocessing_reads_training_cells_only(small):
     prep2 = external.ButterflyPreprocessing.fit(rna2, atac2, train, n_top_genes=30)
     for field in ("target_sum", "genes", "cres", "idf", "scale", "mean_open"):
         np.testing.assert_array_equal(getattr(prep, field), getattr(prep2, field), err_msg=field)
-    np.testing.assert_array_equal(_dense(prep.transform_atac(atac[train])), _dense(prep2.transform_atac(atac2[train])))
-    np.testing.assert_array_equal(_dense(prep.transform_rna(rna[train])), _dense(prep2.transform_rna(rna2[train])))
+    np.testing.assert_array_equal(dense(prep.transform_atac(atac[train])), dense(prep2.transform_atac(atac2[train])))
+    np.testing.assert_array_equal(dense(prep.transform_rna(rna[train])), dense(prep2.transform_rna(rna2[train])))
     # the replaced test cells would have changed the statistics had they been read
     everyone = external.ButterflyPreprocessing.fit(rna2, atac2, rna2.obs_names, n_top_genes=30)
     assert everyone.mean_open != prep.mean_open and everyone.target_sum != prep.target_sum
@@ -45,13 +42,13 @@ def test_butterfly_preprocessing_reads_training_cells_only(small):
 def test_butterfly_tfidf_targets_and_their_inverse(small):
     rna, atac, train, _ = small
     prep = external.ButterflyPreprocessing.fit(rna, atac, train)
-    b = _dense(atac[train].X) > 0
+    b = dense(atac[train].X) > 0
     df = b.sum(axis=0)
     kept = np.flatnonzero(df > 0)
     b = b[:, kept].astype(float)
     n_open = b.sum(axis=1, keepdims=True)
     tfidf = np.divide(b, n_open, out=np.zeros_like(b), where=n_open > 0) * np.log(1 + len(train) / df[kept])
-    targets = _dense(prep.transform_atac(atac[train]))
+    targets = dense(prep.transform_atac(atac[train]))
     np.testing.assert_array_equal(prep.cres, kept)
     np.testing.assert_allclose(targets, tfidf / tfidf.max(), rtol=1e-5, atol=1e-7)
     assert targets.max() == pytest.approx(1.0)

@@ -126,7 +126,7 @@ def test_a_killed_process_resumes_its_shard(tmp_path):
     """2 processes stream a prediction; process 1 is killed (SIGKILL) after 2 of its 5 blocks, which ends the
     launch; the same command again resumes process 1's shard at its 3rd block, and the merged file equals one
     process's prediction."""
-    from cisformer import stream
+    from cisformer.h5stream import partial_path
 
     rna, atac, _ = simulate.paired(n_cells=50, n_genes=40, n_cres=150, n_cell_types=3, seed=0)
     torch.manual_seed(0)
@@ -138,7 +138,7 @@ def test_a_killed_process_resumes_its_shard(tmp_path):
     killed = _launch("_stream_resume_worker.py", tmp_path, "kill")
     assert killed.returncode != 0 and not target.exists()
     assert (tmp_path / "done1.txt").read_text().split() == ["5", "10"]
-    assert stream.partial_path(stream.shard_path(target, 1, 2)).exists()
+    assert partial_path(predict.shard_path(target, 1, 2)).exists()
     (tmp_path / "done1.txt").unlink()
 
     resumed = _launch("_stream_resume_worker.py", tmp_path)

@@ -85,7 +85,7 @@ def test_sparse_layer_equals_dense_layer(sim):
     rna, atac, _ = sim
     model, inputs, pairs = random_model(rna, atac)
     rows = np.arange(12)
-    rna_x, atac_x = contrastive._dense(inputs.rna_log, rows, "cpu"), contrastive._dense(inputs.atac_bin, rows, "cpu")
+    rna_x, atac_x = contrastive.rows_tensor(inputs.rna_log, rows, "cpu"), contrastive.rows_tensor(inputs.atac_bin, rows, "cpu")
     with torch.no_grad():
         weights, fused, allowed = dense_layer(model, rna_x, atac_x)
         enc = model.encode(rna_x, atac_x)
