@@ -828,6 +828,124 @@ def _run_integration(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells
                 **record, "wall_s": wall_s}
 
 
+CONVERGED_DIR = paths.REPO_ROOT / "figures" / "attune" / "converged_peers"
+
+
+def linked_features(rna: ad.AnnData, atac: ad.AnnData, cells, n_top_genes: int = 2000,
+                    window: int = 150_000) -> tuple[pd.Index, pd.Index]:
+    """A feature set small enough for every integration method to converge on a CPU: the ``n_top_genes`` highly
+    variable genes of ``cells`` that have a TSS, and the peaks whose midpoint lies within ``window`` bp of one of
+    their TSSs (:func:`cisformer.attention.candidate_pairs`, the pairs of scGLUE's guidance graph).
+
+    Highly variable genes: scanpy's ``seurat`` flavour (dispersion of log1p CP10k expression) on the raw counts of
+    ``cells`` only (training and validation cells, never held-out ones). scGLUE's tutorial uses ``seurat_v3``,
+    which needs scikit-misc, not installed in the compendium's environment; the set is the same for every method.
+
+    Returns
+    -------
+    (genes, peaks): names, in the order of ``rna.var_names`` and ``atac.var_names``.
+    """
+    import scanpy as sc
+
+    from .attention import candidate_pairs
+    from .metrics import log_normalized
+
+    fit = ad.AnnData(log_normalized(rna[cells].X), var=pd.DataFrame(index=rna.var_names.astype(str)))
+    sc.pp.highly_variable_genes(fit, flavor="seurat")  # normalised dispersion; ties make its own cut inexact
+    dispersion = fit.var["dispersions_norm"].fillna(-np.inf).to_numpy()
+    top = np.sort(np.argsort(-dispersion, kind="stable")[:n_top_genes])
+    hvg = rna.var.iloc[top]
+    pairs = candidate_pairs(hvg, atac.var, window)
+    genes = hvg.index[np.isin(np.arange(len(hvg)), pairs["gene_idx"].to_numpy())]
+    peaks = atac.var_names[np.isin(np.arange(atac.n_vars), pairs["cre_idx"].to_numpy())]
+    return genes, peaks
+
+
+def _converged_fingerprint(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells,
+                           seed: int) -> str:
+    """Digest of what a converged peer's result depends on: method, seed, the environment's pinned packages, the
+    training and embedded cells, the features and every count they hold."""
+    import hashlib
+
+    from .train import hash_matrix
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([method, int(seed), INTEGRATION_REQUIREMENTS]).encode())
+    for names in (train_cells, embed_cells, rna.var_names, atac.var_names):
+        h.update("\n".join(map(str, names)).encode())
+    for data in (rna, atac):
+        for cells in (train_cells, embed_cells):
+            hash_matrix(h, sp.csr_matrix(data[cells].X, dtype=np.float32))
+    return h.hexdigest()
+
+
+def converged_peer(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, dataset: str,
+                   seed: int = 0, rerun: bool = False, folder=None, threads: int = 1) -> dict | None:
+    """MultiVI or scGLUE at its package defaults, trained until its own early stopping: read from its saved result,
+    or run (hours on a CPU) when ``rerun``.
+
+    The result (``FOLDER/DATASET_METHOD_seedSEED.npz``: the embedded cells' two embeddings and names; ``.json``: the
+    record of :func:`run_multivi` / :func:`run_scglue`, the package versions and a fingerprint of the data, split,
+    features, seed and pinned environment) is committed with the figures, so the notebook reads it instead of
+    training for hours. A saved result whose fingerprint does not match the inputs is not used.
+
+    Parameters
+    ----------
+    method
+        ``"MultiVI"`` or ``"scGLUE"``.
+    rna, atac, train_cells, embed_cells, seed, threads
+        As in :func:`run_multivi`; no ``max_epochs``: the package's own limit and early stopping.
+    dataset
+        Name in the file names.
+    rerun
+        Train (and overwrite the saved result) instead of reading it.
+    folder
+        Where results are saved (default :data:`CONVERGED_DIR`, ``figures/attune/converged_peers``).
+
+    Returns
+    -------
+    dict as :func:`run_multivi`'s (``rna``, ``atac``, ``epochs``, ``stopped``, ``seconds``, ...) plus ``versions``
+    and ``fingerprint``; ``None`` (with a printed line saying why and how to run it) when no usable result is saved
+    and ``rerun`` is False.
+    """
+    folder = Path(folder or CONVERGED_DIR)
+    stem = folder / f"{dataset}_{method}_seed{seed}"
+    key = _converged_fingerprint(method, rna, atac, train_cells, embed_cells, seed)
+    if not rerun:
+        if not stem.with_suffix(".json").exists():
+            print(f"{method} (converged): no saved result {stem}.json; run it with rerun=True (hours on a CPU)")
+            return None
+        record = json.loads(stem.with_suffix(".json").read_text())
+        if record["fingerprint"] != key:
+            print(f"{method} (converged): {stem}.json was computed from other data, split, features or packages "
+                  "(fingerprint differs); not used. Run it again with rerun=True")
+            return None
+        saved = np.load(stem.with_suffix(".npz"), allow_pickle=False)
+        if not np.array_equal(saved["cells"], np.asarray(embed_cells, dtype=str)):
+            raise ValueError(f"{stem}.npz: its embedded cells are not embed_cells (same fingerprint): the file is "
+                             "damaged; run it again with rerun=True")
+        return {"rna": saved["rna"], "atac": saved["atac"], **record}
+    ensure_integration_env()
+    result = CONVERGED_RUNNERS[method](rna, atac, train_cells, embed_cells, seed=seed, threads=threads)
+    record = {k: v for k, v in result.items() if k not in ("rna", "atac")}
+    record.update(method=method, dataset=dataset, seed=int(seed), versions=integration_versions(),
+                  fingerprint=key, n_genes=int(rna.n_vars), n_peaks=int(atac.n_vars), n_train_cells=len(train_cells))
+    from .data import write_atomic
+
+    write_atomic(stem.with_suffix(".npz"), lambda tmp: np.savez_compressed(
+        tmp, rna=result["rna"], atac=result["atac"], cells=np.asarray(embed_cells, dtype=str)))
+    write_atomic(stem.with_suffix(".json"), lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=float)))
+    return {"rna": result["rna"], "atac": result["atac"], **record}
+
+
+def integration_versions() -> dict:
+    """Versions of the integration environment's packages that train MultiVI and scGLUE."""
+    probe = ("import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
+             "('scvi-tools', 'scglue', 'torch', 'lightning', 'pytorch-ignite')}))")
+    return json.loads(subprocess.run([str(integration_python()), "-c", probe], capture_output=True, text=True,
+                                     check=True).stdout)
+
+
 def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, seed: int = 0,
                 time_budget_s: float | None = None, max_epochs: int | None = None, threads: int = 1,
                 timeout_s: float | None = None) -> dict:
@@ -911,3 +1029,6 @@ def run_scglue(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, seed
               "n_components": int(n_components)}
     return _run_integration("scglue", rna, atac, train_cells, embed_cells, config, edges=edges, threads=threads,
                             timeout_s=timeout_s)
+
+
+CONVERGED_RUNNERS = {"MultiVI": run_multivi, "scGLUE": run_scglue}  # the peers of converged_peer

@@ -175,8 +175,10 @@ def potential_arrows(arrows: pd.DataFrame, labels=None, grid_size: int = 20, min
 
     Cells are drawn as points (coloured by ``labels`` with ``category_colors`` when given); arrows are averaged
     on a ``grid_size`` x ``grid_size`` grid as velocity grid plots do (scVelo): for each grid square with at least
-    ``min_cells`` cells, one arrow from the mean start position with the mean ``dx``, ``dy``, drawn to scale (in
-    embedding units)."""
+    ``min_cells`` cells, one arrow from the mean start position along the mean ``dx``, ``dy``. Lengths are scaled
+    by one factor so that the median arrow spans 0.8 grid squares, and arrows longer than 1.5 squares are cut to
+    1.5 (direction kept): a cell's potential can point to a distant cluster, and drawn to scale such arrows
+    crossed the whole plot. The unscaled arrows are the input table's."""
     fig, ax = _figure(ax, (4.2, 3.8))
     x, y = arrows["x"].to_numpy(), arrows["y"].to_numpy()
     if labels is None:
@@ -194,8 +196,14 @@ def potential_arrows(arrows: pd.DataFrame, labels=None, grid_size: int = 20, min
               + np.clip(np.searchsorted(edges_y, y, side="right") - 1, 0, grid_size - 1))
     grid = (arrows.assign(square=square).groupby("square")[["x", "y", "dx", "dy"]].agg(["mean", "count"]))
     grid = grid[grid[("x", "count")] >= min_cells]
-    ax.quiver(grid[("x", "mean")], grid[("y", "mean")], grid[("dx", "mean")], grid[("dy", "mean")],
-              angles="xy", scale_units="xy", scale=1, width=0.004, color="#222222")
+    u, v = grid[("dx", "mean")].to_numpy(), grid[("dy", "mean")].to_numpy()
+    length = np.hypot(u, v)
+    square_side = min([side for side in (edges_x[1] - edges_x[0], edges_y[1] - edges_y[0]) if side > 0] or [1.0])
+    typical = np.median(length[length > 0]) if (length > 0).any() else 1.0
+    drawn = np.minimum(length * 0.8 * square_side / typical, 1.5 * square_side)
+    shrink = np.divide(drawn, length, out=np.zeros_like(length), where=length > 0)
+    ax.quiver(grid[("x", "mean")], grid[("y", "mean")], u * shrink, v * shrink, angles="xy", scale_units="xy",
+              scale=1, width=0.005, headwidth=4, headlength=4, color="#222222")
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(title)

@@ -34,6 +34,51 @@ def test_scglue_guidance_edges():
     assert (loops["weight"] == 1).all() and (edges["sign"] == 1).all()
 
 
+def test_linked_features_are_variable_genes_and_the_peaks_near_them():
+    rna, atac, _ = simulate.paired(n_cells=120, n_genes=40, n_cres=200, n_cell_types=3, seed=0)
+    cells = rna.obs_names[:90]
+    genes, peaks = external.linked_features(rna, atac, cells, n_top_genes=10, window=50_000)
+    assert 0 < len(genes) <= 10 and set(genes) <= set(rna.var_names) and len(peaks) > 0
+    pairs = external.scglue_guidance_edges(rna.var.loc[genes], atac.var, 50_000)
+    assert set(peaks) == set(pairs.loc[pairs["type"] == "fwd", "target"])  # exactly the peaks within the window
+    again, _ = external.linked_features(rna[cells], atac[cells], cells, n_top_genes=10, window=50_000)
+    assert list(again) == list(genes)  # only the given cells decide (held-out cells never enter)
+
+
+def test_converged_peer_is_saved_once_and_read_only_for_the_same_inputs(tmp_path, monkeypatch, capsys):
+    """rerun=True trains (here a stand-in for MultiVI) and saves embeddings + record; rerun=False reads them back,
+    and refuses a saved result whose fingerprint differs (other counts) with a line saying so."""
+    rna, atac, _ = simulate.paired(n_cells=60, n_genes=20, n_cres=80, n_cell_types=2, seed=1)
+    train, embed = rna.obs_names[:45], rna.obs_names[45:]
+    calls = []
+
+    def fake_multivi(rna_, atac_, train_cells, embed_cells, seed=0, threads=1):
+        calls.append(len(train_cells))
+        rng = np.random.default_rng(seed)
+        return {"rna": rng.normal(size=(len(embed_cells), 4)).astype(np.float32),
+                "atac": rng.normal(size=(len(embed_cells), 4)).astype(np.float32),
+                "epochs": 123, "stopped": "early_stopping", "max_epochs": 500, "seconds": 1.0}
+
+    monkeypatch.setitem(external.CONVERGED_RUNNERS, "MultiVI", fake_multivi)
+    monkeypatch.setattr(external, "ensure_integration_env", lambda: None)
+    monkeypatch.setattr(external, "integration_versions", lambda: {"scvi-tools": "x"})
+    args = ("MultiVI", rna, atac, train, embed, "sim")
+    assert external.converged_peer(*args, folder=tmp_path) is None
+    assert "no saved result" in capsys.readouterr().out and not calls
+    made = external.converged_peer(*args, folder=tmp_path, rerun=True)
+    assert calls == [45] and (tmp_path / "sim_MultiVI_seed0.npz").exists()
+    read = external.converged_peer(*args, folder=tmp_path)
+    assert calls == [45] and read["epochs"] == 123 and read["stopped"] == "early_stopping"
+    np.testing.assert_array_equal(read["rna"], made["rna"])
+    assert read["fingerprint"] == made["fingerprint"] and read["versions"] == {"scvi-tools": "x"}
+    changed = rna.copy()
+    changed.X = changed.X.copy()
+    changed.X[0, 0] += 1
+    assert external.converged_peer("MultiVI", changed, atac, train, embed, "sim", folder=tmp_path) is None
+    assert "fingerprint differs" in capsys.readouterr().out
+    assert external.converged_peer(*args, seed=1, folder=tmp_path) is None  # another seed: another file
+
+
 needs_env = pytest.mark.skipif(not external.integration_python().exists(),
                                reason="MultiVI/scGLUE environment not installed (external.ensure_integration_env())")
 

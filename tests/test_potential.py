@@ -1,6 +1,7 @@
 """Chromatin potential: gene-level residual, pseudotime and loess curves, cell-level arrows, transmitted states, on
 constructed inputs with known answers."""
 import matplotlib.pyplot as plt
+import matplotlib.quiver
 import numpy as np
 import pandas as pd
 import pytest
@@ -97,7 +98,13 @@ def test_cell_potential_points_along_the_trajectory():
     shrunk = _expression(1 + np.outer(0.5 + 0.3 * (t - 0.5), slopes))  # a regression's shrinkage towards the mean
     np.testing.assert_allclose(potential.cell_potential(shrunk, measured, embedding, n_neighbors=5)["dx"][
         (t > 0.05) & (t < 0.95)], 0.0, atol=1e-6)                       # is not read as movement to the centre
+    arrows.loc[arrows.index[0], ["dx", "dy"]] = [3.0, 0.0]  # one cell pointing far beyond the plot
     fig = plotting.potential_arrows(arrows, labels=np.where(t < 0.5, "early", "late"), grid_size=5)
+    quiver = next(c for c in fig.axes[0].collections if isinstance(c, matplotlib.quiver.Quiver))
+    lengths = np.hypot(quiver.U, quiver.V)
+    side = (t.max() - t.min()) / 5
+    assert np.isclose(np.median(lengths), 0.8 * side) and np.isclose(lengths.max(), 1.5 * side)  # the far one cut
+    assert np.all(quiver.U > 0) and np.allclose(quiver.V, 0)  # directions kept
     plt.close(fig)
 
 
