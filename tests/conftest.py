@@ -2,13 +2,10 @@ import pytest
 import torch
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread in every test: on 2 shared cores, thread spin-waits make tiny models slower, not faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+# One torch thread for the whole session, module-scoped fixtures included (a per-test fixture left them on the
+# default threads, so a model predicted in a fixture and again in a test differed in float rounding): on 2 shared
+# cores, thread spin-waits make tiny models slower, not faster, and results do not depend on the machine's cores.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
