@@ -101,16 +101,17 @@ setup_venv() {
 
 setup_venv
 [ "$MODE" = setup ] && exit 0
+# Same seeds, same tables: the thread count changes BLAS / OpenMP rounding (and torch.set_num_threads also sets
+# scikit-learn's OpenMP threads), and str hashes (set order) change per process unless seeded. The tests run under
+# the same settings (some compare two computations bit for bit).
+THREADS="${CISFORMER_THREADS:-1}"
+export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" \
+       NUMBA_NUM_THREADS="$THREADS" RAYON_NUM_THREADS="$THREADS" PYTHONHASHSEED=0
 if [ "$MODE" = test ]; then
   exec "$PY" -m pytest -q
 fi
 
 if [ -n "$OUTDIR" ]; then FIGURES="$OUTDIR"; elif [ "$PROFILE" = cpu ]; then FIGURES="$ROOT/figures"; else FIGURES="$ROOT/figures/$PROFILE"; fi
-# Same seeds, same tables: the thread count changes BLAS / OpenMP rounding (and torch.set_num_threads also sets
-# scikit-learn's OpenMP threads), and str hashes (set order) change per process unless seeded.
-THREADS="${CISFORMER_THREADS:-1}"
-export OMP_NUM_THREADS="$THREADS" OPENBLAS_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" \
-       NUMBA_NUM_THREADS="$THREADS" RAYON_NUM_THREADS="$THREADS" PYTHONHASHSEED=0
 if [ "$MODE" = verify ]; then
   REFERENCE="${AGAINST:-$FIGURES}"
   VERIFY_DIR="$(mktemp -d "${TMPDIR:-/tmp}/cisformer-verify.XXXXXX")"
