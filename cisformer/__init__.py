@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 _SUBMODULES = (
     "attention", "baselines", "benchmark", "cli", "contrastive", "data", "distributed", "enrichment", "epitrace",
     "external", "h5stream", "matrix", "metrics", "model", "motifs", "paths", "plotting", "potential", "predict",
-    "progress", "provenance", "regulators", "regulatory", "sampler", "simulate", "train", "verify", "vocab",
+    "progress", "protocol", "provenance", "regulators", "regulatory", "sampler", "simulate", "train", "verify",
+    "vocab",
 )
 
 

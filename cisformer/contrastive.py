@@ -93,7 +93,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from anndata import AnnData
 
-from .baselines import epoch_repeats
+from .protocol import epoch_repeats
 from .matrix import binary_csr, columnwise_pearson
 from .metrics import foscttm, log_expression
 from .model import PROFILES
@@ -422,7 +422,7 @@ def training_loop(model: nn.Module, batch_loss, validate, train_idx: np.ndarray,
     several processes); ``validate(raw_model) -> dict`` with ``val_loss``, ``val_score`` (higher is better) and
     diagnostics, called in eval mode without gradients. Each epoch draws permutations of the training cells from
     ``(seed, epoch)``, as many as it takes to show at least ``min_epoch_samples`` cells (the package's epoch rule,
-    :func:`cisformer.baselines.epoch_repeats`), and steps through their full batches; Adam with a learning rate
+    :func:`cisformer.protocol.epoch_repeats`), and steps through their full batches; Adam with a learning rate
     decaying linearly per step from ``lr`` to ``lr_end``. Returns the best-validation model (eval mode) and the
     history.
     """

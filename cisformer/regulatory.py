@@ -89,7 +89,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .baselines import scored_validation_cells
+from .protocol import scored_validation_cells
 from .contrastive import TeacherEncoder, nt_xent, rows_tensor
 from .model import PROFILES
 from .train import cell_indices

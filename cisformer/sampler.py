@@ -44,7 +44,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .baselines import cre_base_rate_logits
+from .protocol import cre_base_rate_logits
 from .metrics import log_normalized
 from .model import CisformerConfig
 

@@ -30,7 +30,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .baselines import epoch_repeats, scored_validation_cells
+from .protocol import epoch_repeats, scored_validation_cells
 from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
 from .data import write_atomic
 from .metrics import log_expression, log_normalized
@@ -45,7 +45,7 @@ MAX_REFERENCE_CELLS = 20_000             # rna2atac: training cells whose states
 @dataclass
 class TrainConfig:
     """Optimisation settings. ``multiple``: fresh draws of every training cell per epoch, raised where needed so
-    that an epoch shows at least ``min_epoch_samples`` cells (:func:`cisformer.baselines.epoch_repeats`)."""
+    that an epoch shows at least ``min_epoch_samples`` cells (:func:`cisformer.protocol.epoch_repeats`)."""
     epochs: int
     batch_size: int
     lr: float

@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cisformer import baselines, metrics, simulate
+from cisformer import baselines, metrics, protocol, simulate
 
 
 @pytest.fixture(scope="module")
@@ -66,10 +66,10 @@ def test_rna2atac_margin_fails_without_learning(split, method):
 
 def test_cre_base_rate_logits_by_hand():
     binary = sp.csr_matrix(np.array([[1, 0, 0], [1, 0, 2], [1, 0, 0], [0, 0, 0]], dtype=np.float32))
-    logits = baselines.cre_base_rate_logits(binary)
+    logits = protocol.cre_base_rate_logits(binary)
     assert logits.dtype == np.float32
     np.testing.assert_allclose(logits, np.log([(3 + 1) / (1 + 1), 1 / 5, 2 / 4]), rtol=1e-6)
-    np.testing.assert_array_equal(baselines.cre_base_rate_logits(binary.toarray()), logits)  # dense input too
+    np.testing.assert_array_equal(protocol.cre_base_rate_logits(binary.toarray()), logits)  # dense input too
 
 
 def test_babel_starts_from_the_base_rate(split):
@@ -93,9 +93,9 @@ def test_babel_selects_its_epoch_on_validation_cells(split):
     scores = [row["val_score"] for row in babel.history]
     best = int(np.argmax(scores)) + 1
     assert best < len(scores) < 30 and len(scores) - best == 2 and max(scores[best:]) <= scores[best - 1]
-    scored = baselines.scored_validation_cells(np.arange(rna_val.n_obs), 50, 0)
+    scored = protocol.scored_validation_cells(np.arange(rna_val.n_obs), 50, 0)
     truth = (atac_val[scored].X > 0).toarray()
-    prior = baselines.cre_base_rate_logits(atac_fit.X)
+    prior = protocol.cre_base_rate_logits(atac_fit.X)
     last = baselines.BabelStyle(epochs=best, batch_size=32, lr=1e-2, min_epoch_samples=0).fit(rna_fit, atac_fit, seed=0)
     assert metrics.auroc_gain(last.predict_atac(rna_val[scored]).X, truth, prior) == pytest.approx(scores[best - 1],
                                                                                                     abs=1e-9)
