@@ -93,11 +93,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from anndata import AnnData
 
-from .protocol import epoch_repeats
 from .matrix import binary_csr, columnwise_pearson
 from .metrics import foscttm, log_expression
 from .model import PROFILES
 from .progress import progress as progress_bar
+from .protocol import epoch_repeats
 from .train import cell_indices, check_pair, hash_matrix, make_accelerator, resume_epoch, save_done, save_epoch
 
 CHECKPOINT_FORMAT = 1  # bumped when the state dicts change: older cached runs are not reused
@@ -392,7 +392,7 @@ class ExpressionHead(_Saved, nn.Module):
 def run_fingerprint(parts: list, matrices: list) -> str:
     """Hash of what determines a run: this module's and its helpers' source, JSON-able ``parts`` and arrays."""
     h = hashlib.blake2b(digest_size=8)
-    for name in ("contrastive.py", "train.py", "metrics.py"):
+    for name in ("contrastive.py", "train.py", "protocol.py", "metrics.py", "matrix.py"):
         h.update((Path(__file__).parent / name).read_bytes())
     h.update(json.dumps([CHECKPOINT_FORMAT, *parts], sort_keys=True).encode())
     for X in matrices:

@@ -89,9 +89,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .protocol import scored_validation_cells
 from .contrastive import TeacherEncoder, nt_xent, rows_tensor
 from .model import PROFILES
+from .protocol import scored_validation_cells
 from .train import cell_indices
 
 CHECKPOINT_FORMAT = 1

@@ -44,9 +44,9 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .protocol import cre_base_rate_logits
 from .metrics import log_normalized
 from .model import CisformerConfig
+from .protocol import cre_base_rate_logits
 
 
 # ------------------------------------------------------------------------------------------- per-cell draws

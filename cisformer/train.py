@@ -30,11 +30,11 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .protocol import epoch_repeats, scored_validation_cells
-from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
 from .data import write_atomic
 from .metrics import log_expression, log_normalized
+from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
 from .progress import progress as progress_bar
+from .protocol import epoch_repeats, scored_validation_cells
 from .sampler import (DiskCSR, PairedCells, as_blocks, base_rate_logits, column_mean, expression_bin_edges,
                       make_loader, row_blocks, take_rows)
 
@@ -175,7 +175,10 @@ def hash_matrix(h, X) -> None:
         h.update(part.digest())
 
 
-_TRAINING_CODE = ("model.py", "sampler.py", "train.py", "metrics.py", "baselines.py")
+# the modules whose code decides a trained model: the network, the draws, the loop, the shared rules and base rates,
+# the validation criterion and the predictions it scores, the cis window's gene positions
+_TRAINING_CODE = ("model.py", "sampler.py", "train.py", "protocol.py", "metrics.py", "matrix.py", "predict.py",
+                  "vocab.py")
 
 
 def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, rna, atac, train_idx, val_idx,
