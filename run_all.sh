@@ -16,7 +16,7 @@
 #                                     notebook on CISFORMER_THREADS threads; results do not depend on it)
 #   ./run_all.sh --verify [--only NAME] [--against DIR]
 #                                     regenerate into a temporary folder with an empty model cache and compare
-#                                     every CSV with figures/ (or DIR) within the tolerances of cisformer/verify.py;
+#                                     every CSV with figures/ (or DIR) within the tolerances of cisformer/utils/verify.py;
 #                                     exits non-zero on any difference beyond them
 #
 # Environment: CISFORMER_VENV (default .venv), TORCH_SPEC (pip requirement for torch; default: the local CPU
@@ -219,12 +219,12 @@ table = pd.concat([old[~old["notebook"].isin(new["notebook"])], new], ignore_ind
 table.sort_values("notebook").to_csv(path, index=False)
 PYEOF
 rm -rf "$STATUS_DIR"
-"$PY" -m cisformer.provenance "$FIGURES" >/dev/null
+"$PY" -m cisformer.utils.provenance "$FIGURES" >/dev/null
 echo "== summary (profile $PROFILE, $JOBS at a time, $(( $(date +%s) - run_start ))s in all; index: ${FIGURES#$ROOT/}/INDEX.md)"
 printf '%s\n' "${summary[@]}"
 if [ "$MODE" = verify ]; then
   echo "== verify: CSVs of $FIGURES vs $REFERENCE"
-  "$PY" -m cisformer.verify "$FIGURES" "$REFERENCE" --names "${stems[@]#[0-9][0-9]_}" || failed=1
+  "$PY" -m cisformer.utils.verify "$FIGURES" "$REFERENCE" --names "${stems[@]#[0-9][0-9]_}" || failed=1
   echo "== verify: $([ $failed = 0 ] && echo passed || echo FAILED); regenerated tables kept in $FIGURES"
 fi
 exit $failed

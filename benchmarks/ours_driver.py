@@ -3,7 +3,7 @@
 
 Tasks: ``matmul`` (this machine's fp32 matmul rate), ``train`` (paper-profile RNA->ATAC training step),
 ``predict`` (full-vocabulary RNA->ATAC prediction of one cell through ``cisformer.predict.rna_to_atac``),
-``simulate_peaks`` (the 10,000-cell peak matrix, untimed input), ``map`` (``cisformer.vocab.map_peaks_to_cres``)
+``simulate_peaks`` (the 10,000-cell peak matrix, untimed input), ``map`` (``cisformer.data.vocab.map_peaks_to_cres``)
 and ``fit_cpu`` (``cisformer.train.fit`` throughput at the cpu profile). Prints ``BENCH_RESULT {json}``.
 A task whose API is not in the package yet reports ``error`` (shown as n/a), never a number.
 """
@@ -131,7 +131,7 @@ def task_map(args) -> dict:
     import numpy as np
     import pandas as pd
     import scipy.sparse as sp
-    from cisformer import vocab
+    from cisformer.data import vocab
 
     sim = np.load(args.peaks_npz)
     n_peaks = len(sim["start"])
@@ -162,7 +162,7 @@ def task_map(args) -> dict:
 def task_fit_cpu(args) -> dict:
     """cisformer.train.fit at the cpu profile on simulated paired data; samples/s from its own history."""
     import numpy as np
-    from cisformer import simulate
+    from cisformer.data import simulate
     from cisformer.train import fit
 
     threads = bc.set_threads(args.threads)

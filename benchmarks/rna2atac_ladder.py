@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cisformer import baselines, benchmark, data, metrics
+from cisformer import data, metrics
+from cisformer.peers import baselines, benchmark
 
 
 def main() -> None:
@@ -70,7 +71,7 @@ def main() -> None:
                                          seed=args.seed, max_cluster_cells=800).set_index("metric")["value"]
         rows[method] = table.assign(train_s=timing["train_s"])
         print(f"{method}: AUROC gain {table['AUROC_gain']:+.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
-    rows["measured RNA (input)"] = pd.Series({"probe": metrics.celltype_probe(metrics.true_expression(rna[te]),
+    rows["measured RNA (input)"] = pd.Series({"probe": metrics.celltype_probe(data.true_expression(rna[te]),
                                                                               truth.obs["cell_type"], seed=args.seed)})
     columns = ["AUROC_gain", "AUROC", "within_sd", "across_sd", "probe", "AMI", "AUPRC", "pseudobulk_pearson", "train_s"]
     print(pd.DataFrame(rows).T.reindex(columns=columns).round(4).to_string())

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from cisformer import baselines, benchmark, data, metrics, predict, train
+from cisformer import data, metrics, predict, train
+from cisformer.peers import baselines, benchmark
 
 SCENARIOS = {"random": ("snareseq", "random"), "cell_type": ("snareseq", "cell_type"),
              "library": ("snareseq", "batch"), "bmmc": ("bmmc", "predefined")}

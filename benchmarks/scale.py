@@ -11,7 +11,7 @@ resident-set high-water mark of that process: inputs, model and work, everything
 Rows
 ----
 ``map``
-    ``cisformer.vocab.map_peaks_to_cres`` of N simulated cells onto the 1,033,239 hg38 cCREs the repository ships
+    ``cisformer.data.vocab.map_peaks_to_cres`` of N simulated cells onto the 1,033,239 hg38 cCREs the repository ships
     (``cisformer.data.load_cre_vocabulary("human")``). The peak set is 150,000 500-bp peaks placed like real
     ATAC peaks (``bench_common.simulate_peak_matrix``: 80 % within 250 bp of a cCRE, the rest between cCREs); each
     cell has 3,000-5,000 of them (uniform), counts 1-4, float32 CSR as an AnnData holds them. ``seconds`` times
@@ -78,7 +78,7 @@ def write_simulated_peaks(cres, n_cells: int, path, seed: int = 0) -> dict:
     import numpy as np
     import pandas as pd
     import scipy.sparse as sp
-    from cisformer.h5stream import StreamedH5ad
+    from cisformer.data.h5stream import StreamedH5ad
 
     chrom = cres["chrom"].to_numpy().astype(str)
     peaks = bc.simulate_peak_matrix(chrom, cres["start"].to_numpy(), cres["end"].to_numpy(), 0, N_PEAKS,
@@ -133,7 +133,7 @@ def small_model(cres, seed: int = 0):
     """An untrained rna2atac Cisformer over the whole vocabulary, carrying what train.fit attaches."""
     import numpy as np
     import torch
-    from cisformer.metrics import log_normalized
+    from cisformer.data import log_normalized
     from cisformer.model import Cisformer, CisformerConfig
 
     torch.manual_seed(seed)
@@ -158,7 +158,8 @@ def small_model(cres, seed: int = 0):
 
 def row_map(n_cells: int) -> dict:
     import anndata as ad
-    from cisformer import data, vocab
+    from cisformer import data
+    from cisformer.data import vocab
 
     cres = data.load_cre_vocabulary("human")
     with tempfile.TemporaryDirectory(dir=os.environ.get("SCALE_TMP")) as tmp:
@@ -252,7 +253,7 @@ def write_simulated_pair(n_cells: int, folder, seed: int = 2) -> None:
     import numpy as np
     import pandas as pd
     import scipy.sparse as sp
-    from cisformer.h5stream import StreamedH5ad
+    from cisformer.data.h5stream import StreamedH5ad
 
     folder = Path(folder)
     obs = pd.DataFrame(index=[f"cell{i}" for i in range(n_cells)])

@@ -1,7 +1,7 @@
 """Command-line interface: ``cisformer preprocess | train | predict | link`` (also ``python -m cisformer``).
 
 Every subcommand mirrors a Python function (``cisformer.train.fit``, ``cisformer.predict.rna_to_atac`` /
-``atac_to_rna``, ``cisformer.attention.links``) and reads paired AnnData files (``.h5ad``), one MuData file
+``atac_to_rna``, ``cisformer.tl.attention.links``) and reads paired AnnData files (``.h5ad``), one MuData file
 (``.h5mu`` with modalities ``rna`` and ``atac``), a folder written by ``preprocess``, or a shipped data set by
 name. Bad input ends in one ``error: FILE: field 'FIELD': problem. Fix: ...`` line, never a traceback, and outputs
 are written under a temporary name and renamed, so an interrupted command leaves no partial file.
@@ -14,6 +14,8 @@ import sys
 import textwrap
 import warnings
 from pathlib import Path
+
+from .utils.paths import write_atomic
 
 EXAMPLES = """\
 examples (a complete run on the shipped 500-cell BMMC set, CPU, about a minute):
@@ -190,7 +192,8 @@ def _cre_vocabulary(name: str):
 
 
 def cmd_preprocess(args) -> None:
-    from . import data, vocab
+    from .data import vocab
+    from . import data
 
     rna_source, atac_source = _sources(args)
     notes = []
@@ -238,7 +241,7 @@ def cmd_preprocess(args) -> None:
               f"{'CREs' if args.cre_vocabulary else 'peaks'}")
     if args.name is None:
         for adata, name in ((rna, "rna.h5ad"), (atac, "atac.h5ad")):
-            data.write_atomic(args.out / name, lambda tmp, a=adata: a.write_h5ad(tmp, compression="gzip"))
+            write_atomic(args.out / name, lambda tmp, a=adata: a.write_h5ad(tmp, compression="gzip"))
         print(f"{counts}; wrote {args.out}/rna.h5ad and atac.h5ad")
         return
     inputs = [str(p) for p in (args.tenx_h5, args.fragments, args.peaks, args.cell_types, args.rna, args.atac,
@@ -304,7 +307,7 @@ def cmd_train(args) -> None:
     labels = pd.Series("train", index=rna.obs_names.astype(str))
     labels[val_cells], labels[test_cells] = "val", "test"
     args.out.mkdir(parents=True, exist_ok=True)
-    data.write_atomic(args.out / "split.csv",
+    write_atomic(args.out / "split.csv",
                   lambda tmp: pd.DataFrame({"cell": labels.index, "split": labels.to_numpy()}).to_csv(tmp, index=False))
     try:
         model, history = train.fit(rna, atac, args.direction, train_cells, val_cells,
@@ -321,8 +324,8 @@ def cmd_train(args) -> None:
         raise
     if _process_rank() != 0:  # several processes (torchrun): all hold the same model, the main one writes it
         return
-    data.write_atomic(args.out / "model.pt", model.save)
-    data.write_atomic(args.out / "history.csv", lambda tmp: history.to_csv(tmp, index=False))
+    write_atomic(args.out / "model.pt", model.save)
+    write_atomic(args.out / "history.csv", lambda tmp: history.to_csv(tmp, index=False))
     best = history.loc[history["val_score"].idxmax()]
     criterion = "AUROC gain over the floor" if args.direction == "rna2atac" else "gene-wise Pearson"
     print(f"train: best epoch {int(best['epoch'])}, validation {criterion} {best['val_score']:.4f} "
@@ -391,10 +394,9 @@ _DIRECTION_TEXT = {"rna2atac": "predicts ATAC from RNA", "atac2rna": "predicts R
 
 def _write_prediction(out, args, direction: str) -> str:
     """Write the prediction to ``args.out`` (.h5ad, or a modality of .h5mu); returns what was written."""
-    from . import data
 
     if args.out.suffix != ".h5mu":
-        data.write_atomic(args.out, lambda tmp: out.write_h5ad(tmp, compression="gzip"))
+        write_atomic(args.out, lambda tmp: out.write_h5ad(tmp, compression="gzip"))
         return str(args.out)
     import mudata
 
@@ -405,7 +407,7 @@ def _write_prediction(out, args, direction: str) -> str:
         mdata.update()
     else:
         mdata = mudata.MuData({name: out})
-    data.write_atomic(args.out, mdata.write)
+    write_atomic(args.out, mdata.write)
     return f"{args.out} (modality '{name}' beside {sorted(m for m in mdata.mod if m != name)})"
 
 
@@ -482,10 +484,9 @@ def cmd_predict(args) -> None:
 
 def cmd_link(args) -> None:
     try:
-        from . import attention
+        from .tl import attention
     except ImportError as err:  # built by the attention module's owner; absent in a partial checkout
-        raise SystemExit(f"error: cisformer.attention is not available ({err})")
-    from . import data
+        raise SystemExit(f"error: cisformer.tl.attention is not available ({err})")
 
     if args.model is None and args.scorer != "regression":
         raise SystemExit(f"error: --scorer {args.scorer} reads a trained model: pass --model MODEL.pt (only the "
@@ -501,7 +502,7 @@ def cmd_link(args) -> None:
                                 n_cells_per_type=args.cells_per_type, window=args.window, seed=args.seed)
     except ValueError as err:
         raise _fail(err)
-    data.write_atomic(args.out, lambda tmp: table.to_csv(tmp, index=False))
+    write_atomic(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(f"link: {len(table)} CRE-gene links scored by {attention.SCORERS[args.scorer]} -> {args.out}")
     if table.empty:
         why = attention.explain_empty_links(model, rna, atac, args.window, args.cell_type_key, args.cells_per_type)
@@ -624,7 +625,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "with one cell name per line (default all)")
     p.add_argument("--threshold", help="rna2atac binary layer: a probability (default 0.5, the paper's) or 'topk' "
                                        "(per cell, as many CREs as the training open fraction)")
-
 
     g = p.add_argument_group(
         "rna2atac output (.h5ad)", textwrap.fill(

@@ -26,7 +26,7 @@ bins) of cell ``i`` is a sum of four terms::
   attends only to the open CREs within ``cis_window`` bp of its TSS (the links' window), so the path carries the
   cis-regulation that the cell state cannot single out; rna2atac CREs attend to every expressed gene (trans
   readouts such as a TF gene's CREs genome-wide). Its weights are the CRE-gene attention that
-  :mod:`cisformer.attention` reads; how much prediction it carries is measured by ablation
+  :mod:`cisformer.tl.attention` reads; how much prediction it carries is measured by ablation
   (``Cisformer.ablate_attention``);
 * ``depth_i`` (rna2atac): the cell's log number of open CREs relative to the training mean, known in training
   (as PeakVI's library factor) and predicted from ``z_i`` at prediction, so capacity goes to CRE-specific
@@ -67,13 +67,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .profiles import check_profile
+
 try:  # optional GPU extra: flash-attn's variable-length kernel (packed keys, no padding work at all)
     from flash_attn import flash_attn_varlen_func
 except Exception:  # ImportError, or a broken CUDA build: fall back to scaled_dot_product_attention
     flash_attn_varlen_func = None
 
 DIRECTIONS = ("rna2atac", "atac2rna")
-PROFILES = ("quick", "cpu", "paper")
 ARCHS = ("cisformer", "paper")
 CHECKPOINT_FORMAT = 4  # bumped when the state dict or the training targets change: older cached runs are not reused
 
@@ -152,8 +153,7 @@ class CisformerConfig:
         ``arch="cisformer"`` reads the cell state through nonlinear features of width 256 (64 in quick), has no
         dropout in rna2atac (0.1, input 0.5 in atac2rna) and a 250 kb cis window in atac2rna.
         """
-        if profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        check_profile(profile)
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if arch not in ARCHS:

@@ -10,7 +10,7 @@
 Both read new AnnData by feature name against the model's vocabulary (``model.gene_names`` / ``model.cre_names``);
 :func:`feature_match` reports how many of them an input provides (the CLI refuses below half, with the likely cause).
 Peaks called on another peak set must first be mapped onto the model's CREs
-(``cisformer.vocab.map_peaks_to_cres``).
+(``cisformer.data.vocab.map_peaks_to_cres``).
 """
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .h5stream import StreamedH5ad, partial_path
-from .metrics import log_expression
+from .data.h5stream import StreamedH5ad, partial_path
+from .data.preprocess import log_expression
 from .sampler import CellKeys, bin_centres, collate
 
 PAPER_THRESHOLD = 0.5
@@ -53,7 +53,7 @@ def _mismatch_cause(names, vocabulary, what: str) -> str:
                     "e.g. Gata1): the model was likely trained on another species")
         return "the model was trained on other genes (another species, annotation or gene filter)"
     try:
-        from .vocab import parse_peak_names
+        from .data.vocab import parse_peak_names
 
         parse_peak_names(names[:1000])
         peaks = True
@@ -62,7 +62,7 @@ def _mismatch_cause(names, vocabulary, what: str) -> str:
     if peaks:
         return ("the input peaks are another peak set than the model's CREs: map them onto the model's CRE "
                 "vocabulary first (cisformer preprocess --cre-vocabulary human|mouse|BED, or "
-                "cisformer.vocab.map_peaks_to_cres), on the same genome build")
+                "cisformer.data.vocab.map_peaks_to_cres), on the same genome build")
     return "the input features are not named 'chrom:start-end' like the model's CREs"
 
 
@@ -137,10 +137,10 @@ def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 819
     draw depends on its row of ``X`` and ``seed`` only, so a block of rows gives the rows of the whole.
 
     ``distributed``: ``None`` (default) splits the batches between the processes of a running multi-process
-    group (:mod:`cisformer.distributed`) and gathers them, so every process returns the whole, equal bit for bit
+    group (:mod:`cisformer.utils.distributed`) and gathers them, so every process returns the whole, equal bit for bit
     to one process's result (the same batches are computed); ``False``: this process computes every row.
     """
-    from .distributed import all_gather, process_group
+    from .utils.distributed import all_gather, process_group
 
     cfg = model.config
     queries = np.arange(cfg.n_out) if queries is None else np.asarray(queries)
@@ -340,7 +340,7 @@ def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, 
 
     Returns
     -------
-    AnnData cells x genes: ``X`` expected log1p(counts per 10,000), the scale of ``metrics.true_expression``
+    AnnData cells x genes: ``X`` expected log1p(counts per 10,000), the scale of ``data.true_expression``
     (probability-weighted bin centres, float32);
     ``layers["bin"]`` most probable bin; ``layers["p_bin0"] ... layers["p_bin7"]`` bin probabilities;
     ``uns["bin_edges"]``, ``uns["bin_centres"]``, ``uns["masked"]``.
@@ -379,7 +379,7 @@ def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, 
 # Full-vocabulary RNA -> ATAC prediction streamed to an ``.h5ad`` (``rna_to_atac(out=...)``).
 #
 # Cells are predicted in blocks (:func:`predict_logits` on the block's rows, the same computation
-# as the in-memory path) and each block is written before the next is computed (:mod:`cisformer.h5stream`), so
+# as the in-memory path) and each block is written before the next is computed (:mod:`cisformer.data.h5stream`), so
 # memory is the model, the (sparse) input and one block, whatever the number of cells.
 #
 # The file is written as ``OUT.partial`` and renamed to ``OUT`` when complete. An interrupted run leaves
@@ -458,7 +458,7 @@ def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None,
     identity = {"model": model_fingerprint(model), "input": input_fingerprint(X, X_log, rna.obs_names),
                 "settings": settings}
 
-    from .distributed import barrier, process_group
+    from .utils.distributed import barrier, process_group
 
     rank, world = (0, 1) if distributed is False else process_group(cpu=next(model.parameters()).device.type == "cpu")
     blocks = [(lo, min(lo + block_cells, n_cells)) for lo in range(0, n_cells, block_cells)]

@@ -20,7 +20,7 @@ atac2rna
               to mask its predictions with the measured non-zero pattern, a leak). ``arch="cisformer"`` items
               also carry ``bins_all`` (every gene's bin) and ``open_all`` (the encoder's reconstruction target).
     bins    = 0 for zero; 1..n_bins-1 = equal-width bins of the log-scale expression (log1p counts per 10,000,
-              :func:`cisformer.metrics.log_expression`) between 0 and the training maximum. The paper binned raw
+              :func:`cisformer.data.log_expression`) between 0 and the training maximum. The paper binned raw
               counts; binning depth-normalised values puts predictions on the scale the benchmark measures, so
               sequencing depth is not scored as expression.
 
@@ -44,7 +44,7 @@ import scipy.sparse as sp
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .metrics import log_normalized
+from .data.preprocess import log_normalized
 from .model import CisformerConfig
 from .protocol import cre_base_rate_logits
 
@@ -96,7 +96,7 @@ def column_mean(X, n_rows: int) -> np.ndarray:
 
 def expression_bin_edges(rna_log, n_bins: int = 8) -> np.ndarray:
     """Bin edges (length ``n_bins``) on the log scale of ``rna_log`` (the training cells'
-    :func:`cisformer.metrics.log_expression`, a matrix or its row blocks): 0, w, 2w, ..., max with
+    :func:`cisformer.data.log_expression`, a matrix or its row blocks): 0, w, 2w, ..., max with
     w = max / (n_bins - 1)."""
     tops = [float(block.data.max()) for block in map(sp.csr_matrix, as_blocks(rna_log)) if block.nnz]
     return np.linspace(0.0, max(tops) if tops else 1.0, n_bins)
@@ -322,8 +322,8 @@ class PairedCells(Dataset):
     depth_centre
         rna2atac ``arch="cisformer"``: the training cells' mean log number of open CREs (default: these cells').
     rna_log
-        The cells' log-scale expression (:func:`cisformer.metrics.log_expression`), the targets' scale and the
-        cell encoder's input; default: ``rna_X`` taken as counts (:func:`cisformer.metrics.log_normalized`).
+        The cells' log-scale expression (:func:`cisformer.data.log_expression`), the targets' scale and the
+        cell encoder's input; default: ``rna_X`` taken as counts (:func:`cisformer.data.log_normalized`).
     """
 
     def __init__(self, rna_X, atac_X, cells, config: CisformerConfig, multiple: int = 1, seed: int = 0,

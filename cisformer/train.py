@@ -30,10 +30,12 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .data import write_atomic
-from .metrics import log_expression, log_normalized
-from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS, PROFILES
-from .progress import progress as progress_bar
+from .utils.paths import write_atomic
+from .data.preprocess import log_expression, log_normalized
+from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS
+from .profiles import check_profile
+from .utils.paths import hash_sources
+from .utils.progress import progress as progress_bar
 from .protocol import epoch_repeats, scored_validation_cells
 from .sampler import (DiskCSR, PairedCells, as_blocks, base_rate_logits, column_mean, expression_bin_edges,
                       make_loader, row_blocks, take_rows)
@@ -69,8 +71,7 @@ class TrainConfig:
         the validation criterion, at most 20 epochs in the cpu profile, 200 in paper,
         8 in quick; an epoch shows at least 6,400 cells (100 steps; cpu and paper profiles), drawing each cell of a
         small data set several times; a SNARE-seq epoch (7,400 cells) takes ~8 s on one CPU thread."""
-        if profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+        check_profile(profile)
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
         if arch == "cisformer":
@@ -149,7 +150,7 @@ def _on_disk(adata, name: str) -> DiskCSR:
 
 def _training_matrices(rna, atac) -> tuple:
     """``(rna_X, atac_X, rna_log)`` as :func:`fit` reads them. In memory: float32 CSR copies and the log-scale
-    expression (:func:`cisformer.metrics.log_expression`). An AnnData opened with ``backed="r"``: its file, read
+    expression (:func:`cisformer.data.log_expression`). An AnnData opened with ``backed="r"``: its file, read
     row by row by the sampler and block by block by every whole-matrix statistic
     (:class:`~cisformer.sampler.DiskCSR`), so memory holds row pointers, not cells; its log-scale expression is
     then computed per row (``rna_log`` None), which needs raw counts."""
@@ -177,8 +178,8 @@ def hash_matrix(h, X) -> None:
 
 # the modules whose code decides a trained model: the network, the draws, the loop, the shared rules and base rates,
 # the validation criterion and the predictions it scores, the cis window's gene positions
-_TRAINING_CODE = ("model.py", "sampler.py", "train.py", "protocol.py", "metrics.py", "matrix.py", "predict.py",
-                  "vocab.py")
+_TRAINING_CODE = ("model.py", "sampler.py", "train.py", "protocol.py", "metrics", "utils/matrix.py", "predict.py",
+                  "data/vocab.py")
 
 
 def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, rna, atac, train_idx, val_idx,
@@ -190,8 +191,7 @@ def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, r
     rna_X = rna.X if rna_X is None else rna_X
     atac_X = atac.X if atac_X is None else atac_X
     h = hashlib.blake2b(digest_size=8)
-    for name in _TRAINING_CODE:
-        h.update((Path(__file__).parent / name).read_bytes())
+    hash_sources(h, _TRAINING_CODE)
     cfg = dataclasses.asdict(train_cfg)
     cfg.pop("epochs")
     cfg.pop("num_workers")
@@ -273,7 +273,7 @@ def make_accelerator(device: str):
 def _set_positions(model: Cisformer, gene_var: pd.DataFrame, cre_var: pd.DataFrame) -> None:
     """The model's gene TSS and CRE midpoints (chromosome code, bp) for its cis window; genes or CREs without
     coordinates keep -1 (their attention path then reads no CRE)."""
-    from .vocab import gene_tss
+    from .data.vocab import gene_tss
 
     if "chrom" not in gene_var or not {"chrom", "start", "end"} <= set(cre_var.columns):
         return
@@ -560,7 +560,7 @@ def validation_criterion(model, inputs, truth) -> dict:
 
     ``inputs``: ``(X, X_log)``, the cells' input matrix (cells x the model's input vocabulary) and, for rna2atac,
     its log-scale expression; ``truth``: rna2atac their measured open state (cells x CREs, sparse bool),
-    atac2rna their log-scale expression (cells x genes, :func:`cisformer.metrics.log_expression`).
+    atac2rna their log-scale expression (cells x genes, :func:`cisformer.data.log_expression`).
     """
     from .predict import predict_logits
 
@@ -570,7 +570,7 @@ def validation_criterion(model, inputs, truth) -> dict:
 
 def criterion_of_logits(model, logits: np.ndarray, truth) -> dict:
     """:func:`validation_criterion` from the model's logits of the validation cells (see there)."""
-    from .matrix import columnwise_pearson
+    from .utils.matrix import columnwise_pearson
     from .metrics import auroc_gain, deviation_spread
     from .sampler import bin_centres
 

@@ -359,12 +359,12 @@ DNASE_SETS = {  # Roadmap DNase hotspots (FDR 0.01) of the blood cell types the 
 
 
 def build_dnase(ref: Path) -> None:
-    """Roadmap DNase peaks of five blood cell types, hg19 -> hg38 (cisformer.vocab.liftover: both ends map
+    """Roadmap DNase peaks of five blood cell types, hg19 -> hg38 (cisformer.data.vocab.liftover: both ends map
     uniquely to one chromosome on + with a similar length), columns cell_type, dataset, chrom, start, end."""
     import sys
 
     sys.path.insert(0, str(HERE.parent))
-    from cisformer.vocab import liftover
+    from cisformer.data.vocab import liftover
 
     man = pd.read_csv(ref / "chip_peaks/MANIFEST.tsv", sep="\t").set_index("dir")
     frames = []
@@ -378,7 +378,7 @@ def build_dnase(ref: Path) -> None:
     write_table(peaks, "reference/dnase_blood_hg38.tsv.xz",
                 source="caleblareau/mtscATACpaper_reproducibility@e543610bf2:numt_analysis/data/encode_roadmap_peaks/"
                        "E029/E032/E034/E046/E050-DNase.hotspot.fdr0.01.peaks.bed.gz (Roadmap), lifted hg19->hg38 "
-                       "(cisformer.vocab.liftover, pyliftover + UCSC chain)",
+                       "(cisformer.data.vocab.liftover, pyliftover + UCSC chain)",
                 licence="ENCODE/Roadmap data, no use restrictions",
                 description="Roadmap DNase-seq hotspot peaks (FDR 0.01) of B, T, NK cells, CD14 monocytes and "
                             "mobilised CD34 HSPC, hg38-lifted; columns cell_type, dataset, chrom, start, end")

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cisformer import predict, simulate, train
+from cisformer import predict, train
+from cisformer.data import simulate
 from cisformer.model import Cisformer, CisformerConfig
 from cisformer.sampler import PairedCells
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from cisformer import predict, simulate
+from cisformer import predict
+from cisformer.data import simulate
 from cisformer.model import Cisformer
 
 torch.set_num_threads(1)

@@ -6,7 +6,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from cisformer import attention, simulate
+from cisformer.data import simulate
+from cisformer.tl import attention
 from cisformer.model import Cisformer, CisformerConfig
 
 
@@ -174,7 +175,7 @@ def test_within_cell_type_regression_is_the_default_and_is_ridge_within_each_typ
     on its window CREs' binary accessibility over that type's cells (computed here by hand), n_cells counts the
     type's cells in which the CRE is open; a model only restricts the vocabulary. The pooled form with groups is
     ridge with one unpenalised intercept per group."""
-    from cisformer import metrics
+    from cisformer import data
     rna, atac, _ = simulate.paired(n_cells=120, n_genes=12, n_cres=60, n_cell_types=2, seed=5)
     table = attention.links(None, rna, atac)
     assert (table["scorer"] == "within-cell-type regression").all() and attention.DEFAULT_SCORER == "regression"
@@ -183,7 +184,7 @@ def test_within_cell_type_regression_is_the_default_and_is_ridge_within_each_typ
     window = pairs[pairs["gene"] == gene]
     rows = np.flatnonzero(rna.obs["cell_type"] == "type_1")
     x = (atac[rows][:, window["cre"]].X.toarray() > 0).astype(float)
-    y = metrics.true_expression(rna[rows])[:, rna.var_names.get_loc(gene)]
+    y = data.true_expression(rna[rows])[:, rna.var_names.get_loc(gene)]
     xc, yc = x - x.mean(0), y - y.mean()
     expected = np.linalg.solve(xc.T @ xc + np.eye(len(window)), xc.T @ yc)
     got = table[(table["cell_type"] == "type_1") & (table["gene"] == gene)].set_index("cre")
@@ -196,7 +197,7 @@ def test_within_cell_type_regression_is_the_default_and_is_ridge_within_each_typ
     groups = rna.obs["cell_type"].to_numpy()
     pooled = attention.regression_coefficients(rna, atac, window, groups=groups)
     xa = (atac[:, window["cre"]].X.toarray() > 0).astype(float)
-    ya = metrics.true_expression(rna)[:, rna.var_names.get_loc(gene)]
+    ya = data.true_expression(rna)[:, rna.var_names.get_loc(gene)]
     onehot = (groups[:, None] == np.unique(groups)[None, :]).astype(float)
     design = np.hstack([xa, onehot])
     penalty = np.diag([1.0] * len(window) + [0.0] * onehot.shape[1])

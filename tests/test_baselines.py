@@ -5,7 +5,9 @@ import pytest
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cisformer import baselines, metrics, protocol, simulate
+from cisformer import data, metrics, protocol
+from cisformer.data import simulate, vocab
+from cisformer.peers import baselines
 
 
 @pytest.fixture(scope="module")
@@ -159,10 +161,10 @@ def test_atac2rna_shapes_and_beats_random(split, method):
 
 
 def _mean_gene_rmse(method, split) -> float:
-    """Mean over genes of the RMSE across test cells, on the log1p(normalised) scale of metrics.true_expression."""
+    """Mean over genes of the RMSE across test cells, on the log1p(normalised) scale of data.true_expression."""
     rna_tr, atac_tr, rna_te, atac_te = split
     pred = method.fit(rna_tr, atac_tr, seed=0).predict_rna(atac_te).X
-    return float(np.sqrt(((pred - metrics.true_expression(rna_te)) ** 2).mean(axis=0)).mean())
+    return float(np.sqrt(((pred - data.true_expression(rna_te)) ** 2).mean(axis=0)).mean())
 
 
 RMSE_MARGIN = 0.03  # a learned method's mean gene-wise RMSE must be at least 3% below the floor's
@@ -196,7 +198,7 @@ def test_gene_mean_is_the_training_mean(split):
     assert next(iter(baselines.ATAC2RNA_METHODS)) == "floor"
     pred = baselines.GeneMean().fit(rna_tr, atac_tr).predict_rna(atac_te)
     assert pred.shape == rna_te.shape and list(pred.var_names) == list(rna_te.var_names)
-    np.testing.assert_allclose(pred.X, np.tile(metrics.true_expression(rna_tr).mean(axis=0), (atac_te.n_obs, 1)))
+    np.testing.assert_allclose(pred.X, np.tile(data.true_expression(rna_tr).mean(axis=0), (atac_te.n_obs, 1)))
 
 
 def test_archr_gene_score_reports_genes_without_cres(split):
@@ -221,7 +223,7 @@ def test_gene_cre_pairs_window():
                           "strand": ["+", "-"], "tss": [100_000, 520_000]})
     cres = pd.DataFrame({"chrom": ["chr1", "chr1", "chr2"], "start": [99_000, 700_000, 100_000],
                          "end": [99_500, 700_500, 100_500]})
-    pairs = baselines.gene_cre_pairs(genes, cres, 250_000, 250_000)
+    pairs = vocab.gene_cre_pairs(genes, cres, 250_000, 250_000)
     assert set(map(tuple, pairs[["gene_idx", "cre_idx"]].to_numpy())) == {(0, 0), (1, 1)}
     # minus strand: a CRE downstream in genome coordinates is upstream of the gene -> negative distance
     assert pairs.set_index("gene_idx").loc[1, "distance"] < 0
@@ -234,7 +236,7 @@ def test_depth_only_is_a_least_squares_line_on_log_depth(split):
     rna_tr, atac_tr, rna_te, atac_te = split
     pred = baselines.DepthOnly().fit(rna_tr, atac_tr).predict_rna(atac_te)
     depth = lambda a: np.log(np.maximum(np.asarray((a.X > 0).sum(axis=1)).ravel(), 1))  # noqa: E731
-    y = metrics.true_expression(rna_tr)
+    y = data.true_expression(rna_tr)
     for gene in (0, 7, 31):
         slope, intercept = np.polyfit(depth(atac_tr), y[:, gene], 1)
         np.testing.assert_allclose(pred.X[:, gene], intercept + slope * depth(atac_te), rtol=1e-4, atol=1e-5)

@@ -1,9 +1,11 @@
-"""cisformer.benchmark: every peer with a free parameter is tuned on the validation cells over the same grid size,
+"""cisformer.peers.benchmark: every peer with a free parameter is tuned on the validation cells over the same grid size,
 the chosen value is the best validation score, and the tuned method is refitted on training + validation cells."""
 import numpy as np
 import pytest
 
-from cisformer import baselines, benchmark, data, metrics, simulate
+from cisformer import data, metrics
+from cisformer.data import simulate
+from cisformer.peers import baselines, benchmark
 
 
 @pytest.fixture(scope="module")

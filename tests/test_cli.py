@@ -9,6 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from cisformer import cli, data
+from cisformer.utils.paths import write_atomic
 
 
 def run(*argv):
@@ -54,8 +55,8 @@ def test_round_trip_on_tiny_fixture(tmp_path, capsys):
 
 def test_link_on_simulated_pairs(tmp_path):
     """link needs genes and CREs within the window of each other: use the simulator (planted local links)."""
-    pytest.importorskip("cisformer.attention")
-    from cisformer import simulate
+    pytest.importorskip("cisformer.tl.attention")
+    from cisformer.data import simulate
 
     rna, atac, _ = simulate.paired(n_cells=60, n_genes=20, n_cres=100, n_cell_types=2, seed=0)
     rna.write_h5ad(tmp_path / "rna.h5ad")
@@ -90,7 +91,7 @@ def test_train_from_backed_files(tmp_path, capsys):
     in-memory command; a data set by name, or RNA without raw counts in X, is refused with the fix."""
     import torch
 
-    from cisformer import simulate
+    from cisformer.data import simulate
     from cisformer.model import Cisformer
 
     rna, atac, _ = simulate.paired(n_cells=60, n_genes=20, n_cres=100, n_cell_types=2, seed=0)
@@ -115,7 +116,7 @@ def test_train_from_backed_files(tmp_path, capsys):
 
 
 def test_train_split_by_cell_type(tmp_path):
-    from cisformer import simulate
+    from cisformer.data import simulate
 
     rna, atac, _ = simulate.paired(n_cells=60, n_genes=20, n_cres=100, n_cell_types=3, seed=0)
     rna.write_h5ad(tmp_path / "rna.h5ad")
@@ -229,7 +230,7 @@ def test_preprocess_bad_pairs(tmp_path):
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory):
     """A simulated pair as one .h5mu, preprocessed through it, and an rna2atac model trained on it (1 epoch)."""
-    from cisformer import simulate
+    from cisformer.data import simulate
 
     mudata = pytest.importorskip("mudata")
     root = tmp_path_factory.mktemp("sim")
@@ -317,9 +318,9 @@ def test_outputs_are_renamed_into_place(tmp_path):
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError):
-        data.write_atomic(tmp_path / "out.csv", broken)
+        write_atomic(tmp_path / "out.csv", broken)
     assert list(tmp_path.iterdir()) == []
-    data.write_atomic(tmp_path / "out.csv", lambda tmp: tmp.write_text("whole"))
+    write_atomic(tmp_path / "out.csv", lambda tmp: tmp.write_text("whole"))
     assert (tmp_path / "out.csv").read_text() == "whole" and len(list(tmp_path.iterdir())) == 1
 
 
@@ -342,7 +343,7 @@ def test_preprocess_10x_download_with_fragments_and_labels(tmp_path, tenx_downlo
 def test_preprocess_10x_download_to_a_data_folder(tmp_path, tenx_download, capsys):
     """--name NAME --out DIR writes a data folder (DIR/datasets/NAME_*.h5ad + MANIFEST) that data.load(NAME,
     data_dir=DIR) and --dataset NAME --data-dir DIR read; reference files and shipped sets come from the repo's data/."""
-    from cisformer import paths, provenance
+    from cisformer.utils import paths, provenance
 
     folder = tmp_path / "tenx_folder"
     run("preprocess", "--10x-h5", tenx_download["h5"], "--fragments", tenx_download["fragments"],

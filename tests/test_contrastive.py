@@ -1,14 +1,15 @@
-"""Attune alignment model (cisformer.contrastive): exact sparse pooling, NT-Xent, training, resume, ATAC->RNA."""
+"""Attune alignment model (cisformer.attune.alignment): exact sparse pooling, NT-Xent, training, resume, ATAC->RNA."""
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
 import torch
 
-from cisformer import contrastive, metrics, simulate
+from cisformer import metrics
+from cisformer.data import simulate
 from cisformer import train as train_module
 from cisformer.metrics import foscttm
-from cisformer.contrastive import (TeacherEncoder, embed, embed_anndata, fit_alignment, fit_atac2rna, nt_xent,
+from cisformer.attune.alignment import (TeacherEncoder, embed, embed_anndata, fit_alignment, fit_atac2rna, nt_xent,
                                    predict_atac2rna)
 
 

@@ -14,7 +14,9 @@ import pytest
 import scipy.io
 import scipy.sparse as sp
 
-from cisformer import data, paths, provenance, simulate
+from cisformer import data
+from cisformer.data import simulate
+from cisformer.utils import paths, provenance
 
 DATA = paths.data_dir()
 

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cisformer import enrichment
+from cisformer.tl import enrichment
 
 
 def test_overlap_index_half_open_positions():
@@ -235,7 +235,7 @@ def test_expression_by_link_count_groups():
 def test_locus_bootstrap_counts_one_heavy_locus_once():
     """One CRE carrying most of the load under four traits: the bootstrap over loci (CREs) gives a wide interval
     that reaches below 1, whatever the number of traits; the largest locus share says why."""
-    from cisformer import enrichment as e
+    from cisformer.tl import enrichment as e
     n = 40
     heavy = np.zeros(n)
     heavy[3] = 1.0

@@ -1,4 +1,4 @@
-"""EpiTrace age (cisformer.epitrace) on simulated cells with a planted age signal at clock loci."""
+"""EpiTrace age (cisformer.tl.epitrace) on simulated cells with a planted age signal at clock loci."""
 import numpy as np
 import pandas as pd
 import pytest
@@ -6,7 +6,7 @@ import scipy.sparse as sp
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from cisformer import epitrace
+from cisformer.tl import epitrace
 from cisformer.data import InputError, downsample_atac, load_clock_loci
 
 

@@ -1,10 +1,12 @@
-"""scButterfly (cisformer.external): preprocessing fitted on training cells only, and a real run beats the floor."""
+"""scButterfly (cisformer.peers.external): preprocessing on training cells only, and a real run beats the floor."""
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cisformer import baselines, data, external, metrics, simulate
-from cisformer.matrix import dense
+from cisformer import data, metrics
+from cisformer.data import simulate
+from cisformer.peers import baselines, external
+from cisformer.utils.matrix import dense
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def test_butterfly_tfidf_targets_and_their_inverse(small):
     expected = np.divide(b * b.sum(axis=1).mean(), n_open, out=np.zeros_like(b), where=n_open > 0)
     np.testing.assert_allclose(scores, np.clip(expected, 0, 1), rtol=1e-4)
     # the base-rate bias is the logit of each CRE's mean target
-    bias = external._base_rate_bias(sp.csr_matrix(targets))
+    bias = external.base_rate_bias(sp.csr_matrix(targets))
     np.testing.assert_allclose(1 / (1 + np.exp(-bias)), np.clip(targets.mean(axis=0), 1e-6, 1 - 1e-6), rtol=1e-4)
 
 

@@ -1,9 +1,10 @@
-"""MultiVI and scGLUE (cisformer.external): the guidance-graph edges, and real runs on a small simulated pair."""
+"""MultiVI and scGLUE (cisformer.peers.external): the guidance-graph edges, and real runs on a small simulated pair."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from cisformer import external, simulate
+from cisformer.data import simulate
+from cisformer.peers import external
 
 
 def _foscttm(x_rna, x_atac):
@@ -60,8 +61,8 @@ def test_converged_peer_is_saved_once_and_read_only_for_the_same_inputs(tmp_path
                 "epochs": 123, "stopped": "early_stopping", "max_epochs": 500, "seconds": 1.0}
 
     monkeypatch.setitem(external.CONVERGED_RUNNERS, "MultiVI", fake_multivi)
-    monkeypatch.setattr(external, "ensure_integration_env", lambda: None)
-    monkeypatch.setattr(external, "integration_versions", lambda: {"scvi-tools": "x"})
+    monkeypatch.setattr(external.integration, "ensure_integration_env", lambda: None)
+    monkeypatch.setattr(external.integration, "integration_versions", lambda: {"scvi-tools": "x"})
     args = ("MultiVI", rna, atac, train, embed, "sim")
     assert external.converged_peer(*args, folder=tmp_path) is None
     assert "no saved result" in capsys.readouterr().out and not calls

@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cisformer import baselines, data, metrics, plotting, simulate
+from cisformer import data, metrics, pl
+from cisformer.data import simulate
+from cisformer.peers import baselines
 
 
 def _clusters(n_per_type=50, n_types=3, dim=5, spread=0.01, seed=0):
@@ -126,7 +128,7 @@ def test_integration_overall_scales_per_dataset():
 def test_integration_metrics_figure():
     table = pd.DataFrame({"dataset": ["d1", "d1", "d1"], "method": ["Attune", "Attune", "PCA-CCA"],
                           "foscttm": [0.1, 0.12, 0.3], "map": [0.8, 0.7, 0.4]})
-    fig = plotting.integration_metrics(table)
+    fig = pl.integration_metrics(table)
     assert len(fig.axes) == 1
     plt.close(fig)
 

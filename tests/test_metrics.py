@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 from anndata import AnnData
 
-from cisformer import metrics
+from cisformer import data, metrics
 
 
 def _atac(x, labels=None):
@@ -90,7 +90,7 @@ def test_genewise_correlation_known_answers():
     rng = np.random.default_rng(1)
     counts = rng.poisson(3.0, (40, 6)).astype(np.float32)
     true = _rna(counts)
-    perfect = AnnData(metrics.true_expression(true), obs=true.obs.copy(), var=true.var.copy())
+    perfect = AnnData(data.true_expression(true), obs=true.obs.copy(), var=true.var.copy())
     table = metrics.genewise_correlation(perfect, true)
     np.testing.assert_allclose(table["value"], 1.0, atol=1e-5)
     constant = AnnData(np.ones((40, 6), dtype=np.float32), obs=true.obs.copy(), var=true.var.copy())
@@ -112,7 +112,7 @@ def test_masking_uses_true_zero_pattern():
 
 @pytest.fixture(scope="module")
 def simulated():
-    from cisformer import simulate
+    from cisformer.data import simulate
 
     return simulate.paired(n_cells=300, n_genes=80, n_cres=600, n_cell_types=3, seed=0)
 
@@ -134,8 +134,8 @@ def test_rna_clustering_and_summaries(simulated):
     summary = metrics.rna2atac_summary(atac, atac, open_fraction=0.1, floor=floor, measured=True).set_index("metric")
     assert summary.loc["AMI", "value"] > 0.5 and summary.loc["probe", "value"] > 0.9
     assert summary.loc["AUROC_gain", "value"] > 0.2
-    perfect = AnnData(metrics.true_expression(rna), obs=rna.obs.copy(), var=rna.var.copy())
-    gene_mean = metrics.true_expression(rna).mean(0)
+    perfect = AnnData(data.true_expression(rna), obs=rna.obs.copy(), var=rna.var.copy())
+    gene_mean = data.true_expression(rna).mean(0)
     summary = metrics.atac2rna_summary(perfect, rna, floor=gene_mean).set_index("metric")["value"]
     assert summary["pearson"] == pytest.approx(1.0, abs=1e-5) and "AMI" in summary
     assert summary["skill"] == pytest.approx(1.0) and summary["rmse"] == pytest.approx(0.0, abs=1e-5)
@@ -222,7 +222,9 @@ def test_clustering_scores_a_perfect_predictor():
     are clustered by type; a prediction with no cell-type information (the floor, with or without a per-cell
     depth shift) is not. SnapATAC2's graph stores the distance between identical cells as an explicit zero,
     which its leiden used to read as no edge (AMI 0 for the perfect predictor)."""
-    from cisformer import baselines, data, simulate
+    from cisformer import data
+    from cisformer.data import simulate
+    from cisformer.peers import baselines
 
     rna, atac, _ = simulate.paired(n_cells=600, n_genes=80, n_cres=1500, n_cell_types=5, seed=0)
     tr, _, te = data.split_cells(rna.obs, by="random", seed=0)

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cisformer import data, enrichment, motifs
+from cisformer import data
+from cisformer.tl import enrichment, motifs
 
 GC = 0.42
 PLANTED = "MA0139.2"     # CTCF, 15 bp

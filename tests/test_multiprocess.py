@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from cisformer import predict, simulate
+from cisformer import predict
+from cisformer.data import simulate
 from cisformer.model import Cisformer, CisformerConfig
 from cisformer.sampler import make_loader
 
@@ -126,7 +127,7 @@ def test_a_killed_process_resumes_its_shard(tmp_path):
     """2 processes stream a prediction; process 1 is killed (SIGKILL) after 2 of its 5 blocks, which ends the
     launch; the same command again resumes process 1's shard at its 3rd block, and the merged file equals one
     process's prediction."""
-    from cisformer.h5stream import partial_path
+    from cisformer.data.h5stream import partial_path
 
     rna, atac, _ = simulate.paired(n_cells=50, n_genes=40, n_cres=150, n_cell_types=3, seed=0)
     torch.manual_seed(0)

@@ -8,7 +8,8 @@ import pytest
 from anndata import AnnData
 from scipy import stats
 
-from cisformer import plotting, potential
+from cisformer import pl
+from cisformer.attune import potential
 
 
 def _expression(x, genes=None):
@@ -73,7 +74,7 @@ def test_smooth_along_recovers_a_quadratic_exactly_and_ranks_by_variability():
 def test_residual_heatmap_figure():
     grid = np.linspace(0, 1, 20)
     curves = pd.DataFrame({"late": grid, "early": 1 - grid}, index=pd.Index(grid, name="pseudotime"))
-    fig = plotting.residual_heatmap(curves, top=2)
+    fig = pl.residual_heatmap(curves, top=2)
     labels = [tick.get_text() for tick in fig.axes[0].get_yticklabels()]
     assert labels == ["early", "late"]                      # ordered by where the curve peaks
     plt.close(fig)
@@ -99,7 +100,7 @@ def test_cell_potential_points_along_the_trajectory():
     np.testing.assert_allclose(potential.cell_potential(shrunk, measured, embedding, n_neighbors=5)["dx"][
         (t > 0.05) & (t < 0.95)], 0.0, atol=1e-6)                       # is not read as movement to the centre
     arrows.loc[arrows.index[0], ["dx", "dy"]] = [3.0, 0.0]  # one cell pointing far beyond the plot
-    fig = plotting.potential_arrows(arrows, labels=np.where(t < 0.5, "early", "late"), grid_size=5)
+    fig = pl.potential_arrows(arrows, labels=np.where(t < 0.5, "early", "late"), grid_size=5)
     quiver = next(c for c in fig.axes[0].collections if isinstance(c, matplotlib.quiver.Quiver))
     lengths = np.hypot(quiver.U, quiver.V)
     side = (t.max() - t.min()) / 5

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cisformer import predict, simulate, train
-from cisformer.h5stream import partial_path
+from cisformer import predict, train
+from cisformer.data import simulate
+from cisformer.data.h5stream import partial_path
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 disabled - and the same iteration in every case."""
 import io
 
-from cisformer.progress import LogProgress, progress
+from cisformer.utils.progress import LogProgress, progress
 
 
 class _Terminal(io.StringIO):

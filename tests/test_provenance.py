@@ -3,7 +3,8 @@ import json
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from cisformer import plotting, provenance
+from cisformer import pl
+from cisformer.utils import provenance
 
 
 def test_index_traces_figures_to_notebook_parameters_and_data(tmp_path, monkeypatch):
@@ -18,8 +19,8 @@ def test_index_traces_figures_to_notebook_parameters_and_data(tmp_path, monkeypa
     provenance.record_input(data_file)
     fig, ax = plt.subplots()
     ax.plot([0, 1], [1, 0])
-    png, pdf = plotting.savefig(fig, "line", out)
-    table = plotting.save_table(pd.DataFrame({"x": [0.123456789]}), "line", out)
+    png, pdf = pl.savefig(fig, "line", out)
+    table = pl.save_table(pd.DataFrame({"x": [0.123456789]}), "line", out)
     plt.close(fig)
     assert png.exists() and pdf.exists() and table.read_text().splitlines()[1] == "0.123457"
 

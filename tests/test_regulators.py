@@ -7,7 +7,9 @@ import pytest
 import scipy.sparse as sp
 from scipy import stats
 
-from cisformer import attention, enrichment, regulators, simulate, train
+from cisformer import train
+from cisformer.data import simulate
+from cisformer.tl import attention, enrichment, regulators
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Attune's regulatory cross-attention (cisformer.regulatory): the sparse computation against a dense reference,
+"""Attune's regulatory cross-attention (cisformer.attune.regulatory): the sparse computation against a dense reference,
 memory at SNARE-seq size, hard negatives, training with resume, interaction scores and link recovery."""
 import math
 
@@ -7,8 +7,10 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from cisformer import attention, contrastive, regulatory, simulate
-from cisformer.contrastive import TeacherEncoder
+from cisformer.attune import alignment, regulatory
+from cisformer.data import simulate
+from cisformer.tl import attention
+from cisformer.attune.alignment import TeacherEncoder
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +21,7 @@ def sim():
 def random_model(rna, atac, dim=16, seed=0):
     """An untrained layer on random teachers (value scales from the data), with the data's window pairs."""
     torch.manual_seed(seed)
-    inputs = contrastive.attune_inputs(rna, atac, np.arange(rna.n_obs))
+    inputs = alignment.attune_inputs(rna, atac, np.arange(rna.n_obs))
     teachers = [TeacherEncoder(rna.n_vars, dim), TeacherEncoder(atac.n_vars, dim)]
     teachers[0].value_scale.copy_(torch.from_numpy(inputs.rna_scale))
     teachers[1].value_scale.copy_(torch.from_numpy(inputs.atac_scale))
@@ -85,7 +87,8 @@ def test_sparse_layer_equals_dense_layer(sim):
     rna, atac, _ = sim
     model, inputs, pairs = random_model(rna, atac)
     rows = np.arange(12)
-    rna_x, atac_x = contrastive.rows_tensor(inputs.rna_log, rows, "cpu"), contrastive.rows_tensor(inputs.atac_bin, rows, "cpu")
+    rna_x = alignment.rows_tensor(inputs.rna_log, rows, "cpu")
+    atac_x = alignment.rows_tensor(inputs.atac_bin, rows, "cpu")
     with torch.no_grad():
         weights, fused, allowed = dense_layer(model, rna_x, atac_x)
         enc = model.encode(rna_x, atac_x)
@@ -179,7 +182,7 @@ def test_fit_resumes_and_scores_every_pair(sim, tmp_path, monkeypatch):
     too) and link recovery is computed (the direct attention's AUROC above chance)."""
     rna, atac, truth = sim
     train, val = np.arange(200), np.arange(200, 250)
-    aligner, _ = contrastive.fit_alignment(rna, atac, train, val, profile="quick", epochs=5, progress=False,
+    aligner, _ = alignment.fit_alignment(rna, atac, train, val, profile="quick", epochs=5, progress=False,
                                            device="cpu")
     model, history = regulatory.fit_regulatory(aligner, rna, atac, train, val, profile="quick", progress=False,
                                                device="cpu", checkpoint_dir=tmp_path / "a")
@@ -227,7 +230,7 @@ def test_matching_auroc_scores_true_pairs_against_uniform_and_hard_negatives(sim
     summaries gets exactly the cosine's AUROC on the hard pairs, and on uniform negatives (other cell types, for
     the most part) a higher one; a constant head gets 0.5."""
     rna, atac, _ = sim
-    aligner, _ = contrastive.fit_alignment(rna, atac, np.arange(200), np.arange(200, 250), profile="quick",
+    aligner, _ = alignment.fit_alignment(rna, atac, np.arange(200), np.arange(200, 250), profile="quick",
                                            epochs=5, progress=False, device="cpu")
     model, _ = regulatory.fit_regulatory(aligner, rna, atac, np.arange(200), np.arange(200, 250), profile="quick",
                                          progress=False, device="cpu", epochs=1)

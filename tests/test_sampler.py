@@ -3,7 +3,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from cisformer import metrics, sampler, simulate
+from cisformer import sampler
+from cisformer.data import log_normalized
+from cisformer.data import simulate
 from cisformer.model import CisformerConfig
 
 
@@ -57,7 +59,7 @@ def test_rna2atac_items(data):
 def test_atac2rna_items_and_bins(data):
     rna_X, atac_X = data
     cfg = _cfg("atac2rna", gene_len=25, cre_len=30)
-    log_X = metrics.log_normalized(rna_X)
+    log_X = log_normalized(rna_X)
     edges = sampler.expression_bin_edges(log_X, cfg.n_bins)
     assert len(edges) == 8 and edges[0] == 0 and np.isclose(edges[-1], log_X.data.max())
     ds = sampler.PairedCells(rna_X, atac_X, np.arange(10, 30), cfg, seed=0, bin_edges=edges)
@@ -157,17 +159,17 @@ def test_cisformer_items_carry_dense_targets_depth_and_draw_offset(data):
     assert batch["expr"].shape == (2, 60) and batch["open_all"].shape == (2, 500) and batch["depth"].shape == (2,)
 
     cfg = _cfg("atac2rna", "cisformer", gene_len=25)
-    edges = sampler.expression_bin_edges(metrics.log_normalized(rna_X), cfg.n_bins)
+    edges = sampler.expression_bin_edges(log_normalized(rna_X), cfg.n_bins)
     it = sampler.PairedCells(rna_X, atac_X, np.arange(10), cfg, bin_edges=edges)[3]
     assert np.array_equal(it["bins_all"][it["gene_idx"]], it["target"])
-    log_row = metrics.log_normalized(rna_X[it["cell"]]).toarray()[0]
+    log_row = log_normalized(rna_X[it["cell"]]).toarray()[0]
     assert np.array_equal(it["bins_all"], sampler.bin_expression(log_row, edges))
 
 
 def test_log_normalized_and_bins_on_that_scale():
     X = sp.csr_matrix(np.array([[1, 3, 0], [0, 0, 0], [5, 5, 10]], dtype=np.float32))
-    log_X = metrics.log_normalized(X).toarray()
+    log_X = log_normalized(X).toarray()
     np.testing.assert_allclose(log_X[0], np.log1p([2500, 7500, 0]), rtol=1e-6)
     assert log_X[1].sum() == 0 and np.isclose(np.expm1(log_X[2]).sum(), 1e4)
-    edges = sampler.expression_bin_edges(metrics.log_normalized(X), 8)
+    edges = sampler.expression_bin_edges(log_normalized(X), 8)
     assert np.isclose(edges[-1], np.log1p(7500))

@@ -7,10 +7,10 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from cisformer import simulate
+from cisformer.data import simulate
 from cisformer.model import CisformerConfig
 from cisformer.sampler import DiskCSR, PairedCells, expression_bin_edges, make_loader
-from cisformer.metrics import log_normalized
+from cisformer.data import log_normalized
 
 
 @pytest.fixture(scope="module")

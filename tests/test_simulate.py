@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from cisformer import simulate
+from cisformer.data import simulate
 
 
 def test_paired_follows_data_contract():
@@ -80,7 +80,7 @@ SMALL = dict(n_cells=400, n_genes=40, n_cres=400, n_cell_types=3, seed=0)
 
 
 def _windows_per_cre(rna, atac):
-    from cisformer.attention import candidate_pairs
+    from cisformer.tl.attention import candidate_pairs
 
     pairs = candidate_pairs(rna.var, atac.var)
     return pairs, pairs.groupby("cre").size().reindex(atac.var_names, fill_value=0)
@@ -98,7 +98,7 @@ def test_shared_windows_put_cres_in_several_windows_and_links_across_genes():
 
 
 def _log_expression(rna):
-    from cisformer.metrics import true_expression
+    from cisformer.data import true_expression
 
     return true_expression(rna)
 
@@ -184,7 +184,7 @@ def test_shallow_capture_and_rna_depth_thin_the_data():
 def test_regression_can_be_told_no():
     """Plain per-gene regression recovers the easy links almost perfectly, but not the confounded ones: the
     simulation can say no to the scorer that the easy setting was built for."""
-    from cisformer.attention import candidate_pairs, link_recovery, regression_coefficients
+    from cisformer.tl.attention import candidate_pairs, link_recovery, regression_coefficients
 
     sizes = dict(n_cells=1000, n_genes=30, n_cres=300, n_cell_types=3, seed=0)
     auroc = {}
@@ -232,7 +232,7 @@ def test_trans_regulated_genes_follow_cell_type_not_their_window():
 
 
 def _window_pairs(rna, atac, genes):
-    from cisformer.attention import candidate_pairs
+    from cisformer.tl.attention import candidate_pairs
 
     pairs = candidate_pairs(rna.var, atac.var)
     pairs = pairs[pairs["gene"].isin(genes)]
@@ -243,7 +243,7 @@ def test_xor_pairs_have_no_marginal_effect():
     """An XOR pair moves its gene (exactly one partner open vs none or both) while neither CRE alone does: the
     correlation of a partner's open state with the gene's expression is near 0, that of the pair's XOR is not."""
     import numpy as np
-    from cisformer import simulate
+    from cisformer.data import simulate
 
     rna, atac, truth = simulate.paired(n_cells=3000, n_genes=60, n_cres=600, n_cell_types=4, seed=0,
                                        interaction="xor", interaction_fraction=1.0)

@@ -4,7 +4,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from cisformer import baselines, data, metrics, predict, simulate, train
+from cisformer import data, metrics, predict, train
+from cisformer.data import simulate
+from cisformer.peers import baselines
 from cisformer.model import ARCHS
 
 
@@ -106,7 +108,7 @@ def test_atac2rna_predicts_every_gene_without_mask(sim, arch):
     again = predict.atac_to_rna(model, atac[400:])
     np.testing.assert_array_equal(out.X, again.X)
     # gene-wise correlation with the truth (log1p counts per 10,000, the predictions' scale) is positive
-    x = metrics.true_expression(rna[400:])
+    x = data.true_expression(rna[400:])
     r = [np.corrcoef(out.X[:, g], x[:, g])[0, 1] for g in range(rna.n_vars) if x[:, g].std() > 0]
     assert np.nanmean(r) > 0.2
     masked = predict.atac_to_rna(model, atac[400:], mask=rna[400:])
@@ -148,7 +150,7 @@ def test_rna2atac_state_smoothing_is_chosen_on_validation_cells_and_saved(sim, t
     assert set(scores) == set(train.STATE_NEIGHBORS) and scores[model.state_neighbors] == max(scores.values())
     assert model.reference_states.shape == (200, model.config.rank)
     # the scores (the attention path computed once) are the validation criterion of the model at each k
-    val = (sp.csr_matrix(rna.X[200:250]), metrics.log_expression(rna[200:250]))
+    val = (sp.csr_matrix(rna.X[200:250]), data.log_expression(rna[200:250]))
     truth = sp.csr_matrix(atac.X[200:250]) > 0
     chosen = model.state_neighbors
     for k in (0, 30):

@@ -1,9 +1,10 @@
-"""cisformer.verify on small hand-made figure folders, and the determinism fix it relies on (exact kNN)."""
+"""cisformer.utils.verify on small hand-made figure folders, and the determinism fix it relies on (exact kNN)."""
 import numpy as np
 import pandas as pd
 import pytest
 
-from cisformer import metrics, verify
+from cisformer.metrics import clustering
+from cisformer.utils import verify
 
 METRICS = pd.DataFrame({"dataset": ["a", "a", "b"], "method": ["cisformer", "kNN", "kNN"], "seed": [0, 0, 1],
                         "metric": ["AMI", "AMI", "pearson"], "value": [0.123456, np.nan, -0.5]})
@@ -111,5 +112,5 @@ def test_knn_graph_ignores_thread_count_with_tied_cells():
     graphs = []
     for threads in (1, 2):
         with threadpool_limits(threads):
-            graphs.append(metrics._knn_graph(embedding, 8).toarray())
+            graphs.append(clustering._knn_graph(embedding, 8).toarray())
     np.testing.assert_array_equal(graphs[0], graphs[1])

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from cisformer import data, simulate, vocab
+from cisformer import data
+from cisformer.data import simulate, vocab
 
 
 def _df(rows):
