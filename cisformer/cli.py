@@ -684,6 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the ``cisformer`` command line; returns 0, errors exit through SystemExit with one ``error: ...`` line.
+
+    Parameters
+    ----------
+    argv
+        The arguments without the program name (list of str); default None: ``sys.argv[1:]``.
+    """
     args = build_parser().parse_args(argv)
     args.func(args)
     return 0

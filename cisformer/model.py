@@ -22,12 +22,11 @@ bins) of cell ``i`` is a sum of four terms::
   features ``h(z_i)`` (one PReLU layer, ``decoder_width``) that are read for *every* output feature by one matrix
   product (``u_j``, ``b_j`` free per feature): cheap enough to train on the whole vocabulary at every step;
 * the attention path: a free query embedding per output feature attends to the cell's key tokens (no FFN,
-  :class:`AttentionPath`), and a per-feature readout turns what it gathered into a logit. In atac2rna a gene
-  attends only to the open CREs within ``cis_window`` bp of its TSS (the links' window), so the path carries the
-  cis-regulation that the cell state cannot single out; rna2atac CREs attend to every expressed gene (trans
-  readouts such as a TF gene's CREs genome-wide). Its weights are the CRE-gene attention that
-  :mod:`cisformer.tl.attention` reads; how much prediction it carries is measured by ablation
-  (``Cisformer.ablate_attention``);
+  :class:`AttentionPath`), and a per-feature readout turns what it gathered into a logit. In atac2rna a gene attends
+  only to the open CREs within ``cis_window`` bp of its TSS (the links' window), so the path carries the cis-regulation
+  that the cell state cannot single out; rna2atac CREs attend to every expressed gene (trans readouts such as a TF
+  gene's CREs genome-wide). Its weights are the CRE-gene attention that :mod:`cisformer.tl.attention` reads; how much
+  prediction it carries is measured by ablation (``Cisformer.ablate_attention``);
 * ``depth_i`` (rna2atac): the cell's log number of open CREs relative to the training mean, known in training
   (as PeakVI's library factor) and predicted from ``z_i`` at prediction, so capacity goes to CRE-specific
   deviations rather than to sequencing depth.
@@ -87,9 +86,8 @@ class CisformerConfig:
     expressed genes are keys and ``cre_len`` CREs (open ones, up to half, and closed ones) are queries; for
     atac2rna ``cre_len`` open CREs are keys and ``gene_len`` genes drawn uniformly are queries.
     ``rank``, ``hidden``, ``input_dropout`` and ``decoder_width`` size the cell encoder and its readout of
-    ``arch="cisformer"``; ``cis_window``
-    (atac2rna, 0 = no window) restricts its attention path to each gene's cis CREs; ``n_digits`` and ``ff_mult``
-    belong to ``arch="paper"``.
+    ``arch="cisformer"``; ``cis_window`` (atac2rna, 0 = no window) restricts its attention path to each gene's cis CREs;
+    ``n_digits`` and ``ff_mult`` belong to ``arch="paper"``.
     """
     direction: str
     n_genes: int
@@ -131,11 +129,10 @@ class CisformerConfig:
                      **overrides) -> "CisformerConfig":
         """Sizes for a profile: ``paper`` (GPU), ``cpu`` (minutes on 2 cores) or ``quick`` (tests, CI).
 
-        ``arch="paper"``, profile ``paper``: the paper's sizes, rna2atac 6 layers, dim 210, 6 heads (head dim
-        128), 2048 genes / 2048 CREs; atac2rna 4 layers, dim 280, 7 heads (head dim 140), 10,000 CREs in, 3,000
-        genes out. ``cpu`` and ``quick`` keep the code and shrink depth, width and token budgets; their
-        ``n_digits`` is the fewest digits that index ``n_cres`` and ``dim`` the multiple of ``n_digits`` nearest
-        the target width:
+        ``arch="paper"``, profile ``paper``: the paper's sizes, rna2atac 6 layers, dim 210, 6 heads (head dim 128), 2048
+        genes / 2048 CREs; atac2rna 4 layers, dim 280, 7 heads (head dim 140), 10,000 CREs in, 3,000 genes out. ``cpu``
+        and ``quick`` keep the code and shrink depth, width and token budgets; their ``n_digits`` is the fewest digits
+        that index ``n_cres`` and ``dim`` the multiple of ``n_digits`` nearest the target width:
 
         =========  =======  ========  ======  ================  ==========  ==========  ====  ======
         arch       profile  dir.      layers  dim x heads x hd  gene_len    cre_len     rank  hidden
@@ -373,12 +370,11 @@ class CellEncoder(nn.Module):
 
     @torch.no_grad()
     def set_input_scale(self, open_share, log_open) -> None:
-        """atac2rna: per-CRE input weights and the depth scale from the training cells (``open_share``: the share
-        of them in which each CRE is open; ``log_open``: their log number of open CREs). A CRE open in a share p of
-        cells weighs
-        1 / sqrt(p (1 - p + 0.01)): its open state scaled to unit root-mean-square (Attune's value scale), then
-        divided by its standard deviation, so rare CREs, which tell cell types apart, are not drowned by common
-        ones (a mean over the open CREs' embeddings weighed them alike and dropped the depth)."""
+        """atac2rna: per-CRE input weights and the depth scale from the training cells (``open_share``: the share of
+        them in which each CRE is open; ``log_open``: their log number of open CREs). A CRE open in a share p of cells
+        weighs 1 / sqrt(p (1 - p + 0.01)): its open state scaled to unit root-mean-square (Attune's value scale), then
+        divided by its standard deviation, so rare CREs, which tell cell types apart, are not drowned by common ones (a
+        mean over the open CREs' embeddings weighed them alike and dropped the depth)."""
         p = np.asarray(open_share, dtype=np.float64).ravel()
         weight = np.where(p > 0, 1.0 / np.sqrt(np.maximum(p, 1e-12) * (1.0 - p + 0.01)), 0.0)
         self.cre_weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
@@ -627,13 +623,12 @@ class Cisformer(nn.Module):
         """Training loss of one batch.
 
         paper: mean BCE (rna2atac) or CCE (atac2rna) over the non-padded query tokens.
-        cisformer: the factorised logits are fitted on *every* output feature (BCE over all CREs,
-        ``batch["open_all"]``, or CCE over all genes, ``batch["bins_all"]``, plus the squared error of the
-        expected value over the bins against the log1p(counts per 10,000), ``batch["expr"]``: the scale that
-        prediction returns and the benchmark scores; the bins alone fit the coarse shape of each gene's
-        distribution and not its mean); the attention path is fitted on the
-        drawn queries, added to the factorised logits held fixed (detached), so that it learns what the cell
-        state does not explain. rna2atac draws are balanced, so their logits get the case-control offset
+        cisformer: the factorised logits are fitted on *every* output feature (BCE over all CREs, ``batch["open_all"]``,
+        or CCE over all genes, ``batch["bins_all"]``, plus the squared error of the expected value over the bins against
+        the log1p(counts per 10,000), ``batch["expr"]``: the scale that prediction returns and the benchmark scores; the
+        bins alone fit the coarse shape of each gene's distribution and not its mean); the attention path is fitted on
+        the drawn queries, added to the factorised logits held fixed (detached), so that it learns what the cell state
+        does not explain. rna2atac draws are balanced, so their logits get the case-control offset
         ``batch["draw_offset"]``; atac2rna genes are drawn uniformly. Plus the encoder's reconstruction loss and
         (rna2atac) the depth head's MSE.
         """
@@ -683,11 +678,22 @@ class Cisformer(nn.Module):
         return model
 
     def save(self, path) -> None:
+        """Write :meth:`checkpoint_dict` to ``path`` (str or Path), a file that :meth:`load` reads back."""
         torch.save(self.checkpoint_dict(), path)
 
     @classmethod
     def load(cls, path, map_location="cpu") -> "Cisformer":
-        """Load a model saved by :meth:`save` or the ``best.pt`` written by :func:`cisformer.train.fit`."""
+        """Load a model saved by :meth:`save` or the ``best.pt`` written by :func:`cisformer.train.fit`.
+
+        Parameters
+        ----------
+        path, map_location
+            The file (str or Path) and ``torch.load``'s ``map_location`` (default ``"cpu"``).
+
+        Returns
+        -------
+        :class:`Cisformer` carrying its vocabulary, in training mode as any new module (the predict functions set eval).
+        """
         return cls.from_checkpoint_dict(torch.load(path, map_location=map_location, weights_only=True))
 
     def num_parameters(self) -> int:

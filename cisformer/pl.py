@@ -52,7 +52,18 @@ METHOD_COLORS = {
 
 def category_colors(labels) -> dict:
     """One distinct colour per category (sorted), from tab20, tab20b and tab20c in turn (60 colours; more
-    categories reuse them): the same category gets the same colour in every panel of a figure."""
+    categories reuse them): the same category gets the same colour in every panel of a figure.
+
+    Parameters
+    ----------
+    labels
+        Iterable of category labels (duplicates allowed; compared as strings).
+
+    Returns
+    -------
+    dict
+        ``str(label)`` -> RGB tuple, for every distinct label.
+    """
     colors = [c for name in ("tab20", "tab20b", "tab20c") for c in plt.get_cmap(name).colors]
     categories = sorted({str(label) for label in labels})
     return {c: colors[i % len(colors)] for i, c in enumerate(categories)}
@@ -77,7 +88,22 @@ def set_style() -> None:
 def savefig(fig: plt.Figure, name: str, out_dir: str | os.PathLike) -> list[Path]:
     """Save ``fig`` as ``out_dir/name.png`` and ``out_dir/name.pdf``; return both paths.
 
-    PDFs are written without a creation date so that re-running a notebook does not change unchanged figures.
+    PDFs are written without a creation date so that re-running a notebook does not change unchanged figures. Both
+    files are recorded in the provenance log (:func:`cisformer.utils.provenance.record_output`).
+
+    Parameters
+    ----------
+    fig
+        The figure to save.
+    name
+        File name without suffix.
+    out_dir
+        Output folder, created if missing.
+
+    Returns
+    -------
+    list of Path
+        ``[png_path, pdf_path]``.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -90,7 +116,26 @@ def savefig(fig: plt.Figure, name: str, out_dir: str | os.PathLike) -> list[Path
 
 
 def save_table(table: pd.DataFrame, name: str, out_dir: str | os.PathLike, index: bool = False) -> Path:
-    """Save the table behind a figure as ``out_dir/name.csv`` (floats to 6 significant digits)."""
+    """Save the table behind a figure as ``out_dir/name.csv`` (floats to 6 significant digits).
+
+    The file is recorded in the provenance log (:func:`cisformer.utils.provenance.record_output`).
+
+    Parameters
+    ----------
+    table
+        The table to save.
+    name
+        File name without suffix.
+    out_dir
+        Output folder, created if missing.
+    index
+        Write the DataFrame's index as a column too (default ``False``).
+
+    Returns
+    -------
+    Path
+        The CSV's path.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.csv"
@@ -113,8 +158,30 @@ def method_bars(summary: pd.DataFrame, metrics: list[str], methods: list[str], g
     :func:`cisformer.metrics.summarize` writes it): one group of bars per value of ``group``, one bar per method
     (mean, sd as error bar) in the order of ``methods`` (those absent from the table are skipped).
 
-    ``hatched``: methods drawn hatched (references that read the test labels); ``labels``: legend text per method;
-    ``titles``: panel title per metric (default the metric's name)."""
+    Parameters
+    ----------
+    summary
+        The summary table (columns above).
+    metrics
+        Metrics to show, one panel each, in this order.
+    methods
+        Methods to show, in bar order.
+    group
+        Column whose values form the groups of bars on the x axis (default ``"scenario"``).
+    size
+        Width and height of each panel, inches (default 3.4).
+    hatched
+        Methods drawn hatched (references that read the test labels).
+    labels
+        Legend text per method (default the method's name).
+    titles
+        Panel title per metric (default the metric's name).
+
+    Returns
+    -------
+    Figure
+        The figure, one row of panels.
+    """
     labels, titles = labels or {}, titles or {}
     fig, axes = plt.subplots(1, len(metrics), figsize=(size * len(metrics), size), squeeze=False)
     groups = list(dict.fromkeys(summary[group]))
@@ -135,8 +202,23 @@ def method_bars(summary: pd.DataFrame, metrics: list[str], methods: list[str], g
 
 def proximity_bars(table: pd.DataFrame, colors: dict, title: str) -> plt.Figure:
     """Fraction of each method's cell-type-specific CREs within 250 kb of a marker TSS (bars, one group per
-    ``group`` of ``table``, as :func:`cisformer.tl.regulators.marker_proximity` writes it) against that of all
-    other CREs (black ticks); ``colors``: method -> colour, in the order of the bars."""
+    ``group`` of ``table``) against that of all other CREs (black ticks).
+
+    Parameters
+    ----------
+    table
+        Rows of :func:`cisformer.tl.regulators.marker_proximity` with an added ``method`` column; uses ``group``,
+        ``method``, ``frac_near_specific`` and ``frac_near_background``.
+    colors
+        Method -> colour, in the order of the bars.
+    title
+        Axes title.
+
+    Returns
+    -------
+    Figure
+        A one-panel bar chart.
+    """
     groups = list(dict.fromkeys(table["group"]))
     width = 0.8 / len(colors)
     fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(groups) + 2), 3))
@@ -157,7 +239,24 @@ def proximity_bars(table: pd.DataFrame, colors: dict, title: str) -> plt.Figure:
 def paga_graph(adata, key: str, title: str, min_connectivity: float = 0.05) -> plt.Figure:
     """PAGA graph of the clusters ``adata.obs[key]`` (after ``scanpy.tl.paga``): nodes at the clusters' centroids
     on the first two PCs (``obsm["X_pca"]``), sized by cluster size, edges wider with connectivity (those above
-    ``min_connectivity``)."""
+    ``min_connectivity``).
+
+    Parameters
+    ----------
+    adata
+        AnnData with ``obs[key]`` (categorical), ``obsm["X_pca"]`` and ``uns["paga"]["connectivities"]``.
+    key
+        The ``obs`` column of the clusters PAGA ran on.
+    title
+        Axes title.
+    min_connectivity
+        Edges with PAGA connectivity at or below this are not drawn (default 0.05).
+
+    Returns
+    -------
+    Figure
+        A one-panel figure.
+    """
     names = list(adata.obs[key].cat.categories)
     sizes = adata.obs[key].value_counts().reindex(names)
     conn = adata.uns["paga"]["connectivities"]
@@ -182,10 +281,23 @@ def integration_metrics(table: pd.DataFrame, metrics=None, dataset_col: str = "d
     (``METHOD_COLORS``), height = mean over the rows of that method (e.g. seeds), error bar = their sd. A mean of
     exactly 0 (a min-max scaled score's lowest method) is drawn as a thick line at 0, so it does not look missing.
 
-    ``table``: rows of ``metrics.integration_scores`` (optionally with ``metrics.integration_overall``'s
-    columns) plus ``dataset_col`` and ``method_col``. ``metrics``: the columns to show, by default FOSCTTM (the
-    one where lower is better, so labelled) and the six scored metrics, then ``overall`` when present.
-    ``labels``: legend label per method (default: its name), e.g. a training budget.
+    Parameters
+    ----------
+    table
+        Rows of ``metrics.integration_scores`` (optionally with ``metrics.integration_overall``'s columns) plus
+        ``dataset_col`` and ``method_col``.
+    metrics
+        The columns to show; by default FOSCTTM (the one where lower is better, so labelled) and the six scored
+        metrics, then ``overall`` when present.
+    dataset_col, method_col
+        Columns naming the data set (one panel each) and the method (one bar each).
+    labels
+        Legend label per method (default: its name), e.g. a training budget.
+
+    Returns
+    -------
+    Figure
+        One row of panels per data set, y axis from 0 to 1.05.
     """
     from .metrics import INTEGRATION_METRICS
 
@@ -224,7 +336,22 @@ def integration_metrics(table: pd.DataFrame, metrics=None, dataset_col: str = "d
 
 def umap_coords(embedding, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
     """2-D UMAP coordinates [n, 2] of an embedding [n, d] for drawing (scanpy's UMAP on an exact kNN graph, so the
-    picture does not depend on the thread count)."""
+    picture does not depend on the thread count).
+
+    Parameters
+    ----------
+    embedding
+        [n, d] array-like of cell coordinates.
+    n_neighbors
+        Neighbours per cell in the kNN graph (default 15; at most n - 1).
+    seed
+        Random seed of the neighbour graph and the UMAP layout.
+
+    Returns
+    -------
+    ndarray
+        [n, 2] UMAP coordinates.
+    """
     import scanpy as sc
     from anndata import AnnData
     from sklearn.neighbors import KNeighborsTransformer
@@ -248,7 +375,29 @@ def potential_arrows(arrows: pd.DataFrame, labels=None, grid_size: int = 20, min
     ``min_cells`` cells, one arrow from the mean start position along the mean ``dx``, ``dy``. Lengths are scaled
     by one factor so that the median arrow spans 0.8 grid squares, and arrows longer than 1.5 squares are cut to
     1.5 (direction kept): a cell's potential can point to a distant cluster, and drawn to scale such arrows
-    crossed the whole plot. The unscaled arrows are the input table's."""
+    crossed the whole plot. The unscaled arrows are the input table's.
+
+    Parameters
+    ----------
+    arrows
+        One row per cell with columns ``x``, ``y`` (start) and ``dx``, ``dy`` (arrow), as
+        :func:`cisformer.attune.potential.cell_potential` returns.
+    labels
+        [cells] labels colouring the points, in the order of ``arrows`` (default: all grey, no legend).
+    grid_size
+        Number of grid squares along each axis (default 20).
+    min_cells
+        Fewest cells of a grid square that gets an arrow (default 3).
+    ax
+        Axes to draw into (default: a new figure).
+    title
+        Axes title.
+
+    Returns
+    -------
+    Figure
+        The figure holding the axes.
+    """
     fig, ax = _figure(ax, (4.2, 3.8))
     x, y = arrows["x"].to_numpy(), arrows["y"].to_numpy()
     if labels is None:
@@ -284,7 +433,25 @@ def residual_heatmap(curves: pd.DataFrame, top: int = 50, ax=None,
                      title: str = "chromatin potential along pseudotime") -> plt.Figure:
     """Heatmap of smoothed residual curves (``potential.smooth_along``): the ``top`` genes by curve sd
     (``potential.rank_by_variability``), one row each, ordered by where along pseudotime the curve peaks;
-    columns = the pseudotime grid; diverging colours centred on 0 (red: chromatin ahead of expression)."""
+    columns = the pseudotime grid; diverging colours centred on 0 (red: chromatin ahead of expression).
+
+    Parameters
+    ----------
+    curves
+        Pseudotime grid points x genes, index = pseudotime (as :func:`cisformer.attune.potential.smooth_along`
+        returns).
+    top
+        Number of genes shown (default 50); gene names are written for at most 60.
+    ax
+        Axes to draw into (default: a new figure).
+    title
+        Axes title.
+
+    Returns
+    -------
+    Figure
+        The figure holding the heatmap and its colour bar.
+    """
     from .attune.potential import rank_by_variability
 
     genes = rank_by_variability(curves).index[:top]

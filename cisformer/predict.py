@@ -69,9 +69,24 @@ def _mismatch_cause(names, vocabulary, what: str) -> str:
 def feature_match(adata, vocabulary, what: str, source="input", min_share: float = MIN_FEATURE_SHARE) -> dict:
     """How many of the model's ``vocabulary`` features (genes or CREs) the input provides, by name.
 
-    Returns ``{"n_model", "n_found", "share", "note"}``; raises ``cisformer.data.InputError`` naming a few
-    unmatched model features and the likely cause (Ensembl ids vs symbols, another species, another peak set)
-    when ``share < min_share``. The predictions themselves read absent features as zero (:func:`align_features`).
+    Raises ``cisformer.data.InputError`` naming a few unmatched model features and the likely cause (Ensembl ids vs
+    symbols, another species, another peak set) when ``share < min_share``. The predictions themselves read absent
+    features as zero (:func:`align_features`).
+
+    Parameters
+    ----------
+    adata
+        The input AnnData; its ``var_names`` are matched.
+    vocabulary
+        The model's feature names (``model.gene_names`` or ``model.cre_names``).
+    what, source
+        ``"genes"`` or ``"CREs"``, and the input's name (e.g. its file): the wording of the error message.
+    min_share
+        Smallest share of ``vocabulary`` found that passes (default :data:`MIN_FEATURE_SHARE`, 0.5).
+
+    Returns
+    -------
+    dict ``{"n_model", "n_found", "share", "note"}``: model features, those found, their share, a sentence.
     """
     from .data import input_error
 
@@ -88,7 +103,21 @@ def feature_match(adata, vocabulary, what: str, source="input", min_share: float
 
 
 def align_features(adata, vocabulary: list[str], what: str) -> sp.csr_matrix:
-    """``adata.X`` re-indexed to ``vocabulary`` columns by name (absent features are all-zero columns)."""
+    """``adata.X`` re-indexed to ``vocabulary`` columns by name (absent features are all-zero columns).
+
+    Parameters
+    ----------
+    adata
+        The input AnnData, non-negative values in ``X``.
+    vocabulary
+        The model's feature names (list of str).
+    what
+        ``"genes"`` or ``"CREs"``, for messages.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix (cells, len(vocabulary)), float32; ValueError when no name matches.
+    """
     if vocabulary is None:
         raise ValueError("the model carries no vocabulary; train it with cisformer.train.fit")
     vocab_index = pd.Index(vocabulary)
@@ -128,17 +157,36 @@ def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 819
                    X_log=None, cells=None, distributed: bool | None = None) -> np.ndarray:
     """Logits of ``queries`` (default: every output feature) for every cell of ``X`` (or the rows ``cells``).
 
-    ``X`` is a cells x input-vocabulary CSR matrix (genes for rna2atac, CREs for atac2rna, columns in the
-    model's order); ``X_log`` its log-scale expression (rna2atac, ``arch="cisformer"``; default: ``X`` taken as
-    counts). ``X`` may also be a prepared :class:`~cisformer.sampler.CellKeys` (then ``seed`` and ``X_log`` are
-    its own), so that predicting block after block of ``cells`` prepares the input once. Returns
-    (cells, queries) for rna2atac, (cells, queries, n_bins) for atac2rna, float32, rows in the order of
-    ``cells``. The keys of a batch of cells are encoded once and reused for every chunk of queries; a cell's key
-    draw depends on its row of ``X`` and ``seed`` only, so a block of rows gives the rows of the whole.
+    The keys of a batch of cells are encoded once and reused for every chunk of queries; a cell's key draw depends
+    on its row of ``X`` and ``seed`` only, so a block of rows gives the rows of the whole.
 
-    ``distributed``: ``None`` (default) splits the batches between the processes of a running multi-process
-    group (:mod:`cisformer.utils.distributed`) and gathers them, so every process returns the whole, equal bit for bit
-    to one process's result (the same batches are computed); ``False``: this process computes every row.
+    Parameters
+    ----------
+    model
+        A trained :class:`~cisformer.model.Cisformer`.
+    X
+        A cells x input-vocabulary CSR matrix (genes for rna2atac, CREs for atac2rna, columns in the model's
+        order), or a prepared :class:`~cisformer.sampler.CellKeys` (then ``seed`` and ``X_log`` are its own), so
+        that predicting block after block of ``cells`` prepares the input once.
+    queries
+        Indices of the output features to score (default: all).
+    batch_size, chunk
+        Cells and queries per forward pass.
+    seed
+        Seeds the key draw of cells with more key tokens than the model's budget.
+    X_log
+        ``X``'s log-scale expression (rna2atac, ``arch="cisformer"``; default: ``X`` taken as counts).
+    cells
+        Rows of ``X`` to predict (default: all).
+    distributed
+        ``None`` (default) splits the batches between the processes of a running multi-process group
+        (:mod:`cisformer.utils.distributed`) and gathers them, so every process returns the whole, equal bit for
+        bit to one process's result (the same batches are computed); ``False``: this process computes every row.
+
+    Returns
+    -------
+    float32 array (cells, queries) for rna2atac, (cells, queries, n_bins) for atac2rna, rows in the order of
+    ``cells``.
     """
     from .utils.distributed import all_gather, process_group
 
@@ -405,7 +453,17 @@ def _digest(*parts) -> str:
 
 
 def model_fingerprint(model) -> str:
-    """A digest of a model's weights, buffers, config and vocabulary."""
+    """A digest of a model's weights, buffers, config and vocabulary.
+
+    Parameters
+    ----------
+    model
+        A :class:`~cisformer.model.Cisformer` (its state smoothing included when ``state_neighbors`` > 0).
+
+    Returns
+    -------
+    str of 32 hex digits.
+    """
     parts = [json.dumps(model.config.to_dict(), sort_keys=True), model.open_fraction]
     for name, tensor in sorted(model.state_dict().items()):
         parts += [name, tensor.detach().cpu().numpy()]
@@ -416,7 +474,19 @@ def model_fingerprint(model) -> str:
 
 
 def input_fingerprint(X: sp.csr_matrix, X_log: sp.csr_matrix, obs_names) -> str:
-    """A digest of the aligned input counts, their log scale and the cell names."""
+    """A digest of the aligned input counts, their log scale and the cell names.
+
+    Parameters
+    ----------
+    X, X_log
+        The input aligned to the model's genes (:func:`align_features`) and its log-scale expression (CSR).
+    obs_names
+        The cells' names.
+
+    Returns
+    -------
+    str of 32 hex digits.
+    """
     return _digest(X.indptr, X.indices, X.data, X_log.indptr, X_log.indices, X_log.data,
                    "\n".join(map(str, obs_names)))
 
@@ -425,7 +495,23 @@ def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None,
                        chunk: int = 8192, seed: int = 0, store: str = "prob+binary", dtype: str = "float16",
                        top_k=None, block_cells=None, compression=None, resume: bool = True, on_block=None,
                        distributed: bool | None = None):
-    """The streamed path of :func:`rna_to_atac` (see there); returns ``OUT`` read backed."""
+    """The streamed path of :func:`rna_to_atac` (see there); returns ``OUT`` read backed.
+
+    Parameters
+    ----------
+    model, rna, out
+        As :func:`rna_to_atac`; ``out`` is the ``.h5ad`` path to write.
+    X, X_log
+        ``rna``'s counts aligned to the model's genes (CSR, :func:`align_features`) and their log scale.
+    cre_idx, cres
+        Vocabulary indices of the CREs to predict, and :func:`rna_to_atac`'s ``cres`` (None: every CRE).
+    threshold, batch_size, chunk, seed, store, dtype, top_k, block_cells, compression, resume, on_block, distributed
+        As :func:`rna_to_atac`.
+
+    Returns
+    -------
+    anndata.AnnData, the file opened with ``backed="r"``.
+    """
     if store not in STORES:
         raise ValueError(f"store must be one of {STORES}, got {store!r}")
     if dtype not in DTYPES:
@@ -505,7 +591,19 @@ def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None,
 
 
 def shard_path(out, rank: int, world: int) -> Path:
-    """The file that process ``rank`` of ``world`` writes its blocks to before they are merged into ``out``."""
+    """The file that process ``rank`` of ``world`` writes its blocks to before they are merged into ``out``.
+
+    Parameters
+    ----------
+    out
+        The final output file (str or Path).
+    rank, world
+        This process's rank and the number of processes.
+
+    Returns
+    -------
+    pathlib.Path ``OUT.shard{rank}of{world}`` beside ``out``.
+    """
     out = Path(out)
     return out.with_name(f"{out.name}.shard{rank}of{world}")
 

@@ -10,7 +10,18 @@ PROFILES = ("quick", "cpu", "paper")
 
 
 def check_profile(profile: str) -> str:
-    """``profile`` if it is one of :data:`PROFILES`, else a ``ValueError`` that lists them."""
+    """``profile`` if it is one of :data:`PROFILES`, else a ``ValueError`` that lists them.
+
+    Parameters
+    ----------
+    profile
+        Run size: ``"quick"``, ``"cpu"`` or ``"paper"``.
+
+    Returns
+    -------
+    str
+        ``profile``, unchanged.
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
     return profile
@@ -86,7 +97,20 @@ NOTEBOOK_SIZES = {
 
 def notebook_sizes(notebook: str, profile: str) -> dict:
     """The sizes notebook ``notebook`` (its name without the number, e.g. ``"benchmark_rna2atac"``) runs at
-    ``profile``: a copy, so a notebook can change it without changing the registry."""
+    ``profile``: a copy, so a notebook can change it without changing the registry.
+
+    Parameters
+    ----------
+    notebook
+        Key of :data:`NOTEBOOK_SIZES` (else ``ValueError``).
+    profile
+        ``"quick"``, ``"cpu"`` or ``"paper"`` (checked by :func:`check_profile`).
+
+    Returns
+    -------
+    dict
+        A deep copy of the notebook's sizes at that profile (keys as in :data:`NOTEBOOK_SIZES`).
+    """
     if notebook not in NOTEBOOK_SIZES:
         raise ValueError(f"no sizes for notebook {notebook!r}; notebooks: {sorted(NOTEBOOK_SIZES)}")
     return copy.deepcopy(NOTEBOOK_SIZES[notebook][check_profile(profile)])

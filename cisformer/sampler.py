@@ -74,16 +74,27 @@ def expression_values(counts: np.ndarray, max_value: int) -> np.ndarray:
 
 def as_blocks(X) -> Iterable:
     """``X`` as row blocks: a matrix (sparse or dense) becomes the one block ``[X]``; an iterable of row blocks
-    (e.g. :func:`row_blocks`) is returned as it is. The whole-matrix statistics below take
-    either, so a matrix on disk is read one block at a time and a matrix in memory gives exactly what it always
-    gave."""
+    (e.g. :func:`row_blocks`) is returned as it is. The whole-matrix statistics below take either, so a matrix on
+    disk is read one block at a time and a matrix in memory gives exactly what it always gave."""
     return [X] if sp.issparse(X) or isinstance(X, np.ndarray) else X
 
 
 def column_mean(X, n_rows: int) -> np.ndarray:
     """Column means (float64 for 0/1 or integer input, else the input's float type) of a matrix or of its row
     blocks (:func:`as_blocks`) holding ``n_rows`` rows in all: every entry times 1 / ``n_rows``, summed, as scipy's
-    ``X.mean(axis=0)`` computes it, so that one block gives exactly that."""
+    ``X.mean(axis=0)`` computes it, so that one block gives exactly that.
+
+    Parameters
+    ----------
+    X
+        A matrix (sparse or dense) or its row blocks.
+    n_rows
+        Rows of ``X`` in all (over every block).
+
+    Returns
+    -------
+    1-D array (n_columns,).
+    """
     total = None
     for block in as_blocks(X):
         block = sp.csr_matrix(block)
@@ -95,15 +106,37 @@ def column_mean(X, n_rows: int) -> np.ndarray:
 
 
 def expression_bin_edges(rna_log, n_bins: int = 8) -> np.ndarray:
-    """Bin edges (length ``n_bins``) on the log scale of ``rna_log`` (the training cells'
-    :func:`cisformer.data.log_expression`, a matrix or its row blocks): 0, w, 2w, ..., max with
-    w = max / (n_bins - 1)."""
+    """Bin edges on the log scale of ``rna_log``: 0, w, 2w, ..., max with w = max / (n_bins - 1).
+
+    Parameters
+    ----------
+    rna_log
+        The training cells' :func:`cisformer.data.log_expression` (cells x genes), a matrix or its row blocks.
+    n_bins
+        Number of bins, bin 0 (zero) included (``CisformerConfig.n_bins``; default 8).
+
+    Returns
+    -------
+    float64 array (n_bins,); max is 1.0 when no value is positive.
+    """
     tops = [float(block.data.max()) for block in map(sp.csr_matrix, as_blocks(rna_log)) if block.nnz]
     return np.linspace(0.0, max(tops) if tops else 1.0, n_bins)
 
 
 def bin_expression(log_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Log-scale expression -> bin index: 0 for zero, else 1 + floor(value / w), capped at ``len(edges) - 1``."""
+    """Log-scale expression -> bin index: 0 for zero, else 1 + floor(value / w), capped at ``len(edges) - 1``.
+
+    Parameters
+    ----------
+    log_values
+        Log-scale expression (array of any shape).
+    edges
+        Bin edges (:func:`expression_bin_edges`); w = ``edges[-1] / (len(edges) - 1)``.
+
+    Returns
+    -------
+    int64 array of the shape of ``log_values``.
+    """
     n_bins = len(edges)
     width = edges[-1] / (n_bins - 1)
     bins = np.floor(np.maximum(log_values, 0) / width).astype(np.int64) + 1
@@ -113,12 +146,23 @@ def bin_expression(log_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def base_rate_logits(rna_log, atac_X, config: CisformerConfig, bin_edges=None) -> np.ndarray:
     """Base rates of the training targets as logits, the model's ``query_prior`` (one pseudocount per outcome).
 
-    rna2atac: (n_CREs,) :func:`cre_base_rate_logits` of the cells of ``atac_X``; for ``arch="paper"`` plus the
-    log odds by which its balanced query draw (up to ``cre_len / 2`` open CREs, closed ones for the rest) favours
-    open CREs, so that the offset matches the targets that model is trained on.
+    Parameters
+    ----------
+    rna_log, atac_X
+        The training cells' log-scale expression (cells x genes) and ATAC (cells x CREs), each a matrix or its row
+        blocks (:func:`as_blocks`); only the one the direction needs is read (the other may be None).
+    config
+        The model's :class:`~cisformer.model.CisformerConfig` (``direction``, ``arch``, ``cre_len``).
+    bin_edges
+        atac2rna: the expression bin edges (:func:`expression_bin_edges`).
+
+    Returns
+    -------
+    float32 array. rna2atac: (n_CREs,) :func:`cre_base_rate_logits` of the cells of ``atac_X``; for
+    ``arch="paper"`` plus the log odds by which its balanced query draw (up to ``cre_len / 2`` open CREs, closed
+    ones for the rest) favours open CREs, so that the offset matches the targets that model is trained on.
     atac2rna: (n_genes, n_bins) log frequency of each expression bin of each gene over the cells of ``rna_log``
-    (log-scale expression; queries are drawn uniformly, so no correction).
-    Each matrix may also be given as its row blocks (:func:`as_blocks`); only the one the direction needs is read.
+    (queries are drawn uniformly, so no correction).
     """
     if config.direction == "rna2atac":
         opened, open_per_cell = 0, []
@@ -148,7 +192,17 @@ def base_rate_logits(rna_log, atac_X, config: CisformerConfig, bin_edges=None) -
 
 
 def bin_centres(edges) -> np.ndarray:
-    """Expected log1p value of each bin: 0 for bin 0, the midpoint of its edges otherwise."""
+    """Expected log1p value of each bin: 0 for bin 0, the midpoint of its edges otherwise.
+
+    Parameters
+    ----------
+    edges
+        Bin edges (n_bins,), e.g. ``model.bin_edges``.
+
+    Returns
+    -------
+    float64 array (n_bins,).
+    """
     edges = np.asarray(edges, dtype=np.float64)
     return np.concatenate([[0.0], (edges[:-1] + edges[1:]) / 2])
 
@@ -170,7 +224,14 @@ class DiskCSR:
     ``indices.npy`` and ``data.npy`` in a folder (:meth:`write_memmap`), memory-mapped. Only ``indptr`` is held in
     memory (8 bytes per cell); files are opened lazily in each process, so a DataLoader worker opens its own handle.
     Rows come back as :class:`PairedCells` reads in-memory rows: float32 values, sorted indices, duplicates summed,
-    stored zeros dropped."""
+    stored zeros dropped.
+
+    Parameters
+    ----------
+    source, path, key, indptr, shape
+        Set by the constructors above: ``"h5ad"`` or ``"memmap"``, the file or folder, the matrix's HDF5 key
+        (``""`` for a folder), the CSR row pointers (n_rows + 1,) and ``(n_rows, n_columns)``.
+    """
 
     def __init__(self, source: str, path, key: str, indptr: np.ndarray, shape: tuple[int, int]):
         self.source, self.path, self.key = source, str(path), key
@@ -179,7 +240,17 @@ class DiskCSR:
 
     @classmethod
     def from_h5ad(cls, path, key: str = "X") -> "DiskCSR":
-        """The CSR matrix ``key`` (``"X"``, ``"layers/counts"``, ...) of the ``.h5ad`` file ``path``."""
+        """The CSR matrix ``key`` (``"X"``, ``"layers/counts"``, ...) of the ``.h5ad`` file ``path``.
+
+        Parameters
+        ----------
+        path, key
+            The file (str or Path) and the HDF5 path of its CSR matrix (default ``"X"``; absent or dense: ValueError).
+
+        Returns
+        -------
+        :class:`DiskCSR`
+        """
         import h5py
 
         with h5py.File(path, "r") as f:
@@ -196,22 +267,55 @@ class DiskCSR:
 
     @classmethod
     def from_anndata(cls, adata, layer: str | None = None) -> "DiskCSR":
-        """``adata.X`` (or ``adata.layers[layer]``) of an AnnData opened with ``backed="r"``."""
+        """``adata.X`` (or ``adata.layers[layer]``) of an AnnData opened with ``backed="r"``.
+
+        Parameters
+        ----------
+        adata, layer
+            The backed AnnData (one in memory: ValueError) and the layer to read (default None: ``X``).
+
+        Returns
+        -------
+        :class:`DiskCSR`
+        """
         if not adata.isbacked:
             raise ValueError("the AnnData is in memory: pass its matrix itself, or open it with backed='r'")
         return cls.from_h5ad(adata.filename, "X" if layer is None else f"layers/{layer}")
 
     @classmethod
     def memmap(cls, folder) -> "DiskCSR":
-        """The matrix that :meth:`write_memmap` wrote to ``folder``."""
+        """The matrix that :meth:`write_memmap` wrote to ``folder``.
+
+        Parameters
+        ----------
+        folder
+            str or Path holding ``indptr.npy``, ``indices.npy``, ``data.npy`` and ``shape.npy``.
+
+        Returns
+        -------
+        :class:`DiskCSR`
+        """
         folder = Path(folder)
         shape = tuple(np.load(folder / "shape.npy"))
         return cls("memmap", folder, "", np.load(folder / "indptr.npy"), shape)
 
     @staticmethod
     def write_memmap(X, folder, rows_per_block: int = 4096) -> "DiskCSR":
-        """Write ``X`` (any scipy sparse matrix, numpy array or a backed AnnData's ``X``) to ``folder`` as CSR
-        ``.npy`` files, ``rows_per_block`` rows at a time; returns it opened."""
+        """Write ``X`` to ``folder`` as CSR ``.npy`` files, ``rows_per_block`` rows at a time; returns it opened.
+
+        Parameters
+        ----------
+        X
+            Any scipy sparse matrix, numpy array or a backed AnnData's ``X`` (cells x features).
+        folder
+            Output folder (str or Path), created if missing.
+        rows_per_block
+            Rows in memory at a time (default 4096).
+
+        Returns
+        -------
+        :class:`DiskCSR` of the written files (:meth:`memmap`).
+        """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         n_rows, n_cols = X.shape
@@ -262,9 +366,20 @@ class DiskCSR:
         return idx, values
 
     def blocks(self, rows=None, rows_per_block: int = 4096) -> Iterator[sp.csr_matrix]:
-        """Rows ``rows`` (sorted and unique; default: all) as CSR blocks in the canonical form of :meth:`row`,
-        one block per ``rows_per_block`` consecutive rows of the file (one slab read each), so that a pass over
-        the matrix holds one block in memory."""
+        """Rows as CSR blocks in the canonical form of :meth:`row`, one block per ``rows_per_block`` consecutive
+        rows of the file (one slab read each), so that a pass over the matrix holds one block in memory.
+
+        Parameters
+        ----------
+        rows
+            Sorted, unique row indices (else ValueError); default None: all.
+        rows_per_block
+            File rows per block (default 4096).
+
+        Yields
+        ------
+        scipy.sparse.csr_matrix of the block's rows of ``rows`` (blocks without any are skipped).
+        """
         rows = np.arange(self.shape[0]) if rows is None else np.asarray(rows, dtype=np.int64)
         if len(rows) > 1 and not (np.diff(rows) > 0).all():
             raise ValueError("rows must be sorted and unique")
@@ -310,13 +425,15 @@ class PairedCells(Dataset):
     Parameters
     ----------
     rna_X, atac_X
-        Cells x genes and cells x CREs matrices (CSR, raw counts), columns in the model's vocabulary order.
+        Cells x genes and cells x CREs matrices (CSR or :class:`DiskCSR`, raw counts), in the model's vocab order.
     cells
         Row indices of the cells to sample (e.g. the training split).
     config
         The model config (direction, token budgets, ``max_value``, ``n_bins``).
     multiple
-        Repeats of every cell per epoch, each with fresh draws.
+        Repeats of every cell per epoch, each with fresh draws (default 1).
+    seed
+        Item ``i`` of epoch ``e`` draws from ``np.random.default_rng((seed, e, i))`` (:meth:`set_epoch`).
     bin_edges
         atac2rna expression bin edges (from :func:`expression_bin_edges` on the training cells).
     depth_centre
@@ -353,7 +470,13 @@ class PairedCells(Dataset):
         self.depth_centre = float(self.depth[self.cells].mean()) if depth_centre is None else float(depth_centre)
 
     def set_epoch(self, epoch: int) -> None:
-        """Fresh draws every epoch (called by the training loop)."""
+        """Fresh draws every epoch (called by the training loop).
+
+        Parameters
+        ----------
+        epoch
+            The epoch (0-based), part of every item's seed.
+        """
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
@@ -407,9 +530,23 @@ def _as_csr_or_disk(X):
 
 
 def row_blocks(X, rows, rows_per_block: int = 4096) -> Iterator[sp.csr_matrix]:
-    """Rows ``rows`` of ``X`` (a matrix in memory or a :class:`DiskCSR`), in ascending order, as CSR blocks in the
-    canonical form of :meth:`DiskCSR.row` (float32, sorted indices, no duplicates, no stored zeros), so that the
-    same rows give the same blocks from memory or from disk."""
+    """Rows ``rows`` of ``X`` in ascending order, as CSR blocks in the canonical form of :meth:`DiskCSR.row`
+    (float32, sorted indices, no duplicates, no stored zeros), so that the same rows give the same blocks from
+    memory or from disk.
+
+    Parameters
+    ----------
+    X
+        A matrix in memory or a :class:`DiskCSR`.
+    rows
+        Row indices (sorted and deduplicated here).
+    rows_per_block
+        Rows per block (on disk: consecutive file rows per block; default 4096).
+
+    Yields
+    ------
+    scipy.sparse.csr_matrix
+    """
     rows = np.unique(np.asarray(rows, dtype=np.int64))
     if isinstance(X, DiskCSR):
         yield from X.blocks(rows, rows_per_block)
@@ -435,6 +572,17 @@ class CellKeys(Dataset):
     rna2atac: up to ``gene_len`` expressed genes with their values (and, for ``arch="cisformer"``, ``expr``:
     the log-scale expression of every gene, from ``X_log`` or, by default, ``X`` taken as counts); atac2rna: up
     to ``cre_len`` open CREs. Cells with more tokens than the budget get a seeded random subset, as in training.
+
+    Parameters
+    ----------
+    X
+        Cells x input vocabulary (genes for rna2atac, CREs for atac2rna), columns in the model's order.
+    config
+        The model's :class:`~cisformer.model.CisformerConfig`.
+    seed
+        Cell ``c`` draws its keys from ``np.random.default_rng((seed, c))``.
+    X_log
+        Log-scale expression of ``X`` (rna2atac, ``arch="cisformer"``).
     """
 
     def __init__(self, X, config: CisformerConfig, seed: int = 0, X_log=None):
@@ -484,7 +632,18 @@ def _pad_stack(arrays, dtype, pad_value=0):
 
 def collate(items: list[dict]) -> dict:
     """Pad the items' token lists to the longest in the batch (``*_pad`` masks are True at padding) and stack
-    their per-cell arrays."""
+    their per-cell arrays.
+
+    Parameters
+    ----------
+    items
+        Items of :class:`PairedCells` or :class:`CellKeys`.
+
+    Returns
+    -------
+    dict of tensors: ``cell`` (B,); token lists (``gene_idx``, ``cre_idx``, ``gene_value``, ``target``) (B, L),
+    padded with 0; ``gene_pad`` / ``cre_pad`` (B, L) bool; per-cell arrays (``expr``, ...) stacked (B, ...).
+    """
     batch = {"cell": torch.tensor([it["cell"] for it in items], dtype=torch.long)}
     for key in _TOKENS:
         if key not in items[0]:
@@ -504,7 +663,21 @@ def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: 
                 num_workers: int = 0) -> DataLoader:
     """DataLoader with the cisformer collate; the shuffle order is seeded by (seed, epoch). Items draw from their
     own seeded generators (:class:`PairedCells`), so batches do not depend on ``num_workers``; workers' global
-    numpy and torch generators are seeded by (seed, epoch, worker) besides."""
+    numpy and torch generators are seeded by (seed, epoch, worker) besides.
+
+    Parameters
+    ----------
+    dataset, batch_size
+        :class:`PairedCells` or :class:`CellKeys`, and items per batch.
+    shuffle, seed, epoch
+        Shuffle the items (default False), in an order seeded by ``(seed, epoch)``.
+    num_workers
+        DataLoader worker processes (default 0: the main process).
+
+    Returns
+    -------
+    torch.utils.data.DataLoader of :func:`collate` batches.
+    """
     generator = torch.Generator().manual_seed(int(seed) * 100_003 + int(epoch))
     extra = {}
     if num_workers > 0:

@@ -10,10 +10,9 @@ makes runs cheap to repeat and safe to interrupt::
     <checkpoint_dir>/<fingerprint>/history.csv  one row per epoch: losses, learning rate, time, samples/s
     <checkpoint_dir>/<fingerprint>/done.json    written when the run finished (early stop or last epoch)
 
-The fingerprint hashes the model config, the training config (except ``epochs``), the seed and the data
-(matrices, feature names, train/validation cells). Calling :func:`fit` again with the same inputs loads the
-finished model instead of retraining; an interrupted run resumes from ``last.pt``; asking for more epochs than a
-finished run had continues it.
+The fingerprint hashes the model config, the training config (except ``epochs``), the seed and the data (matrices,
+feature names, train/validation cells). Calling :func:`fit` again with the same inputs loads the finished model instead
+of retraining; an interrupted run resumes from ``last.pt``; asking for more epochs than a finished run had continues it.
 """
 from __future__ import annotations
 
@@ -46,8 +45,20 @@ MAX_REFERENCE_CELLS = 20_000             # rna2atac: training cells whose states
 
 @dataclass
 class TrainConfig:
-    """Optimisation settings. ``multiple``: fresh draws of every training cell per epoch, raised where needed so
-    that an epoch shows at least ``min_epoch_samples`` cells (:func:`cisformer.protocol.epoch_repeats`)."""
+    """Optimisation settings (build them with :meth:`from_profile`).
+
+    Parameters
+    ----------
+    epochs, batch_size, lr
+        Maximum epochs, cells per batch and Adam's learning rate.
+    step_size, gamma, patience, scored_val_cells
+        StepLR, early stopping and the validation cells scored: see the comments on the fields.
+    multiple, min_epoch_samples
+        Fresh draws of every training cell per epoch, raised where needed so that an epoch shows at least
+        ``min_epoch_samples`` cells (:func:`cisformer.protocol.epoch_repeats`).
+    grad_clip, num_workers
+        Gradient-norm clip; DataLoader worker processes (0: the main process).
+    """
     epochs: int
     batch_size: int
     lr: float
@@ -70,7 +81,19 @@ class TrainConfig:
         ``arch="cisformer"``: batch 64, Adam lr 1e-3 (rna2atac) / 2e-3 (atac2rna), StepLR(4, 0.7), patience 3 on
         the validation criterion, at most 20 epochs in the cpu profile, 200 in paper,
         8 in quick; an epoch shows at least 6,400 cells (100 steps; cpu and paper profiles), drawing each cell of a
-        small data set several times; a SNARE-seq epoch (7,400 cells) takes ~8 s on one CPU thread."""
+        small data set several times; a SNARE-seq epoch (7,400 cells) takes ~8 s on one CPU thread.
+
+        Parameters
+        ----------
+        direction, profile, arch
+            ``"rna2atac"`` / ``"atac2rna"``; ``"quick"``, ``"cpu"`` or ``"paper"``; ``"cisformer"`` or ``"paper"``.
+        **overrides
+            Fields to set instead of the profile's, e.g. ``lr=5e-4``.
+
+        Returns
+        -------
+        :class:`TrainConfig`
+        """
         check_profile(profile)
         if direction not in DIRECTIONS:
             raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
@@ -97,7 +120,19 @@ class TrainConfig:
 # --------------------------------------------------------------------------------------------------- helpers
 
 def cell_indices(adata, cells, what: str = "cells") -> np.ndarray:
-    """Row indices of ``cells`` given as obs names, integer positions or a boolean mask."""
+    """Row indices of ``cells`` given as obs names, integer positions or a boolean mask.
+
+    Parameters
+    ----------
+    adata, cells
+        The AnnData and its cells (a mask has ``adata.n_obs`` entries).
+    what
+        The argument's name in error messages.
+
+    Returns
+    -------
+    Integer array of row positions, in the order of ``cells``.
+    """
     cells = np.asarray(cells)
     if cells.dtype == bool:
         if len(cells) != adata.n_obs:
@@ -115,6 +150,13 @@ def cell_indices(adata, cells, what: str = "cells") -> np.ndarray:
 
 
 def check_pair(rna, atac) -> None:
+    """Check paired input: same cells in the same order, sparse or numpy matrices, no negative values.
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData (cells x genes, cells x CREs), in memory or ``backed="r"`` (backed RNA: integer counts).
+    """
     if rna.n_obs != atac.n_obs or not np.array_equal(rna.obs_names, atac.obs_names):
         raise ValueError("rna and atac must hold the same cells in the same order (identical obs_names); "
                          "align them first, e.g. atac = atac[rna.obs_names]")
@@ -186,8 +228,21 @@ def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, r
                 rna_X=None, atac_X=None) -> str:
     """Hash of everything that determines a training run's result (except the number of epochs): the configs,
     the seed, the data and the source of the modules that training runs, so that a cache written by older code is
-    never reused. ``rna_X``, ``atac_X``: the matrices as :func:`fit` reads them (default ``rna.X``, ``atac.X``;
-    a :class:`~cisformer.sampler.DiskCSR` is read block by block)."""
+    never reused.
+
+    Parameters
+    ----------
+    model_cfg, train_cfg, seed
+        The run's :class:`CisformerConfig`, :class:`TrainConfig` and seed.
+    rna, atac, train_idx, val_idx
+        The paired AnnData and the row indices of the training and validation cells (only those rows are hashed).
+    rna_X, atac_X
+        The matrices as :func:`fit` reads them (default ``rna.X``, ``atac.X``; a :class:`DiskCSR` is read in blocks).
+
+    Returns
+    -------
+    str, 16 hex digits: the run's folder name under ``checkpoint_dir``.
+    """
     rna_X = rna.X if rna_X is None else rna_X
     atac_X = atac.X if atac_X is None else atac_X
     h = hashlib.blake2b(digest_size=8)
@@ -255,6 +310,17 @@ def save_done(run_dir: Path, history: pd.DataFrame, stopped_early: bool, best_sc
 
 
 def make_accelerator(device: str):
+    """The ``accelerate.Accelerator`` of a training run: CUDA with bf16 (else fp16) mixed precision, or the CPU.
+
+    Parameters
+    ----------
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` (RuntimeError without a GPU).
+
+    Returns
+    -------
+    accelerate.Accelerator
+    """
     from accelerate import Accelerator, DistributedDataParallelKwargs
 
     if device not in ("auto", "cpu", "cuda"):
@@ -558,9 +624,18 @@ def fit_state_neighbors(model, log_rows, train_idx, val_input, val_truth, seed: 
 def validation_criterion(model, inputs, truth) -> dict:
     """The model-selection criterion of :func:`fit` on validation cells (see there), with diagnostics.
 
-    ``inputs``: ``(X, X_log)``, the cells' input matrix (cells x the model's input vocabulary) and, for rna2atac,
-    its log-scale expression; ``truth``: rna2atac their measured open state (cells x CREs, sparse bool),
-    atac2rna their log-scale expression (cells x genes, :func:`cisformer.data.log_expression`).
+    Parameters
+    ----------
+    model
+        A :class:`~cisformer.model.Cisformer`.
+    inputs
+        ``(X, X_log)``: the cells' input matrix (cells x the model's input vocabulary) and (rna2atac) its log scale.
+    truth
+        rna2atac: the measured open state (cells x CREs, sparse bool); atac2rna: :func:`cisformer.data.log_expression`.
+
+    Returns
+    -------
+    dict of floats: ``val_score`` (the criterion); rna2atac also ``val_within_sd``, ``val_across_sd``.
     """
     from .predict import predict_logits
 
@@ -587,7 +662,21 @@ def criterion_of_logits(model, logits: np.ndarray, truth) -> dict:
 
 @torch.no_grad()
 def evaluate(model, dataset: PairedCells, batch_size: int, accelerator=None) -> float:
-    """Mean training loss of ``model`` over ``dataset`` (eval mode, fixed draws)."""
+    """Mean training loss of ``model`` over ``dataset`` (eval mode, fixed draws).
+
+    Parameters
+    ----------
+    model
+        A :class:`~cisformer.model.Cisformer` (or its prepared wrapper).
+    dataset, batch_size
+        A :class:`~cisformer.sampler.PairedCells` and the cells per batch.
+    accelerator
+        The training ``accelerate.Accelerator`` (device, mixed precision, processes); None: the model's device.
+
+    Returns
+    -------
+    float, the loss averaged over the cells (of every process).
+    """
     device = accelerator.device if accelerator is not None else next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -94,9 +94,13 @@ def test_helpers_written_once():
 def test_external_drivers_are_real_files():
     external = ROOT / "peers" / "external"
     for path in external.glob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                assert node.value.count("\n") < MAX_STRING_LINES, f"{path.name}: a {node.value.count(chr(10))}-line string"
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(node)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+                lines = node.value.count("\n") + 1
+                assert lines <= MAX_STRING_LINES, f"{path.name}: a {lines}-line string that is not a docstring"
     drivers = sorted(p.name for p in (external / "drivers").glob("*.py"))
     assert drivers == ["run_integration.py", "run_scbutterfly.py"]
     for name in drivers:  # they parse, and they are what the runners start

@@ -84,12 +84,11 @@ class AttuneConfig:
 
     @classmethod
     def from_profile(cls, profile: str, n_genes: int, n_peaks: int, **overrides) -> "AttuneConfig":
-        """``paper``: the reference's settings (dim 128, 20 epochs, batch 128, Adam 1e-4 -> 1e-6; head 1000
-        hidden, 40 epochs, Adam 1e-3), patience long enough never to stop the alignment early. ``cpu``: the same
-        networks, Adam 2e-3 -> 2e-5 over 6 epochs, stopping after 2 epochs without a better validation FOSCTTM
-        (SNARE-seq, 8,247 training cells: best at epoch 2, stops after 4, ~1 min on one contended core; a longer
-        schedule only overfits), head 12 epochs with patience 3 (~45 s). ``quick``: dim 32, seconds, for tests
-        and smoke runs."""
+        """``paper``: the reference's settings (dim 128, 20 epochs, batch 128, Adam 1e-4 -> 1e-6; head 1000 hidden, 40
+        epochs, Adam 1e-3), patience long enough never to stop the alignment early. ``cpu``: the same networks, Adam
+        2e-3 -> 2e-5 over 6 epochs, stopping after 2 epochs without a better validation FOSCTTM (SNARE-seq, 8,247
+        training cells: best at epoch 2, stops after 4, ~1 min on one contended core; a longer schedule only overfits),
+        head 12 epochs with patience 3 (~45 s). ``quick``: dim 32, seconds, for tests and smoke runs."""
         check_profile(profile)
         table = {
             "paper": {},
@@ -237,11 +236,28 @@ class _Saved:
         return model
 
     def save(self, path) -> None:
+        """Write the model (:meth:`checkpoint_dict`) to a file that :meth:`load` reads.
+
+        Parameters
+        ----------
+        path
+            The file (str or Path), e.g. ``"aligner.pt"``.
+        """
         torch.save(self.checkpoint_dict(), path)
 
     @classmethod
     def load(cls, path, map_location="cpu"):
-        """A model written by ``save`` or the ``best.pt`` of its training function, in eval mode."""
+        """A model written by ``save`` or the ``best.pt`` of its training function, in eval mode.
+
+        Parameters
+        ----------
+        path, map_location
+            The file, and where ``torch.load`` maps its tensors (default ``"cpu"``).
+
+        Returns
+        -------
+        :class:`AttuneAligner` or :class:`ExpressionHead`: the class it is called on.
+        """
         return cls.from_checkpoint_dict(torch.load(path, map_location=map_location, weights_only=True)).eval()
 
 
@@ -364,13 +380,12 @@ def training_loop(model: nn.Module, batch_loss, validate, train_idx: np.ndarray,
            desc: str, min_epoch_samples: int = 0):
     """The training loop of :func:`fit_alignment` and :func:`fit_atac2rna`.
 
-    ``batch_loss(model, rows, device) -> scalar`` for training cells ``rows`` (the prepared model: DDP under
-    several processes); ``validate(raw_model) -> dict`` with ``val_loss``, ``val_score`` (higher is better) and
-    diagnostics, called in eval mode without gradients. Each epoch draws permutations of the training cells from
-    ``(seed, epoch)``, as many as it takes to show at least ``min_epoch_samples`` cells (the package's epoch rule,
-    :func:`cisformer.protocol.epoch_repeats`), and steps through their full batches; Adam with a learning rate
-    decaying linearly per step from ``lr`` to ``lr_end``. Returns the best-validation model (eval mode) and the
-    history.
+    ``batch_loss(model, rows, device) -> scalar`` for training cells ``rows`` (the prepared model: DDP under several
+    processes); ``validate(raw_model) -> dict`` with ``val_loss``, ``val_score`` (higher is better) and diagnostics,
+    called in eval mode without gradients. Each epoch draws permutations of the training cells from ``(seed, epoch)``,
+    as many as it takes to show at least ``min_epoch_samples`` cells (the package's epoch rule,
+    :func:`cisformer.protocol.epoch_repeats`), and steps through their full batches; Adam with a learning rate decaying
+    linearly per step from ``lr`` to ``lr_end``. Returns the best-validation model (eval mode) and the history.
     """
     repeats = epoch_repeats(len(train_idx), min_epoch_samples)
     batch_size = min(batch_size, len(train_idx))
@@ -554,8 +569,19 @@ def _check_features(model, rna=None, atac=None) -> None:
 def embed(model: AttuneAligner, rna, atac, cells=None, batch_size: int = 256) -> dict:
     """Cell embeddings: the L2-normalised teacher outputs of ``cells`` (names, positions or mask; all when None).
 
-    Returns ``{"rna": ndarray [n, D], "atac": ndarray [n, D]}``, rows in the order of ``cells``; ``rna`` /
-    ``atac`` are paired AnnData with the model's features, raw counts in ``X``."""
+    Parameters
+    ----------
+    model
+        A trained :class:`AttuneAligner` (:func:`fit_alignment`).
+    rna, atac
+        Paired AnnData with the model's features, raw counts in ``X``.
+    cells, batch_size
+        The cells to embed (default None: all) and cells per forward pass (default 256).
+
+    Returns
+    -------
+    ``{"rna": ndarray [n, D], "atac": ndarray [n, D]}``, float32, rows in the order of ``cells``.
+    """
     check_pair(rna, atac)
     _check_features(model, rna, atac)
     idx = np.arange(rna.n_obs) if cells is None else cell_indices(rna, cells)
@@ -583,10 +609,14 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed
                  device: str = "auto", epochs: int | None = None, progress: bool = True, **overrides):
     """Train the ATAC -> RNA head end to end from the aligner's ATAC student (MSE on log1p CP10k expression).
 
-    ``aligner``: a trained :class:`AttuneAligner` (:func:`fit_alignment`), not modified; the head's settings
-    are its config's ``head_*`` fields, overridable by ``**overrides`` (``head_*`` names only) and ``epochs``
-    (``head_epochs``). Adam with a constant learning rate ``head_lr``; other arguments as
-    :func:`fit_alignment`.
+    Parameters
+    ----------
+    aligner
+        A trained :class:`AttuneAligner` (:func:`fit_alignment`), unchanged; its ``head_*`` config fields set the head.
+    rna, atac, train_cells, val_cells, seed, checkpoint_dir, device, progress
+        As :func:`fit_alignment`.
+    epochs, **overrides
+        Override ``head_epochs`` and other ``head_*`` fields (``head_*`` names only; Adam's constant rate: ``head_lr``).
 
     Returns
     -------
@@ -643,10 +673,22 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed
 
 @torch.no_grad()
 def predict_atac2rna(head: ExpressionHead, atac, cells=None, batch_size: int = 256) -> AnnData:
-    """Predicted log1p CP10k expression of ``cells`` of ``atac`` (all when None): AnnData [cells, genes] with
-    ``obs`` = those cells' obs, ``var`` indexed by the head's genes, ``uns["method"] = "attune"``; the convention
-    of the ATAC -> RNA predictors of :mod:`cisformer.peers.baselines`, scored by
-    :func:`cisformer.metrics.genewise_correlation`."""
+    """Predicted log1p CP10k expression of ``cells`` of ``atac`` (all when None), in the convention of the ATAC ->
+    RNA predictors of :mod:`cisformer.peers.baselines`, scored by :func:`cisformer.metrics.genewise_correlation`.
+
+    Parameters
+    ----------
+    head
+        A trained :class:`ExpressionHead` (:func:`fit_atac2rna`).
+    atac
+        AnnData with the head's peaks as ``var_names`` (same order), open where ``X`` > 0.
+    cells, batch_size
+        The cells to predict (default None: all) and cells per forward pass (default 256).
+
+    Returns
+    -------
+    AnnData [cells, genes]: those cells' ``obs``, ``var`` indexed by the head's genes, ``uns["method"] = "attune"``.
+    """
     _check_features(head, atac=atac)
     idx = np.arange(atac.n_obs) if cells is None else cell_indices(atac, cells)
     atac_bin = binary_csr(atac[idx])

@@ -151,6 +151,10 @@ def smooth_along(pseudotime, values, frac: float = 0.3, n_points: int = 50) -> p
     values
         [n, g] ndarray, DataFrame (columns = genes) or AnnData (``X``, genes = ``var_names``), e.g. the output of
         :func:`gene_potential`.
+    frac
+        Share of the cells in each local fit (R's ``span``; default 0.3, at least 3 cells).
+    n_points
+        Number of evenly spaced pseudotimes, from the smallest to the largest (default 50).
 
     Returns
     -------
@@ -186,7 +190,18 @@ def smooth_along(pseudotime, values, frac: float = 0.3, n_points: int = 50) -> p
 
 def rank_by_variability(curves: pd.DataFrame) -> pd.Series:
     """Genes ranked by the standard deviation of their smoothed curve (:func:`smooth_along`), largest first, as
-    the Attune reference ranks residual curves; the Series is named ``curve_sd``."""
+    the Attune reference ranks residual curves; the Series is named ``curve_sd``.
+
+    Parameters
+    ----------
+    curves
+        Pseudotime grid x genes, the output of :func:`smooth_along`.
+
+    Returns
+    -------
+    Series
+        index = genes, values = the sample standard deviation (ddof 1) of each curve, sorted descending.
+    """
     return curves.std(axis=0, ddof=1).sort_values(ascending=False, kind="stable").rename("curve_sd")
 
 
@@ -213,6 +228,10 @@ def cell_potential(pred: AnnData, measured: AnnData, embedding, n_neighbors: int
         Predicted (from ATAC) and measured expression of the same cells, log1p CP10k (as :func:`gene_potential`).
     embedding
         [n, 2] positions of the cells (e.g. a UMAP), same order.
+    n_neighbors
+        Measured profiles each predicted profile looks up (default 10; at most the number of cells).
+    n_comps
+        Principal components of the measured profiles (default 30; fewer on small matrices).
 
     Returns
     -------
@@ -247,7 +266,18 @@ def _unit_rows(x) -> np.ndarray:
 
 def transmitted_states(x_rna, x_atac) -> np.ndarray:
     """Per cell, 0.5 + 0.5 cos(RNA embedding, ATAC embedding) (Attune's "transmitted state"): 1 where the two
-    modalities of a cell sit at the same point of the shared space, 0.5 orthogonal, 0 opposite. [n]"""
+    modalities of a cell sit at the same point of the shared space, 0.5 orthogonal, 0 opposite.
+
+    Parameters
+    ----------
+    x_rna, x_atac
+        [n, d] RNA and ATAC embeddings of the same cells, same order (e.g. :func:`cisformer.attune.alignment.embed`).
+
+    Returns
+    -------
+    ndarray [n]
+        Float64 values in [0, 1].
+    """
     return 0.5 + 0.5 * np.sum(_unit_rows(x_rna) * _unit_rows(x_atac), axis=1)
 
 
@@ -255,7 +285,20 @@ def similarity_matrix(x_atac, x_rna, order=None) -> np.ndarray:
     """[n, n] similarity 0.5 + 0.5 cos between every ATAC cell (rows) and every RNA cell (columns), both in the
     order ``order`` (positions; the given order when None), e.g. ``np.lexsort((latent_time, cell_type))`` to sort
     by cell type, then by latent time within a type, as Attune's figure. A good alignment has a bright
-    diagonal (band)."""
+    diagonal (band).
+
+    Parameters
+    ----------
+    x_atac, x_rna
+        [n, d] ATAC and RNA embeddings of the same cells, same order.
+    order
+        Positions (e.g. a permutation of ``range(n)``) applied to both; None keeps the given order.
+
+    Returns
+    -------
+    ndarray [n, n]
+        Float64, rows = ATAC cells, columns = RNA cells, values in [0, 1].
+    """
     a, r = _unit_rows(x_atac), _unit_rows(x_rna)
     if order is not None:
         order = np.asarray(order)

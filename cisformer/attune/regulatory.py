@@ -67,10 +67,9 @@ head's accuracy stays at its base rate (2/3: every pair called negative), which 
 learning at this 1 : 2 balance: :func:`matching_auroc` scores it by AUROC against uniform and hard negatives
 (notebook 08's ``matching_head.csv``). The interaction score is, in each cell, a product of a gene-only factor
 (attention of the gene to the peak CLS) and a peak-only one (attention of the gene CLS to the peak), so it cannot
-single out a gene's own peaks, and link recovery stays near chance by construction. On
-notebook 04's simulation (3,000 cells, 100 genes, 1,000 CREs) the scores recover planted links at AUROC
-0.53 (attune) / 0.58 (attention) in the easy setting and 0.60 / 0.58 in the realistic one, against 0.81 / 0.74
-for peak-to-gene correlation.
+single out a gene's own peaks, and link recovery stays near chance by construction. On notebook 04's simulation
+(3,000 cells, 100 genes, 1,000 CREs) the scores recover planted links at AUROC 0.53 (attune) / 0.58 (attention) in
+the easy setting and 0.60 / 0.58 in the realistic one, against 0.81 / 0.74 for peak-to-gene correlation.
 
 Shapes: B = cells, G = genes, P = peaks, D = model dim, N = open peak entries of a batch, E = window pairs,
 M = (RNA cell, ATAC cell) pairs scored by the matching head, S = softmax segments (one per query and pair).
@@ -165,9 +164,8 @@ def sample_hard_negatives(similarity: torch.Tensor, temperature: float,
                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Hard negatives for the matching head from a [B, B] RNA x ATAC similarity (cosine) matrix.
 
-    Row i draws an ATAC cell j != i with probability softmax_j(similarity[i, j] / T) (the diagonal gets
-    probability exactly 0); column j draws an RNA cell i != j likewise. Returns (atac_for_rna [B],
-    rna_for_atac [B]). Needs B >= 2.
+    Row i draws an ATAC cell j != i with probability softmax_j(similarity[i, j] / T) (the diagonal gets probability
+    exactly 0); column j draws an RNA cell i != j likewise. Returns (atac_for_rna [B], rna_for_atac [B]). Needs B >= 2.
     """
     B = similarity.shape[0]
     if B < 2:
@@ -277,10 +275,9 @@ class RegulatoryAttention(nn.Module):
     @staticmethod
     def _packed_tokens(teacher, x: torch.Tensor):
         """Open entries of x [B, F] and their weighted tokens: rows [N], cols [N], tokens [N, D]: the nonzero rows
-        of ``teacher.weighted_tokens(x)`` times F (the pooling weight relative to a uniform one), without
-        building the dense [B, F, D] tensor. The factor F matters only for the LayerNorm's epsilon: pooling
-        weights of order 1 / 25,734 would leave token variances far below it, and every open peak would look
-        like a closed one."""
+        of ``teacher.weighted_tokens(x)`` times F (the pooling weight relative to a uniform one), without building
+        the dense [B, F, D] tensor. The factor F matters only for the LayerNorm's epsilon: pooling weights of order
+        1 / 25,734 would leave token variances far below it, and every open peak would look like a closed one."""
         rows, cols, tokens, weights, *_ = teacher._softmax_parts(x)
         return rows, cols, (weights * x.shape[1]).to(tokens.dtype).unsqueeze(-1) * tokens
 
@@ -415,11 +412,22 @@ class RegulatoryAttention(nn.Module):
                 "gene_names": self.gene_names, "peak_names": self.peak_names}
 
     def save(self, path) -> None:
+        """Write :meth:`checkpoint_dict` to ``path`` (str or Path), a file that :meth:`load` reads back."""
         torch.save(self.checkpoint_dict(), path)
 
     @classmethod
     def load(cls, path) -> "RegulatoryAttention":
-        """A model written by :meth:`save` or the ``best.pt`` of :func:`fit_regulatory`, in eval mode (CPU)."""
+        """A model written by :meth:`save` or the ``best.pt`` of :func:`fit_regulatory`, in eval mode (CPU).
+
+        Parameters
+        ----------
+        path
+            The file (str or Path); another checkpoint format raises ValueError.
+
+        Returns
+        -------
+        :class:`RegulatoryAttention`
+        """
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"{path}: checkpoint format {ckpt.get('format')}, this code reads {CHECKPOINT_FORMAT}")
@@ -556,16 +564,30 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
 @torch.no_grad()
 def matching_auroc(model: RegulatoryAttention, rna, atac, cells, batch_size: int = 64, seed: int = 0,
                    device: str = "cpu") -> dict:
-    """How well the matching head tells a cell's true (RNA, ATAC) pair from mismatched ones, on ``cells`` (e.g.
-    the validation cells; names, positions or a mask).
+    """How well the matching head tells a cell's true (RNA, ATAC) pair from mismatched ones, on ``cells``.
 
     In batches of ``batch_size`` cells (summaries standardised per batch, as in training), each cell's true pair
     is scored against two negatives of each kind: its RNA with another cell's ATAC and its ATAC with another
     cell's RNA, the other cell drawn **uniformly** from the batch, or drawn as in training (**hard**:
-    :func:`sample_hard_negatives`, mostly the same cell type). Returns the AUROC of the head's logit, true pairs
-    vs negatives, for both kinds (``"uniform"``, ``"hard"``) and, on the hard pairs, that of the cosine of the two
-    summaries (``"hard_cosine"``: what the summaries alone tell apart). AUROC does not depend on the 1 : 2 class
-    balance, where the accuracy at logit 0 stays at the base rate whatever the head learns.
+    :func:`sample_hard_negatives`, mostly the same cell type). AUROC does not depend on the 1 : 2 class balance,
+    where the accuracy at logit 0 stays at the base rate whatever the head learns.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`RegulatoryAttention`.
+    rna, atac
+        Paired AnnData with the model's vocabularies (raw counts).
+    cells, batch_size
+        The cells to score (e.g. the validation cells; names, positions or a mask), and cells per batch (default 64).
+    seed, device
+        Seed of the negatives' draws (default 0) and the torch device (default ``"cpu"``).
+
+    Returns
+    -------
+    dict of floats: the AUROC of the head's logit, true pairs vs negatives, for both kinds (``"uniform"``,
+    ``"hard"``) and, on the hard pairs, that of the cosine of the two summaries (``"hard_cosine"``: what the
+    summaries alone tell apart).
     """
     from sklearn.metrics import roc_auc_score
 

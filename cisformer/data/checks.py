@@ -15,6 +15,17 @@ from .errors import input_error
 
 # ------------------------------------------------------------------------------------------------ validation
 def is_integer_matrix(X) -> bool:
+    """Whether a matrix holds raw counts: every stored value finite, non-negative and integral.
+
+    Parameters
+    ----------
+    X
+        Dense array or scipy sparse matrix (of a sparse one, only the stored values are tested).
+
+    Returns
+    -------
+    bool; ``True`` also for a matrix without stored values.
+    """
     data = X.data if sp.issparse(X) else np.asarray(X)
     return bool(np.all(np.isfinite(data)) and np.all(data == np.round(data)) and (data.size == 0 or data.min() >= 0))
 
@@ -25,7 +36,18 @@ ATAC_RULE = "ATAC values are read as open (1) where > 0 and closed (0) elsewhere
 
 def describe_values(X) -> dict:
     """What a matrix holds: ``n`` stored values, ``max``, ``n_nan``, ``n_inf``, ``n_negative`` and
-    ``share_non_integer`` (of the finite non-zero values)."""
+    ``share_non_integer`` (of the finite non-zero values).
+
+    Parameters
+    ----------
+    X
+        Dense array or scipy sparse matrix (of a sparse one, the stored values).
+
+    Returns
+    -------
+    dict with the keys above: ``n``, ``n_nan``, ``n_inf``, ``n_negative`` int; ``max`` float (of the finite values,
+    NaN when there are none); ``share_non_integer`` float in [0, 1].
+    """
     data = np.asarray(X.data if sp.issparse(X) else X, dtype=np.float64).ravel()
     finite = data[np.isfinite(data)]
     nonzero = finite[finite != 0]
@@ -47,6 +69,13 @@ def recover_counts(X, rtol: float = 1e-3):
     integer within ``rtol`` (relative); scaled, regressed, batch-corrected or otherwise transformed values fail.
     A cell whose smallest count is not 1 cannot be told from one with counts divided by that number: scRNA-seq
     cells almost always have genes seen once.
+
+    Parameters
+    ----------
+    X
+        Cells x genes matrix, dense or sparse (e.g. ``adata.X`` after ``normalize_total`` / ``log1p``).
+    rtol
+        Relative tolerance of the integrality test.
 
     Returns
     -------
@@ -150,7 +179,19 @@ def find_counts(adata, source="rna", recover: bool = False, rtol: float = 1e-3):
 
 
 def check_atac_values(atac, source="atac") -> str:
-    """Raise :class:`InputError` when ATAC holds NaN, inf or negative values; else return the binarisation note."""
+    """Raise :class:`InputError` when ATAC holds NaN, inf or negative values; else return the binarisation note.
+
+    Parameters
+    ----------
+    atac
+        Cells x peaks (or CREs) AnnData.
+    source
+        File name used in messages.
+
+    Returns
+    -------
+    str: :data:`ATAC_RULE`, the sentence saying how ATAC values are read (open where > 0).
+    """
     stats = describe_values(atac.X)
     if stats["n_nan"] or stats["n_inf"] or stats["n_negative"]:
         raise input_error(source, "X", f"ATAC matrix has {stats['n_nan']} NaN, {stats['n_inf']} inf and "
@@ -164,7 +205,19 @@ def pair_cells(rna, atac, rna_source="rna", atac_source="atac"):
     """Keep the cells present in both modalities, in RNA order.
 
     Raises :class:`InputError` for duplicated barcodes or when the modalities share no cell (with examples of both
-    sides, e.g. a '-1' suffix on one side only). Returns ``(rna, atac, note)``; the note counts the cells dropped.
+    sides, e.g. a '-1' suffix on one side only).
+
+    Parameters
+    ----------
+    rna, atac
+        AnnData of the two modalities, matched by ``obs_names`` (barcodes).
+    rna_source, atac_source
+        File names used in messages.
+
+    Returns
+    -------
+    (rna, atac, note): the two AnnData with the same cells in the same order (copies when cells were dropped or
+    reordered, else the inputs) and a sentence counting the cells kept and dropped.
     """
     for adata, source, kind in ((rna, rna_source, "RNA"), (atac, atac_source, "ATAC")):
         check_unique_names(adata, source, kind)
@@ -183,7 +236,17 @@ def pair_cells(rna, atac, rna_source="rna", atac_source="atac"):
 
 
 def check_unique_names(adata, source="data", kind="RNA") -> None:
-    """Raise :class:`InputError` naming a few duplicated cell (obs) or feature (var) names of ``adata``."""
+    """Raise :class:`InputError` naming a few duplicated cell (obs) or feature (var) names of ``adata``.
+
+    Parameters
+    ----------
+    adata
+        AnnData to check.
+    source
+        File name used in messages.
+    kind
+        Modality named in messages (``"RNA"``, ``"ATAC"``).
+    """
     for axis, names, fix in (("obs_names (barcodes)", adata.obs_names, "adata.obs_names_make_unique() or fix the barcodes"),
                              ("var_names (features)", adata.var_names,
                               "adata.var_names_make_unique() (genes: or index by Ensembl id; peaks: merge duplicates)")):
@@ -202,7 +265,25 @@ def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_count
     parseable and unique peak names, unique gene names, no empty cells (unless ``allow_empty_cells``: QC removes
     them) or features, and, when ``cre_vocabulary`` is given (a chrom/start/end frame, or
     ``"hg38"``/``"human"``/``"mm39"``/``"mouse"``), that the peaks are on that vocabulary's genome build and
-    species (:func:`check_genome`). Returns a small report dict (overlap score when computed).
+    species (:func:`check_genome`).
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData: cells x genes, cells x peaks (peak names ``chrom:start-end``).
+    rna_source, atac_source
+        File names used in messages.
+    require_counts
+        Require raw RNA counts in ``X``.
+    cre_vocabulary
+        ``None`` (no genome check), a vocabulary name or a chrom/start/end frame, as above.
+    allow_empty_cells
+        Accept cells without counts (e.g. before :func:`cisformer.data.qc`).
+
+    Returns
+    -------
+    dict: ``atac_values`` (how ATAC values are read) and, with ``cre_vocabulary``, ``genome_overlap`` (the report
+    of :func:`check_genome`).
     """
     report = {}
     r_names, a_names = pd.Index(rna.obs_names), pd.Index(atac.obs_names)
@@ -264,7 +345,21 @@ def lift_peaks(atac, from_build: str, source="atac"):
     """Lift the peaks of ``atac`` with the shipped UCSC chain (``"hg19"`` -> hg38 or ``"hg38"`` -> hg19).
 
     Peaks that do not lift (see :func:`cisformer.data.vocab.liftover`) are dropped, as are peaks that land on the same
-    interval as an earlier one. Returns ``(atac_lifted, note)``; the note says how many peaks failed to lift.
+    interval as an earlier one.
+
+    Parameters
+    ----------
+    atac
+        Cells x peaks AnnData (var chrom/start/end or peak names ``chrom:start-end``).
+    from_build
+        Build of the peaks: ``"hg19"`` or ``"hg38"``.
+    source
+        File name used in messages.
+
+    Returns
+    -------
+    (atac_lifted, note): a copy holding the lifted peaks (var chrom/start/end, names ``chrom:start-end``,
+    ``uns["genome"]`` the target build) and a sentence saying how many peaks failed to lift.
     """
     if from_build not in LIFTOVER:
         raise input_error(source, "liftover", f"no shipped chain from {from_build!r}", f"use one of {sorted(LIFTOVER)}")
@@ -313,6 +408,12 @@ def check_genome(peaks, cre_vocabulary, source="atac", sample: int = 2_000, seed
         AnnData of peaks, chrom/start/end frame or peak names.
     cre_vocabulary
         ``"human"``/``"hg38"``, ``"mouse"``/``"mm39"``, or a chrom/start/end frame (``attrs["genome"]`` its build).
+    source
+        File name used in messages.
+    sample
+        Number of peaks lifted for the build test.
+    seed
+        Seed of the peak sample.
 
     Returns
     -------

@@ -59,7 +59,17 @@ def _is_repo_data(root: Path) -> bool:
 
 def read_manifest(data_dir=None) -> pd.DataFrame:
     """``data/MANIFEST`` (or a data folder's) as a frame indexed by file (columns sha256, bytes, source, licence,
-    description)."""
+    description).
+
+    Parameters
+    ----------
+    data_dir
+        Folder holding the ``MANIFEST`` (default: ``CISFORMER_DATA`` or the repository's ``data/``).
+
+    Returns
+    -------
+    DataFrame indexed by ``file`` (path relative to the folder).
+    """
     path = paths.data_dir(data_dir) / "MANIFEST"
     if not path.exists():
         fix = ("restore data/ from the repository (git checkout data)" if _is_repo_data(path.parent) else
@@ -89,7 +99,21 @@ def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
     """Path of a data file, its sha256 checked against the ``MANIFEST`` of the folder holding it (and recorded in
     the provenance log). ``rel`` is looked up in ``data_dir`` first, then in the default data folder
     (:func:`cisformer.utils.paths.data_dirs`): a user's data folder holds only the user's data sets, and the reference
-    files and shipped data sets come from the repository's ``data/``."""
+    files and shipped data sets come from the repository's ``data/``.
+
+    Parameters
+    ----------
+    rel
+        Path relative to a data folder, e.g. ``"datasets/bmmc_rna.h5ad"``.
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+    verify
+        Check the sha256 against the ``MANIFEST`` (raise :class:`InputError` on a mismatch or a missing line).
+
+    Returns
+    -------
+    Path of the file.
+    """
     root = _locate(rel, data_dir)
     if root is None:
         path = paths.data_dir(data_dir) / rel
@@ -112,7 +136,19 @@ def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
 
 
 def reference_path(key: str, data_dir=None, verify: bool = True) -> Path:
-    """Verified path of a shipped reference file; ``key`` in :data:`REFERENCES` or a path relative to ``data/``."""
+    """Verified path of a shipped reference file; ``key`` in :data:`REFERENCES` or a path relative to ``data/``.
+
+    Parameters
+    ----------
+    key
+        A key of :data:`REFERENCES` (e.g. ``"human_cres"``, ``"chain_hg19_hg38"``) or a relative path.
+    data_dir, verify
+        As in :func:`shipped_path`.
+
+    Returns
+    -------
+    Path of the file (``KeyError`` for an unknown key).
+    """
     rel = REFERENCES.get(key, key)
     if rel not in REFERENCES.values() and _locate(rel, data_dir) is None:
         raise KeyError(f"unknown reference {key!r}; choose one of {sorted(REFERENCES)}")
@@ -122,12 +158,32 @@ def reference_path(key: str, data_dir=None, verify: bool = True) -> Path:
 def dataset_files(name: str) -> tuple[str, str]:
     """Paths (relative to a data folder) of a paired data set's RNA and ATAC files: ``datasets/<name>_rna.h5ad``
     and ``datasets/<name>_atac.h5ad``, for the shipped sets (:data:`DATASETS`) and those written by
-    :func:`write_dataset` alike."""
+    :func:`write_dataset` alike.
+
+    Parameters
+    ----------
+    name
+        Data set name, e.g. ``"bmmc"``.
+
+    Returns
+    -------
+    (rna_rel, atac_rel): the two relative paths (str); the files need not exist.
+    """
     return DATASETS.get(name, (f"datasets/{name}_rna.h5ad", f"datasets/{name}_atac.h5ad"))
 
 
 def list_datasets(data_dir=None) -> list[str]:
-    """Names :func:`load` accepts with this ``data_dir``: the shipped sets and those of the data folder."""
+    """Names :func:`load` accepts with this ``data_dir``: the shipped sets and those of the data folder.
+
+    Parameters
+    ----------
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+
+    Returns
+    -------
+    Sorted list of data set names (str).
+    """
     names = set(DATASETS)
     for root in paths.data_dirs(data_dir):
         for rna_file in (root / "datasets").glob("*_rna.h5ad"):
@@ -152,6 +208,11 @@ def load(name: str, data_dir=None, verify: bool = True):
         it lacks (the shipped sets, reference files) are taken from the default data folder.
     verify
         Check each file's sha256 against the ``MANIFEST`` of the folder holding it.
+
+    Returns
+    -------
+    (rna, atac): AnnData cells x genes and cells x peaks (or CREs), ``X`` CSR float32, identical obs_names,
+    ``uns["counts"]`` whether ``X`` holds raw counts.
     """
     import anndata as ad
 
@@ -179,7 +240,22 @@ def write_dataset(rna, atac, name: str, data_dir, source: str = "", licence: str
     ``data/MANIFEST``: file, sha256, bytes, source, licence, description). The folder needs nothing else: reference
     files and the shipped data sets are read from the repository's ``data/``. Sets ``uns["dataset"] = name``.
 
-    Returns ``{"rna": path, "atac": path}``; then ``load(name, data_dir=DIR)``.
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData with the same cells in the same order (:func:`cisformer.data.pair_cells`).
+    name
+        Data set name (letters, digits, ``_``, ``.``, ``-``); not a shipped set's name in the repository's ``data/``.
+    data_dir
+        Folder to write into (created if needed).
+    source, licence
+        MANIFEST columns (defaults ``"user data"``).
+    description
+        MANIFEST description of both files; default: cells x features, genome, cell types, counts or not.
+
+    Returns
+    -------
+    dict ``{"rna": Path, "atac": Path}`` of the written files; then ``load(name, data_dir=DIR)``.
     """
     import re
 
@@ -216,7 +292,20 @@ def write_dataset(rna, atac, name: str, data_dir, source: str = "", licence: str
 
 # ------------------------------------------------------------------------------------------------ reference readers
 def load_cre_vocabulary(species: str = "human", data_dir=None) -> pd.DataFrame:
-    """CRE vocabulary (row order = index): ``"human"``/``"hg38"`` 1,033,239 cCREs; ``"mouse"``/``"mm39"`` 262,853 (mm39)."""
+    """CRE vocabulary (row order = index): ``"human"``/``"hg38"`` 1,033,239 cCREs; ``"mouse"``/``"mm39"`` 262,853
+    (mm39).
+
+    Parameters
+    ----------
+    species
+        ``"human"``, ``"hg38"``, ``"mouse"`` or ``"mm39"``.
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+
+    Returns
+    -------
+    DataFrame ``chrom`` (str), ``start``, ``end`` (int64, 0-based half-open); ``attrs["genome"]`` the build.
+    """
     key = {"human": "human_cres", "hg38": "human_cres", "mouse": "mouse_cres", "mm39": "mouse_cres"}.get(species)
     if key is None:
         raise ValueError(f"species {species!r}: use 'human' (hg38) or 'mouse' (mm39)")
@@ -227,7 +316,19 @@ def load_cre_vocabulary(species: str = "human", data_dir=None) -> pd.DataFrame:
 
 
 def load_genes(genome: str = "hg38", data_dir=None) -> pd.DataFrame:
-    """Gene table gene_name, gene_id, chrom, start, end, strand, tss (0-based; NaN / "" when unknown)."""
+    """Gene table gene_name, gene_id, chrom, start, end, strand, tss (0-based; NaN / "" when unknown).
+
+    Parameters
+    ----------
+    genome
+        ``"hg38"`` or ``"mm10"``.
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+
+    Returns
+    -------
+    DataFrame, one row per gene; ``start``, ``end``, ``tss`` float (bp).
+    """
     key = {"hg38": "genes_hg38", "mm10": "genes_mm10"}.get(genome)
     if key is None:
         raise ValueError(f"genome {genome!r}: use 'hg38' or 'mm10'")
@@ -240,7 +341,19 @@ def load_genes(genome: str = "hg38", data_dir=None) -> pd.DataFrame:
 
 
 def load_tf_list(species: str = "human", data_dir=None) -> list[str]:
-    """Lambert et al. 2018 TFs: 1,639 human symbols, or the 1,254 with a mouse ortholog (mouse symbols)."""
+    """Lambert et al. 2018 TFs: 1,639 human symbols, or the 1,254 with a mouse ortholog (mouse symbols).
+
+    Parameters
+    ----------
+    species
+        ``"human"`` or ``"mouse"``.
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+
+    Returns
+    -------
+    list of gene symbols (str).
+    """
     if species == "human":
         return pd.read_csv(reference_path("tf_human", data_dir), sep="\t")["HGNC symbol"].dropna().tolist()
     if species == "mouse":
@@ -254,6 +367,17 @@ def load_remodelers(go_id: str = "GO:0140658", data_dir=None) -> list[str]:
 
     ``go_id``: ``GO:0140658`` ATP-dependent chromatin remodeler activity (33 genes, default), ``GO:0070603`` SWI/SNF
     complex, ``GO:0016586`` RSC complex, ``GO:0006338`` chromatin remodeling (373), ``GO:0006325`` chromatin organization.
+
+    Parameters
+    ----------
+    go_id
+        GO term, one of those above.
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+
+    Returns
+    -------
+    list of unique gene symbols (str).
     """
     df = pd.read_csv(reference_path("remodelers", data_dir), sep="\t")
     if go_id not in set(df.go_id):
@@ -264,7 +388,17 @@ def load_remodelers(go_id: str = "GO:0140658", data_dir=None) -> list[str]:
 def load_gwas_finemapped(which: str = "both", data_dir=None) -> pd.DataFrame:
     """Fine-mapped UKBB blood-trait variants (hg38): chrom, start, end, id, pp, trait, set.
 
-    ``which``: ``"gchromvar"`` (16 traits), ``"scavenge"`` (22 traits) or ``"both"``.
+    Parameters
+    ----------
+    which
+        ``"gchromvar"`` (16 traits), ``"scavenge"`` (22 traits) or ``"both"``.
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+
+    Returns
+    -------
+    DataFrame, one row per variant and trait: ``chrom``, ``start``, ``end`` (0-based), ``id``, ``pp`` (posterior
+    probability), ``trait``, ``set`` (``"gchromvar"`` / ``"scavenge"``).
     """
     keys = {"gchromvar": ["gwas_gchromvar"], "scavenge": ["gwas_scavenge"], "both": ["gwas_gchromvar", "gwas_scavenge"]}[which]
     frames = []
@@ -280,7 +414,16 @@ def load_gwas_finemapped(which: str = "both", data_dir=None) -> pd.DataFrame:
 def load_chip_peaks(by: str = "tf", data_dir=None) -> dict[str, pd.DataFrame]:
     """Real TF ChIP-seq peak sets (hg38-lifted ENCODE GM12878 + JUN K562 + E2F4 LCL).
 
-    Returns a dict ``tf -> DataFrame(chrom, start, end, summit, dataset, cell_type)`` (sets of the same TF are
+    Parameters
+    ----------
+    by
+        ``"tf"``: one entry per TF; ``"dataset"``: one entry per peak file.
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+
+    Returns
+    -------
+    dict ``tf -> DataFrame(chrom, start, end, summit, dataset, cell_type)`` (sets of the same TF are
     concatenated) or, with ``by="dataset"``, one entry per peak file.
     """
     peaks = pd.read_csv(reference_path("chip_peaks", data_dir), sep="\t", dtype={"chrom": str})
@@ -293,13 +436,35 @@ def load_chip_peaks(by: str = "tf", data_dir=None) -> dict[str, pd.DataFrame]:
 
 def load_dnase_peaks(data_dir=None) -> dict[str, pd.DataFrame]:
     """Roadmap DNase-seq peaks (hg38-lifted) of five blood cell types: ``"B cells"``, ``"T cells"``,
-    ``"NK cells"``, ``"CD14 monocytes"``, ``"CD34 HSPC"`` -> DataFrame(chrom, start, end)."""
+    ``"NK cells"``, ``"CD14 monocytes"``, ``"CD34 HSPC"`` -> DataFrame(chrom, start, end).
+
+    Parameters
+    ----------
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+
+    Returns
+    -------
+    dict cell type -> DataFrame ``chrom``, ``start``, ``end``.
+    """
     peaks = pd.read_csv(reference_path("dnase_blood", data_dir), sep="\t", dtype={"chrom": str})
     return {k: g[["chrom", "start", "end"]].reset_index(drop=True) for k, g in peaks.groupby("cell_type", sort=False)}
 
 
 def load_clock_loci(which: str = "lifted", data_dir=None) -> pd.DataFrame:
-    """EpiTrace mouse clock loci (mm10): ``"lifted"`` 61,503 loci or ``"mm285"`` 347 array-clock loci."""
+    """EpiTrace mouse clock loci (mm10): ``"lifted"`` 61,503 loci or ``"mm285"`` 347 array-clock loci.
+
+    Parameters
+    ----------
+    which
+        ``"lifted"`` or ``"mm285"``.
+    data_dir
+        Data folder searched first, then the default one (:func:`cisformer.utils.paths.data_dirs`).
+
+    Returns
+    -------
+    DataFrame ``chrom``, ``start``, ``end`` (with ``"mm285"`` also ``probe``, ``slope``).
+    """
     key = {"lifted": "clock_mm10", "mm285": "clock_mm285"}[which]
     names = ["chrom", "start", "end"] + (["probe", "slope"] if which == "mm285" else [])
     return pd.read_csv(reference_path(key, data_dir), sep="\t", header=None, names=names)

@@ -33,13 +33,31 @@ IDENTITY = "cisformer_identity_"
 
 
 def partial_path(out) -> Path:
-    """Where a file written block by block lives until it is complete (``OUT.partial``), then renamed ``OUT``."""
+    """Where a file written block by block lives until it is complete (``OUT.partial``), then renamed ``OUT``.
+
+    Parameters
+    ----------
+    out
+        Final path of the file (str or path).
+
+    Returns
+    -------
+    Path ``OUT.partial`` next to it.
+    """
     out = Path(out)
     return out.with_name(out.name + ".partial")
 
 
 class StreamedH5ad:
-    """An open partial ``.h5ad``: :meth:`create` or :meth:`open_resume`, then :meth:`write_block` per block."""
+    """An open partial ``.h5ad``: :meth:`create` or :meth:`open_resume`, then :meth:`write_block` per block.
+
+    Parameters
+    ----------
+    file
+        The open ``h5py.File`` (mode ``"w"`` or ``"r+"``).
+    matrices
+        Matrix name (``"X"``, ``"layers/NAME"``) -> ``"dense"`` or ``"csr"``.
+    """
 
     def __init__(self, file: h5py.File, matrices: dict):
         self.file, self.matrices = file, matrices  # name -> "dense" | "csr"
@@ -49,7 +67,28 @@ class StreamedH5ad:
     def create(cls, path, n_rows: int, n_cols: int, obs, var, uns: dict, matrices: dict, identity: dict,
                chunk_rows: int = 16, compression=None) -> "StreamedH5ad":
         """A new file at ``path``. ``matrices``: ``{"X": ("dense"|"csr", dtype), "layers/NAME": (...)}``;
-        ``identity``: strings recorded for :meth:`open_resume` to compare."""
+        ``identity``: strings recorded for :meth:`open_resume` to compare.
+
+        Parameters
+        ----------
+        path
+            File to create (overwritten), usually :func:`partial_path` of the output.
+        n_rows, n_cols
+            Final shape of every matrix (cells x features).
+        obs, var, uns
+            Written up front with anndata's ``write_elem``; ``obs`` / ``var`` DataFrames of ``n_rows`` /
+            ``n_cols`` rows.
+        matrices, identity
+            As above; identity values are stored with ``str()``.
+        chunk_rows
+            Rows per HDF5 chunk of dense matrices.
+        compression
+            HDF5 compression of the matrices (e.g. ``"gzip"``; default none).
+
+        Returns
+        -------
+        The writer, with 0 rows done.
+        """
         f = h5py.File(path, "w")
         f.attrs["encoding-type"], f.attrs["encoding-version"] = "anndata", "0.1.0"
         write_elem(f, "obs", obs)
@@ -86,15 +125,35 @@ class StreamedH5ad:
     @staticmethod
     def identity_of(path) -> tuple[dict, int]:
         """The identity strings and rows done of a partial file (raises ``OSError`` / ``KeyError`` when it is
-        unreadable or not one of ours)."""
+        unreadable or not one of ours).
+
+        Parameters
+        ----------
+        path
+            The partial file.
+
+        Returns
+        -------
+        (identity, rows_done): dict of the identity strings given to :meth:`create` (plus ``matrices``, the JSON
+        of the matrix kinds) and the number of rows written.
+        """
         with h5py.File(path, "r") as f:
             ident = {k[len(IDENTITY):]: str(v) for k, v in f.attrs.items() if k.startswith(IDENTITY)}
             return ident, int(f.attrs[DONE])
 
     @classmethod
     def open_resume(cls, path) -> tuple["StreamedH5ad", int]:
-        """Reopen a partial file; sparse datasets are cut back to the last completed block. Returns (writer,
-        rows done)."""
+        """Reopen a partial file; sparse datasets are cut back to the last completed block.
+
+        Parameters
+        ----------
+        path
+            The partial file, written by :meth:`create`.
+
+        Returns
+        -------
+        (writer, rows_done): the writer, opened ``"r+"``, and the first row still to write.
+        """
         f = h5py.File(path, "r+")
         kinds = json.loads(f.attrs[IDENTITY + "matrices"])
         done = int(f.attrs[DONE])
@@ -109,7 +168,15 @@ class StreamedH5ad:
     # ---- writing -------------------------------------------------------------------------------------------
     def write_block(self, start: int, blocks: dict) -> None:
         """Write rows ``start:start + n`` of every matrix (``{name: dense array or CSR}``), flush, then record
-        them as done."""
+        them as done.
+
+        Parameters
+        ----------
+        start
+            First row of the block; blocks must be written in row order (CSR data are appended).
+        blocks
+            Matrix name -> block of ``n`` rows (every matrix of the file, same ``n``).
+        """
         n = None
         for name, block in blocks.items():
             n = block.shape[0]
@@ -136,4 +203,5 @@ class StreamedH5ad:
         self.file.close()
 
     def close(self) -> None:
+        """Close the file, keeping the resume attributes (an unfinished file can be resumed)."""
         self.file.close()

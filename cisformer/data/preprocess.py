@@ -16,7 +16,17 @@ if TYPE_CHECKING:
 
 # ------------------------------------------------------------------------------------------------ QC and splits
 def qc_metrics(rna, atac) -> pd.DataFrame:
-    """Per-cell QC: n_genes, n_counts_rna, n_peaks, n_counts_atac (also written into both obs)."""
+    """Per-cell QC: n_genes, n_counts_rna, n_peaks, n_counts_atac (also written into both obs).
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData (same cells, same order).
+
+    Returns
+    -------
+    DataFrame indexed by ``rna.obs_names`` with those four columns (features with a value > 0; summed values).
+    """
     table = pd.DataFrame({
         "n_genes": np.asarray((rna.X > 0).sum(axis=1)).ravel(),
         "n_counts_rna": np.asarray(rna.X.sum(axis=1)).ravel(),
@@ -34,8 +44,22 @@ def qc(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20
     """The paper's QC: features detected in < ``min_cells`` cells out; cells with ``min_genes``-``max_genes`` genes
     and ``min_peaks``-``max_peaks`` open peaks kept (bounds inclusive; features filtered first).
 
-    Returns ``(rna_filtered, atac_filtered, table)``: filtered copies and a per-cell table with the metrics
-    (computed after feature filtering) and a ``pass_qc`` column. The metrics are also written into ``obs``.
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData (same cells, same order), counts.
+    min_cells
+        Genes and peaks detected in fewer cells are removed.
+    min_genes, max_genes
+        Bounds on the genes detected per cell.
+    min_peaks, max_peaks
+        Bounds on the open peaks (or CREs) per cell.
+
+    Returns
+    -------
+    ``(rna_filtered, atac_filtered, table)``: filtered copies and a per-cell table (all input cells) with the
+    metrics of :func:`qc_metrics` (computed after feature filtering) and a bool ``pass_qc`` column. The metrics are
+    also written into ``obs`` of the inputs.
     """
     gene_cells = np.asarray((rna.X > 0).sum(axis=0)).ravel()
     peak_cells = np.asarray((atac.X > 0).sum(axis=0)).ravel()
@@ -67,6 +91,8 @@ def qc_report(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: i
     ----------
     rna, atac
         Paired AnnData (same cells, same order); the thresholds are those of :func:`qc`.
+    min_cells, min_genes, max_genes, min_peaks, max_peaks
+        As in :func:`qc`.
     source
         Name used in messages.
     check
@@ -120,7 +146,17 @@ def qc_report(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: i
 
 
 def cells_per_feature(adata) -> pd.Series:
-    """Number of cells in which each feature is detected (the paper drops features seen in < 10 cells)."""
+    """Number of cells in which each feature is detected (the paper drops features seen in < 10 cells).
+
+    Parameters
+    ----------
+    adata
+        AnnData cells x features.
+
+    Returns
+    -------
+    Series ``n_cells`` indexed by ``var_names`` (cells with a value > 0).
+    """
     return pd.Series(np.asarray((adata.X > 0).sum(axis=0)).ravel(), index=adata.var_names, name="n_cells")
 
 
@@ -129,6 +165,21 @@ def tfidf_lsi(atac, n_components: int = 30, seed: int = 0, drop_first: bool = Tr
 
     TF-IDF as in Signac: ``log1p(x / cell_total * n_cells / feature_total * 1e4)``; the first component, which
     tracks sequencing depth, is dropped by default.
+
+    Parameters
+    ----------
+    atac
+        Cells x peaks AnnData (modified: ``obsm["X_lsi"]``).
+    n_components
+        Components kept (fewer when the matrix is smaller).
+    seed
+        Seed of the randomised SVD.
+    drop_first
+        Drop the first (depth) component.
+
+    Returns
+    -------
+    float32 array cells x ``n_components``, the embedding.
     """
     from sklearn.utils.extmath import randomized_svd
 
@@ -223,7 +274,21 @@ def subsample(rna, atac, n_cells: int | None = None, n_cres: int | None = None, 
 
 def downsample_atac(atac, keep: float, seed: int = 0):
     """A copy of ``atac`` with each count (fragment) kept with probability ``keep`` (binomial thinning), as if
-    the cells had been sequenced less deeply; entries thinned to zero are removed. ``keep=1`` returns a copy."""
+    the cells had been sequenced less deeply; entries thinned to zero are removed. ``keep=1`` returns a copy.
+
+    Parameters
+    ----------
+    atac
+        Cells x peaks AnnData of integer counts.
+    keep
+        Probability of keeping each count, in (0, 1].
+    seed
+        Seed of the thinning.
+
+    Returns
+    -------
+    AnnData: a copy of ``atac`` with ``X`` CSR float32 thinned counts.
+    """
     if not 0 < keep <= 1:
         raise ValueError(f"keep must be in (0, 1], got {keep}")
     X = sp.csr_matrix(atac.X, dtype=np.float32, copy=True)
@@ -240,7 +305,20 @@ def downsample_atac(atac, keep: float, seed: int = 0):
 def label_tokens(obs: pd.DataFrame, key: str = "cell_type"):
     """An RNA-like AnnData whose only expressed "gene" in each cell is its label ``obs[key]`` (count 1): the
     oracle input that hands a model the answer (the cell type) and nothing else. A model trained on it that
-    does not reach the cell-type mean's accuracy cannot learn CRE x cell-type structure at all."""
+    does not reach the cell-type mean's accuracy cannot learn CRE x cell-type structure at all.
+
+    Parameters
+    ----------
+    obs
+        Cell table holding the labels (e.g. ``rna.obs``).
+    key
+        Label column.
+
+    Returns
+    -------
+    AnnData cells x labels, ``X`` CSR float32 one-hot, ``obs`` a copy of ``obs``, var names ``label:<label>``
+    (sorted).
+    """
     import anndata as ad
 
     if key not in obs:
@@ -258,17 +336,27 @@ def split_cells(obs: pd.DataFrame, by: str = "random", test_fraction: float = 0.
 
     Parameters
     ----------
+    obs
+        Cell table (e.g. ``rna.obs``), indexed by cell name.
     by
         ``"random"``: cells at random (``test_fraction`` in test). ``"cell_type"``: whole cell types held out
         (``held_out`` types, or seeded types totalling ~15-20% of cells). ``"batch"``: whole batches held out
         (``held_out`` batches, or seeded batches totalling about ``test_fraction``). ``"predefined"``:
         ``obs["split"]`` ("test" -> test, the rest -> train / val).
+    test_fraction
+        Fraction of the cells in test (``"random"``; target of the seeded ``"batch"`` hold-out).
+    seed
+        Seed of the draws.
     held_out
         Cell types or batches to place in the test set.
     val_fraction
         Fraction of the non-test cells drawn at random for validation.
     column
         obs column for ``cell_type`` / ``batch`` splits (default: the mode's name).
+
+    Returns
+    -------
+    (train, val, test): arrays of cell names (str), disjoint, together all cells.
     """
     rng = np.random.default_rng(seed)
     names = np.asarray(obs.index.astype(str))
@@ -307,7 +395,19 @@ def split_cells(obs: pd.DataFrame, by: str = "random", test_fraction: float = 0.
 
 # ------------------------------------------------------------------------------------------------- expression scale
 def log_normalized(counts, target_sum: float = 1e4) -> sp.csr_matrix:
-    """Counts -> log1p(counts per ``target_sum`` in the cell), sparse float32 (zeros stay zeros)."""
+    """Counts -> log1p(counts per ``target_sum`` in the cell), sparse float32 (zeros stay zeros).
+
+    Parameters
+    ----------
+    counts
+        Cells x genes matrix, dense or sparse.
+    target_sum
+        Total each cell is scaled to before log1p.
+
+    Returns
+    -------
+    CSR float32 matrix of the same shape.
+    """
     x = sp.csr_matrix(counts, dtype=np.float32, copy=True)
     totals = np.asarray(x.sum(axis=1)).ravel()
     x = sp.csr_matrix(sp.diags((target_sum / np.maximum(totals, 1e-12)).astype(np.float32)) @ x)
@@ -319,7 +419,17 @@ def log_expression(adata: AnnData) -> sp.csr_matrix:
     """Expression on the log1p scale, sparse: counts are normalised to 10,000 per cell (over the genes of
     ``adata``) and log1p-transformed; already-normalised data (``uns["counts"] is False``) are log1p-transformed
     only if not already logged. The one scale every ATAC -> RNA method predicts and every metric compares on
-    (Cisformer's expression bins are defined on it)."""
+    (Cisformer's expression bins are defined on it).
+
+    Parameters
+    ----------
+    adata
+        Cells x genes AnnData; ``uns["counts"]`` (default True) says whether ``X`` holds counts.
+
+    Returns
+    -------
+    CSR float32 matrix cells x genes.
+    """
     if adata.uns.get("counts", True):
         return log_normalized(adata.X)
     x = sp.csr_matrix(adata.X, dtype=np.float32, copy=True)
@@ -329,5 +439,15 @@ def log_expression(adata: AnnData) -> sp.csr_matrix:
 
 
 def true_expression(true: AnnData) -> np.ndarray:
-    """Measured expression on the log1p scale (:func:`log_expression`), dense."""
+    """Measured expression on the log1p scale (:func:`log_expression`), dense.
+
+    Parameters
+    ----------
+    true
+        Cells x genes AnnData, as in :func:`log_expression`.
+
+    Returns
+    -------
+    Dense array cells x genes (float32).
+    """
     return log_expression(true).toarray()

@@ -139,7 +139,19 @@ def _read_mtx_dir(path: Path):
 
 
 def read_any(path: Path, backed: bool = False):
-    """AnnData from a 10x .h5, a 10x matrix folder or an .h5ad (``backed``: opened read-only from disk, .h5ad only)."""
+    """AnnData from a 10x .h5, a 10x matrix folder or an .h5ad (``backed``: opened read-only from disk, .h5ad only).
+
+    Parameters
+    ----------
+    path
+        ``pathlib.Path`` of the file or folder.
+    backed
+        Open an ``.h5ad`` read-only from disk instead of loading it.
+
+    Returns
+    -------
+    AnnData as stored (10x inputs: cells x features, ``X`` CSR float32, var ``gene_ids``, ``feature_types``).
+    """
     import anndata as ad
 
     if not path.exists():
@@ -161,7 +173,13 @@ def read_any(path: Path, backed: bool = False):
 
 
 def check_readable(path) -> None:
-    """Raise :class:`InputError` for an empty file or an HDF5 file (.h5ad, .h5, .h5mu) that is truncated or corrupt."""
+    """Raise :class:`InputError` for an empty file or an HDF5 file (.h5ad, .h5, .h5mu) that is truncated or corrupt.
+
+    Parameters
+    ----------
+    path
+        File to check (str or path).
+    """
     import h5py
 
     path = Path(path)
@@ -180,7 +198,19 @@ def use_cell_type_column(rna, atac, column: str, source="data", obs: pd.DataFram
     """Copy the cell types of the obs column ``column`` into ``obs["cell_type"]`` of both modalities (matched by
     cell name; "unknown" where a cell has none). The column is looked for in ``obs`` (e.g. a MuData's global obs),
     then ``rna.obs``, then ``atac.obs``; absent everywhere -> :class:`InputError` naming ``source`` and the columns
-    there are."""
+    there are. Modifies ``rna`` and ``atac`` in place.
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData.
+    column
+        Name of the obs column holding the cell types.
+    source
+        File name used in messages.
+    obs
+        Extra obs frame searched first (indexed by cell name).
+    """
     frames = ([("obs", obs)] if obs is not None else []) + [("rna obs", rna.obs), ("atac obs", atac.obs)]
     labels = next((frame[column] for _, frame in frames if column in frame.columns), None)
     if labels is None:
@@ -213,6 +243,25 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
     the columns there are. Default: ``obs["cell_type"]`` when present.
 
     Cells present in only one modality are NOT dropped silently: :func:`validate_pair` reports them. Run it next.
+
+    Parameters
+    ----------
+    rna_path
+        10x ``.h5``, 10x matrix folder, ``.h5ad`` or ``.h5mu`` (both modalities unless ``atac_path`` is given).
+    atac_path
+        ATAC file (same kinds) when the modalities are in two files.
+    genome
+        Build stored in ``uns["genome"]``; ``"hg38"`` / ``"mm10"`` also fill ``rna.var`` gene_id, chrom, start, end,
+        strand, tss from the shipped gene table.
+    recover_counts
+        As above (:func:`find_counts`).
+    cell_type_column
+        As above.
+
+    Returns
+    -------
+    (rna, atac): AnnData cells x genes and cells x peaks, ``X`` CSR float32, obs ``cell_type`` and ``batch``
+    (categorical, ``"unknown"`` when absent), atac.var ``chrom``/``start``/``end`` with names ``chrom:start-end``.
     """
     rna_path = Path(rna_path)
     if rna_path.suffix == ".h5mu":
@@ -305,8 +354,14 @@ def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_col
     cell_types
         Optional CSV / TSV of labels: first column (or a column ``barcode`` / ``cell``) the barcodes,
         ``cell_type_column`` the labels; stored as ``obs["cell_type"]`` of both modalities ("unknown" where absent).
+    cell_type_column
+        Label column of ``cell_types``.
     genome, recover_counts
         As in :func:`read_paired`.
+
+    Returns
+    -------
+    (rna, atac): as :func:`read_paired` returns them.
     """
     h5_path = Path(h5_path)
     if fragments is None:
@@ -349,7 +404,16 @@ def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_col
 
 def write_10x_h5(path, rna, atac) -> None:
     """Write a paired ``(rna, atac)`` as a Cell Ranger ARC ``filtered_feature_bc_matrix.h5`` (features x cells CSC,
-    ``Gene Expression`` and ``Peaks`` features): fixtures and exchange with 10x tools."""
+    ``Gene Expression`` and ``Peaks`` features): fixtures and exchange with 10x tools.
+
+    Parameters
+    ----------
+    path
+        Output file (overwritten).
+    rna, atac
+        Paired AnnData with the same cells; counts (stored as int32). Gene ids from ``rna.var["gene_id"]`` when
+        present, else the gene names.
+    """
     import h5py
 
     X = sp.hstack([sp.csr_matrix(rna.X), sp.csr_matrix(atac.X)]).T.tocsc().astype(np.int32)
@@ -376,6 +440,8 @@ def read_fragments(path, peaks_df, barcodes=None, chunksize: int = 2_000_000):
         Peaks (chrom/start/end frame, or ``chrom:start-end`` names).
     barcodes
         Cells to keep, in this order (default: every barcode in the file, in order of appearance).
+    chunksize
+        Fragments read at once (bounds memory).
 
     Returns
     -------

@@ -226,11 +226,23 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     cre_mid = cre_start + CRE_WIDTH // 2
 
     def window_cres(g: int) -> np.ndarray:
-        """CREs whose midpoint lies within the gene's +-WINDOW (as cisformer.tl.attention.candidate_pairs)."""
+        """CREs whose midpoint lies within the gene's +-WINDOW (as cisformer.tl.attention.candidate_pairs).
+
+        Parameters
+        ----------
+        g
+            Gene index; returns the CRE indices (int array).
+        """
         return np.flatnonzero((cre_chrom_idx == gene_chrom_idx[g]) & (np.abs(cre_mid - tss[g]) <= WINDOW))
 
     def redraw(cre: int, p_column: np.ndarray) -> None:
-        """Give a CRE a new per-type open probability and redraw its true state in every cell."""
+        """Give a CRE a new per-type open probability and redraw its true state in every cell.
+
+        Parameters
+        ----------
+        cre, p_column
+            CRE index and its new open probability per cell type (length ``n_cell_types``).
+        """
         p_open[:, cre] = p_column
         prob[:, cre] = np.clip(p_column[cell_type] * depth, 0, 0.95)
         open_[:, cre] = extra.random(n_cells) < prob[:, cre]
@@ -367,6 +379,23 @@ def celltype_programs(n_cells: int = 600, n_genes: int = 60, n_cres: int = 600, 
     Accessibility is ``open ~ Bernoulli(p[type, cre] * depth_cell)``; the assay records a fraction
     ``atac_capture`` of the open CREs. Expression is Poisson with rate ``exp(baseline + sum_links w * open)``
     times a library size.
+
+    Parameters
+    ----------
+    n_cells, n_genes, n_cres, n_cell_types
+        Sizes, as in :func:`paired`; ``n_cell_types >= 2``.
+    markers_per_type
+        Marker genes per cell type; ``markers_per_type * n_cell_types`` at most ``n_genes // 2``.
+    cres_per_marker
+        Program CREs per marker gene at most (fewer when its window holds fewer).
+    decoys
+        Decoy CREs per type, as a multiple of the type's program size.
+    p_program, p_other
+        Open probability of a program / decoy CRE in its own type (uniform in this range) and in the others.
+    atac_capture
+        Fraction of the open CREs that the ATAC assay records, in (0, 1].
+    seed
+        Seed of the layout (as :func:`paired`) and of the programs.
 
     Returns
     -------

@@ -29,6 +29,15 @@ def parse_peak_names(names) -> pd.DataFrame:
     Accepted forms: ``chr1:100-200``, ``chr1-100-200``, ``chr1_100_200``, ``1:100-200``, ``1-100-200`` (the
     chromosome is kept as written; :func:`normalize_chroms` adds the ``chr`` prefix). Raises ``ValueError`` listing
     the first names that do not parse or have ``end <= start``, with examples of the accepted forms.
+
+    Parameters
+    ----------
+    names
+        Peak names (list, array or Index, e.g. ``atac.var_names``).
+
+    Returns
+    -------
+    DataFrame indexed by the names, columns ``chrom`` (str), ``start``, ``end`` (int64, 0-based half-open).
     """
     names = pd.Index(names).astype(str)
     parts = names.str.extract(_PEAK_NAME.pattern)
@@ -50,9 +59,16 @@ def normalize_chroms(chroms, style: str = "chr") -> tuple[np.ndarray, int]:
 
     Only the primary chromosomes (1-99, X, Y, M/MT) are renamed; contigs are left as written.
 
+    Parameters
+    ----------
+    chroms
+        Chromosome names (any sequence).
+    style
+        ``"chr"`` or ``"bare"``, as above.
+
     Returns
     -------
-    (names, n_renamed)
+    (names, n_renamed): object array of the names in that style, and the number of names changed.
     """
     chroms = np.array([str(c) for c in np.asarray(chroms, dtype=object)], dtype=object)
     out = chroms.copy()
@@ -70,7 +86,17 @@ def normalize_chroms(chroms, style: str = "chr") -> tuple[np.ndarray, int]:
 
 
 def chrom_style(chroms) -> str:
-    """``"chr"`` when most primary chromosome names carry the ``chr`` prefix, else ``"bare"``."""
+    """``"chr"`` when most primary chromosome names carry the ``chr`` prefix, else ``"bare"``.
+
+    Parameters
+    ----------
+    chroms
+        Chromosome names (any sequence; duplicates count once).
+
+    Returns
+    -------
+    str: ``"chr"`` or ``"bare"`` (``"chr"`` on a tie).
+    """
     chroms = pd.unique(np.asarray(chroms, dtype=object).astype(str))
     prefixed = sum(c.startswith("chr") for c in chroms)
     bare = sum(bool(_BARE_CHROM.match(c)) for c in chroms)
@@ -78,12 +104,33 @@ def chrom_style(chroms) -> str:
 
 
 def peak_names(df: pd.DataFrame) -> list[str]:
-    """``chrom:start-end`` names of a chrom/start/end frame."""
+    """``chrom:start-end`` names of a chrom/start/end frame.
+
+    Parameters
+    ----------
+    df
+        Frame with columns ``chrom``, ``start``, ``end``.
+
+    Returns
+    -------
+    list of str, one name per row.
+    """
     return [f"{c}:{s}-{e}" for c, s, e in zip(df["chrom"], df["start"], df["end"])]
 
 
 def intervals(obj) -> pd.DataFrame:
-    """chrom/start/end frame from a DataFrame, an AnnData (its ``var``, or parsed var_names) or peak names."""
+    """chrom/start/end frame from a DataFrame, an AnnData (its ``var``, or parsed var_names) or peak names.
+
+    Parameters
+    ----------
+    obj
+        AnnData (var columns ``chrom``/``start``/``end``, else names ``chrom:start-end``), a DataFrame (returned
+        as it is) or peak names (:func:`parse_peak_names`).
+
+    Returns
+    -------
+    DataFrame with (at least) columns ``chrom``, ``start``, ``end``.
+    """
     if hasattr(obj, "var") and hasattr(obj, "var_names"):
         var = obj.var
         if {"chrom", "start", "end"} <= set(var.columns):
@@ -157,7 +204,17 @@ def overlap_index(query_df, ref_df, chunk: int = 2_000_000) -> tuple[np.ndarray,
 
 
 def incidence_matrix(query_df, ref_df) -> sp.csr_matrix:
-    """Sparse n_query x n_ref 0/1 matrix of >= 1 bp overlaps."""
+    """Sparse n_query x n_ref 0/1 matrix of >= 1 bp overlaps.
+
+    Parameters
+    ----------
+    query_df, ref_df
+        Intervals as :func:`intervals` accepts them (frame, AnnData or peak names).
+
+    Returns
+    -------
+    CSR float32 matrix, entry (i, j) = 1 when query row i overlaps reference row j.
+    """
     q, r = intervals(query_df), intervals(ref_df)
     qi, ri = overlap_index(q, r)
     return sp.csr_matrix((np.ones(len(qi), np.float32), (qi, ri)), shape=(len(q), len(r)))
@@ -262,7 +319,17 @@ def _map_to_file(out, mapped_block, n_cells, chunk_cells, obs, var, uns, dtype):
 
 
 def overlap_share(peaks, cres) -> float:
-    """Share of the intervals of ``peaks`` that overlap >= 1 interval of ``cres`` (0 for no peaks)."""
+    """Share of the intervals of ``peaks`` that overlap >= 1 interval of ``cres`` (0 for no peaks).
+
+    Parameters
+    ----------
+    peaks, cres
+        Intervals as :func:`intervals` accepts them (frame, AnnData or peak names).
+
+    Returns
+    -------
+    float in [0, 1].
+    """
     n = len(intervals(peaks))
     if n == 0:
         return 0.0
@@ -277,6 +344,21 @@ def genome_overlap_score(peaks, cres, shifts=(-3_000_000, -1_500_000, 1_500_000,
     Returns ``{"observed", "null", "ratio", "matches"}``: ``observed`` = fraction of peaks overlapping >= 1 CRE,
     ``null`` = the same after shifting every peak by each of ``shifts`` bp (mean), ``matches`` = observed >= 1.5 x
     null and observed - null >= 0.1 (matched builds give e.g. 0.96 vs 0.34; hg19 peaks on hg38 CREs about 0.3 vs 0.3).
+
+    Parameters
+    ----------
+    peaks, cres
+        Intervals as :func:`intervals` accepts them (frame, AnnData or peak names).
+    shifts
+        Shifts (bp) of the null.
+    max_peaks
+        Peaks scored at most (a seeded sample of this many when there are more).
+    seed
+        Seed of that sample.
+
+    Returns
+    -------
+    dict: ``observed``, ``null``, ``ratio`` (observed / null; ``inf`` for a null of 0) float, ``matches`` bool.
     """
     p = intervals(peaks)
     if len(p) > max_peaks:
@@ -308,6 +390,17 @@ def map_genes(rna, genes_df: pd.DataFrame) -> np.ndarray:
     Matches by Ensembl id first (``rna.var["gene_id"]`` against ``genes_df["gene_id"]``, version suffix ignored),
     then by symbol (``rna.var_names`` against ``genes_df["gene_name"]``, exact, then case-insensitive).
     The first vocabulary row wins when a key is duplicated.
+
+    Parameters
+    ----------
+    rna
+        Cells x genes AnnData (var_names gene symbols; optional ``var["gene_id"]``).
+    genes_df
+        Gene vocabulary with ``gene_name`` and optionally ``gene_id`` (e.g. :func:`cisformer.data.load_genes`).
+
+    Returns
+    -------
+    int64 array of length ``rna.n_vars``: row position in ``genes_df``, -1 when the gene is not found.
     """
     n = rna.n_vars
     result = np.full(n, -1, dtype=np.int64)
@@ -354,6 +447,20 @@ def liftover(df: pd.DataFrame, chain_path, min_ratio: float = 0.5, max_ratio: fl
     An interval is kept when ``start`` and ``end - 1`` each map uniquely, to the same chromosome and the + strand,
     and the lifted length is within ``[min_ratio, max_ratio]`` x the original. Other columns are carried over;
     ``orig_index`` holds the input row label. ``len(df) - len(result)`` intervals failed to lift.
+
+    Parameters
+    ----------
+    df
+        Frame with ``chrom``, ``start``, ``end`` (0-based half-open).
+    chain_path
+        UCSC ``.over.chain(.gz)`` file (e.g. ``cisformer.data.reference_path("chain_hg19_hg38")``).
+    min_ratio, max_ratio
+        Bounds of the lifted length relative to the original length.
+
+    Returns
+    -------
+    DataFrame of the lifted intervals (new index 0..n-1): ``orig_index`` first, then the columns of ``df`` with
+    ``chrom``, ``start``, ``end`` (int64) on the new build.
     """
     lo = _lift_over(chain_path)
     keep, new = [], []
@@ -377,7 +484,17 @@ def liftover(df: pd.DataFrame, chain_path, min_ratio: float = 0.5, max_ratio: fl
 
 def gene_tss(var: pd.DataFrame) -> np.ndarray:
     """TSS per gene from ``rna.var``: the ``tss`` column, else ``start`` (+ strand) / ``end`` (- strand).
-    NaN where unknown."""
+    NaN where unknown.
+
+    Parameters
+    ----------
+    var
+        Gene table (``rna.var``) with ``tss`` and / or ``start``, ``end``, ``strand``.
+
+    Returns
+    -------
+    float64 array of length ``len(var)``: TSS position (bp).
+    """
     tss = pd.to_numeric(var["tss"], errors="coerce") if "tss" in var else pd.Series(np.nan, index=var.index)
     if {"start", "end"} <= set(var.columns):
         start = pd.to_numeric(var["start"], errors="coerce")
@@ -394,6 +511,22 @@ def gene_cre_pairs(genes: pd.DataFrame, cres: pd.DataFrame, upstream: float, dow
     ``anchor="tss"``: window ``[tss - upstream, tss + downstream]`` (strand-aware), ``distance`` = signed bp from
     the TSS. ``anchor="body"``: window around the gene body extended ``upstream`` / ``downstream``, ``distance``
     = bp from the body (0 inside it). Genes without coordinates get no pairs.
+
+    Parameters
+    ----------
+    genes
+        Gene table with ``chrom``, ``start``, ``end`` and optionally ``tss``, ``strand`` (e.g. ``rna.var``).
+    cres
+        chrom/start/end frame of the CREs (e.g. ``atac.var``).
+    upstream, downstream
+        Window size (bp) on each side, relative to the gene's strand.
+    anchor
+        ``"tss"`` or ``"body"``, as above.
+
+    Returns
+    -------
+    DataFrame, one row per pair: ``gene_idx``, ``cre_idx`` (row positions in ``genes`` / ``cres``) and
+    ``distance`` (bp, float).
     """
     g_chrom = genes["chrom"].astype(str).to_numpy()
     g_start = pd.to_numeric(genes["start"], errors="coerce").to_numpy(dtype=float)

@@ -29,7 +29,20 @@ CLUSTER_METRICS = ("AMI", "NMI", "ARI", "homogeneity")
 
 
 def clustering_scores(labels_pred, labels_true) -> pd.DataFrame:
-    """AMI, NMI, ARI and homogeneity of a clustering against reference labels."""
+    """AMI, NMI, ARI and homogeneity of a clustering against reference labels.
+
+    Parameters
+    ----------
+    labels_pred
+        [n] cluster labels (any type; compared as strings).
+    labels_true
+        [n] reference labels, e.g. cell types, same cells in the same order.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``metric`` (``AMI``, ``NMI``, ``ARI``, ``homogeneity``) and ``value``, four rows.
+    """
     labels_pred, labels_true = np.asarray(labels_pred).astype(str), np.asarray(labels_true).astype(str)
     values = {
         "AMI": skm.adjusted_mutual_info_score(labels_true, labels_pred),
@@ -57,7 +70,20 @@ def exact_neighbors(points: np.ndarray, n_neighbors: int):
     """A fitted scikit-learn ``NearestNeighbors`` with exact k-d tree distances in float64, used wherever the
     package looks for neighbours. The default brute search computes |x|^2 - 2xy + |y|^2 in chunks whose size
     follows the OpenMP thread count, so its rounding - and which of several equidistant cells becomes a neighbour
-    (predictions often hold identical cells) - changed with the threads (``torch.set_num_threads`` too)."""
+    (predictions often hold identical cells) - changed with the threads (``torch.set_num_threads`` too).
+
+    Parameters
+    ----------
+    points
+        [n, d] points to index (cast to float64).
+    n_neighbors
+        Default number of neighbours of the returned object's queries (a point queried against itself counts).
+
+    Returns
+    -------
+    sklearn.neighbors.NearestNeighbors
+        Fitted on ``points`` (Euclidean, ``algorithm="kd_tree"``).
+    """
     from sklearn.neighbors import NearestNeighbors
 
     return NearestNeighbors(n_neighbors=n_neighbors, algorithm="kd_tree").fit(np.asarray(points, dtype=np.float64))
@@ -94,8 +120,24 @@ def _spectral_fallback(x: sp.csr_matrix, n_comps: int, seed: int) -> np.ndarray:
 def embed_atac(adata: AnnData, n_features: int = 50000, n_comps: int = 30, seed: int = 0) -> np.ndarray:
     """Spectral embedding of accessibility (SnapATAC2 ``select_features -> tl.spectral``, or the fallback).
 
-    ``adata.X`` may be binary, counts or probabilities; it is used as given (sparse float). Cells with no signal
-    in the selected features (possible in shallow measured data) cannot be embedded: their rows are all zero.
+    Cells with no signal in the selected features (possible in shallow measured data) cannot be embedded: their rows
+    are all zero. Identical cells get exactly the same point.
+
+    Parameters
+    ----------
+    adata
+        Cells x CREs AnnData; ``adata.X`` may be binary, counts or probabilities; it is used as given (sparse float).
+    n_features
+        Number of CREs selected before embedding (default 50,000; at most all).
+    n_comps
+        Number of spectral components (default 30; fewer on tiny inputs).
+    seed
+        Random seed of the eigensolver.
+
+    Returns
+    -------
+    ndarray
+        [cells, components] float32 embedding.
     """
     x = sp.csr_matrix(dense(adata.X) if not sp.issparse(adata.X) else adata.X, dtype=np.float32)
     part = None
@@ -126,7 +168,18 @@ def embed_atac(adata: AnnData, n_features: int = 50000, n_comps: int = 30, seed:
 
 
 def identical_rows(x) -> np.ndarray:
-    """Group id per row of ``x`` (sparse or dense): rows with exactly equal values share an id (int, 0..)."""
+    """Group id per row of ``x`` (sparse or dense): rows with exactly equal values share an id (int, 0..).
+
+    Parameters
+    ----------
+    x
+        [n, m] matrix, scipy sparse or array-like.
+
+    Returns
+    -------
+    ndarray
+        [n] integer group ids, numbered 0, 1, ... (consecutive).
+    """
     x = sp.csr_matrix(x, copy=True)
     x.eliminate_zeros()
     x.sort_indices()
@@ -146,6 +199,22 @@ def cluster_embedding(embedding: np.ndarray, n_neighbors: int = 50, resolution: 
     such cells as an explicit 0, and its leiden reads edges from the non-zero entries, so without the smallest
     positive distance put in their place a perfect predictor's cells lose every edge and all land in one
     "too small" cluster (AMI 0).
+
+    Parameters
+    ----------
+    embedding
+        [n, d] cell embedding (e.g. :func:`embed_atac` or :func:`embed_rna`).
+    n_neighbors
+        Neighbours per cell in the kNN graph (default 50; at most n - 1).
+    resolution
+        Leiden resolution (default 1.0; higher = more clusters).
+    seed
+        Random seed of the kNN search and of leiden.
+
+    Returns
+    -------
+    ndarray
+        [n] cluster labels as strings.
     """
     embedding = np.asarray(embedding, dtype=np.float64)
     if snap is not None:
@@ -176,6 +245,20 @@ def atac_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: i
     Cells that cannot be embedded (no signal in the selected features, possible in shallow measured data) carry
     no information: they are put together in one cluster, ``"empty"``.
 
+    Parameters
+    ----------
+    adata
+        Cells x CREs AnnData (binary, counts or probabilities; see :func:`embed_atac`).
+    label_key
+        Column of ``adata.obs`` holding the reference labels (default ``"cell_type"``).
+    n_neighbors
+        Neighbours per cell in the kNN graph (default 50), reduced to a tenth of the embedded cells (at least 5) on
+        small inputs.
+    resolution
+        Leiden resolution (default 1.0).
+    seed
+        Random seed of the embedding and the clustering.
+
     Returns
     -------
     (scores, clusters, embedding)
@@ -195,8 +278,26 @@ def embed_rna(adata: AnnData, n_top_genes: int = 2000, n_comps: int = 30, is_log
               seed: int = 0) -> np.ndarray:
     """HVG -> PCA embedding of (predicted or measured) RNA.
 
-    ``is_log``: whether ``adata.X`` is already log1p-normalised (predictions); by default, values that are all
-    integers are taken as counts and normalised to 10,000 per cell and log1p-transformed first.
+    The ``n_top_genes`` genes of highest variance are standardised and reduced by PCA.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes AnnData.
+    n_top_genes
+        Number of highly variable genes kept (default 2,000).
+    n_comps
+        Number of principal components (default 30; fewer on tiny inputs).
+    is_log
+        Whether ``adata.X`` is already log1p-normalised (predictions); by default, values that are all
+        integers are taken as counts and normalised to 10,000 per cell and log1p-transformed first.
+    seed
+        Random seed of the PCA.
+
+    Returns
+    -------
+    ndarray
+        [cells, n_comps] float32 embedding.
     """
     from sklearn.decomposition import PCA
 
@@ -215,7 +316,28 @@ def embed_rna(adata: AnnData, n_top_genes: int = 2000, n_comps: int = 30, is_log
 
 def rna_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: int = 15, resolution: float = 1.0,
                    is_log: bool | None = None, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """Cluster RNA (HVG -> PCA -> kNN -> leiden) and score against ``adata.obs[label_key]``."""
+    """Cluster RNA (HVG -> PCA -> kNN -> leiden) and score against ``adata.obs[label_key]``.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes AnnData (counts or log1p values; see :func:`embed_rna`).
+    label_key
+        Column of ``adata.obs`` holding the reference labels (default ``"cell_type"``).
+    n_neighbors
+        Neighbours per cell in the kNN graph (default 15).
+    resolution
+        Leiden resolution (default 1.0).
+    is_log
+        Whether ``adata.X`` is already log1p-normalised (default: guessed, see :func:`embed_rna`).
+    seed
+        Random seed of the PCA and of leiden.
+
+    Returns
+    -------
+    (scores, clusters, embedding)
+        tidy AMI/NMI/ARI/homogeneity (:func:`clustering_scores`), the leiden labels and the PCA embedding.
+    """
     embedding = embed_rna(adata, is_log=is_log, seed=seed)
     clusters = _leiden(_knn_graph(embedding, n_neighbors), resolution, seed).astype(str)
     return clustering_scores(clusters, adata.obs[label_key]), clusters, embedding
@@ -226,7 +348,27 @@ def celltype_probe(X, labels, n_comps: int = 50, folds: int = 5, seed: int = 0) 
     standardised (so a method's calibration per feature does not matter), PCA to ``n_comps``, then a
     multinomial logistic regression scored by ``folds``-fold stratified cross-validated accuracy. Cell types
     with fewer than ``folds`` cells are left out. Compare with the majority-class share (chance) and with the
-    probe on the measured input modality."""
+    probe on the measured input modality.
+
+    Parameters
+    ----------
+    X
+        [cells, features] matrix (dense or scipy sparse).
+    labels
+        [cells] cell-type labels.
+    n_comps
+        Number of principal components (default 50; at most the matrix's smaller side minus 1).
+    folds
+        Number of cross-validation folds (default 5).
+    seed
+        Random seed of the PCA and of the fold split.
+
+    Returns
+    -------
+    float
+        Mean cross-validated accuracy in [0, 1]; NaN when, after leaving out the rare types, fewer than ``2 * folds``
+        cells or fewer than two cell types remain.
+    """
     from sklearn.decomposition import PCA
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score

@@ -12,7 +12,21 @@ TIE = 0.005  # differences of means smaller than this are reported as ties
 
 # ----------------------------------------------------------------------------------------------- reporting
 def summarize(table: pd.DataFrame, group: str = "scenario") -> pd.DataFrame:
-    """Mean, sd and number of seeds of every (group, method, metric) in a long metrics table."""
+    """Mean, sd and number of seeds of every (group, method, metric) in a long metrics table.
+
+    Parameters
+    ----------
+    table
+        Long table with columns ``group``, ``method``, ``metric`` and ``value`` (one row per seed).
+    group
+        Column that groups the rows, e.g. scenario or data set (default ``"scenario"``).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``group``, ``method``, ``metric``, ``mean``, ``sd`` (0 for a single value) and ``n``, in the table's
+        order.
+    """
     return (table.groupby([group, "method", "metric"], sort=False)["value"]
             .agg(mean="mean", sd="std", n="count").reset_index().fillna({"sd": 0.0}))
 
@@ -27,8 +41,26 @@ def paired_differences(table: pd.DataFrame, metric: str, group: str = "scenario"
     the whole interval lies above 0 and ``loss`` only where it lies below; with one paired seed there is no
     interval (NaN) and neither is called.
 
-    Returns one row per (group, peer): ``n`` (pairs), ``ours``, ``peer_mean``, ``difference``, ``ci_low``,
-    ``ci_high``, ``win``, ``loss``.
+    Parameters
+    ----------
+    table
+        Long table with columns ``group``, ``method``, ``seed``, ``metric`` and ``value``.
+    metric
+        Metric compared (a value of the ``metric`` column).
+    group
+        Column that groups the comparisons (default ``"scenario"``); groups without ``ours`` are skipped.
+    ours
+        The method compared with the others (default ``"cisformer"``).
+    peers
+        Methods to compare with (default: every other method of each group, in table order).
+    level
+        Confidence level of the interval (default 0.95).
+
+    Returns
+    -------
+    DataFrame
+        One row per (group, peer): ``group``, ``peer``, ``n`` (pairs), ``ours``, ``peer_mean``, ``difference``,
+        ``ci_low``, ``ci_high``, ``win``, ``loss``.
     """
     part = table[table["metric"] == metric]
     rows = []
@@ -58,7 +90,22 @@ def paired_differences(table: pd.DataFrame, metric: str, group: str = "scenario"
 
 def describe_paired(diffs: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer") -> str:
     """One sentence per group from :func:`paired_differences`: the peers ``ours`` beats (95 % CI of the paired
-    difference above 0), those it loses to (below 0) and those it cannot be told apart from."""
+    difference above 0), those it loses to (below 0) and those it cannot be told apart from.
+
+    Parameters
+    ----------
+    diffs
+        Output of :func:`paired_differences`.
+    metric
+        Name of the metric, as written in the sentences.
+    group, ours
+        The group column and the compared method, as given to :func:`paired_differences`.
+
+    Returns
+    -------
+    str
+        One line per group, each starting with ``"- "``.
+    """
     lines = []
     for name, part in diffs.groupby(group, sort=False):
         def listed(rows):
@@ -76,7 +123,28 @@ def describe_comparison(table: pd.DataFrame, metric: str, group: str = "scenario
     """One sentence per group, computed from the numbers: how ``ours`` compares with the best other method -
     the floor included, since it reads no test information and any method must beat it - and with the floor
     alone on ``metric`` (means over seeds); differences smaller than ``tie`` are called ties. Used for the
-    notebooks' honest prose."""
+    notebooks' honest prose.
+
+    Parameters
+    ----------
+    table
+        Long metrics table with columns ``group``, ``method``, ``metric`` and ``value``.
+    metric
+        Metric compared; higher is taken as better.
+    group
+        Column that groups the rows (default ``"scenario"``).
+    ours
+        The method described (default ``"cisformer"``).
+    floor
+        Name of the floor method (default ``"floor"``); ``None`` or absent: no comparison with it.
+    tie
+        Largest absolute difference of means called a tie (default :data:`TIE`, 0.005).
+
+    Returns
+    -------
+    str
+        One line per group, each starting with ``"- "``.
+    """
     summary = summarize(table[table["metric"] == metric], group)
     lines = []
     for name, part in summary.groupby(group, sort=False):

@@ -28,10 +28,9 @@ INTEGRATION_METRICS = ("foscttm",) + INTEGRATION_BIO + INTEGRATION_MIXING
 def foscttm(x_rna: np.ndarray, x_atac: np.ndarray, chunk_size: int = 512) -> float:
     """Fraction of samples closer than the true match (FOSCTTM; scGLUE, Cao & Gao 2022), lower is better.
 
-    Rows of ``x_rna`` [n, d] and ``x_atac`` [n, d] are the two modalities of the same n cells. For RNA cell i,
-    the fraction of the n ATAC cells strictly closer (Euclidean) to it than its own ATAC profile; likewise for
-    each ATAC cell among the RNA cells. Returns the mean over the 2n fractions (the mean of the two directions).
-    0 = every cell's partner is its nearest cross-modal neighbour, about 0.5 = random embeddings.
+    For RNA cell i, the fraction of the n ATAC cells strictly closer (Euclidean) to it than its own ATAC profile;
+    likewise for each ATAC cell among the RNA cells. 0 = every cell's partner is its nearest cross-modal
+    neighbour, about 0.5 = random embeddings.
 
     Exact and independent of the thread count: squared distances come from the fast BLAS expansion
     |x|^2 - 2xy + |y|^2 (float64), and every pair whose difference from the partner's distance is within that
@@ -39,6 +38,18 @@ def foscttm(x_rna: np.ndarray, x_atac: np.ndarray, chunk_size: int = 512) -> flo
     sum((x - y)^2), the formula of the partner's own distance. Blocks of ``chunk_size`` rows: memory
     O(chunk_size x n), a few 40 MB blocks for 10,000 x 10,000 cells (about 8 s for 128-d on one core). Equal to
     scGLUE's ``scglue.metrics.foscttm`` (full distance matrix) to 1e-15 on SNARE-seq test cells.
+
+    Parameters
+    ----------
+    x_rna, x_atac
+        [n, d] embeddings of the two modalities of the same n cells, in the same order (else ``ValueError``).
+    chunk_size
+        Rows per block of the distance computation (default 512); changes memory and speed, not the result.
+
+    Returns
+    -------
+    float
+        The mean over the 2n fractions (the mean of the two directions), in [0, 1].
     """
     x = np.asarray(x_rna, dtype=np.float64)
     y = np.asarray(x_atac, dtype=np.float64)
@@ -90,9 +101,22 @@ def _neighbor_count(n_cells: int, neighbor_frac: float) -> int:
 def mean_average_precision(neighbors: np.ndarray, labels: np.ndarray) -> float:
     """Mean average precision of cell-type neighbours (scGLUE's MAP, Cao & Gao 2022).
 
-    ``neighbors`` [n, k]: each cell's k nearest other cells, nearest first; ``labels`` [n]. For one cell, with
-    ``match_j`` = whether the j-th neighbour has the cell's label, AP = mean over the matching positions j of the
-    precision among the first j neighbours (0 when no neighbour matches); MAP is the mean AP over cells."""
+    For one cell, with ``match_j`` = whether the j-th neighbour has the cell's label, AP = mean over the matching
+    positions j of the precision among the first j neighbours (0 when no neighbour matches); MAP is the mean AP over
+    cells.
+
+    Parameters
+    ----------
+    neighbors
+        [n, k] integer indices of each cell's k nearest other cells, nearest first.
+    labels
+        [n] cell-type labels.
+
+    Returns
+    -------
+    float
+        MAP in [0, 1], higher = neighbours more often of the cell's type.
+    """
     labels = np.asarray(labels)
     match = labels[neighbors] == labels[:, None]                           # [n, k]
     precision_at = np.cumsum(match, axis=1) / np.arange(1, match.shape[1] + 1)
@@ -104,11 +128,22 @@ def mean_average_precision(neighbors: np.ndarray, labels: np.ndarray) -> float:
 def seurat_alignment_score(neighbors: np.ndarray, batch: np.ndarray) -> float:
     """Seurat alignment score (Butler et al. 2018, as defined in scGLUE, Cao & Gao 2022), higher = better mixed.
 
-    ``neighbors`` [n, k]: each cell's k nearest other cells; ``batch`` [n], every batch with the same number of
-    cells (scGLUE subsamples the batches to the smallest one's size first; the two modalities of paired cells are
-    equal already, so every cell is kept and nothing is random). With ``s`` the mean number of a cell's neighbours
-    from its own batch and B batches, score = (k - s) B / (k (B - 1)), capped at 1: 1 when neighbours come from
-    the batches as by chance, 0 when only from the cell's own batch.
+    scGLUE subsamples the batches to the smallest one's size first; the two modalities of paired cells are equal
+    already, so every cell is kept and nothing is random. With ``s`` the mean number of a cell's neighbours from its
+    own batch and B batches, score = (k - s) B / (k (B - 1)), capped at 1: 1 when neighbours come from the batches
+    as by chance, 0 when only from the cell's own batch.
+
+    Parameters
+    ----------
+    neighbors
+        [n, k] integer indices of each cell's k nearest other cells.
+    batch
+        [n] batch labels: two or more batches with the same number of cells each (else ``ValueError``).
+
+    Returns
+    -------
+    float
+        Score in [0, 1].
     """
     batch = np.asarray(batch)
     sizes = np.unique(batch, return_counts=True)[1]
@@ -121,7 +156,20 @@ def seurat_alignment_score(neighbors: np.ndarray, batch: np.ndarray) -> float:
 
 def celltype_silhouette(x: np.ndarray, labels: np.ndarray) -> float:
     """Cell-type average silhouette width rescaled to [0, 1], (ASW + 1) / 2 (scIB, Luecken et al. 2022; scGLUE),
-    Euclidean; higher = cell types better separated."""
+    Euclidean; higher = cell types better separated.
+
+    Parameters
+    ----------
+    x
+        [n, d] embedding.
+    labels
+        [n] cell-type labels (at least two types).
+
+    Returns
+    -------
+    float
+        Rescaled ASW in [0, 1].
+    """
     return float((skm.silhouette_score(np.asarray(x, dtype=np.float64), np.asarray(labels)) + 1) / 2)
 
 
@@ -129,7 +177,22 @@ def batch_silhouette(x: np.ndarray, batch: np.ndarray, labels: np.ndarray) -> fl
     """Batch average silhouette width within cell types (scIB's batch ASW, Luecken et al. 2022), higher = better
     mixed: for each cell type, the silhouette of every cell with the batch as its cluster label, s -> 1 - |s|,
     averaged over the type's cells; then the mean over cell types. Types present in a single batch, or whose every
-    cell is its own batch, are left out (as scib-metrics does)."""
+    cell is its own batch, are left out (as scib-metrics does).
+
+    Parameters
+    ----------
+    x
+        [n, d] embedding.
+    batch
+        [n] batch labels (e.g. the modality).
+    labels
+        [n] cell-type labels.
+
+    Returns
+    -------
+    float
+        Score in [0, 1]; NaN when every cell type is left out.
+    """
     x, batch, labels = np.asarray(x, dtype=np.float64), np.asarray(batch), np.asarray(labels)
     per_type = []
     for label in np.unique(labels):
@@ -144,8 +207,21 @@ def batch_silhouette(x: np.ndarray, batch: np.ndarray, labels: np.ndarray) -> fl
 def graph_connectivity(neighbors: np.ndarray, labels: np.ndarray) -> float:
     """Graph connectivity (scIB, Luecken et al. 2022): for each cell type, the fraction of its cells in the largest
     connected component of the kNN graph restricted to that type; mean over types. 1 = every type is one
-    connected piece. ``neighbors`` [n, k] are each cell's k nearest other cells; the graph is made undirected
-    (an edge when either cell lists the other, as in scanpy's connectivities, which scIB and scGLUE use)."""
+    connected piece. The graph is made undirected (an edge when either cell lists the other, as in scanpy's
+    connectivities, which scIB and scGLUE use).
+
+    Parameters
+    ----------
+    neighbors
+        [n, k] integer indices of each cell's k nearest other cells.
+    labels
+        [n] cell-type labels.
+
+    Returns
+    -------
+    float
+        Mean fraction over cell types, in (0, 1].
+    """
     from scipy.sparse.csgraph import connected_components
 
     labels = np.asarray(labels)
@@ -163,7 +239,22 @@ def graph_connectivity(neighbors: np.ndarray, labels: np.ndarray) -> float:
 def neighbor_conservation(x_integrated: np.ndarray, x_own: np.ndarray, k: int) -> float:
     """Neighbour conservation (scGLUE, Cao & Gao 2022) of one modality: for each cell, the Jaccard index of its k
     nearest other cells in the integrated embedding and in the modality's own pre-integration representation
-    (e.g. RNA PCA, ATAC LSI), both computed among the cells of that modality; mean over cells."""
+    (e.g. RNA PCA, ATAC LSI), both computed among the cells of that modality; mean over cells.
+
+    Parameters
+    ----------
+    x_integrated
+        [n, d] integrated embedding of the modality's n cells.
+    x_own
+        [n, d'] the modality's own representation of the same cells, in the same order.
+    k
+        Number of neighbours compared (at most n - 1).
+
+    Returns
+    -------
+    float
+        Mean Jaccard index in [0, 1], higher = neighbourhoods better kept.
+    """
     a = _neighbors_excluding_self(x_integrated, k)
     b = _neighbors_excluding_self(x_own, k)
     shared = np.array([np.intersect1d(row_a, row_b, assume_unique=True).size for row_a, row_b in zip(a, b)])
@@ -240,7 +331,19 @@ def integration_overall(table: pd.DataFrame, dataset_col: str = "dataset") -> pd
     conservation; ``omics_mixing`` = mean of scaled Seurat alignment score, omics silhouette and graph
     connectivity; ``overall`` = 0.6 bio + 0.4 mixing. The same means of the unscaled metrics are added as
     ``bio_conservation_raw``, ``omics_mixing_raw`` and ``overall_raw`` (comparable across data sets and tables,
-    which the scaled ones are not). FOSCTTM enters neither. Returns a copy with the six columns added.
+    which the scaled ones are not). FOSCTTM enters neither.
+
+    Parameters
+    ----------
+    table
+        One row per method (seed, ...) with the metric columns of :func:`integration_scores` and ``dataset_col``.
+    dataset_col
+        Column naming the data set (default ``"dataset"``); scaling is done within each data set.
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``table`` with the six columns added (NaN where no metric could be averaged).
     """
     out = table.copy()
     scaled = pd.DataFrame(index=out.index, columns=list(INTEGRATION_BIO + INTEGRATION_MIXING), dtype=float)

@@ -23,7 +23,19 @@ from .clustering import atac_clustering, celltype_probe, rna_clustering
 
 # ----------------------------------------------------------------------------------------------- helpers
 def aligned_matrices(pred: AnnData, true: AnnData) -> tuple[np.ndarray, np.ndarray]:
-    """Dense matrices of ``pred`` and ``true`` on the same cells and features (checked by name)."""
+    """Dense matrices of ``pred`` and ``true`` on the same cells and features (checked by name).
+
+    Parameters
+    ----------
+    pred, true
+        AnnData of the same cells in the same order (equal ``obs_names``, else ``ValueError``); ``true`` is subset to
+        ``pred.var_names`` when its features differ.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``(pred.X, true.X)`` as dense float32 arrays, cells x features.
+    """
     if not (pred.n_obs == true.n_obs and np.array_equal(pred.obs_names, true.obs_names)):
         raise ValueError("pred and true must hold the same cells in the same order (obs_names differ)")
     if not np.array_equal(pred.var_names, true.var_names):
@@ -43,6 +55,22 @@ def binarize(probs: np.ndarray, rule: str = "expected_count", threshold: float =
     identical for every method and blind to how each method's probabilities are calibrated (Cisformer trains on
     50/50 open/closed samples, so its raw probabilities overstate openness); the benchmark notebooks use it.
     ``rule="threshold"``: ``probs >= threshold``.
+
+    Parameters
+    ----------
+    probs
+        Cells x CREs predicted probabilities (array-like or scipy sparse).
+    rule
+        ``"expected_count"`` (default), ``"topk"`` or ``"threshold"`` (see above); anything else is a ``ValueError``.
+    threshold
+        Probability cut-off of ``rule="threshold"`` (default 0.5); ignored by the other rules.
+    open_fraction
+        Mean open fraction of the training cells, in [0, 1]; required by ``rule="topk"``, ignored otherwise.
+
+    Returns
+    -------
+    ndarray
+        Boolean cells x CREs array, True = called open (ties in a cell broken by column order).
     """
     probs = dense(probs)
     if rule == "threshold":
@@ -66,7 +94,20 @@ def binarize(probs: np.ndarray, rule: str = "expected_count", threshold: float =
 def per_cell_auroc(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """AUROC of each row of ``scores`` against the binary row of ``truth`` (ties count one half, as
     scikit-learn's ``roc_auc_score``), computed for all rows at once from ranks. NaN for rows without a positive
-    or without a negative."""
+    or without a negative.
+
+    Parameters
+    ----------
+    scores
+        [n, m] scores, higher = more likely positive (e.g. cells x CREs probabilities).
+    truth
+        [n, m] labels; non-zero entries are positives.
+
+    Returns
+    -------
+    ndarray
+        [n] float64 AUROC per row (NaN as above).
+    """
     truth = np.asarray(truth, dtype=bool)
     ranks = stats.rankdata(np.asarray(scores, dtype=np.float64), axis=1)
     n_pos = truth.sum(axis=1).astype(np.float64)
@@ -79,7 +120,22 @@ def per_cell_auroc(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
 def auroc_gain(scores: np.ndarray, truth: np.ndarray, prior: np.ndarray) -> float:
     """Mean per-cell AUROC of ``scores`` (cells x CREs) minus the mean per-cell AUROC of ``prior`` (each CRE's base
     rate, the same for every cell) on the same cells: what a model adds to the base rate. A model that learned each
-    cell's depth and nothing else scores 0 (a per-cell shift leaves the ranking within the cell unchanged)."""
+    cell's depth and nothing else scores 0 (a per-cell shift leaves the ranking within the cell unchanged).
+
+    Parameters
+    ----------
+    scores
+        [cells, CREs] predicted scores or probabilities.
+    truth
+        [cells, CREs] measured accessibility; non-zero entries are open.
+    prior
+        [CREs] each CRE's base rate (e.g. training open frequency), the same for every cell.
+
+    Returns
+    -------
+    float
+        Mean AUROC of ``scores`` minus that of ``prior`` (cells with NaN AUROC are ignored in each mean).
+    """
     truth = np.asarray(truth, dtype=bool)
     floor = np.nanmean(per_cell_auroc(np.broadcast_to(prior, truth.shape), truth))
     return float(np.nanmean(per_cell_auroc(scores, truth)) - floor)
@@ -88,7 +144,20 @@ def auroc_gain(scores: np.ndarray, truth: np.ndarray, prior: np.ndarray) -> floa
 def per_cell_auprc(scores: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Average precision of each row of ``scores`` against the binary row of ``truth``, computed as scikit-learn's
     ``average_precision_score`` (precision at each distinct threshold, weighted by the recall it adds; tied
-    scores form one threshold), without its per-call overhead. NaN for rows without a positive or a negative."""
+    scores form one threshold), without its per-call overhead. NaN for rows without a positive or a negative.
+
+    Parameters
+    ----------
+    scores
+        [n, m] scores, higher = more likely positive.
+    truth
+        [n, m] labels; non-zero entries are positives.
+
+    Returns
+    -------
+    ndarray
+        [n] float64 average precision per row (NaN as above).
+    """
     truth = np.asarray(truth, dtype=bool)
     scores = np.asarray(scores, dtype=np.float64)
     out = np.full(len(scores), np.nan)
@@ -114,7 +183,18 @@ def deviation_spread(deviation: np.ndarray) -> tuple[float, float]:
     """(within, across): the mean over cells of the sd of ``deviation`` across a cell's features, and the sd
     over cells of a cell's mean deviation. With ``deviation`` = predicted logit minus the floor's, a model that
     learned each cell's depth and nothing else has ``within`` ~ 0; one that learned cell-type-specific
-    accessibility has ``within`` well above 0."""
+    accessibility has ``within`` well above 0.
+
+    Parameters
+    ----------
+    deviation
+        [cells, features] array, e.g. predicted logit minus the floor's logit.
+
+    Returns
+    -------
+    tuple of float
+        ``(within, across)``, as above.
+    """
     d = np.asarray(deviation, dtype=np.float64)
     return float(d.std(axis=1).mean()), float(d.mean(axis=1).std())
 
@@ -125,6 +205,19 @@ def per_cell_classification(pred: AnnData, true: AnnData, rule: str = "expected_
     """Per-cell precision, recall, F1 (after ``binarize``) and AUROC, AUPRC (from the probabilities).
 
     Cells whose measured profile has no open or no closed CRE get NaN AUROC/AUPRC.
+
+    Parameters
+    ----------
+    pred, true
+        Predicted probabilities and measured accessibility (AnnData, same cells; non-zero ``true.X`` = open).
+    rule, threshold, open_fraction
+        Binarisation of ``pred`` (:func:`binarize`).
+
+    Returns
+    -------
+    DataFrame
+        Long table with columns ``cell``, ``metric`` (``precision``, ``recall``, ``F1``, ``AUROC``, ``AUPRC``) and
+        ``value``: one row per cell and metric. Precision (recall) is 0 for a cell with no called (no open) CRE.
     """
     probs, truth = aligned_matrices(pred, true)
     truth = truth > 0
@@ -144,7 +237,23 @@ def per_cell_classification(pred: AnnData, true: AnnData, rule: str = "expected_
 
 def pseudobulk_pearson(pred: AnnData, true: AnnData, label_key: str = "cell_type", min_cells: int = 5) -> pd.DataFrame:
     """Pearson r between mean predicted and mean measured (binarised) accessibility per cell type, for cell
-    types with at least ``min_cells`` cells (fewer cells make the measured pseudobulk mostly noise)."""
+    types with at least ``min_cells`` cells (fewer cells make the measured pseudobulk mostly noise).
+
+    Parameters
+    ----------
+    pred, true
+        Predicted probabilities and measured accessibility (AnnData, same cells; non-zero ``true.X`` = open).
+    label_key
+        Column of ``true.obs`` holding the cell types (default ``"cell_type"``).
+    min_cells
+        Minimum number of cells of a cell type (default 5).
+
+    Returns
+    -------
+    DataFrame
+        One row per scored cell type: ``cell_type``, ``metric`` (``"pseudobulk_pearson"``), ``value`` (r; 0 when
+        either pseudobulk is constant) and ``n_cells``.
+    """
     probs, truth = aligned_matrices(pred, true)
     truth = (truth > 0).astype(np.float32)
     labels = true.obs[label_key].astype(str).to_numpy()
@@ -170,6 +279,8 @@ def rna2atac_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type",
     ----------
     pred, true
         Predicted probabilities and measured accessibility (same cells and CREs).
+    label_key
+        Column of ``true.obs`` holding the cell types (clustering scores, probe, pseudobulk).
     rule, open_fraction
         The binarisation shared by precision/recall/F1 and the clustering input (:func:`binarize`).
     floor
@@ -178,10 +289,21 @@ def rna2atac_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type",
     cluster
         Add clustering scores (AMI, NMI, ARI, homogeneity) and the cell-type ``probe`` on up to
         ``max_cluster_cells`` cells drawn with ``seed``.
+    seed
+        Seed of that draw, of the clustering and of the probe's folds.
+    max_cluster_cells
+        Maximum number of cells clustered and probed (default ``None``: all).
     measured
         ``pred`` is the measured binary state itself: clustered as it is, not re-binarised.
     min_cells
         Minimum test cells of a cell type for its pseudobulk (see :func:`pseudobulk_pearson`).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``metric`` and ``value``: ``AMI``, ``NMI``, ``ARI``, ``homogeneity``, ``probe`` (with ``cluster``);
+        ``precision``, ``recall``, ``F1``, ``AUROC``, ``AUPRC`` (means over cells); ``AUROC_gain``, ``within_sd``,
+        ``across_sd`` (with ``floor``); ``pseudobulk_pearson`` (mean over cell types weighted by their cells).
     """
     parts = []
     if cluster:
@@ -215,9 +337,22 @@ def rna2atac_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type",
 def genewise_correlation(pred: AnnData, true: AnnData, masked: bool = False) -> pd.DataFrame:
     """Gene-wise Pearson and Spearman r across cells between predicted and measured expression (NaN -> 0).
 
-    ``pred.X`` is taken on the log1p scale (as ``cisformer.predict.atac_to_rna`` returns); ``true`` is
-    normalised by ``true_expression``. ``masked=True`` is the paper's convention: predictions are set to zero
-    where the measured value is zero (it uses the measured non-zero pattern, so it is not a prediction of it).
+    Parameters
+    ----------
+    pred
+        Predicted expression (AnnData), ``X`` on the log1p scale (as ``cisformer.predict.atac_to_rna`` returns).
+    true
+        Measured expression of the same cells in the same order (else ``ValueError``), normalised by
+        ``true_expression`` over ``pred``'s genes.
+    masked
+        ``True`` is the paper's convention: predictions are set to zero where the measured value is zero (it uses
+        the measured non-zero pattern, so it is not a prediction of it). Default ``False``.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``gene``, ``metric`` (``pearson`` and ``spearman``, with suffix ``_masked`` when ``masked``) and
+        ``value``: two rows per gene; constant genes get r = 0.
     """
     if not np.array_equal(pred.obs_names, true.obs_names):
         raise ValueError("pred and true must hold the same cells in the same order (obs_names differ)")
@@ -237,7 +372,18 @@ def genewise_correlation(pred: AnnData, true: AnnData, masked: bool = False) -> 
 
 def mean_pearson(pred: AnnData, true: AnnData) -> float:
     """Mean gene-wise Pearson r (:func:`genewise_correlation`, unmasked): the ATAC -> RNA selection criterion on
-    validation cells of every method that selects an epoch or a parameter."""
+    validation cells of every method that selects an epoch or a parameter.
+
+    Parameters
+    ----------
+    pred, true
+        Predicted (log1p) and measured expression of the same cells, as for :func:`genewise_correlation`.
+
+    Returns
+    -------
+    float
+        Mean over genes of the Pearson r.
+    """
     table = genewise_correlation(pred, true)
     return float(table.loc[table["metric"] == "pearson", "value"].mean())
 
@@ -246,7 +392,20 @@ def skill_over_floor(pred: AnnData, true: AnnData, floor: np.ndarray) -> pd.Data
     """RMSE of the predicted log1p(counts per 10,000) and its skill over the floor (each gene's training mean):
     ``skill = 1 - sum of squared errors / the floor's`` pooled over genes and cells (1 = perfect, 0 = no better
     than the per-gene mean, < 0 = worse). Gene-wise correlation cannot rank the floor (a constant has r = 0),
-    this can."""
+    this can.
+
+    Parameters
+    ----------
+    pred, true
+        Predicted expression (log1p scale) and measured expression (normalised by ``true_expression``), same cells.
+    floor
+        [genes] each gene's training mean on the log1p scale, in the order of ``pred.var_names``.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``metric`` (``"rmse"``, ``"skill"``) and ``value``, two rows.
+    """
     true = true[:, pred.var_names]
     y_pred, y_true = dense(pred.X).astype(np.float64), true_expression(true).astype(np.float64)
     sse = ((y_pred - y_true) ** 2).sum()
@@ -259,7 +418,28 @@ def atac2rna_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type",
                      cluster: bool = True, seed: int = 0) -> pd.DataFrame:
     """All ATAC->RNA metrics of one prediction: mean gene-wise correlations (unmasked and masked), RMSE and the
     skill over ``floor`` (each gene's training mean, :func:`skill_over_floor`) when given, and the clustering
-    scores and cell-type probe of the predicted RNA (when ``cluster`` and labels are present)."""
+    scores and cell-type probe of the predicted RNA (when ``cluster`` and labels are present).
+
+    Parameters
+    ----------
+    pred, true
+        Predicted (log1p) and measured expression of the same cells, as for :func:`genewise_correlation`.
+    label_key
+        Column of ``true.obs`` holding the cell types (clustering and probe).
+    floor
+        [genes] each gene's training mean (log1p): adds ``rmse`` and ``skill`` (:func:`skill_over_floor`).
+    cluster
+        Add clustering scores (:func:`rna_clustering` of ``pred``) and the ``probe``; skipped below 3 genes.
+    seed
+        Seed of the clustering and of the probe's folds.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``metric`` and ``value``: ``pearson``, ``spearman``, ``pearson_masked``, ``spearman_masked``
+        (means over genes), then ``rmse``, ``skill`` and ``AMI``, ``NMI``, ``ARI``, ``homogeneity``, ``probe`` when
+        computed.
+    """
     parts = [genewise_correlation(pred, true, masked=m).groupby("metric", sort=False)["value"].mean()
              .reset_index() for m in (False, True)]
     if floor is not None:

@@ -80,6 +80,14 @@ def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, see
     ----------
     method
         One of :data:`RNA2ATAC_METHODS`, :data:`RNA2ATAC_REFERENCES` or :data:`ABLATED`.
+    rna, atac
+        Paired AnnData of raw counts (identical ``obs_names``) holding all the cells.
+    train_cells, val_cells, test_cells
+        obs names of the training, validation and test cells.
+    seed
+        Seed of the model (training, tuning trials, scButterfly's validation split).
+    profile, device
+        Cisformer's sizes (``"quick"``, ``"cpu"``, ``"paper"``) and device, as in :func:`cisformer.train.fit`.
     cache
         Checkpoint folder for the Cisformer models (:func:`cisformer.train.fit`).
     epochs
@@ -92,6 +100,15 @@ def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, see
     params
         The tuned parameter of a peer in :data:`TUNING` (e.g. ``{"n_neighbors": 400}``); ``None`` tunes it on the
         validation cells (the rows tried are returned in the timing dict's ``"tuning"``).
+    label_key
+        ``obs`` column of the cell-type labels read by the references (cell-type mean, oracle).
+
+    Returns
+    -------
+    (AnnData, dict)
+        The test cells' predicted open probabilities (cells x CREs, ``layers["binary"]``) and the timing dict:
+        ``train_s``, ``predict_s``, for learned methods ``epochs`` / ``best_epoch``, the chosen parameter and
+        ``tuning`` rows when a parameter was tuned.
     """
     train_cells, val_cells, test_cells = (pd.Index(c).astype(str) for c in (train_cells, val_cells, test_cells))
     fit_cells = train_cells.append(val_cells)
@@ -158,7 +175,30 @@ def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, see
 def run_atac2rna(method: str, rna, atac, train_cells, val_cells, test_cells, seed: int = 0, profile: str = "cpu",
                  device: str = "auto", cache=None, epochs: int | None = None):
     """Train ``method`` on the training cells and predict the expression of the test cells from their ATAC
-    (log1p counts per 10,000, the scale of :func:`cisformer.data.true_expression`)."""
+    (log1p counts per 10,000, the scale of :func:`cisformer.data.true_expression`).
+
+    Parameters
+    ----------
+    method
+        One of :data:`ATAC2RNA_METHODS` or :data:`ABLATED`.
+    rna, atac
+        Paired AnnData of raw counts (identical ``obs_names``) holding all the cells.
+    train_cells, val_cells, test_cells
+        obs names of the training, validation and test cells.
+    seed
+        Seed of the model and of the tuning trials.
+    profile, device, cache
+        Cisformer's / Attune's sizes (``"quick"``, ``"cpu"``, ``"paper"``), device and checkpoint folder, as in
+        :func:`cisformer.train.fit`.
+    epochs
+        Cisformer's maximum epochs (default: the profile's).
+
+    Returns
+    -------
+    (AnnData, dict)
+        The test cells' predicted expression (cells x genes) and the timing dict: ``train_s``, ``predict_s``, for
+        learned methods ``epochs`` (and ``best_epoch`` for Cisformer), ``tuning`` rows when a parameter was tuned.
+    """
     train_cells, val_cells, test_cells = (pd.Index(c).astype(str) for c in (train_cells, val_cells, test_cells))
     fit_cells = train_cells.append(val_cells)
     t0 = time.time()
@@ -199,7 +239,21 @@ def rna2atac_failures(results: pd.DataFrame, runtime: pd.DataFrame, methods=RNA2
     """The runs that failed, by name: a learned model that kept its first epoch (``runtime``'s ``best_epoch`` 1:
     validation never improved on the untrained model) and any method whose mean AUROC gain over the floor is at
     most 0 (it ranks CREs no better than their training frequency). One row per (scenario, method, reason) with
-    the seeds concerned; the floor itself is not listed (its gain is 0 by construction)."""
+    the seeds concerned; the floor itself is not listed (its gain is 0 by construction).
+
+    Parameters
+    ----------
+    results
+        Per-seed metrics: columns ``scenario``, ``method``, ``seed``, ``metric`` (``"AUROC_gain"`` is read), ``value``.
+    runtime
+        Per-run timings: columns ``scenario``, ``method``, ``seed`` and, for learned methods, ``best_epoch``.
+    methods
+        Methods checked.
+
+    Returns
+    -------
+    DataFrame with columns ``scenario``, ``method``, ``reason``, ``seeds`` (space-separated).
+    """
     rows = []
     if "best_epoch" in runtime:
         first = runtime[runtime["best_epoch"] == 1]
@@ -226,6 +280,25 @@ def rna2atac_gates(results: pd.DataFrame, failures: pd.DataFrame, ours: str = "c
     ``ours``' mean AMI at least every peer's; ``probe_gate``: its mean probe at least kNN's. Where ``ours`` failed
     (:func:`rna2atac_failures`) no gate is counted (NaN) and ``failed`` says why. ``reference_gain`` is the
     cell-type mean's gain, for scale.
+
+    Parameters
+    ----------
+    results
+        Per-seed metrics: columns ``scenario``, ``method``, ``seed``, ``metric`` (``AUROC_gain``, ``AMI``,
+        ``probe``), ``value``.
+    failures
+        The table of :func:`rna2atac_failures`.
+    ours
+        The method whose gates are checked.
+    peers
+        Methods it is compared with (``ours`` is skipped; absent ones are ignored).
+    reference
+        Method whose gain is reported as ``reference_gain``.
+
+    Returns
+    -------
+    DataFrame, one row per scenario: ``failed``, the gains, ``gain_wins``, ``peers``, AMI and probe values and the
+    three gates (bool, NaN where ``ours`` failed).
     """
     peers = [m for m in peers if m != ours]
     mean = results.groupby(["scenario", "method", "metric"])["value"].mean()

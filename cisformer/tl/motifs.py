@@ -49,7 +49,17 @@ _MIN_GROUP = 100             # motifs grouped by length into groups of at least 
 
 @dataclass(frozen=True)
 class Motif:
-    """A JASPAR count matrix: ``counts`` is 4 x length, rows A, C, G, T."""
+    """A JASPAR count matrix: ``counts`` is 4 x length, rows A, C, G, T.
+
+    Parameters
+    ----------
+    id
+        Matrix ID, e.g. ``"MA0080.7"``.
+    name
+        TF name, e.g. ``"Spi1"`` (``"MAX::MYC"`` for a heterodimer).
+    counts
+        float array, 4 x length: counts of each base (rows A, C, G, T) at each motif position.
+    """
 
     id: str
     name: str
@@ -62,6 +72,7 @@ class Motif:
 
     @property
     def length(self) -> int:
+        """Motif length (bp): the number of columns of ``counts``."""
         return self.counts.shape[1]
 
 
@@ -122,7 +133,17 @@ def read_jaspar(path=None, names=None) -> dict[str, Motif]:
 
 def gc_background(gc: float) -> np.ndarray:
     """I.i.d. base probabilities (A, C, G, T) of a genome with G+C fraction ``gc``: ``((1-gc)/2, gc/2, gc/2,
-    (1-gc)/2)``."""
+    (1-gc)/2)``.
+
+    Parameters
+    ----------
+    gc
+        G+C fraction, in (0, 1).
+
+    Returns
+    -------
+    float array of 4 probabilities, e.g. the ``background`` of :func:`log_odds`, :func:`score_threshold`, :func:`scan`.
+    """
     if not 0 < gc < 1:
         raise ValueError(f"gc_background: gc must lie in (0, 1), got {gc}")
     return np.array([(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2])
@@ -221,12 +242,32 @@ def _codes(seq: str) -> np.ndarray:
 
 def one_hot(seq: str) -> np.ndarray:
     """Length x 4 float32 one-hot encoding (columns A, C, G, T, either case); other bases (N, ...) are all-zero
-    rows."""
+    rows.
+
+    Parameters
+    ----------
+    seq
+        DNA sequence.
+
+    Returns
+    -------
+    float32 array, ``len(seq)`` x 4.
+    """
     return np.eye(5, 4, dtype=np.float32)[_codes(seq)]
 
 
 def gc_content(sequences) -> np.ndarray:
-    """G+C fraction of the A/C/G/T bases of each sequence (other bases ignored; NaN when it holds none)."""
+    """G+C fraction of the A/C/G/T bases of each sequence (other bases ignored; NaN when it holds none).
+
+    Parameters
+    ----------
+    sequences
+        DNA strings (e.g. :func:`cre_sequences`).
+
+    Returns
+    -------
+    float array, one fraction per sequence.
+    """
     out = np.full(len(sequences), np.nan)
     for i, seq in enumerate(sequences):
         counts = np.bincount(_codes(seq), minlength=5)[:4]
@@ -236,7 +277,17 @@ def gc_content(sequences) -> np.ndarray:
 
 
 def base_composition(sequences) -> np.ndarray:
-    """Strand-symmetric base probabilities (A, C, G, T) of the A/C/G/T bases of ``sequences``: A = T, C = G."""
+    """Strand-symmetric base probabilities (A, C, G, T) of the A/C/G/T bases of ``sequences``: A = T, C = G.
+
+    Parameters
+    ----------
+    sequences
+        DNA strings (e.g. :func:`cre_sequences`); bases other than A/C/G/T are ignored (ValueError when none is).
+
+    Returns
+    -------
+    float array of 4 probabilities (A, C, G, T) summing to 1.
+    """
     counts = np.zeros(5)
     for seq in sequences:
         counts += np.bincount(_codes(seq), minlength=5)

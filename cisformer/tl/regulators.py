@@ -185,6 +185,8 @@ def differential_accessibility(atac, groupby: str = "cell_type", method: str = "
         as scanpy's ``logreg``); score = the type's coefficient; no p-values (``pvalue``/``qvalue`` NaN).
     n_top
         ``specific`` marks each type's ``n_top`` best-ranked CREs.
+    seed, max_iter
+        ``"logreg"`` only: random state and iteration limit of the scikit-learn fit.
 
     Returns
     -------
@@ -327,8 +329,20 @@ def marker_genes(rna, groupby: str = "cell_type", n_markers: int = 20, min_cells
     """Each group's marker genes: the ``n_markers`` genes with the largest pseudobulk log fold change
     (log1p counts per 10,000 of the group minus the mean over the other groups, :func:`enrichment.pseudobulk`).
 
-    Groups with fewer than ``min_cells`` cells are left out (and not part of the other groups' reference).
-    Returns a dict group -> gene names, best first.
+    Parameters
+    ----------
+    rna
+        AnnData, cells x genes, raw counts.
+    groupby
+        ``rna.obs`` column of the groups (at least two groups must be kept).
+    n_markers
+        Markers per group.
+    min_cells
+        Groups with fewer cells are left out (and not part of the other groups' reference).
+
+    Returns
+    -------
+    dict group -> gene names, best first.
     """
     from .enrichment import pseudobulk
 
@@ -404,6 +418,21 @@ def subtypes(rna, groupby: str, parent: str, resolution: float = 0.5, n_top_gene
     ``n_top_genes`` most variable genes and ``n_pcs`` principal components, joined in a ``n_neighbors`` kNN graph
     and clustered (leiden, ``resolution``); PAGA (Wolf et al. 2019) then gives the connectivity between the
     subclusters.
+
+    Parameters
+    ----------
+    rna
+        AnnData, cells x genes, raw counts.
+    groupby, parent
+        ``rna.obs`` column of the cell types, and the type split (at least ``max(3 * n_neighbors, 30)`` cells).
+    resolution
+        Leiden resolution (higher: more subclusters).
+    n_top_genes, n_pcs, n_neighbors
+        Highly variable genes kept, principal components (both capped by the data's size) and kNN neighbours.
+    seed
+        Random state of PCA, the kNN graph and leiden.
+    key_added
+        ``obs`` column of the subtype labels.
 
     Returns
     -------

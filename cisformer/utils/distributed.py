@@ -21,7 +21,18 @@ def process_group(cpu: bool = True) -> tuple[int, int]:
     """``(rank, world_size)`` of the running ``torch.distributed`` group; ``(0, 1)`` without one.
 
     Under a launcher (``WORLD_SIZE`` > 1 in the environment) whose group is not yet initialised, it is
-    initialised through accelerate (gloo when ``cpu``, else the GPU backend)."""
+    initialised through accelerate.
+
+    Parameters
+    ----------
+    cpu
+        Initialise with gloo (CPU) when ``True`` (default), else with the GPU backend.
+
+    Returns
+    -------
+    tuple of int
+        ``(rank, world_size)`` of this process.
+    """
     import torch.distributed as dist
 
     if not dist.is_available():
@@ -36,7 +47,22 @@ def process_group(cpu: bool = True) -> tuple[int, int]:
 
 
 def all_gather(obj, world: int) -> list:
-    """Every process's ``obj`` (picklable), in rank order."""
+    """Every process's ``obj`` (picklable), in rank order.
+
+    Collective: every process of the group must call it.
+
+    Parameters
+    ----------
+    obj
+        Any picklable object of this process.
+    world
+        World size of the group (as :func:`process_group` returns).
+
+    Returns
+    -------
+    list
+        ``world`` objects, element ``r`` from rank ``r``.
+    """
     import torch.distributed as dist
 
     parts = [None] * world

@@ -16,14 +16,36 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def data_dir(override: str | os.PathLike | None = None) -> Path:
-    """Folder holding the shipped data and its ``MANIFEST``."""
+    """Folder holding the shipped data and its ``MANIFEST``.
+
+    Parameters
+    ----------
+    override
+        Folder to use instead (default ``None``: ``CISFORMER_DATA``, else ``<repo>/data``).
+
+    Returns
+    -------
+    Path
+        The folder (not created).
+    """
     return Path(override or os.environ.get("CISFORMER_DATA") or REPO_ROOT / "data")
 
 
 def data_dirs(override: str | os.PathLike | None = None) -> list[Path]:
     """Folders searched for a data file, in order: ``override`` (e.g. a user's data folder written by
     ``cisformer.data.write_dataset``), then the default data folder (``CISFORMER_DATA`` or ``<repo>/data``), then
-    ``<repo>/data``; so a user's folder needs to hold only the user's own files."""
+    ``<repo>/data``; so a user's folder needs to hold only the user's own files.
+
+    Parameters
+    ----------
+    override
+        A user's data folder searched first (default ``None``).
+
+    Returns
+    -------
+    list of Path
+        The folders in search order, without duplicates.
+    """
     found: list[Path] = []
     for path in (data_dir(override), data_dir(), REPO_ROOT / "data"):
         if path not in found:
@@ -32,7 +54,18 @@ def data_dirs(override: str | os.PathLike | None = None) -> list[Path]:
 
 
 def cache_dir(override: str | os.PathLike | None = None) -> Path:
-    """Folder for trained-model checkpoints shared between notebooks (git-ignored)."""
+    """Folder for trained-model checkpoints shared between notebooks (git-ignored).
+
+    Parameters
+    ----------
+    override
+        Folder to use instead (default ``None``: ``CISFORMER_CACHE``, else ``<repo>/.cache``).
+
+    Returns
+    -------
+    Path
+        The folder, created if missing.
+    """
     path = Path(override or os.environ.get("CISFORMER_CACHE") or REPO_ROOT / ".cache")
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -44,7 +77,15 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 def hash_sources(h, sources) -> None:
     """Feed the source of ``sources`` (paths under ``cisformer/``; a folder stands for every ``.py`` file in it)
     into the hash object ``h``: the code part of the fingerprints that keep a cache from being reused by changed
-    code."""
+    code.
+
+    Parameters
+    ----------
+    h
+        A ``hashlib`` hash object, updated in place with the files' bytes (in sorted order within a folder).
+    sources
+        Iterable of paths relative to the ``cisformer`` package folder, e.g. ``["model.py", "tl"]``.
+    """
     for source in sources:
         path = PACKAGE_ROOT / source
         for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
@@ -53,7 +94,15 @@ def hash_sources(h, sources) -> None:
 
 def write_atomic(path, write) -> None:
     """``write(tmp_path)`` to a temporary name next to ``path`` (same suffix), then rename it to ``path``: an
-    interrupted write leaves no partial file."""
+    interrupted write leaves no partial file.
+
+    Parameters
+    ----------
+    path
+        Final file path (str or path-like); its folder is created if missing.
+    write
+        Callable taking the temporary :class:`~pathlib.Path` and writing the file there.
+    """
     import os
 
     path = Path(path)

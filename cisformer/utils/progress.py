@@ -17,7 +17,22 @@ import time
 class LogProgress:
     """Iterate ``iterable`` and write ``desc: done/total (percent, seconds) postfix`` to ``file`` each time another
     ``step`` of ``total`` is done, and once at the end. The tqdm method the package calls (``set_postfix``)
-    exists, so the two are interchangeable."""
+    exists, so the two are interchangeable.
+
+    Parameters
+    ----------
+    iterable
+        What to iterate.
+    desc
+        Label at the start of each line.
+    total
+        Number of items (default ``len(iterable)`` where it has one; without it, only the final line is written,
+        with the count done).
+    step
+        Fraction of ``total`` between two lines (default 0.1: a line every 10 %).
+    file
+        Text stream written to (default standard error).
+    """
 
     def __init__(self, iterable, desc: str = "", total: int | None = None, step: float = 0.1, file=None):
         self.iterable, self.desc, self.step, self.file = iterable, desc, float(step), file or sys.stderr
@@ -25,6 +40,13 @@ class LogProgress:
         self.postfix = ""
 
     def set_postfix(self, **values) -> None:
+        """Set the text written after each line's counts, as tqdm's ``set_postfix``.
+
+        Parameters
+        ----------
+        **values
+            Shown as ``key=value``, comma-separated, in the order given; replaces the previous postfix.
+        """
         self.postfix = ", ".join(f"{k}={v}" for k, v in values.items())
 
     def _line(self, done: int, start: float) -> None:
@@ -61,6 +83,11 @@ def progress(iterable, desc: str = "", total: int | None = None, disable: bool =
     file
         Where progress goes (default standard error). A terminal gets a tqdm bar; anything else (a file, a pipe,
         a notebook kernel's stream) gets :class:`LogProgress`: a line every 10 % and one at the end.
+
+    Returns
+    -------
+    tqdm or LogProgress
+        An iterable over ``iterable``'s items with a ``set_postfix`` method (a silent tqdm when ``disable``).
     """
     from tqdm import tqdm
 

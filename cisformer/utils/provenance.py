@@ -21,6 +21,20 @@ ENV_VAR = "CISFORMER_PROVENANCE"
 
 
 def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """SHA-256 checksum of a file's bytes.
+
+    Parameters
+    ----------
+    path
+        The file.
+    chunk
+        Bytes read at a time (default 1 MiB).
+
+    Returns
+    -------
+    str
+        The hex digest (64 characters).
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk), b""):
@@ -46,12 +60,31 @@ def _relative(path: str | os.PathLike, root: Path = REPO_ROOT) -> str:
 
 
 def record_input(path: str | os.PathLike, checksum: str | None = None) -> None:
-    """Note that a data file was read (checksum computed when not given)."""
+    """Note that a data file was read (checksum computed when not given).
+
+    Nothing is recorded unless ``CISFORMER_PROVENANCE`` is set; the path is stored relative to the repository root
+    when it lies under it.
+
+    Parameters
+    ----------
+    path
+        The data file.
+    checksum
+        Its hex SHA-256 when already known (default ``None``: computed with :func:`sha256`).
+    """
     _append({"input": _relative(path), "sha256": checksum or sha256(path)})
 
 
 def record_output(path: str | os.PathLike) -> None:
-    """Note that a figure or table file was written."""
+    """Note that a figure or table file was written.
+
+    Nothing is recorded unless ``CISFORMER_PROVENANCE`` is set.
+
+    Parameters
+    ----------
+    path
+        The written file (stored relative to the repository root when under it).
+    """
     _append({"output": _relative(path)})
 
 
@@ -77,8 +110,18 @@ def write_summary(folder: str | os.PathLike) -> Path | None:
     """Write ``folder/SUMMARY.md`` from the executed notebook in ``folder`` (``NN_name.ipynb``, papermill's copy):
     its title, each section heading, and under it what the section printed (sentences generated from the tables,
     markdown, displayed tables as text); long outputs are cut (:data:`SUMMARY_LINES_PER_OUTPUT`,
-    :data:`SUMMARY_LINES_PER_TABLE` lines). Returns the path,
-    or ``None`` when the folder holds no executed notebook."""
+    :data:`SUMMARY_LINES_PER_TABLE` lines).
+
+    Parameters
+    ----------
+    folder
+        A notebook's figure folder; with several executed notebooks, the last by name is read.
+
+    Returns
+    -------
+    Path or None
+        The path of ``SUMMARY.md``, or ``None`` when the folder holds no executed notebook.
+    """
     folder = Path(folder)
     executed = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
     if not executed:
@@ -119,7 +162,20 @@ def write_summary(folder: str | os.PathLike) -> Path | None:
 
 
 def write_index(figures_dir: str | os.PathLike) -> Path:
-    """Collect every ``figures/*/provenance.jsonl`` (plus ``params.json`` beside it) into ``figures/INDEX.md``."""
+    """Collect every ``figures/*/provenance.jsonl`` (plus ``params.json`` beside it) into ``figures/INDEX.md``.
+
+    Also (re)writes each folder's ``SUMMARY.md`` (:func:`write_summary`).
+
+    Parameters
+    ----------
+    figures_dir
+        The figures folder (one sub-folder per notebook run).
+
+    Returns
+    -------
+    Path
+        The path of ``INDEX.md``.
+    """
     figures_dir = Path(figures_dir).resolve()
     lines = [
         "# Figure index",

@@ -39,7 +39,18 @@ COLUMNS = ["file", "column", "max_abs_diff", "tolerance", "ok", "note"]
 
 
 def is_timing_column(name: str) -> bool:
-    """Whether a column holds wall-clock measurements (``train_s``, ``seconds``, ``samples_per_s`` ...)."""
+    """Whether a column holds wall-clock measurements (``train_s``, ``seconds``, ``samples_per_s`` ...).
+
+    Parameters
+    ----------
+    name
+        Column name (converted to str).
+
+    Returns
+    -------
+    bool
+        True when the name matches ``TIMING_COLUMN``.
+    """
     return bool(TIMING_COLUMN.search(str(name)))
 
 
@@ -68,8 +79,18 @@ def _row(file, column, diff, tolerance, ok, note=""):
 def compare_tables(new: pd.DataFrame, reference: pd.DataFrame, file: str = "") -> list[dict]:
     """Compare two tables read as text (``pd.read_csv(..., dtype=str, keep_default_na=False)``).
 
-    Returns one dict per column (see ``COLUMNS``), or a single failing one naming the problem when the columns
-    or the number of rows differ (with the keys found on one side only).
+    Parameters
+    ----------
+    new, reference
+        The regenerated and the reference table, all columns as text.
+    file
+        Label written in each row's ``file`` field (default ``""``).
+
+    Returns
+    -------
+    list of dict
+        One dict per column (see ``COLUMNS``), or a single failing one naming the problem when the columns
+        or the number of rows differ (with the keys found on one side only).
     """
     if list(new.columns) != list(reference.columns):
         missing = [c for c in reference.columns if c not in new.columns]
@@ -123,7 +144,17 @@ def compare_folders(new: str | Path, reference: str | Path, names: list[str] | N
     """Compare the CSVs of ``new/<name>/`` with ``reference/<name>/`` for each name (default: every folder of
     ``new``, one per notebook run). A CSV present on one side only, or a missing reference folder, is a failure.
 
-    Returns a table with ``COLUMNS`` (``file`` is ``<name>/<file>.csv``).
+    Parameters
+    ----------
+    new, reference
+        Folders of regenerated and of reference notebook folders.
+    names
+        Notebook folders to compare (default ``None``: every folder of ``new``).
+
+    Returns
+    -------
+    DataFrame
+        A table with ``COLUMNS`` (``file`` is ``<name>/<file>.csv``), one row per compared column or per problem.
     """
     new, reference = Path(new), Path(reference)
     if names is None:
@@ -148,7 +179,21 @@ def compare_folders(new: str | Path, reference: str | Path, names: list[str] | N
 
 
 def report(table: pd.DataFrame, show_all: bool = False) -> str:
-    """The rows worth reading (failures and non-zero differences; every row with ``show_all``) and a summary."""
+    """The rows worth reading (failures and non-zero differences; every row with ``show_all``) and a summary.
+
+    Parameters
+    ----------
+    table
+        Output of :func:`compare_folders`.
+    show_all
+        Show every row, identical ones and timing columns too (default ``False``).
+
+    Returns
+    -------
+    str
+        An aligned text table (when any row is shown) followed by a one-line count of identical, within-tolerance and
+        failed checks.
+    """
     compared = table[table["tolerance"] != "ignored (timing)"]
     shown = table if show_all else compared[~compared["ok"] | (compared["max_abs_diff"].fillna(0) > 0)]
     lines = []
@@ -167,6 +212,18 @@ def report(table: pd.DataFrame, show_all: bool = False) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point: compare ``NEW`` with ``REFERENCE`` and print :func:`report`.
+
+    Parameters
+    ----------
+    argv
+        Command-line arguments (default ``None``: ``sys.argv[1:]``); see ``python -m cisformer.utils.verify -h``.
+
+    Returns
+    -------
+    int
+        Exit status: 0 when every check passed, 1 when any failed or no CSV was found under ``NEW``.
+    """
     parser = argparse.ArgumentParser(prog="python -m cisformer.utils.verify", description=__doc__.splitlines()[0])
     parser.add_argument("new", help="folder of regenerated notebook folders (e.g. a --verify run's figures)")
     parser.add_argument("reference", help="folder of reference notebook folders (e.g. figures/)")

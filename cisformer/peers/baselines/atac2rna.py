@@ -23,16 +23,52 @@ class GeneMean:
     name = "floor"
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "GeneMean":
+        """Take each gene's mean log-normalised expression in the training cells.
+
+        The interface of :mod:`cisformer.peers.baselines`.
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts); only ``rna_train`` is read.
+        seed
+            Unused (deterministic).
+
+        Returns
+        -------
+        The fitted object itself.
+        """
         self.var = rna_train.var.copy()
         self.mean = true_expression(rna_train).mean(axis=0)
         return self
 
     def predict_rna(self, atac: AnnData) -> AnnData:
+        """The training means for every cell of ``atac``.
+
+        Parameters
+        ----------
+        atac
+            Cells to predict; only their number and ``obs`` are read.
+
+        Returns
+        -------
+        AnnData cells x training genes (:func:`rna_prediction`, log1p(normalised to 10,000) scale).
+        """
         return rna_prediction(np.tile(self.mean, (atac.n_obs, 1)), atac.obs, self.var, self.name)
 
 
 def log_open(atac: AnnData) -> np.ndarray:
-    """log(number of open CREs) per cell (at least 1), float64 (cells,)."""
+    """log(number of open CREs) per cell (at least 1), float64 (cells,).
+
+    Parameters
+    ----------
+    atac
+        Cells' ATAC (``X > 0`` is open).
+
+    Returns
+    -------
+    float64 array (cells,).
+    """
     return np.log(np.maximum(np.diff(binary_csr(atac).indptr), 1)).astype(np.float64)
 
 
@@ -45,6 +81,21 @@ class DepthOnly:
     name = "depth only"
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "DepthOnly":
+        """Fit each gene's line on the training cells' log number of open CREs.
+
+        The interface of :mod:`cisformer.peers.baselines`.
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts, identical ``obs_names``).
+        seed
+            Unused (deterministic).
+
+        Returns
+        -------
+        The fitted object itself.
+        """
         check_paired(rna_train, atac_train)
         self.var = rna_train.var.copy()
         depth, y = log_open(atac_train), true_expression(rna_train).astype(np.float64)
@@ -54,6 +105,17 @@ class DepthOnly:
         return self
 
     def predict_rna(self, atac: AnnData) -> AnnData:
+        """Each gene's line at the cell's log number of open CREs.
+
+        Parameters
+        ----------
+        atac
+            Cells to predict; only how many CREs are open in each is read.
+
+        Returns
+        -------
+        AnnData cells x training genes (:func:`rna_prediction`, log1p(normalised to 10,000) scale).
+        """
         pred = self.mean + np.outer(log_open(atac) - self.depth_mean, self.slope)
         return rna_prediction(pred, atac.obs, self.var, self.name)
 
@@ -65,6 +127,11 @@ class RidgeATAC:
     share), so rare CREs are not drowned by common ones; Attune's value scale) and the standardised log number of
     open CREs; intercepts are the training means. ``alpha`` is the L2 penalty on the centred inputs (tune it on
     validation cells by :mod:`cisformer.peers.benchmark`). One linear solve for all genes: ``(X'X + alpha I) W = X'Y``.
+
+    Parameters
+    ----------
+    alpha
+        L2 penalty on the centred inputs.
     """
 
     name = "ridge"
@@ -78,6 +145,21 @@ class RidgeATAC:
         return np.column_stack([x, depth])
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "RidgeATAC":
+        """Fit the input scaling and solve the ridge regression for every gene.
+
+        The interface of :mod:`cisformer.peers.baselines`.
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts, identical ``obs_names``).
+        seed
+            Unused (deterministic).
+
+        Returns
+        -------
+        The fitted object itself.
+        """
         check_paired(rna_train, atac_train)
         self.var = rna_train.var.copy()
         share = np.asarray(binary_csr(atac_train).mean(axis=0), dtype=np.float64).ravel()
@@ -93,6 +175,17 @@ class RidgeATAC:
         return self
 
     def predict_rna(self, atac: AnnData) -> AnnData:
+        """The fitted linear prediction of every gene.
+
+        Parameters
+        ----------
+        atac
+            Cells to predict, with the training CREs in the training order.
+
+        Returns
+        -------
+        AnnData cells x training genes (:func:`rna_prediction`, log1p(normalised to 10,000) scale).
+        """
         pred = (self._inputs(atac) - self.x_mean) @ self.coef + self.y_mean
         return rna_prediction(pred, atac.obs, self.var, self.name)
 
@@ -106,6 +199,17 @@ class ArchRGeneScore:
     ``genes_without_cres`` lists them and ``coverage`` is the fraction of genes with at least one. Given tiles
     (``cisformer.data.load("pbmc_scarlink")``, whose ``atac.var`` holds 500-bp tiles around its genes) it is
     ArchR's tile-based score.
+
+    Parameters
+    ----------
+    gene_upstream
+        bp by which the gene body is extended upstream (strand-aware).
+    extend
+        bp beyond the extended body within which features count (each side).
+    scale_factor
+        Upper end of the inverse-gene-length weight, which runs from 1 (longest gene) to ``scale_factor``.
+    scale_to
+        Total score of each cell before log1p (the depth normalisation).
     """
 
     name = "ArchR gene score"
@@ -115,6 +219,22 @@ class ArchRGeneScore:
         self.gene_upstream, self.extend, self.scale_factor, self.scale_to = gene_upstream, extend, scale_factor, scale_to
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "ArchRGeneScore":
+        """Build the feature -> gene weights from coordinates; no counts are read.
+
+        The interface of :mod:`cisformer.peers.baselines`.
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Training cells; only ``rna_train.var`` (``chrom``/``start``/``end``, ``strand`` optional) and
+            ``atac_train.var`` (``chrom``/``start``/``end``) are read.
+        seed
+            Unused (deterministic).
+
+        Returns
+        -------
+        The fitted object itself.
+        """
         genes = rna_train.var.copy()
         minus = genes.get("strand", pd.Series("+", index=genes.index)).astype(str).to_numpy() == "-"
         start = pd.to_numeric(genes["start"], errors="coerce").to_numpy(dtype=float)
@@ -138,6 +258,17 @@ class ArchRGeneScore:
         return self
 
     def predict_rna(self, atac: AnnData) -> AnnData:
+        """Gene scores from the cells' counts (capped at 4), depth-normalised to ``scale_to``, log1p.
+
+        Parameters
+        ----------
+        atac
+            Cells to predict (counts), holding the training features (selected by name).
+
+        Returns
+        -------
+        AnnData cells x training genes (:func:`rna_prediction`, log1p(normalised to 10,000) scale).
+        """
         x = sp.csr_matrix(atac[:, self.cre_names].X).minimum(4)              # ArchR caps insertion counts at 4
         score = dense(x @ self.weights)
         totals = np.maximum(score.sum(axis=1, keepdims=True), 1e-12)
@@ -145,7 +276,23 @@ class ArchRGeneScore:
 
 
 class PeakToGene:
-    """ArchR-style peak-to-gene links + per-gene linear prediction (see :mod:`cisformer.peers.baselines`)."""
+    """ArchR-style peak-to-gene links + per-gene linear prediction (see :mod:`cisformer.peers.baselines`).
+
+    Parameters
+    ----------
+    window
+        bp either side of the TSS within which a CRE's midpoint may link.
+    n_metacells
+        Metacells (at most ``max(10, training cells // 5)``), each around a random seed cell.
+    metacell_size
+        Training cells per metacell: the seed cell's nearest neighbours in ATAC LSI space.
+    min_corr
+        A CRE links when its metacell Pearson r with the gene is above this.
+    max_links
+        At most this many linked CREs (the most correlated) per gene.
+    ridge
+        L2 penalty of each gene's regression on its linked CREs.
+    """
 
     name = "peak-to-gene"
 
@@ -155,6 +302,21 @@ class PeakToGene:
         self.min_corr, self.max_links, self.ridge = min_corr, max_links, ridge
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "PeakToGene":
+        """Build metacells, link CREs to genes and fit each linked gene's regression.
+
+        The interface of :mod:`cisformer.peers.baselines`.
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts, identical ``obs_names``). ``var`` with coordinates.
+        seed
+            Draws the metacells' seed cells; ``random_state`` of the LSI.
+
+        Returns
+        -------
+        The fitted object itself; ``links`` lists the kept (``gene``, ``cre``) pairs.
+        """
         check_paired(rna_train, atac_train)
         rng = np.random.default_rng(seed)
         lsi = AtacLSI().fit(atac_train, seed)
@@ -188,6 +350,17 @@ class PeakToGene:
         return self
 
     def predict_rna(self, atac: AnnData) -> AnnData:
+        """Each linked gene from its CREs' open states (the metacell mean for unlinked genes), clipped at 0.
+
+        Parameters
+        ----------
+        atac
+            Cells to predict, holding the training CREs (selected by name).
+
+        Returns
+        -------
+        AnnData cells x training genes (:func:`rna_prediction`, log1p(normalised to 10,000) scale).
+        """
         x = binary_csr(atac[:, self.cre_names])
         out = np.tile(self.mean_expr, (atac.n_obs, 1)).astype(np.float32)
         for g, (cres, centre, coef, intercept) in self.models.items():
@@ -197,7 +370,21 @@ class PeakToGene:
 
 class ScarlinkStyle:
     """SCARlink-style non-negative Poisson regression per gene (see :mod:`cisformer.peers.baselines`); an epoch
-    shows at least ``min_epoch_samples`` cells (:func:`epoch_repeats`)."""
+    shows at least ``min_epoch_samples`` cells (:func:`epoch_repeats`).
+
+    Parameters
+    ----------
+    window
+        bp either side of the TSS within which a CRE's midpoint enters the gene's regression.
+    l2
+        L2 penalty on the coefficients (per gene).
+    epochs
+        Training epochs (no early stopping).
+    lr, batch_size
+        Adam's learning rate and the cells per step.
+    min_epoch_samples
+        Least number of cells an epoch shows.
+    """
 
     name = "SCARlink-style"
 
@@ -212,6 +399,21 @@ class ScarlinkStyle:
         return sp.csr_matrix(sp.diags(self.median_depth / depth) @ x)[:, self.used_cres]  # depth-normalised
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "ScarlinkStyle":
+        """Fit every gene's non-negative Poisson regression on depth-normalised CRE counts.
+
+        The interface of :mod:`cisformer.peers.baselines`.
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts, identical ``obs_names``). ``var`` with coordinates.
+        seed
+            Seeds torch and the batch order.
+
+        Returns
+        -------
+        The fitted object itself.
+        """
         check_paired(rna_train, atac_train)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -248,6 +450,17 @@ class ScarlinkStyle:
 
     @torch.no_grad()
     def predict_rna(self, atac: AnnData) -> AnnData:
+        """log1p of the predicted Poisson rate of every gene.
+
+        Parameters
+        ----------
+        atac
+            Cells to predict (counts), holding the training CREs (selected by name).
+
+        Returns
+        -------
+        AnnData cells x training genes (:func:`rna_prediction`, log1p(normalised to 10,000) scale).
+        """
         x = self._inputs(atac)
         rate = torch.cat([torch.exp(self._linear(x[i:i + 2048], len(self.var)))
                           for i in range(0, atac.n_obs, 2048)]).numpy()

@@ -31,6 +31,17 @@ class PcaCca:
     that weight the weak pairs dominate: on SNARE-seq validation cells (825, random split seed 0, never the test
     cells) FOSCTTM was 0.32 unweighted vs 0.17 weighted with 20 pairs, and weighted it hardly changes from 8 to
     50 pairs (0.170-0.171). Deterministic given ``seed`` (the randomised SVDs of PCA / LSI).
+
+    Parameters
+    ----------
+    n_components
+        Canonical pairs kept (at most the smaller input dimension).
+    n_comps
+        Components of the RNA PCA and of the ATAC LSI, the CCA's inputs.
+    n_top_genes
+        Highest-variance genes of the RNA PCA.
+    ridge
+        Ridge added to Cxx and Cyy, as a multiple of their mean eigenvalue.
     """
 
     name = "PCA-CCA"
@@ -39,6 +50,19 @@ class PcaCca:
         self.n_components, self.n_comps, self.n_top_genes, self.ridge = n_components, n_comps, n_top_genes, ridge
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "PcaCca":
+        """Fit the PCA, the LSI and the CCA on the training cells (the interface of :mod:`cisformer.peers.baselines`).
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts, identical ``obs_names``).
+        seed
+            ``random_state`` of the PCA and the SVD.
+
+        Returns
+        -------
+        The fitted object itself; ``canonical_correlations`` and ``fit_seconds`` are set.
+        """
         start = time.perf_counter()
         check_paired(rna_train, atac_train)
         self.rna_space = RnaPCA(self.n_top_genes, self.n_comps).fit(rna_train, seed)
@@ -60,8 +84,19 @@ class PcaCca:
     def embed(self, rna: AnnData, atac: AnnData, cells=None) -> dict:
         """Correlation-weighted canonical variates of ``cells`` (obs names, all cells when None), both modalities.
 
-        Returns ``{"rna": [n, r], "atac": [n, r], "seconds": fit + embedding time}``, rows in the order of
-        ``cells``."""
+        Parameters
+        ----------
+        rna, atac
+            Paired AnnData (raw counts, identical ``obs_names``) holding the training genes, and the training
+            CREs in the training order.
+        cells
+            obs names of the cells to embed; ``None``: all cells.
+
+        Returns
+        -------
+        ``{"rna": [n, r], "atac": [n, r], "seconds": fit + embedding time}``: float32 embeddings with rows in the
+        order of ``cells``, ``r`` canonical pairs (``n_components`` or fewer).
+        """
         start = time.perf_counter()
         check_paired(rna, atac)
         if cells is not None:

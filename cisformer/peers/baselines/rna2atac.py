@@ -31,11 +31,35 @@ class Floor:
     name = "floor"
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "Floor":
+        """Take each CRE's open frequency in the training cells (the interface of :mod:`cisformer.peers.baselines`).
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts); only ``atac_train`` is read.
+        seed
+            Unused (deterministic).
+
+        Returns
+        -------
+        The fitted object itself.
+        """
         self.var = atac_train.var.copy()
         self.frequency = open_frequency(binary_csr(atac_train))
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
+        """The training open frequencies for every cell of ``rna``.
+
+        Parameters
+        ----------
+        rna
+            Cells to predict; only their number and ``obs`` are read.
+
+        Returns
+        -------
+        AnnData cells x training CREs (:func:`atac_prediction`: ``X`` probabilities, ``layers["binary"]``).
+        """
         return atac_prediction(np.tile(self.frequency, (rna.n_obs, 1)), rna.obs, self.var, self.name)
 
 
@@ -46,6 +70,13 @@ class CellTypeMean:
     Each type's frequency is shrunk towards the floor by counting the floor as ``prior_cells`` extra cells,
     ``(open in type + prior_cells * floor) / (cells of type + prior_cells)``: without it, the many CREs never seen
     open in a small type all tie at 0 and lose the floor's ranking, which understates what the label is worth.
+
+    Parameters
+    ----------
+    key
+        ``obs`` column of the cell-type labels, read in the training and in the predicted cells.
+    prior_cells
+        Weight of the floor in each type's frequency, in cells (0: the plain frequency).
     """
 
     name = "cell-type mean"
@@ -54,6 +85,20 @@ class CellTypeMean:
         self.key, self.prior_cells = key, float(prior_cells)
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "CellTypeMean":
+        """Take each cell type's shrunk open frequencies (the interface of :mod:`cisformer.peers.baselines`).
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells; only ``atac_train`` (its counts and ``obs[key]``) is read. ``KeyError`` without
+            the labels.
+        seed
+            Unused (deterministic).
+
+        Returns
+        -------
+        The fitted object itself.
+        """
         if self.key not in atac_train.obs:
             raise KeyError(f"CellTypeMean needs cell-type labels in obs[{self.key!r}]")
         self.var = atac_train.var.copy()
@@ -67,6 +112,17 @@ class CellTypeMean:
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
+        """Each cell's own type's frequencies (the floor for types unseen in training).
+
+        Parameters
+        ----------
+        rna
+            Cells to predict; only ``obs[key]`` is read (``KeyError`` without it).
+
+        Returns
+        -------
+        AnnData cells x training CREs (:func:`atac_prediction`: ``X`` probabilities, ``layers["binary"]``).
+        """
         if self.key not in rna.obs:
             raise KeyError(f"CellTypeMean predicts from the cells' labels in obs[{self.key!r}]")
         probs = np.vstack([self.frequency.get(t, self.floor) for t in rna.obs[self.key].astype(str)])
@@ -81,6 +137,17 @@ class KNNTransfer:
     ``(open among neighbours + prior_cells * floor) / (n_neighbors + prior_cells)``), so that CREs closed in
     every neighbour keep the floor's ranking instead of tying at 0. ``prior_cells=0`` is the plain average.
     ATAC -> RNA: ATAC LSI space, average of the neighbours' log-normalised RNA (not shrunk).
+
+    Parameters
+    ----------
+    n_neighbors
+        Training cells averaged per predicted cell (at most the number of training cells).
+    n_comps
+        Components of the RNA PCA (:class:`RnaPCA`) and of the ATAC LSI (:class:`AtacLSI`).
+    n_top_genes
+        Highest-variance genes of the RNA PCA.
+    prior_cells
+        Weight of the floor, in cells (RNA -> ATAC only; 0: the plain average).
     """
 
     name = "kNN"
@@ -91,6 +158,21 @@ class KNNTransfer:
         self.prior_cells = float(prior_cells)
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "KNNTransfer":
+        """Fit both embeddings and neighbour indices on the training cells; serves both directions.
+
+        The interface of :mod:`cisformer.peers.baselines`.
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts, identical ``obs_names``).
+        seed
+            ``random_state`` of the PCA and the SVD.
+
+        Returns
+        -------
+        The fitted object itself.
+        """
         check_paired(rna_train, atac_train)
         k = min(self.n_neighbors, rna_train.n_obs)
         self.rna_space = RnaPCA(self.n_top_genes, self.n_comps).fit(rna_train, seed)
@@ -103,6 +185,17 @@ class KNNTransfer:
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
+        """RNA -> ATAC: shrunk open frequencies among each cell's nearest training cells in RNA PCA space.
+
+        Parameters
+        ----------
+        rna
+            Cells to predict (raw counts), holding the PCA's genes.
+
+        Returns
+        -------
+        AnnData cells x training CREs (:func:`atac_prediction`: ``X`` probabilities, ``layers["binary"]``).
+        """
         idx = self.rna_nn.kneighbors(np.asarray(self.rna_space.transform(rna), dtype=np.float64), return_distance=False)
         n_test, k = idx.shape
         neighbours = sp.csr_matrix((np.ones(idx.size, dtype=np.float32), idx.ravel(), np.arange(0, idx.size + 1, k)),
@@ -112,6 +205,17 @@ class KNNTransfer:
         return atac_prediction(probs, rna.obs, self.atac_var, self.name)
 
     def predict_rna(self, atac: AnnData) -> AnnData:
+        """ATAC -> RNA: mean log-normalised expression of each cell's nearest training cells in ATAC LSI space.
+
+        Parameters
+        ----------
+        atac
+            Cells to predict, with the training CREs in the training order.
+
+        Returns
+        -------
+        AnnData cells x training genes (:func:`rna_prediction`, log1p(normalised to 10,000) scale).
+        """
         idx = self.atac_nn.kneighbors(np.asarray(self.atac_space.transform(atac), dtype=np.float64), return_distance=False)
         return rna_prediction(self.train_rna_log[idx].mean(axis=1), atac.obs, self.rna_var, self.name)
 
@@ -124,6 +228,13 @@ class RidgeRNA:
     deviation, clipped to [1e-4, 1]. ``alpha`` is the L2 penalty (tuned on validation cells by
     :mod:`cisformer.peers.benchmark`). A linear model of the same cell state kNN and the learned methods read: what
     a method must add beyond a linear map of RNA PCA.
+
+    Parameters
+    ----------
+    alpha
+        L2 penalty on the standardised components.
+    n_comps, n_top_genes
+        Components and highest-variance genes of the RNA PCA (:class:`RnaPCA`).
     """
 
     name = "ridge"
@@ -132,6 +243,19 @@ class RidgeRNA:
         self.alpha, self.n_comps, self.n_top_genes = float(alpha), n_comps, n_top_genes
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0) -> "RidgeRNA":
+        """Fit the PCA and solve the ridge regression for every CRE (the interface of :mod:`cisformer.peers.baselines`).
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts, identical ``obs_names``).
+        seed
+            ``random_state`` of the PCA.
+
+        Returns
+        -------
+        The fitted object itself.
+        """
         check_paired(rna_train, atac_train)
         self.space = RnaPCA(self.n_top_genes, self.n_comps).fit(rna_train, seed)
         z = self.space.train_embedding.astype(np.float64)
@@ -146,6 +270,17 @@ class RidgeRNA:
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
+        """The floor plus the fitted deviation, clipped to [1e-4, 1].
+
+        Parameters
+        ----------
+        rna
+            Cells to predict (raw counts), holding the PCA's genes.
+
+        Returns
+        -------
+        AnnData cells x training CREs (:func:`atac_prediction`: ``X`` probabilities, ``layers["binary"]``).
+        """
         z = (self.space.transform(rna) - self.z_mean) / self.z_sd
         return atac_prediction(np.clip(self.floor + z @ self.coef, 1e-4, 1.0), rna.obs, self.var, self.name)
 
@@ -173,7 +308,15 @@ class _BabelNet(nn.Module):
     def start_from_base_rates(self, cre_logits: np.ndarray, gene_log_share: np.ndarray) -> None:
         """Output layers start at the training base rates: zero weights, biases = ``cre_logits`` (CREs in the
         decoder's chromosome order) and ``gene_log_share`` (softmax of it = each gene's share of the library), so
-        the untrained network predicts the floor for every cell and training learns only the deviations."""
+        the untrained network predicts the floor for every cell and training learns only the deviations.
+
+        Parameters
+        ----------
+        cre_logits
+            Base-rate logit of each CRE (:func:`cre_base_rate_logits`), (CREs,) in chromosome order.
+        gene_log_share
+            Log of each gene's share of the training counts, (genes,).
+        """
         for dec, logits in zip(self.atac_chrom_decoders, torch.split(torch.as_tensor(cre_logits), self.chrom_sizes)):
             dec.weight.zero_()
             dec.bias.copy_(logits)
@@ -181,14 +324,18 @@ class _BabelNet(nn.Module):
         self.rna_mean.bias.copy_(torch.as_tensor(gene_log_share))
 
     def encode_atac(self, atac):                 # atac: (B, n_cres) grouped by chromosome
+        """Latent (B, latent) of binary ATAC ``atac`` (B, CREs), CREs grouped by chromosome in ``chrom_sizes``."""
         parts = torch.split(atac, self.chrom_sizes, dim=1)
         return self.atac_encoder(torch.cat([enc(p) for enc, p in zip(self.atac_chrom_encoders, parts)], dim=1))
 
     def decode_atac(self, z):                    # -> logits (B, n_cres)
+        """Open logits (B, CREs), chromosome order, of latents ``z`` (B, latent)."""
         h = torch.split(self.atac_decoder(z), self.per_chrom, dim=1)
         return torch.cat([dec(p) for dec, p in zip(self.atac_chrom_decoders, h)], dim=1)
 
     def decode_rna(self, z, library):            # -> NB mean (B, n_genes), theta (B, n_genes)
+        """Negative-binomial mean and inverse dispersion (each (B, genes)) of latents ``z`` (B, latent), the mean
+        scaled to each cell's total count ``library`` (B, 1)."""
         h = self.rna_decoder(z)
         # clamp before exp: exp overflowing to inf, then clamped, gives 0 * inf = NaN gradients
         log_theta = self.rna_log_theta(h).clamp(np.log(1e-4), np.log(1e4))
@@ -219,6 +366,25 @@ class BabelStyle:
     (:func:`scored_validation_cells`, the same draw) by the AUROC gain over the base rate
     (:func:`cisformer.metrics.auroc_gain`), training stops after ``patience`` epochs without improvement and the
     best epoch's weights are kept. Without validation cells it trains ``epochs`` epochs.
+
+    Parameters
+    ----------
+    epochs
+        Maximum epochs.
+    batch_size
+        Cells per Adam step.
+    lr
+        Adam's learning rate.
+    hidden, latent
+        Width of the hidden layers and of the shared latent (each chromosome's ATAC layer is 16 wide).
+    n_top_genes
+        RNA input and output: the genes with the highest variance of log-normalised expression in training.
+    min_epoch_samples
+        Least number of cells an epoch shows.
+    patience
+        Epochs without a better validation score before training stops (with validation cells only).
+    scored_val_cells
+        Validation cells scored after each epoch (all when fewer).
     """
 
     name = "BABEL-style"
@@ -244,6 +410,25 @@ class BabelStyle:
 
     def fit(self, rna_train: AnnData, atac_train: AnnData, seed: int = 0,
             validation: tuple[AnnData, AnnData] | None = None) -> "BabelStyle":
+        """Train on all four paths, selecting the epoch on ``validation`` when given.
+
+        The interface of :mod:`cisformer.peers.baselines`.
+
+        Parameters
+        ----------
+        rna_train, atac_train
+            Paired training cells (raw counts, identical ``obs_names``); ``atac_train.var`` with ``chrom``/``start``.
+        seed
+            Seeds the weights (torch), the batch order and the draw of scored validation cells.
+        validation
+            ``(rna_val, atac_val)``: paired validation cells holding the training genes and CREs; ``None`` trains
+            ``epochs`` epochs.
+
+        Returns
+        -------
+        The fitted object itself; ``history`` holds one dict per epoch (``epoch``, ``loss``, ``samples`` and,
+        with validation cells, ``val_score``).
+        """
         check_paired(rna_train, atac_train)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
@@ -302,6 +487,17 @@ class BabelStyle:
         return self
 
     def predict_atac(self, rna: AnnData) -> AnnData:
+        """Open probabilities through the RNA -> ATAC path.
+
+        Parameters
+        ----------
+        rna
+            Cells to predict (raw counts), holding the training's selected genes.
+
+        Returns
+        -------
+        AnnData cells x training CREs (:func:`atac_prediction`: ``X`` probabilities, ``layers["binary"]``).
+        """
         probs_sorted = torch.sigmoid(torch.from_numpy(self._atac_logits(self._rna_input(rna)[0]))).numpy()
         probs = np.empty_like(probs_sorted)
         probs[:, self.order] = probs_sorted

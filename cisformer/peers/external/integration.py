@@ -36,6 +36,7 @@ ENVIRONMENT = Environment("integration", "import scvi, scglue", "the integration
 
 
 def integration_python() -> Path:
+    """Path of the Python interpreter of the MultiVI / scGLUE environment (it may not exist yet)."""
     return ENVIRONMENT.python
 
 
@@ -45,6 +46,15 @@ def ensure_integration_env(verbose: bool = False) -> Path:
 
     torch (the CPU wheel) goes in first, so that scvi-tools and scglue find it satisfied and pip never pulls a
     CUDA build. Takes about 2 minutes (1.9 GB). Raises ``RuntimeError`` (with pip's last lines) on failure.
+
+    Parameters
+    ----------
+    verbose
+        Print each installation command before it runs.
+
+    Returns
+    -------
+    Path of the environment's Python interpreter.
     """
     return ENVIRONMENT.ensure([["torch==2.13.0"], ["torch==2.13.0", *INTEGRATION_REQUIREMENTS]], verbose)
 
@@ -58,6 +68,15 @@ def scglue_guidance_edges(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window:
     ``weight = ((d + 1000) / 1000) ** -0.75`` (``scglue.genomics.dist_power_decay``), sign 1. As in
     ``rna_anchored_guidance_graph`` every gene -> peak edge (``type`` "fwd") also appears reversed ("rev"), and
     every gene and every peak has a self-loop of weight 1, sign 1 ("loop").
+
+    Parameters
+    ----------
+    rna_var
+        Gene table (``rna.var``): ``chrom`` and ``tss`` (or ``start``/``end``), ``strand`` (``+`` when absent).
+    atac_var
+        Peak table (``atac.var``): ``chrom``, ``start``, ``end``.
+    window
+        bp around the TSS within which a peak's midpoint makes a gene-peak edge.
 
     Returns
     -------
@@ -125,6 +144,18 @@ def linked_features(rna: ad.AnnData, atac: ad.AnnData, cells, n_top_genes: int =
     Highly variable genes: scanpy's ``seurat`` flavour (dispersion of log1p CP10k expression) on the raw counts of
     ``cells`` only (training and validation cells, never held-out ones). scGLUE's tutorial uses ``seurat_v3``,
     which needs scikit-misc, not installed in the compendium's environment; the set is the same for every method.
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData of raw counts; ``rna.var`` with gene coordinates and ``atac.var`` with
+        ``chrom``/``start``/``end`` (as :func:`scglue_guidance_edges`).
+    cells
+        obs names of the cells the highly variable genes are chosen on (training and validation cells).
+    n_top_genes
+        Highly variable genes considered, before those without a peak in their window are dropped.
+    window
+        bp around the TSS within which a peak's midpoint links it to a gene.
 
     Returns
     -------
@@ -224,7 +255,12 @@ def converged_peer(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells, 
 
 
 def integration_versions() -> dict:
-    """Versions of the integration environment's packages that train MultiVI and scGLUE."""
+    """Versions of the integration environment's packages that train MultiVI and scGLUE.
+
+    Returns
+    -------
+    dict: package name -> version, for scvi-tools, scglue, torch, lightning and pytorch-ignite.
+    """
     probe = ("import json, importlib.metadata as m; print(json.dumps({p: m.version(p) for p in "
              "('scvi-tools', 'scglue', 'torch', 'lightning', 'pytorch-ignite')}))")
     return json.loads(subprocess.run([str(integration_python()), "-c", probe], capture_output=True, text=True,

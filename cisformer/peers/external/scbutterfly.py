@@ -29,13 +29,24 @@ ENVIRONMENT = Environment("scbutterfly", "import scButterfly.butterfly", "scButt
 
 
 def scbutterfly_python() -> Path:
+    """Path of the Python interpreter of scButterfly's environment (it may not exist yet)."""
     return ENVIRONMENT.python
 
 
 def ensure_scbutterfly_env(verbose: bool = False) -> Path:
     """Create scButterfly's environment (``<cache>/env-scbutterfly``) if it is missing; return its Python
     interpreter: the torch CPU wheel first, scButterfly without its pinned dependencies, then what its RNA <-> ATAC
-    path imports (:data:`SCBUTTERFLY_REQUIREMENTS`). Raises ``RuntimeError`` (with pip's last lines) on failure."""
+    path imports (:data:`SCBUTTERFLY_REQUIREMENTS`). Raises ``RuntimeError`` (with pip's last lines) on failure.
+
+    Parameters
+    ----------
+    verbose
+        Print each installation command before it runs.
+
+    Returns
+    -------
+    Path of the environment's Python interpreter.
+    """
     return ENVIRONMENT.ensure([["torch==2.13.0"], ["--no-deps", f"scButterfly=={SCBUTTERFLY_VERSION}"],
                                ["torch==2.13.0", *SCBUTTERFLY_REQUIREMENTS]], verbose)
 
@@ -44,6 +55,7 @@ def ensure_scbutterfly_env(verbose: bool = False) -> Path:
 class ButterflyPreprocessing:
     """scButterfly's preprocessing (``Butterfly.data_preprocessing``) with every cross-cell statistic taken from the
     training cells only; ``fit`` on the training cells, then ``transform_rna`` / ``transform_atac`` any cells.
+    Built by :meth:`fit`; the constructor takes the attributes below, in this order.
 
     Attributes
     ----------
@@ -77,7 +89,22 @@ class ButterflyPreprocessing:
 
     @classmethod
     def fit(cls, rna: ad.AnnData, atac: ad.AnnData, train_cells, n_top_genes: int = 3000) -> "ButterflyPreprocessing":
-        """Fit on ``train_cells`` (obs names) of paired counts ``rna``/``atac``; no other cell is read."""
+        """Fit on ``train_cells`` (obs names) of paired counts ``rna``/``atac``; no other cell is read.
+
+        Parameters
+        ----------
+        rna, atac
+            Paired AnnData of raw counts (the same cells in the same order).
+        train_cells
+            obs names of the training cells.
+        n_top_genes
+            Highly variable genes kept (scanpy's default flavour on log1p RNA normalised to ``target_sum``); all
+            genes when there are not more.
+
+        Returns
+        -------
+        ButterflyPreprocessing
+        """
         import scanpy as sc
 
         from ...utils.matrix import binary_csr
@@ -108,13 +135,32 @@ class ButterflyPreprocessing:
         return sp.csr_matrix(sp.diags(inverse) @ binary @ sp.diags(idf))
 
     def transform_rna(self, rna: ad.AnnData) -> sp.csr_matrix:
-        """log1p of RNA normalised to ``target_sum``, highly variable genes only (cells x genes, float32)."""
+        """log1p of RNA normalised to ``target_sum``, highly variable genes only (cells x genes, float32).
+
+        Parameters
+        ----------
+        rna
+            Raw counts with the genes of the fitted ``rna`` in the same order (library size over all genes).
+
+        Returns
+        -------
+        CSR matrix, cells x kept genes.
+        """
         return self._log_normalized(rna, self.target_sum)[:, self.genes].tocsr()  # library size over all genes
 
     def transform_atac(self, atac: ad.AnnData) -> sp.csr_matrix:
         """scButterfly's training targets: max-scaled TF-IDF of the kept CREs, clipped to [0, 1] (cells x CREs).
 
         ``n_i`` (a cell's open CREs) counts the kept CREs only, as scButterfly counts the features it is given.
+
+        Parameters
+        ----------
+        atac
+            Cells' ATAC (``X > 0`` is open) with the CREs of the fitted ``atac`` in the same order.
+
+        Returns
+        -------
+        float32 CSR matrix, cells x kept CREs.
         """
         from ...utils.matrix import binary_csr
 
@@ -129,6 +175,15 @@ class ButterflyPreprocessing:
         removes ``scale`` and the test cell's unknown ``n_i``) and multiplied by the training cells' mean number of
         open CREs: ``p = clip(mean_open * q / q.sum(axis=1), 0, 1)``, on average the open-probability scale. Within
         a cell ``p`` ranks CREs like ``targets / idf``, whatever the overall calibration of the outputs.
+
+        Parameters
+        ----------
+        targets
+            Predicted targets, cells x kept CREs (the order of ``cres``).
+
+        Returns
+        -------
+        float32 array, cells x kept CREs: the scores ``p``.
         """
         q = np.asarray(targets, dtype=np.float64) / self.idf
         total = q.sum(axis=1, keepdims=True)
@@ -137,7 +192,19 @@ class ButterflyPreprocessing:
 
 
 def base_rate_bias(targets: sp.csr_matrix, eps: float = 1e-6) -> np.ndarray:
-    """Logit of each column's mean target, the mean clipped to [eps, 1 - eps]."""
+    """Logit of each column's mean target, the mean clipped to [eps, 1 - eps].
+
+    Parameters
+    ----------
+    targets
+        Training targets, cells x CREs (:meth:`ButterflyPreprocessing.transform_atac`).
+    eps
+        Clip of the mean, so that the logit stays finite.
+
+    Returns
+    -------
+    float32 array (CREs,).
+    """
     mean = np.clip(np.asarray(targets.mean(axis=0), dtype=np.float64).ravel(), eps, 1 - eps)
     return np.log(mean / (1 - mean)).astype(np.float32)
 
@@ -165,6 +232,9 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
         Paired AnnData (raw counts, identical ``obs_names``); ``atac.var`` holds ``chrom``/``start``.
     train_cells, test_cells
         obs names. A seeded 20 % of the training cells are scButterfly's validation cells (early stopping).
+        Disjoint (``ValueError`` otherwise); the test cells' ATAC is never sent to scButterfly.
+    seed
+        Draws the validation cells; scButterfly's ``setup_seed`` and ``train_model`` seed.
     pretrain_epochs, translator_epochs, patience
         Epoch limits of the RNA and ATAC pretraining (each) and of the translator, and the early-stopping patience;
         the defaults are scButterfly's (100, 200, 50). Each phase's KL warm-up is scButterfly's 50 epochs, or half

@@ -21,6 +21,15 @@ def log_normalize(attn: np.ndarray) -> np.ndarray:
 
     The matrix is scaled so that its mean entry is 1 (uniform attention maps to ``log(2)``) and ``log1p`` is
     applied: ``log1p(A / mean(A))``. Scale-free, so cells with different token counts are comparable.
+
+    Parameters
+    ----------
+    attn
+        Attention weights of one cell, any shape (e.g. genes x CREs), non-negative.
+
+    Returns
+    -------
+    float64 array of the same shape; all zeros when the mean weight is not positive (or ``attn`` is empty).
     """
     attn = np.asarray(attn, dtype=np.float64)
     mean = attn.mean() if attn.size else 0.0
@@ -43,6 +52,15 @@ def rank_normalize(attn: np.ndarray) -> np.ndarray:
 
     As the reference: ranks within each column (over rows, axis 0), then the ranks are re-ranked within each
     row (over columns, axis 1), then the whole matrix is min-max scaled. Ties are broken by position (stable).
+
+    Parameters
+    ----------
+    attn
+        Attention weights of one cell, 2-d (e.g. genes x CREs).
+
+    Returns
+    -------
+    float64 array of the same shape, values in [0, 1] (all zeros when every rank is equal; empty input as is).
     """
     attn = np.asarray(attn, dtype=np.float64)
     if attn.size == 0:
@@ -72,6 +90,8 @@ def candidate_pairs(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int =
         coordinates get no pairs.
     atac_var
         CRE table (``atac.var``): ``chrom``, ``start``, ``end``.
+    window
+        Largest distance (bp) from the TSS to the CRE midpoint, on either side (default 250,000).
 
     Returns
     -------
@@ -90,7 +110,17 @@ def candidate_pairs(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int =
 
 
 def window_mask(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int = WINDOW) -> sp.csr_matrix:
-    """Sparse boolean genes x CREs matrix, True where the pair is within ``window`` (see :func:`candidate_pairs`)."""
+    """Sparse boolean genes x CREs matrix, True where the pair is within ``window`` (see :func:`candidate_pairs`).
+
+    Parameters
+    ----------
+    rna_var, atac_var, window
+        Gene table, CRE table and window (bp), as in :func:`candidate_pairs`.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix of bool, ``len(rna_var)`` x ``len(atac_var)``.
+    """
     pairs = candidate_pairs(rna_var, atac_var, window)
     data = np.ones(len(pairs), dtype=bool)
     return sp.csr_matrix((data, (pairs["gene_idx"], pairs["cre_idx"])), shape=(len(rna_var), len(atac_var)))
@@ -104,6 +134,18 @@ class PairAccumulator:
 
     ``pair_id`` is a sparse genes x CREs matrix holding ``1 + row`` of the pair table, so a cell's token lists
     map onto pair rows with one sparse slice.
+
+    Parameters
+    ----------
+    pair_id
+        CSR matrix, model genes x model CREs: ``1 + row`` of the pair table at each pair, 0 elsewhere.
+
+    Attributes
+    ----------
+    sum, count
+        Per pair (``pair_id.nnz`` of them): summed score, and the number of cells in which it was co-sampled.
+    n_cells
+        Number of cells added.
     """
 
     def __init__(self, pair_id: sp.csr_matrix):
@@ -114,9 +156,18 @@ class PairAccumulator:
         self.n_cells = 0
 
     def add_cell(self, gene_tokens: np.ndarray, cre_tokens: np.ndarray, attn_gene_by_cre: np.ndarray) -> None:
-        """Add one cell. ``gene_tokens`` (Lg,), ``cre_tokens`` (Lp,) are vocabulary indices of the non-padded
-        tokens; ``attn_gene_by_cre`` (Lg, Lp) the normalised attention. A pair sampled several times in the
-        cell (duplicated tokens) contributes its mean once; the pair's count grows by one."""
+        """Add one cell.
+
+        A pair sampled several times in the cell (duplicated tokens) contributes its mean once; the pair's count
+        grows by one.
+
+        Parameters
+        ----------
+        gene_tokens, cre_tokens
+            int arrays (Lg,) and (Lp,): vocabulary indices of the cell's non-padded gene and CRE tokens.
+        attn_gene_by_cre
+            float array (Lg, Lp): the normalised attention (or other pair score) of every gene x CRE token.
+        """
         self.n_cells += 1
         sub = self.pair_id[gene_tokens][:, cre_tokens].tocoo()
         if sub.nnz == 0:
@@ -140,7 +191,23 @@ def _align(names_model: list[str], names_data: pd.Index, what: str) -> np.ndarra
 
 def sample_cells(obs: pd.DataFrame, cell_type_key: str = "cell_type", n_cells_per_type: int | None = 100,
                  seed: int = 0) -> dict[str, np.ndarray]:
-    """Row positions of up to ``n_cells_per_type`` random cells of each cell type (all when None)."""
+    """Row positions of up to ``n_cells_per_type`` random cells of each cell type (all when None).
+
+    Parameters
+    ----------
+    obs
+        Cell table (``adata.obs``).
+    cell_type_key
+        Column of ``obs`` holding the cell types (compared as strings).
+    n_cells_per_type
+        Most cells drawn per type, without replacement; ``None``: every cell.
+    seed
+        Seed of the draw.
+
+    Returns
+    -------
+    dict cell type -> sorted int array of row positions in ``obs`` (types in order of first appearance).
+    """
     rng = np.random.default_rng(seed)
     labels = obs[cell_type_key].astype(str).to_numpy()
     chosen = {}
@@ -182,7 +249,24 @@ def _token_batches(model, rna_X, atac_X, rows, query_genes, batch_size, seed):
 
 
 class Prepared:
-    """The model vocabulary aligned to the data: kept genes / CREs, their coordinates and aligned matrices."""
+    """The model vocabulary aligned to the data: kept genes / CREs, their coordinates and aligned matrices.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`cisformer.model.Cisformer` carrying ``gene_names`` and ``cre_names``.
+    rna, atac
+        Paired AnnData, matched to the model's vocabulary by ``var_names`` (ValueError when no name matches).
+
+    Attributes
+    ----------
+    genes_kept, cres_kept
+        Positions in the model's vocabulary of the genes / CREs present in the data.
+    gene_var, cre_var
+        The rows of ``rna.var`` / ``atac.var`` for those genes / CREs, in vocabulary order (copies).
+    rna_X, atac_X
+        CSR float32, cells x the whole model vocabulary (zero columns where the data lacks the entry).
+    """
 
     def __init__(self, model, rna: ad.AnnData, atac: ad.AnnData):
         gene_lookup = _align(model.gene_names, rna.var_names, "gene")  # model gene i -> rna column
@@ -196,7 +280,20 @@ class Prepared:
 
 def model_vocabulary(model, rna: ad.AnnData, atac: ad.AnnData) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(gene_var, cre_var)``: the rows of ``rna.var`` / ``atac.var`` in the model's vocabulary (``model=None``:
-    all of them)."""
+    all of them).
+
+    Parameters
+    ----------
+    model
+        A trained model carrying ``gene_names`` and ``cre_names``, or ``None``.
+    rna, atac
+        Paired AnnData.
+
+    Returns
+    -------
+    tuple of two DataFrames: the genes' and CREs' ``var`` rows, in vocabulary order (copies; ``rna.var`` and
+    ``atac.var`` themselves when ``model`` is None).
+    """
     if model is None:
         return rna.var, atac.var
     genes, cres = _align(model.gene_names, rna.var_names, "gene"), _align(model.cre_names, atac.var_names, "CRE")
@@ -204,7 +301,17 @@ def model_vocabulary(model, rna: ad.AnnData, atac: ad.AnnData) -> tuple[pd.DataF
 
 
 def torch_device(device: str) -> str:
-    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; any other device string unchanged."""
+    """``"auto"`` -> ``"cuda"`` when torch sees a GPU, else ``"cpu"``; any other device string unchanged.
+
+    Parameters
+    ----------
+    device
+        ``"auto"`` or a torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+
+    Returns
+    -------
+    str, the device to use.
+    """
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return device
@@ -214,7 +321,34 @@ def torch_device(device: str) -> str:
 def iter_cell_attention(model, prepared: Prepared, rows, query_genes: np.ndarray, layer: int | str = "mean",
                         normalize: bool = True, batch_size: int = 8, seed: int = 0, device: str = "cpu"):
     """Yield ``(gene_tokens, cre_tokens, attn)`` per cell: vocabulary indices of the cell's non-padded gene and
-    CRE tokens and the (normalised) head-averaged attention as a genes x CREs array, whatever the direction."""
+    CRE tokens and the (normalised) head-averaged attention as a genes x CREs array, whatever the direction.
+
+    Parameters
+    ----------
+    model
+        A trained :class:`cisformer.model.Cisformer`; moved to ``device`` and set to eval mode.
+    prepared
+        :class:`Prepared` of ``model`` and the data.
+    rows
+        Row positions of the cells to read.
+    query_genes
+        atac2rna: vocabulary indices of the gene queries of every cell; ignored by rna2atac (genes are keys).
+    layer
+        ``"mean"`` averages the head-averaged weights over layers, an int picks one layer (``-1`` = last).
+    normalize
+        Apply the direction's per-cell normalisation (:func:`log_normalize` / :func:`rank_normalize`).
+    batch_size
+        Cells per forward pass.
+    seed
+        Seed of the token sampling.
+    device
+        A torch device string or ``"auto"`` (:func:`torch_device`).
+
+    Yields
+    ------
+    tuple ``(gene_tokens, cre_tokens, attn)`` per cell of ``rows``, in order: int arrays (Lg,) and (Lp,), float64
+    array (Lg, Lp) (zeros when the cell has no gene or no CRE token).
+    """
     direction = model.config.direction
     norm = NORMALIZERS[direction] if normalize else (lambda a: np.asarray(a, dtype=np.float64))
     device = torch_device(device)
@@ -238,7 +372,22 @@ def iter_cell_attention(model, prepared: Prepared, rows, query_genes: np.ndarray
 
 def all_pairs(rna_var: pd.DataFrame, atac_var: pd.DataFrame, genes) -> pd.DataFrame:
     """Every CRE paired with each of ``genes`` (no distance window; for trans read-outs such as a TF gene's
-    genome-wide CREs). Same columns as :func:`candidate_pairs` (``distance`` = -1 when on another chromosome)."""
+    genome-wide CREs).
+
+    Parameters
+    ----------
+    rna_var
+        Gene table (``rna.var``): ``chrom`` and TSS coordinates (:func:`cisformer.data.vocab.gene_tss`).
+    atac_var
+        CRE table (``atac.var``): ``chrom``, ``start``, ``end``.
+    genes
+        Gene names (index labels of ``rna_var``); names not in it are ignored.
+
+    Returns
+    -------
+    DataFrame, one row per (gene, CRE), genes in ``rna_var`` order: the columns of :func:`candidate_pairs`
+    (``distance`` = CRE midpoint minus TSS, bp, not strand-aware; -1 when on another chromosome or TSS unknown).
+    """
     gene_idx = np.flatnonzero(pd.Index(rna_var.index).isin(list(genes)))
     g = np.repeat(gene_idx, len(atac_var))
     c = np.tile(np.arange(len(atac_var)), len(gene_idx))
@@ -265,9 +414,9 @@ def extract(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell
     rna, atac
         Paired AnnData following the data contract (gene coordinates in ``rna.var``, CRE coordinates in
         ``atac.var``); aligned to the model's vocabulary by name.
-    cell_type_key, n_cells_per_type, seed
+    cell_type_key, n_cells_per_type, seed, cells
         Which cells: up to ``n_cells_per_type`` random cells of each type (``None`` = all). ``cells`` overrides
-        with explicit row positions per type.
+        with explicit row positions per type. ``seed`` also seeds the token sampling.
     window
         Only pairs with the CRE midpoint within ``window`` bp of the TSS are kept. ``None``: every CRE for each
         of ``genes`` (trans read-out; memory grows with len(genes) x CREs, so pass few genes).
@@ -278,6 +427,8 @@ def extract(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell
     normalize
         Per-cell normalisation of the paper (log for rna2atac, rank + min-max for atac2rna); ``False`` keeps
         raw weights.
+    batch_size
+        Cells per forward pass.
     device
         Where the model runs: a torch device string, or ``"auto"`` (CUDA when available, else CPU).
 
@@ -323,10 +474,25 @@ def gene_attention(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str 
                    cells: dict[str, np.ndarray] | None = None) -> pd.DataFrame:
     """Gene-wise attention score per cell type (Fig 3a): for each cell, the mean normalised attention between
     a gene token and all of the cell's CRE tokens (genome-wide, no window); averaged over the cells in which the
-    gene was sampled (the right denominator). Returns genes x cell types (NaN where a gene was never sampled).
+    gene was sampled (the right denominator).
 
     Needs an ``rna2atac`` model (genes are keys, attended by CRE queries). In ``atac2rna`` each gene query's
     weights sum to one (and rank normalisation makes every row's mean 0.5), so a per-gene total says nothing.
+
+    Parameters
+    ----------
+    model
+        A trained ``rna2atac`` :class:`cisformer.model.Cisformer` (ValueError for ``atac2rna``).
+    rna, atac
+        Paired AnnData, aligned to the model's vocabulary by name.
+    cell_type_key, n_cells_per_type, seed, cells
+        Which cells are read, as in :func:`extract`.
+    layer, normalize, batch_size, device
+        How attention is read, as in :func:`extract`.
+
+    Returns
+    -------
+    DataFrame genes (of the vocabulary present in ``rna``) x cell types; NaN where a gene was never sampled.
     """
     if model.config.direction != "rna2atac":
         raise ValueError("gene_attention needs an rna2atac model: atac2rna rows (one per gene) always sum to 1")
@@ -352,7 +518,22 @@ def gene_attention(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str 
 def pair_anndata(score: np.ndarray, count: np.ndarray, pairs: pd.DataFrame, gene_var: pd.DataFrame,
                   cre_var: pd.DataFrame) -> ad.AnnData:
     """Genes x CREs AnnData of one cell type: ``X`` = each pair's score, ``layers["n_cells"]`` = the cells behind
-    it; pairs with a count of 0 are left out."""
+    it; pairs with a count of 0 are left out.
+
+    Parameters
+    ----------
+    score, count
+        One value per row of ``pairs``: the pair's score and the number of cells behind it.
+    pairs
+        Pair table with ``gene_idx``, ``cre_idx`` (row positions in ``gene_var`` / ``cre_var``), e.g.
+        :func:`candidate_pairs`.
+    gene_var, cre_var
+        ``obs`` (genes) and ``var`` (CREs) of the result.
+
+    Returns
+    -------
+    AnnData genes x CREs: ``X`` and ``layers["n_cells"]`` CSR float32.
+    """
     seen = count > 0
     rows, cols = pairs["gene_idx"].to_numpy()[seen], pairs["cre_idx"].to_numpy()[seen]
     shape = (len(gene_var), len(cre_var))
@@ -363,6 +544,17 @@ def pair_anndata(score: np.ndarray, count: np.ndarray, pairs: pd.DataFrame, gene
 
 
 def mean_scores(acc: PairAccumulator) -> np.ndarray:
+    """Mean score of every pair of an accumulator: ``sum / count``, 0 for pairs never co-sampled.
+
+    Parameters
+    ----------
+    acc
+        A filled :class:`PairAccumulator`.
+
+    Returns
+    -------
+    float64 array, one value per pair (row of the pair table).
+    """
     return np.where(acc.count > 0, acc.sum / np.maximum(acc.count, 1), 0.0)
 
 
@@ -373,7 +565,29 @@ def shared_model(rna: ad.AnnData, atac: ad.AnnData, dataset: str, direction: str
     Split: ``obs["split"]`` when present (the official split, as the benchmark notebooks use), else a seeded
     random 80/20 split; 10% of the non-test cells validate. Checkpoints live in
     ``cisformer.utils.paths.cache_dir() / "<dataset>-<direction>-<profile>-seed<seed>"``, so every notebook (and a
-    benchmark run of the same configuration) shares one trained model. Returns ``(model, history)``.
+    benchmark run of the same configuration) shares one trained model.
+
+    Parameters
+    ----------
+    rna, atac
+        Paired AnnData (raw counts) of the data set.
+    dataset
+        Name of the data set (part of the checkpoint folder's name).
+    direction
+        ``"rna2atac"`` or ``"atac2rna"``.
+    profile
+        ``"quick"``, ``"cpu"`` or ``"paper"`` sizes (:func:`cisformer.train.fit`).
+    seed
+        Seed of the split and of training.
+    device
+        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+    **overrides
+        Passed to :func:`cisformer.train.fit` (e.g. ``epochs=5``, config fields); not part of the folder's name.
+
+    Returns
+    -------
+    tuple ``(model, history)``: the trained :class:`cisformer.model.Cisformer` and the per-epoch history
+    DataFrame of :func:`cisformer.train.fit`.
     """
     from ... import data, train
     from ...utils import paths

@@ -1,7 +1,6 @@
 """CRE-gene link scores and their checks: tidy tables from attention, within-cell-type regression (the default),
 in-silico deletion, peak-to-gene correlation, recovery of known links, held-out and reproducibility checks, and
-how much prediction the attention path carries (ablation).
-"""
+how much prediction the attention path carries (ablation)."""
 from __future__ import annotations
 
 import anndata as ad
@@ -36,8 +35,16 @@ def _entries(X, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
 def links_table(per_type: dict[str, ad.AnnData], min_cells: int = 1) -> pd.DataFrame:
     """Tidy CRE-gene pairs: one row per (cell type, gene, CRE) co-sampled in at least ``min_cells`` cells.
 
-    Columns: ``cell_type``, ``gene``, ``cre``, ``score`` (mean normalised attention), ``n_cells``, ``rank``
-    (1 = strongest pair of that cell type).
+    Parameters
+    ----------
+    per_type, min_cells
+        Cell type -> genes x CREs AnnData (:func:`extract`, :func:`regression`, :func:`deletion`), and the smallest
+        ``layers["n_cells"]`` of a pair kept.
+
+    Returns
+    -------
+    DataFrame with columns ``cell_type``, ``gene``, ``cre``, ``score`` (mean normalised attention), ``n_cells``,
+    ``rank`` (1 = strongest pair of that cell type).
     """
     frames = []
     for cell_type, adata in per_type.items():
@@ -62,11 +69,23 @@ def links(model, rna: ad.AnnData, atac: ad.AnnData, scorer: str = DEFAULT_SCORER
           **kwargs) -> pd.DataFrame:
     """CRE-gene links per cell type as a tidy DataFrame (:func:`links_table`, plus a ``scorer`` column).
 
-    ``scorer``: ``"regression"`` (within-cell-type regression, :func:`regression`; the default, reads the data
-    only, so ``model`` may be None), ``"deletion"`` (in-silico deletion of a trained atac2rna model,
-    :func:`deletion`), ``"attention"`` (the paper's reading: rank- or log-normalised attention, :func:`extract`)
-    or ``"attention-raw"`` (attention weights without normalisation). ``kwargs`` go to the reader (cell types,
-    cells per type, window, seed, device).
+    Parameters
+    ----------
+    model, rna, atac
+        A trained :class:`cisformer.model.Cisformer` (or ``None``, see ``scorer``) and the paired AnnData.
+    scorer
+        ``"regression"`` (within-cell-type regression, :func:`regression`; the default, reads the data only, so
+        ``model`` may be None), ``"deletion"`` (in-silico deletion of a trained atac2rna model, :func:`deletion`),
+        ``"attention"`` (the paper's reading: rank- or log-normalised attention, :func:`extract`) or
+        ``"attention-raw"`` (attention weights without normalisation).
+    min_cells
+        Smallest number of cells behind a pair kept (:func:`links_table`).
+    **kwargs
+        Go to the reader (cell types, cells per type, window, seed, device; ``device`` is dropped for regression).
+
+    Returns
+    -------
+    The columns of :func:`links_table` and ``scorer`` (the scorer's description).
     """
     if scorer not in SCORERS:
         raise ValueError(f"scorer must be one of {list(SCORERS)}, got {scorer!r}")
@@ -90,6 +109,15 @@ def explain_empty_links(model, rna: ad.AnnData, atac: ad.AnnData, window: int | 
     Checks in order: genes of the model with coordinates in ``rna.var`` (``chrom``, ``tss``), CREs within
     ``window`` of a TSS (reports the nearest gene-CRE distance and the chromosomes of each), and otherwise pairs
     that exist but were never co-sampled (gene and CRE both among a read cell's tokens).
+
+    Parameters
+    ----------
+    model, rna, atac, window, cell_type_key, n_cells_per_type
+        As given to :func:`links` (``window=None``: any distance); the cells read are only quoted in the message.
+
+    Returns
+    -------
+    str, the explanation and the fix.
     """
     genes, cres = model_vocabulary(model, rna, atac)
     chrom = genes["chrom"].astype(str) if "chrom" in genes else pd.Series("", index=genes.index)
@@ -124,7 +152,19 @@ def explain_empty_links(model, rna: ad.AnnData, atac: ad.AnnData, window: int | 
 
 def pair_scores(per_type: dict[str, ad.AnnData], pairs: pd.DataFrame, how: str = "mean") -> pd.Series:
     """Score of given (``gene``, ``cre``) pairs, combined over cell types (``mean`` or ``max``; pairs never
-    co-sampled count as 0). Used to rank the same candidate pairs as the baselines."""
+    co-sampled count as 0). Used to rank the same candidate pairs as the baselines.
+
+    Parameters
+    ----------
+    per_type, pairs
+        Cell type -> genes x CREs AnnData (:func:`extract`), and a DataFrame of pairs (``gene``, ``cre``).
+    how
+        ``"mean"`` or ``"max"`` over cell types (anything but ``"max"`` means the mean).
+
+    Returns
+    -------
+    Series named ``"attention"``, indexed like ``pairs``.
+    """
     stack = []
     for adata in per_type.values():
         gi = adata.obs_names.get_indexer(pairs["gene"])
@@ -141,7 +181,14 @@ def pair_scores(per_type: dict[str, ad.AnnData], pairs: pd.DataFrame, how: str =
 def gene_scores(per_type: dict[str, ad.AnnData], how: str = "sum") -> pd.DataFrame:
     """Gene-wise attention per cell type: ``sum`` or ``mean`` over a gene's co-sampled window CREs.
 
-    Returns genes x cell types (NaN for ``mean`` where a gene had no co-sampled CRE).
+    Parameters
+    ----------
+    per_type, how
+        Cell type -> genes x CREs AnnData (:func:`extract`; the same genes in every type), and ``"sum"`` or ``"mean"``.
+
+    Returns
+    -------
+    DataFrame genes x cell types (NaN for ``mean`` where a gene had no co-sampled CRE).
     """
     out = {}
     for cell_type, adata in per_type.items():
@@ -160,7 +207,18 @@ def gene_scores(per_type: dict[str, ad.AnnData], how: str = "sum") -> pd.DataFra
 
 def linked_cre_counts(per_type: dict[str, ad.AnnData], quantile: float = 0.9) -> pd.DataFrame:
     """Number of linked CREs per gene and cell type: pairs whose score exceeds the cell type's ``quantile``
-    (90th percentile by default) of co-sampled pair scores. Returns genes x cell types (int)."""
+    (90th percentile by default) of co-sampled pair scores.
+
+    Parameters
+    ----------
+    per_type, quantile
+        Cell type -> genes x CREs AnnData (:func:`extract`), and the quantile (in [0, 1]) of each type's stored
+        pair scores used as its cutoff.
+
+    Returns
+    -------
+    DataFrame genes x cell types (int).
+    """
     out = {}
     for cell_type, adata in per_type.items():
         X = adata.X.tocsr()
@@ -180,6 +238,18 @@ def peak_to_gene_correlation(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFr
 
     Private to this module because :class:`cisformer.peers.baselines.PeakToGene` keeps only the links above its
     cutoff and not their correlations; link recovery needs a score for every candidate pair.
+
+    Parameters
+    ----------
+    rna, atac, pairs
+        Paired AnnData (same cells, same order; raw counts) and the pairs (``gene``, ``cre``: their var names).
+    n_metacells, metacell_size, n_comps, seed
+        Metacells (at most ``max(10, n_obs // 5)``) of ``metacell_size`` cells (a random cell and its nearest
+        neighbours), LSI components (the first is dropped), and the seed of the SVD and the metacells.
+
+    Returns
+    -------
+    float array, one Pearson r per row of ``pairs`` (0 where a profile is constant).
     """
     from sklearn.decomposition import TruncatedSVD
 
@@ -215,7 +285,19 @@ def peak_to_gene_correlation(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFr
 def scarlink_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, seed: int = 0,
                           **kwargs) -> np.ndarray:
     """SCARlink-style score of every given pair: the non-negative Poisson-regression coefficient of
-    :class:`cisformer.peers.baselines.ScarlinkStyle` (0 for pairs outside its window)."""
+    :class:`cisformer.peers.baselines.ScarlinkStyle` (0 for pairs outside its window).
+
+    Parameters
+    ----------
+    rna, atac, pairs
+        Paired AnnData the regression is fitted on (raw counts) and the pairs scored (``gene``, ``cre``).
+    seed, **kwargs
+        Seed of the fit; arguments of :class:`~cisformer.peers.baselines.ScarlinkStyle` (``window``, ``l2``, ...).
+
+    Returns
+    -------
+    float array, one coefficient per row of ``pairs``.
+    """
     from ...peers.baselines import ScarlinkStyle
 
     coef = ScarlinkStyle(**kwargs).fit(rna, atac, seed=seed).coefficients
@@ -229,14 +311,25 @@ def regression_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFra
     """Regression score of every given pair: per gene, ridge regression (penalty ``alpha``, intercept not
     penalised) of its log-normalised expression (log1p counts per 10,000, :func:`cisformer.data.true_expression`)
     on the binary accessibility of all of that gene's CREs in ``pairs``; the score is the CRE's coefficient
-    (signed: a CRE whose opening lowers expression ranks last). ``alpha`` is on the scale of the summed squares of
-    the centred 0/1 accessibility (about the number of cells in which a CRE is open), so 1 is close to least
-    squares on thousands of cells.
+    (signed: a CRE whose opening lowers expression ranks last).
 
-    ``groups``: one label per cell (e.g. ``rna.obs["cell_type"]``). Expression and accessibility are then centred
-    within each group (a fixed effect per group), so only covariation *within* groups counts: what all CREs of a
-    cell type's program share with the type's genes (cell identity, trans regulation) is not taken for a link.
-    This is the pooled form of :func:`regression`, the default link scorer."""
+    Parameters
+    ----------
+    rna, atac, pairs
+        Paired AnnData with identical ``obs_names`` (raw counts) and the pairs (``gene``, ``cre``: their var names).
+    alpha
+        Ridge penalty (>= 0), on the scale of the summed squares of the centred 0/1 accessibility (about the
+        number of cells in which a CRE is open), so 1 is close to least squares on thousands of cells.
+    groups
+        One label per cell (e.g. ``rna.obs["cell_type"]``). Expression and accessibility are then centred
+        within each group (a fixed effect per group), so only covariation *within* groups counts: what all CREs of a
+        cell type's program share with the type's genes (cell identity, trans regulation) is not taken for a link.
+        This is the pooled form of :func:`regression`, the default link scorer.
+
+    Returns
+    -------
+    float array, one coefficient per row of ``pairs`` (log1p expression per open CRE).
+    """
     from ...data.preprocess import true_expression
 
     if alpha < 0:
@@ -283,11 +376,21 @@ def regression(rna: ad.AnnData, atac: ad.AnnData, model=None, cell_type_key: str
     ``figures/links_gwas/link_recovery_simulated_mean.csv``) its pooled form is the best or tied-best scorer in
     most settings; the model-based readers (:func:`deletion`, :func:`extract`) are not.
 
-    It reads the data, not a model: ``model``, when given, only restricts genes and CREs to its vocabulary, so that
-    the pairs are those its readers score. ``layers["n_cells"]`` counts the cells of the type in which the CRE is
-    open (a pair whose CRE is never open there gets no score). Cells: ``n_cells_per_type`` random cells of each
-    type (``None``, the default: all), or ``cells`` (row positions per type). Output as :func:`extract`
-    (``uns["normalization"] = "regression"``); ``progress`` shows a bar over cell types.
+    Parameters
+    ----------
+    rna, atac, model
+        Paired AnnData (raw counts). It reads the data, not a model: ``model``, when given, only restricts genes
+        and CREs to its vocabulary, so that the pairs are those its readers score.
+    cell_type_key, n_cells_per_type, seed, cells
+        Cells: ``n_cells_per_type`` random cells of each type (``None``, the default: all), or ``cells`` (row
+        positions per type).
+    window, alpha, progress
+        Window (bp) of the pairs, ridge penalty (:func:`regression_coefficients`), a progress bar over cell types.
+
+    Returns
+    -------
+    As :func:`extract` (``uns["normalization"] = "regression"``). ``layers["n_cells"]`` counts the cells of the
+    type in which the CRE is open (a pair whose CRE is never open there gets no score).
     """
     from ...utils.progress import progress as progress_bar
 
@@ -308,7 +411,17 @@ def regression(rna: ad.AnnData, atac: ad.AnnData, model=None, cell_type_key: str
 
 def link_recovery(pairs: pd.DataFrame, scores: dict[str, np.ndarray], truth: pd.DataFrame) -> pd.DataFrame:
     """AUROC and AUPRC (average precision) of each method's scores for the same candidate pairs against planted
-    links (``truth`` with ``gene``, ``cre``). Returns one row per method plus the base rate (AUPRC of random)."""
+    links.
+
+    Parameters
+    ----------
+    pairs, truth, scores
+        Candidate pairs and planted links (``gene``, ``cre``); method -> one score per pair (NaN counts as 0).
+
+    Returns
+    -------
+    One row per method: ``method``, ``auroc``, ``auprc``, ``n_pairs``, ``n_true``, ``base_rate`` (AUPRC of random).
+    """
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     key = pd.MultiIndex.from_arrays([pairs["gene"], pairs["cre"]])
@@ -337,9 +450,13 @@ def held_out_check(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, score
 
     Parameters
     ----------
-    pairs
-        Candidate pairs (:func:`candidate_pairs`, with ``distance``); ``scores``: scorer -> one score per pair,
-        computed on cells of ``fit_cells`` only.
+    rna, atac
+        Paired AnnData, the same cells in the same order (raw counts).
+    pairs, scores
+        Candidate pairs (:func:`candidate_pairs`, with ``distance``); scorer -> one score per pair, computed on
+        cells of ``fit_cells`` only.
+    fit_cells, test_cells, k, n_random, seed
+        Disjoint obs names of the fitting and held-out cells; CREs per set; random sets per gene and their seed.
 
     Returns
     -------
@@ -390,8 +507,17 @@ def score_reproducibility(pairs: pd.DataFrame, scores_a: dict[str, np.ndarray],
                           scores_b: dict[str, np.ndarray]) -> pd.DataFrame:
     """Whether each scorer ranks a gene's window CREs the same way on two disjoint sets of cells (e.g. two halves of
     the libraries): per gene with at least 3 candidate CREs, the Spearman correlation of the pair scores from ``a``
-    and from ``b`` (genes whose scores are constant in either are skipped). Returns one row per scorer:
-    ``scorer``, ``n_genes``, ``spearman_mean``, ``spearman_median``."""
+    and from ``b`` (genes whose scores are constant in either are skipped).
+
+    Parameters
+    ----------
+    pairs, scores_a, scores_b
+        Candidate pairs (``gene``) and, from each set of cells, scorer -> one score per row of ``pairs``.
+
+    Returns
+    -------
+    One row per scorer: ``scorer``, ``n_genes``, ``spearman_mean``, ``spearman_median``.
+    """
     from scipy.stats import spearmanr
 
     genes = pairs["gene"].to_numpy()
@@ -453,7 +579,19 @@ def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFra
     expression (expected log1p over the bins) when that one CRE is removed from the cell's open CREs, averaged
     over the sampled cells in which the CRE was open. A readout of what the model *uses*, to contrast with its
     attention weights (which can pool cell state without pointing at the causal CRE). Per cell type and as a
-    links table: :func:`deletion`."""
+    links table: :func:`deletion`.
+
+    Parameters
+    ----------
+    model, rna, atac, pairs
+        A trained atac2rna model, the paired AnnData and the pairs (``gene``, ``cre``; in the vocabulary and data).
+    n_cells, seed, device, batch_size
+        Random cells read (all when fewer) and their seed, torch device or ``"auto"``, deletions per forward pass.
+
+    Returns
+    -------
+    float64 array, one mean drop per row of ``pairs`` (0 where the CRE was open in no read cell).
+    """
     from ... import sampler
 
     _check_deletion_model(model)
@@ -484,8 +622,17 @@ def deletion(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cel
     *uses*; the attention weights (:func:`extract`) can pool cell state without pointing at the CRE that drives a
     gene (on planted links, deletion recovers them where attention does not: notebook 04). A score is in
     expression units, so strength and cell-type specificity show; ``layers["n_cells"]`` says how many cells each
-    value rests on. Arguments and output as :func:`extract` (``uns["normalization"] = "deletion"``);
-    ``progress`` shows a bar over cell types.
+    value rests on.
+
+    Parameters
+    ----------
+    model, rna, atac, cell_type_key, n_cells_per_type, window, seed, device, cells, batch_size, progress
+        As :func:`extract` (with an atac2rna model); ``batch_size``: deletions evaluated per forward pass;
+        ``progress`` shows a bar over cell types.
+
+    Returns
+    -------
+    As :func:`extract` (``uns["normalization"] = "deletion"``).
     """
     from ... import sampler
     from ...utils.progress import progress as progress_bar
@@ -517,7 +664,17 @@ def path_ablation(model, rna: ad.AnnData, atac: ad.AnnData) -> dict:
     """How much of the prediction the model's attention path carries, on the given cells (held-out ones): the
     direction's learning criterion with the path and without it (``model.ablate_attention``). rna2atac: mean
     per-cell AUROC gain over the base rate (the floor); atac2rna: mean gene-wise Pearson r of the predicted and
-    measured log1p(counts per 10,000). Returns ``{"criterion", "with", "without", "carried"}``."""
+    measured log1p(counts per 10,000).
+
+    Parameters
+    ----------
+    model, rna, atac
+        A trained ``arch="cisformer"`` model (ValueError otherwise) and paired AnnData of the cells evaluated.
+
+    Returns
+    -------
+    dict ``{"criterion", "with", "without", "carried"}``: name, value with / without the path, difference.
+    """
     from ... import metrics, predict
 
     if model.config.arch != "cisformer":

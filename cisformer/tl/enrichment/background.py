@@ -142,7 +142,19 @@ def matching_bins(accessibility, width, n_accessibility_bins: int = 20, n_width_
 
 
 def bin_composition(members, bins) -> pd.Series:
-    """Number of ``members`` (positions into ``bins``) in each bin label (bins without a member omitted)."""
+    """Number of ``members`` (positions into ``bins``) in each bin label (bins without a member omitted).
+
+    Parameters
+    ----------
+    members
+        Positions into ``bins`` (e.g. the tested CREs in the candidate universe).
+    bins
+        Bin label per candidate CRE (:func:`matching_bins`).
+
+    Returns
+    -------
+    Series named ``"n"``: member count per bin label (labels sorted).
+    """
     labels, counts = np.unique(np.asarray(bins)[np.asarray(members, dtype=np.int64)], return_counts=True)
     return pd.Series(counts, index=labels, name="n")
 
@@ -195,7 +207,17 @@ def matched_random_sets(top, bins, n_random: int = 1000, seed: int = 0, max_cell
 def null_overlap(top, bins) -> float:
     """Expected fraction of a matched random set that lies in ``top`` itself (sum over bins of c^2 / n, over k).
     Near 1 the null is the tested set again and no test can reject: the set is explained by its accessibility
-    and width alone."""
+    and width alone.
+
+    Parameters
+    ----------
+    top, bins
+        Positions of the tested CREs and bin labels of the universe, as in :func:`matched_random_sets`.
+
+    Returns
+    -------
+    float in (0, 1]; NaN when ``top`` is empty.
+    """
     top = np.asarray(top, dtype=np.int64)
     if not len(top):
         return float("nan")

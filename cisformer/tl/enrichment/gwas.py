@@ -14,7 +14,22 @@ from .statistics import bh_qvalues, empirical_p, overlap_index
 
 def variant_load(cres: pd.DataFrame, variants: pd.DataFrame, trait_key: str = "trait",
                  pp_key: str = "pp") -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per trait and per CRE: (sum of PIPs of the variants inside the CRE, number of such variants)."""
+    """Per trait and per CRE: (sum of PIPs of the variants inside the CRE, number of such variants).
+
+    Parameters
+    ----------
+    cres
+        CRE intervals (``chrom``, ``start``, ``end``), in the order of the candidate universe.
+    variants
+        Fine-mapped variants with ``chrom``, ``start``, ``end``, a PIP and a trait column
+        (:func:`cisformer.data.load_gwas_finemapped`).
+    trait_key, pp_key
+        Columns of ``variants`` holding the trait and the posterior inclusion probability (PIP).
+
+    Returns
+    -------
+    dict trait -> ``(pip_sum, n_variants)``: two float arrays, one value per row of ``cres``.
+    """
     for field in ("chrom", "start", "end", pp_key, trait_key):
         if field not in variants:
             raise ValueError(f"variant_load: variants lack the '{field}' column (expected chrom/start/end/"
@@ -30,7 +45,17 @@ def variant_load(cres: pd.DataFrame, variants: pd.DataFrame, trait_key: str = "t
 
 def gwas_traits(load: dict) -> list[str]:
     """Traits with at least one variant inside the candidate universe: the one trait set every method is tested
-    on (fixed from the universe alone, before any method's top set is seen)."""
+    on (fixed from the universe alone, before any method's top set is seen).
+
+    Parameters
+    ----------
+    load
+        :func:`variant_load` of the candidate universe.
+
+    Returns
+    -------
+    list of trait names, in the order of ``load``.
+    """
     return [trait for trait, (_, n_var) in load.items() if n_var.sum() > 0]
 
 
@@ -51,6 +76,8 @@ def gwas_enrichment(top, load: dict, bins, traits=None, n_random: int = 1000, se
         :func:`matching_bins` of the universe (all zeros: unmatched null).
     traits
         Traits tested (default :func:`gwas_traits`: those with a variant in the universe).
+    n_random, seed
+        Number of matched random sets and their seed.
 
     Returns
     -------
@@ -86,8 +113,21 @@ def gwas_enrichment(top, load: dict, bins, traits=None, n_random: int = 1000, se
 def gwas_compare(tops: dict, load: dict, bins, traits=None, n_random: int = 1000, seed: int = 0,
                  group: str = "method") -> pd.DataFrame:
     """:func:`gwas_enrichment` of several CRE sets (e.g. one per method) on the same traits, with
-    Benjamini-Hochberg q-values over all set x trait tests (column ``q``). ``tops``: name -> positions; the name
-    goes in column ``group``."""
+    Benjamini-Hochberg q-values over all set x trait tests (column ``q``).
+
+    Parameters
+    ----------
+    tops
+        Name -> positions of a tested CRE set in the universe.
+    load, bins, traits, n_random, seed
+        As in :func:`gwas_enrichment` (``traits`` default: :func:`gwas_traits`, the same for every set).
+    group
+        Column that receives each set's name.
+
+    Returns
+    -------
+    The rows of :func:`gwas_enrichment` of every set, stacked, with the columns ``group`` and ``q``.
+    """
     traits = gwas_traits(load) if traits is None else list(traits)
     frames = [gwas_enrichment(top, load, bins, traits, n_random, seed).assign(**{group: name})
               for name, top in tops.items()]
@@ -109,6 +149,19 @@ def pooled_enrichment(table: pd.DataFrame, group: str = "method", observed: str 
 
     Intervals: percentile bootstrap over traits (``n_boot`` resamples of the traits with replacement, the same
     resamples for every group). Every group must hold the same traits (compare like with like).
+
+    Parameters
+    ----------
+    table
+        Long table, one row per (group, unit) (e.g. :func:`gwas_compare`).
+    group, unit
+        Columns naming the groups compared (methods) and the units summed over (traits).
+    observed, expected
+        Columns of the observed load and of the null expectation (:func:`gwas_enrichment`).
+    pseudocount
+        Added to both before the per-unit ratios of the geometric mean.
+    n_boot, ci, seed
+        Bootstrap resamples, confidence level of the percentile intervals, and the seed.
 
     Returns
     -------
@@ -156,6 +209,17 @@ def locus_bootstrap(top, load: dict, traits, expected_total: float, n_boot: int 
     set is a locus carrying its PIP summed over ``traits``; the set's CREs are resampled with replacement
     (``n_boot`` times, seeded) and each resample's load is divided by ``expected_total`` (the matched null's mean
     load summed over the same traits, :func:`gwas_enrichment`'s ``pip_null``).
+
+    Parameters
+    ----------
+    top
+        Positions of the set's CREs in the candidate universe.
+    load, traits
+        :func:`variant_load` of the universe, and the traits whose PIPs are summed.
+    expected_total
+        The matched null's mean load summed over ``traits`` (e.g. the sum of ``pip_null`` over them).
+    n_boot, ci, seed
+        Bootstrap resamples, confidence level of the percentile interval, and the seed.
 
     Returns
     -------

@@ -14,7 +14,17 @@ from .statistics import bh_qvalues, empirical_p, one_sided_ttest, overlap_index
 
 
 def bound_cres(cres: pd.DataFrame, peaks: pd.DataFrame) -> np.ndarray:
-    """Boolean per CRE: overlaps at least one peak."""
+    """Boolean per CRE: overlaps at least one peak.
+
+    Parameters
+    ----------
+    cres, peaks
+        Interval tables with ``chrom``, ``start``, ``end`` (0-based half-open).
+
+    Returns
+    -------
+    bool array, one value per row of ``cres``.
+    """
     qi, _ = overlap_index(cres, peaks)
     bound = np.zeros(len(cres), dtype=bool)
     bound[qi] = True
@@ -23,15 +33,42 @@ def bound_cres(cres: pd.DataFrame, peaks: pd.DataFrame) -> np.ndarray:
 
 def top_cres(scores, n_top: int) -> np.ndarray:
     """Positions of the ``n_top`` highest ``scores`` (ties in input order), the top set :func:`chip_enrichment`
-    tests."""
+    tests.
+
+    Parameters
+    ----------
+    scores
+        One score per candidate CRE (NaN ranks last).
+    n_top
+        Size of the top set (at most the number of CREs).
+
+    Returns
+    -------
+    int array of positions into ``scores``, best first.
+    """
     return np.argsort(-np.asarray(scores, dtype=float), kind="stable")[: int(min(n_top, len(scores)))]
 
 
 def chip_enrichment(scores, bound, n_top: int, bins, n_random: int = 1000, seed: int = 0) -> dict:
     """Overlap of the ``n_top`` highest-scoring CREs with ChIP peaks vs matched random CRE sets.
 
-    ``scores``, ``bound`` and ``bins`` (:func:`matching_bins`; all zeros: unmatched null) are per candidate CRE,
-    same order. Returns ``n_top``, ``n_bound_top``, ``frac_top``, ``frac_random`` (mean over the random sets of
+    Parameters
+    ----------
+    scores
+        One score per candidate CRE (e.g. attention toward the TF gene).
+    bound
+        Boolean per candidate CRE: overlaps a peak (:func:`bound_cres`).
+    n_top
+        Size of the tested set (:func:`top_cres`).
+    bins
+        :func:`matching_bins` label per candidate CRE (all zeros: unmatched null). ``scores``, ``bound`` and
+        ``bins`` are per candidate CRE, same order.
+    n_random, seed
+        Number of matched random sets and their seed.
+
+    Returns
+    -------
+    dict: ``n_top``, ``n_bound_top``, ``frac_top``, ``frac_random`` (mean over the random sets of
     :func:`matched_random_sets`), ``fold``, ``p_empirical`` (one-sided, +1 corrected) and ``null_overlap``.
     """
     scores, bound, bins = np.asarray(scores, dtype=float), np.asarray(bound, dtype=bool), np.asarray(bins)
@@ -49,7 +86,19 @@ def chip_enrichment(scores, bound, n_top: int, bins, n_random: int = 1000, seed:
 
 
 def bound_vs_unbound(scores, bound) -> dict:
-    """Attention of CREs overlapping the TF's peaks vs the others: means and one-sided Welch t-test."""
+    """Attention of CREs overlapping the TF's peaks vs the others: means and one-sided Welch t-test.
+
+    Parameters
+    ----------
+    scores
+        One attention score per CRE.
+    bound
+        Boolean per CRE: overlaps the TF's peaks (:func:`bound_cres`).
+
+    Returns
+    -------
+    dict: ``n_bound``, ``n_unbound``, ``mean_bound``, ``mean_unbound``, ``t`` and ``p`` (bound > unbound).
+    """
     scores, bound = np.asarray(scores, dtype=float), np.asarray(bound, dtype=bool)
     t, p = one_sided_ttest(scores[bound], scores[~bound])
     return {"n_bound": int(bound.sum()), "n_unbound": int((~bound).sum()),
@@ -227,6 +276,16 @@ def tf_enrichment(cre_sets: dict, background: pd.DataFrame, region_sets: dict | 
     """TF enrichment of CRE sets from whichever evidence is given: overlap with region sets (ChIP-seq peaks,
     :func:`region_set_enrichment`) and / or motif occurrences in the genome sequence (:func:`motif_enrichment`),
     against the same backgrounds (same ``bins``, ``n_matched``, ``seed``).
+
+    Parameters
+    ----------
+    cre_sets, background, bins, n_matched, seed
+        As in :func:`region_set_enrichment`.
+    region_sets
+        Name -> regions, as in :func:`region_set_enrichment`; ``None``: no region-set test.
+    genome_fasta, motifs, pvalue
+        As in :func:`motif_enrichment`; ``genome_fasta=None``: no motif test (``motifs`` must then be None). At
+        least one of ``region_sets`` and ``genome_fasta`` is needed.
 
     Returns
     -------

@@ -17,6 +17,15 @@ def parse_ages(values) -> np.ndarray:
     """Numeric ages from numbers or from labels that start with one (Tabula Muris Senis ``"3m"``, ``"24 months"``).
 
     The unit is kept as written (``"3m"`` -> 3.0); values without a leading number become NaN.
+
+    Parameters
+    ----------
+    values
+        Numbers or strings, one per cell (e.g. ``adata.obs["age"]``).
+
+    Returns
+    -------
+    float array, one age per value.
     """
     raw = pd.Series(np.asarray(values, dtype=object))
     numeric = pd.to_numeric(raw, errors="coerce")
@@ -27,7 +36,18 @@ def parse_ages(values) -> np.ndarray:
 def age_groups(ages, max_groups: int = 6) -> pd.Series:
     """Groups of chronological age for plots: the distinct ages when there are at most ``max_groups`` (the six ages
     of Tabula Muris Senis), else ``max_groups`` quantile bins labelled ``"low-high"`` (3 significant digits).
-    Categorical, ordered from young to old; NaN stays NaN."""
+
+    Parameters
+    ----------
+    ages
+        Numeric age per cell (NaN allowed; :func:`parse_ages` reads labels).
+    max_groups
+        Most groups (fewer quantile bins where quantile edges tie).
+
+    Returns
+    -------
+    pandas Series (index 0 .. n-1), one group per cell: categorical, ordered from young to old; NaN stays NaN.
+    """
     ages = pd.Series(np.asarray(ages, dtype=float))
     if ages.nunique() <= max_groups:
         return pd.Series(pd.Categorical(ages, categories=np.sort(ages.dropna().unique()), ordered=True))
@@ -107,7 +127,17 @@ def partial_spearman(x, y, covariate) -> float:
 
 def accessible_clock_loci(atac, clock_loci, layer: str | None = None) -> np.ndarray:
     """Per cell, the number of accessible peaks that overlap a clock locus (step 3 of :func:`age`, before any
-    peak is dropped): how much clock signal a cell's library holds."""
+    peak is dropped): how much clock signal a cell's library holds.
+
+    Parameters
+    ----------
+    atac, clock_loci, layer
+        As in :func:`clock_reads`.
+
+    Returns
+    -------
+    int array, one count per cell.
+    """
     X = atac.layers[layer] if layer is not None else atac.X
     return np.asarray((X[:, np.flatnonzero(clock_peak_mask(atac, clock_loci))] > 0).sum(axis=1)).ravel()
 
@@ -117,6 +147,21 @@ def age_by_depth(atac, clock_loci, keeps, reference: str = "age", seed: int = 0,
 
     For each fraction in ``keeps`` the counts are thinned binomially (:func:`cisformer.data.downsample_atac`, as
     if sequenced less deeply), then EpiTrace age (:func:`age`, ``**kwargs``) is compared with ``obs[reference]``.
+
+    Parameters
+    ----------
+    atac
+        AnnData, cells x peaks, raw integer counts in ``X``, peak coordinates in ``var``, known ages in ``obs``.
+    clock_loci
+        Clock loci on the peaks' build (:func:`cisformer.data.load_clock_loci`).
+    keeps
+        Fractions of the counts kept, each in (0, 1] (1: a copy of the full data).
+    reference
+        ``obs`` column of the known (numeric) age.
+    seed
+        Seed of the thinning (the same for every fraction).
+    **kwargs
+        Passed to :func:`age` (not ``inplace``).
 
     Returns
     -------
@@ -143,7 +188,17 @@ def age_by_depth(atac, clock_loci, keeps, reference: str = "age", seed: int = 0,
 
 def spearman_brown(r: float) -> float:
     """Spearman-Brown: the agreement of two full-length measurements from that ``r`` of two halves, ``2 r / (1 + r)``
-    (NaN for r <= -1 or NaN). Average ``r`` over random splits before extrapolating (:func:`split_half_ceiling`)."""
+    (NaN for r <= -1 or NaN). Average ``r`` over random splits before extrapolating (:func:`split_half_ceiling`).
+
+    Parameters
+    ----------
+    r
+        Correlation of the two halves.
+
+    Returns
+    -------
+    float, the estimated correlation of two full-length measurements.
+    """
     return 2 * r / (1 + r) if r > -1 else float("nan")
 
 
@@ -280,7 +335,19 @@ def compare_ages(ages: pd.DataFrame, reference: str, groups, min_cells: int = 10
 
 def age_cre_list(table: pd.DataFrame, n_top: int | None) -> pd.Index:
     """The ``n_top`` CREs with the smallest p of an :func:`age_associated_cres` table, among those tested (finite
-    p); a fixed-size list, comparable between methods whatever their power. ``n_top=None``: every tested CRE."""
+    p); a fixed-size list, comparable between methods whatever their power. ``n_top=None``: every tested CRE.
+
+    Parameters
+    ----------
+    table
+        :func:`age_associated_cres` table (index CRE names, column ``p``).
+    n_top
+        List size, or ``None``.
+
+    Returns
+    -------
+    pandas Index of CRE names, smallest p first.
+    """
     finite = table[np.isfinite(table["p"].to_numpy(dtype=float))]
     return finite.sort_values("p", kind="stable").index[:n_top]
 

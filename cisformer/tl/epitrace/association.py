@@ -62,9 +62,20 @@ def trajectory_clusters(atac, cres, age_key: str = "epitrace_age", n_bins: int =
 
     Parameters
     ----------
+    atac
+        AnnData, cells x peaks, counts in ``X`` (or ``layer``), ages in ``obs[age_key]`` (cells with NaN age are
+        left out).
     cres
         Peak names (var_names), a boolean mask, or a frame indexed by peak names (e.g. rows of
         :func:`age_associated_cres`).
+    age_key
+        ``obs`` column of the age.
+    n_bins
+        Age quantile bins (fewer where quantile edges tie).
+    k, seed
+        Number of clusters (at most the number of CREs) and the k-means random state.
+    layer
+        Counts from ``atac.layers[layer]`` instead of ``X``.
 
     Returns
     -------

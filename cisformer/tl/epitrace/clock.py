@@ -16,7 +16,19 @@ NORMALIZATIONS = ("randomized", "census", "blank")
 
 # --------------------------------------------------------------------------------------------- helpers
 def column_correlations(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson correlation of each column of X (cells x features) with y; NaN for constant columns."""
+    """Pearson correlation of each column of X (cells x features) with y; NaN for constant columns.
+
+    Parameters
+    ----------
+    X
+        Dense array, cells x features.
+    y
+        One value per cell.
+
+    Returns
+    -------
+    float array, one correlation per column of ``X``.
+    """
     Xc = X - X.mean(axis=0)
     yc = y - y.mean()
     denom = np.sqrt((Xc ** 2).sum(axis=0) * (yc ** 2).sum())
@@ -32,6 +44,18 @@ def _rank01(v: np.ndarray) -> np.ndarray:
 
 
 def coordinates(obj) -> pd.DataFrame:
+    """Interval table of ``obj`` with UCSC-style chromosome names (``1`` -> ``chr1``, as the clock loci).
+
+    Parameters
+    ----------
+    obj
+        DataFrame with ``chrom``, ``start``, ``end``, AnnData (``var`` columns or var_names ``chrom:start-end``) or
+        peak names (:func:`cisformer.data.vocab.intervals`).
+
+    Returns
+    -------
+    DataFrame (a copy) with ``chrom``, ``start``, ``end`` and a 0 .. n-1 index.
+    """
     df = vocab.intervals(obj).reset_index(drop=True).copy()
     df["chrom"] = vocab.normalize_chroms(df["chrom"], "chr")[0]
     return df
@@ -43,6 +67,19 @@ def clock_peak_mask(atac, clock_loci, source="atac") -> np.ndarray:
 
     Chromosome names are compared in UCSC style (``1`` and ``chr1`` match). Raises :class:`cisformer.data.InputError`
     when no peak overlaps (peaks on another build or species than the clock).
+
+    Parameters
+    ----------
+    atac
+        AnnData, cells x peaks, with ``var`` chrom/start/end or var_names ``chrom:start-end`` (or a peak table).
+    clock_loci
+        Frame with ``chrom``, ``start``, ``end`` (e.g. :func:`cisformer.data.load_clock_loci`), same build.
+    source
+        Name used in the error message.
+
+    Returns
+    -------
+    bool array, one value per peak.
     """
     peaks, loci = coordinates(atac), coordinates(clock_loci)
     qi, _ = vocab.overlap_index(peaks, loci)
@@ -72,6 +109,10 @@ def clock_matrix(atac, clock_loci, source="atac") -> ad.AnnData:
     source
         Name used in the error message.
 
+    Returns
+    -------
+    AnnData, cells x clock peaks.
+
     Raises
     ------
     cisformer.data.InputError
@@ -94,6 +135,10 @@ def normalize(X, method: str = "randomized") -> np.ndarray:
         values, peaks piled up in few cells are shrunk. ``"census"``: the per-cell analogue (each entry times its
         cell's number of non-zero peaks / total count), then ``log2(x + 1)``. ``"blank"``: ``log2(x + 1)``.
         All-zero peaks / cells stay zero. Zeros stay zeros, so the accessible-locus count is method-free.
+
+    Returns
+    -------
+    float64 array, cells x peaks.
 
     Notes
     -----
@@ -124,6 +169,15 @@ def transition_matrix(Xn: np.ndarray, n_dispersed: int = 3000, min_open_fraction
     variance / mean; Pearson correlation of cells on them; diagonal, negative values and values below the mean
     correlation (of the full matrix, diagonal included) are zeroed; rows are normalised to sum 1 (rows left with
     nothing stay zero).
+
+    Parameters
+    ----------
+    Xn
+        Dense normalised clock-peak matrix, cells x peaks (:func:`normalize`).
+    n_dispersed
+        Number of most dispersed peaks the cells are correlated on.
+    min_open_fraction
+        Only peaks open (> 0) in more than this fraction of the cells are considered (ValueError when < 2 are).
 
     Returns
     -------
@@ -157,7 +211,21 @@ def transition_matrix(Xn: np.ndarray, n_dispersed: int = 3000, min_open_fraction
 
 def diffuse(W: np.ndarray, v0: np.ndarray, restart: float = 0.01, tol: float = 1e-9, max_iter: int = 50_000):
     """Random walk with restart: ``v <- (1 - restart) W v + restart v0`` from ``v0`` until the mean absolute
-    change is below ``tol`` (or ``max_iter`` steps). Returns ``(v, n_steps)``."""
+    change is below ``tol`` (or ``max_iter`` steps). Returns ``(v, n_steps)``.
+
+    Parameters
+    ----------
+    W
+        Row-normalised transition matrix, cells x cells (:func:`transition_matrix`).
+    v0
+        Start (and restart) vector, one value per cell.
+    restart, tol, max_iter
+        Restart probability, tolerance on the mean absolute change, and the most steps.
+
+    Returns
+    -------
+    tuple ``(v, n_steps)``: the diffused float array (one value per cell) and the number of steps taken.
+    """
     v = v0.copy()
     for step in range(1, max_iter + 1):
         nxt = (1.0 - restart) * (W @ v) + restart * v0
@@ -211,7 +279,21 @@ def _age_vector(X, n_dispersed, n_signal_peaks, restart, tol, max_iter, normaliz
 
 def clock_reads(atac, clock_loci, layer: str | None = None) -> np.ndarray:
     """Per cell, the reads (sum of counts) on the peaks that overlap a clock locus: what :func:`age`'s
-    ``min_clock_reads`` filter compares. On binary data (e.g. called predictions) every open peak is one read."""
+    ``min_clock_reads`` filter compares. On binary data (e.g. called predictions) every open peak is one read.
+
+    Parameters
+    ----------
+    atac
+        AnnData, cells x peaks, counts in ``X`` (or ``layer``), peak coordinates in ``var`` or var_names.
+    clock_loci
+        Clock loci on the peaks' build (:func:`cisformer.data.load_clock_loci`).
+    layer
+        Take counts from ``atac.layers[layer]`` instead of ``X``.
+
+    Returns
+    -------
+    float64 array, one read count per cell.
+    """
     X = atac.layers[layer] if layer is not None else atac.X
     return np.asarray(X[:, np.flatnonzero(clock_peak_mask(atac, clock_loci))].sum(axis=1), dtype=np.float64).ravel()
 
@@ -248,6 +330,8 @@ def age(atac, clock_loci, min_clock_reads: float = 10, n_dispersed: int = 3000, 
         change of age is below ``converge_tol``. The R package adds the peaks with Z < -``z_cutoff`` instead; with
         the orientation here (accessible clock loci -> older) the peaks that add to the accessible-locus signal are
         the positively correlated ones, so Z > ``z_cutoff`` is used.
+    z_cutoff, converge_tol
+        The Z above which a peak is added, and the mean absolute age change that ends the loop (``iterations`` > 1).
     key_added
         ``obs`` column of the age. Written beside it: ``{key_added}_clock_reads`` (:func:`clock_reads`),
         ``{key_added}_aged`` (True where the cell got an age), ``{key_added}_accessible_loci`` (step 3, on the
@@ -391,7 +475,23 @@ def generated_age(pred, clock_loci, open_fraction: float, **kwargs) -> ad.AnnDat
 
 def age_correlations(X, ages, method: str = "spearman", chunk: int = 2000):
     """Correlation of each column of ``X`` (cells x peaks) with ``ages``: ``(r, p)``, two-sided t-test p on
-    n - 2 degrees of freedom (for Spearman on ranks, as :func:`scipy.stats.spearmanr`); NaN for constant peaks."""
+    n - 2 degrees of freedom (for Spearman on ranks, as :func:`scipy.stats.spearmanr`); NaN for constant peaks.
+
+    Parameters
+    ----------
+    X
+        Cells x peaks matrix, dense or sparse.
+    ages
+        One finite age per cell.
+    method
+        ``"spearman"`` (default) or ``"pearson"``.
+    chunk
+        Peaks made dense at once (bounds memory).
+
+    Returns
+    -------
+    tuple ``(r, p)``: float arrays, one value per peak.
+    """
     if method not in ("spearman", "pearson"):
         raise ValueError(f"method must be 'spearman' or 'pearson', got {method!r}")
     ages = np.asarray(ages, dtype=np.float64)
