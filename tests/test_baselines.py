@@ -243,3 +243,11 @@ def test_depth_only_is_a_least_squares_line_on_log_depth(split):
     shuffled = atac_te.copy()
     shuffled.X = sp.csr_matrix(np.random.default_rng(0).permuted(atac_te.X.toarray(), axis=1))  # same depth
     np.testing.assert_allclose(baselines.DepthOnly().fit(rna_tr, atac_tr).predict_rna(shuffled).X, pred.X, rtol=1e-6)
+
+
+def test_rna_pca_projects_training_cells_onto_their_own_embedding():
+    """With fewer highly variable genes kept than measured, new cells are normalised over all genes exactly as the
+    training cells were: projecting the training cells again gives their training embedding."""
+    rna, atac, _ = simulate.paired(n_cells=120, n_genes=80, n_cres=160, n_cell_types=3, seed=2)
+    space = baselines.RnaPCA(n_top_genes=20, n_comps=5).fit(rna, seed=0)
+    np.testing.assert_allclose(space.transform(rna), space.train_embedding, rtol=1e-5, atol=1e-5)
