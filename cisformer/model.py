@@ -16,42 +16,11 @@ bins) of cell ``i`` is a sum of four terms::
 
     logit_ij = prior_j + <h(z_i), u_j> + b_j + readout_j(attention of query j over cell i's key tokens) (+ depth_i)
 
-* ``prior_j``: the training base rate (fixed, :func:`cisformer.sampler.base_rate_logits`);
-* ``z_i``: a cell state from the cell's whole input profile (:class:`CellEncoder`, an MLP trained with an
-  auxiliary reconstruction of its own input, so that it keeps the cell's identity), turned into nonlinear cell
-  features ``h(z_i)`` (one PReLU layer, ``decoder_width``) that are read for *every* output feature by one matrix
-  product (``u_j``, ``b_j`` free per feature): cheap enough to train on the whole vocabulary at every step;
-* the attention path: a free query embedding per output feature attends to the cell's key tokens (no FFN,
-  :class:`AttentionPath`), and a per-feature readout turns what it gathered into a logit. In atac2rna a gene attends
-  only to the open CREs within ``cis_window`` bp of its TSS (the links' window), so the path carries the cis-regulation
-  that the cell state cannot single out; rna2atac CREs attend to every expressed gene (trans readouts such as a TF
-  gene's CREs genome-wide). Its weights are the CRE-gene attention that :mod:`cisformer.tl.attention` reads; how much
-  prediction it carries is measured by ablation (``Cisformer.ablate_attention``);
-* ``depth_i`` (rna2atac): the cell's log number of open CREs relative to the training mean, known in training
-  (as PeakVI's library factor) and predicted from ``z_i`` at prediction, so capacity goes to CRE-specific
-  deviations rather than to sequencing depth.
-* rna2atac at prediction: ``z_i`` is averaged with the states of its ``state_neighbors`` nearest training cells
-  (:meth:`Cisformer.smoothed_state`; ``k`` chosen on the validation cells by :func:`cisformer.train.fit`, 0 =
-  off). A sparse ATAC profile is a noisy draw of the cell's accessibility, so the cells whose RNA looks alike are
-  the evidence on it that one cell's RNA cannot give: the kNN peer, tuned on validation cells, averages hundreds
-  of neighbours on SNARE-seq (notebook 01).
-
-Why: on shallow data (SNARE-seq: ~80 open CREs of 10,000 per cell) the paper's architecture trained for CPU minutes
-learns one offset per cell (its depth) and nothing of cell type; the dense all-CRE loss of the factorised term and
-the reconstruction-regularised cell state learn cell-type-specific accessibility in about a minute.
-
-``"paper"``: the paper's model. The queries are CREs written as base-10 digits (one shared digit embedding
-table, concatenated: the peak digit index encoding) or gene embeddings, and every layer is
-``x = x + MHA(LN(x), keys)`` then ``x = x + FFN(LN(x))``, trained on balanced draws of open and closed CREs.
-The only additions are a fixed base-rate offset per query (``query_prior``; all-zero offsets give back the paper's
-model exactly) and targets binned on the counts-per-10,000 scale (see :mod:`cisformer.sampler`).
-
-In both, keys are embedded once (embedding + LayerNorm) and never updated, so their per-layer projections are
-computed once per cell and reused for any number of query chunks (:meth:`Cisformer.encode_keys` /
-:meth:`Cisformer.decode`), which is how :mod:`cisformer.predict` scores a full vocabulary.
-
-Padding: key padding is a boolean mask given to the attention kernel, so padded keys receive exactly zero
-attention mass (the reference implementation zeroed the padded *values* only, leaving them in the softmax).
+``prior_j`` is the training base rate, ``z_i`` a cell state from the cell's whole input profile read for every
+output feature by one matrix product, the readout the attention path's (what :mod:`cisformer.tl.attention`
+reads), ``depth_i`` the cell's log number of open CREs (rna2atac). ``"paper"``: the paper's model (CREs as
+base-10 digits, pre-LN transformer decoder layers, balanced draws of open and closed CREs). What each term is
+for, why, and how keys, padding and prediction work: ``docs/model.md``.
 
 Shapes: B = cells in the batch, Lq = query tokens, Lk = key tokens, D = model dim, H = heads, Dh = head dim,
 R = cell-state width (``rank``), N_in = input features (genes or CREs), N_out = output features.

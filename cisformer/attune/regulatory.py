@@ -27,49 +27,8 @@ Interaction score of gene ``g`` and peak ``p`` in the window (:func:`interaction
 ``attune`` = (attention of g to the peak CLS) x (attention of the gene CLS to p) (the reference's definition,
 CLS row and column dropped), and ``attention`` = the direct attention weight of g to p.
 
-Reference defects fixed here
-----------------------------
-* The training cross-attention had no softmax (inference had one): one code path, softmax in both.
-* The matching head labelled some true pairs as negatives and drew negatives from probabilities passed to a
-  sampler as if they were logits, diagonal included: labels here are exact and the diagonal is excluded.
-* The CLS contrastive term compared the two CLS tokens before any attention (one learned vector per side, nearly
-  constant across cells): here it compares each CLS after it attended to its own modality's tokens.
-* A causal self-attention mask and sinusoidal positions over the feature order (meaningless for genes) are
-  dropped; only the CLS rows of the self-attentions are computed (the gene rows reach no loss in one layer).
-* The padding mask was ignored and a dense (B, genes + 1, peaks + 1) mask limited batches to 2-4 cells: here
-  the window is an edge list and nothing of size B x genes x peaks is ever built (below).
-
-Sparse, exact computation
--------------------------
-A zero feature has a zero token, so after the LayerNorm every closed peak has the same key ``k0`` and value ``v0``
-(those of ``LN(0)``). Per query, the closed peaks of its window therefore share one logit, and the softmax over
-them is computed exactly as one *pseudo-key* with logit ``<q, k0> / sqrt(D) + log(n_closed)`` whose weight is
-split equally among them. The rest are the open window edges of the batch (open peak x window gene, a few
-thousand per cell) and the peak CLS: :func:`segment_softmax` normalises the edges of each (cell, query) segment
-with ``scatter_reduce`` (max) and ``index_add`` (sums), and the outputs are ``index_add`` sums of weight x value.
-Memory is O(open entries x window degree + cells x genes x D): a batch of 64 SNARE-seq cells (1,677 genes,
-25,734 peaks, 62,137 window pairs) needs well under 1 GB.
-
-Deviations (stated, not hidden): attention weights get no dropout (dropout acts on the attention outputs and the
-FFN: a dropped pseudo-key would drop all closed peaks at once); the value normalisation is the teachers' (see
-:mod:`cisformer.attune.alignment`); the learning rate decays linearly to ``min_lr`` over the run's steps. The tokens
-are the teachers' weighted tokens times the number of features (LayerNorm's epsilon would otherwise erase
-tokens weighted ~1 / 25,734). The summaries ``r`` and ``a`` are standardised per dimension over the batch
-(:func:`_standardise`, as a BatchNorm in training mode, without parameters or running statistics) before
-NT-Xent and the negatives' similarity: without it both collapse first onto one direction shared by all cells
-(the CLS embedding and the closed features' mass dominate them); on a simulated set 300 steps then reached a
-validation FOSCTTM of only 0.23, against 0.26 after 50 steps with it.
-
-What the losses train (measured, cpu profile, seed 0): in one layer only the two CLS rows reach a loss, so the
-gene rows' weights (the interaction scores) follow from projections shared with the gene-CLS row, as in the
-reference. On SNARE-seq the CLS summaries align (validation FOSCTTM 0.124, the teachers' 0.125); the matching
-head's accuracy stays at its base rate (2/3: every pair called negative), which accuracy at logit 0 cannot tell from
-learning at this 1 : 2 balance: :func:`matching_auroc` scores it by AUROC against uniform and hard negatives
-(notebook 08's ``matching_head.csv``). The interaction score is, in each cell, a product of a gene-only factor
-(attention of the gene to the peak CLS) and a peak-only one (attention of the gene CLS to the peak), so it cannot
-single out a gene's own peaks, and link recovery stays near chance by construction. On notebook 04's simulation
-(3,000 cells, 100 genes, 1,000 CREs) the scores recover planted links at AUROC 0.53 (attune) / 0.58 (attention) in
-the easy setting and 0.60 / 0.58 in the realistic one, against 0.81 / 0.74 for peak-to-gene correlation.
+The reference's defects fixed here, the sparse exact computation of the closed peaks' attention, the deviations
+and what the losses train (measured): ``docs/attune.md``, "Regulatory layer".
 
 Shapes: B = cells, G = genes, P = peaks, D = model dim, N = open peak entries of a batch, E = window pairs,
 M = (RNA cell, ATAC cell) pairs scored by the matching head, S = softmax segments (one per query and pair).
