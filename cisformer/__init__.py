@@ -4,7 +4,7 @@ The package is laid out by role; every name below is imported on first use, so `
 
     import cisformer as cf
     rna, atac = cf.data.load("snareseq")                 # data: datasets, readers, checks, QC, vocabularies
-    model, history = cf.train.fit(rna, atac, ...)        # the model: model, sampler, train, predict, protocol, profiles
+    model, history = cf.train.fit(rna, atac, ...)        # the model: model, sampler, train, runs, predict, protocol
     pred = cf.predict.rna_to_atac(model, rna)
     links = cf.tl.attention.links(model, rna, atac)      # tl: links, regulators, enrichment, motifs, EpiTrace
     cf.metrics.rna2atac_summary(pred, atac)              # metrics: translation, clustering, integration
@@ -18,7 +18,7 @@ import importlib
 
 __version__ = "0.1.0"
 
-MODULES = ("cli", "model", "pl", "predict", "profiles", "protocol", "sampler", "train")
+MODULES = ("cli", "model", "pl", "predict", "profiles", "protocol", "runs", "sampler", "train")
 SUBPACKAGES = ("attune", "data", "metrics", "peers", "tl", "utils")
 
 

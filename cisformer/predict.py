@@ -14,7 +14,6 @@ Peaks called on another peak set must first be mapped onto the model's CREs
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -25,6 +24,7 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
+from .runs import Fingerprint
 from .data.h5stream import StreamedH5ad, partial_path
 from .data.preprocess import log_expression
 from .sampler import CellKeys, bin_centres, collate
@@ -440,18 +440,6 @@ DTYPES = ("float16", "float32")
 BLOCK_VALUES = 1 << 25  # default block: about this many probabilities (128 MB as float32)
 
 
-def _digest(*parts) -> str:
-    h = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        if isinstance(part, np.ndarray):
-            h.update(str((part.dtype, part.shape)).encode())
-            h.update(np.ascontiguousarray(part).tobytes())
-        else:
-            h.update(str(part).encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
 def model_fingerprint(model) -> str:
     """A digest of a model's weights, buffers, config and vocabulary.
 
@@ -470,7 +458,7 @@ def model_fingerprint(model) -> str:
     parts += ["\n".join(map(str, model.gene_names or [])), "\n".join(map(str, model.cre_names or []))]
     if model.state_neighbors:  # rna2atac's state smoothing changes the prediction (model.smoothed_state)
         parts += [model.state_neighbors, model.reference_states.cpu().numpy()]
-    return _digest(*parts)
+    return Fingerprint(16).parts(*parts).hexdigest()
 
 
 def input_fingerprint(X: sp.csr_matrix, X_log: sp.csr_matrix, obs_names) -> str:
@@ -487,8 +475,8 @@ def input_fingerprint(X: sp.csr_matrix, X_log: sp.csr_matrix, obs_names) -> str:
     -------
     str of 32 hex digits.
     """
-    return _digest(X.indptr, X.indices, X.data, X_log.indptr, X_log.indices, X_log.data,
-                   "\n".join(map(str, obs_names)))
+    return Fingerprint(16).parts(X.indptr, X.indices, X.data, X_log.indptr, X_log.indices, X_log.data,
+                                 "\n".join(map(str, obs_names))).hexdigest()
 
 
 def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None, batch_size: int = 1,
@@ -538,7 +526,8 @@ def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None,
                 "prob": {"X": ("dense", dtype)},
                 "binary": {"X": ("csr", "uint8")},
                 "topk": {"X": ("csr", "float32")}}[store]  # scipy has no float16 sparse matrices
-    settings = json.dumps({"cres": _digest(np.asarray(cre_idx, dtype=np.int64)), "threshold": str(threshold),
+    settings = json.dumps({"cres": Fingerprint(16).parts(np.asarray(cre_idx, dtype=np.int64)).hexdigest(),
+                           "threshold": str(threshold),
                            "store": store, "dtype": dtype, "top_k": k, "seed": seed, "batch_size": batch_size,
                            "chunk": chunk, "block_cells": block_cells, "compression": compression}, sort_keys=True)
     identity = {"model": model_fingerprint(model), "input": input_fingerprint(X, X_log, rna.obs_names),

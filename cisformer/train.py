@@ -17,9 +17,7 @@ of retraining; an interrupted run resumes from ``last.pt``; asking for more epoc
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,15 +27,14 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .utils.paths import write_atomic
+from .runs import Fingerprint, epoch_loop, make_accelerator
 from .data.preprocess import log_expression, log_normalized
-from .model import CHECKPOINT_FORMAT, Cisformer, CisformerConfig, DIRECTIONS
+from .model import CHECKPOINT_FORMAT, DIRECTIONS, Cisformer, CisformerConfig
 from .profiles import check_profile
-from .utils.paths import hash_sources
-from .utils.progress import progress as progress_bar
 from .protocol import epoch_repeats, scored_validation_cells
 from .sampler import (DiskCSR, PairedCells, as_blocks, base_rate_logits, column_mean, expression_bin_edges,
                       make_loader, row_blocks, take_rows)
+from .utils.progress import progress as progress_bar
 
 STATE_NEIGHBORS = (0, 10, 30, 100, 300)  # rna2atac: the values of model.state_neighbors tried on validation cells
 MAX_REFERENCE_CELLS = 20_000             # rna2atac: training cells whose states are kept for that smoothing
@@ -205,23 +202,10 @@ def _training_matrices(rna, atac) -> tuple:
     return rna_X, atac_X, None if rna.isbacked else log_expression(rna)
 
 
-def hash_matrix(h, X) -> None:
-    """Add a matrix, or its row blocks (:func:`cisformer.sampler.as_blocks`; :func:`~cisformer.sampler.row_blocks`
-    gives the same blocks from memory or disk), to the hash ``h``: row lengths, column indices and values, each as
-    one stream, so the digest does not depend on how the rows were split into blocks."""
-    parts = [hashlib.blake2b(digest_size=8) for _ in range(3)]
-    for block in map(sp.csr_matrix, as_blocks(X)):
-        for part, arr in zip(parts, (np.diff(block.indptr).astype(np.int64), block.indices.astype(np.int64),
-                                     block.data)):
-            part.update(np.ascontiguousarray(arr).tobytes())
-    for part in parts:
-        h.update(part.digest())
-
-
 # the modules whose code decides a trained model: the network, the draws, the loop, the shared rules and base rates,
 # the validation criterion and the predictions it scores, the cis window's gene positions
-_TRAINING_CODE = ("model.py", "sampler.py", "train.py", "protocol.py", "metrics", "utils/matrix.py", "predict.py",
-                  "data/vocab.py")
+_TRAINING_CODE = ("model.py", "sampler.py", "train.py", "runs.py", "protocol.py", "metrics", "utils/matrix.py",
+                  "predict.py", "data/vocab.py")
 
 
 def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, rna, atac, train_idx, val_idx,
@@ -245,95 +229,16 @@ def fingerprint(model_cfg: CisformerConfig, train_cfg: TrainConfig, seed: int, r
     """
     rna_X = rna.X if rna_X is None else rna_X
     atac_X = atac.X if atac_X is None else atac_X
-    h = hashlib.blake2b(digest_size=8)
-    hash_sources(h, _TRAINING_CODE)
     cfg = dataclasses.asdict(train_cfg)
     cfg.pop("epochs")
     cfg.pop("num_workers")
-    h.update(json.dumps([CHECKPOINT_FORMAT, model_cfg.to_dict(), cfg, seed], sort_keys=True).encode())
+    fp = Fingerprint().code(_TRAINING_CODE).json([CHECKPOINT_FORMAT, model_cfg.to_dict(), cfg, seed])
     for names in (rna.var_names, atac.var_names, rna.obs_names[train_idx], rna.obs_names[val_idx]):
-        h.update("\x00".join(map(str, names)).encode())
+        fp.names(names)
     rows = np.concatenate([train_idx, val_idx])
     for X in (rna_X, atac_X):
-        hash_matrix(h, row_blocks(X, rows))
-    return h.hexdigest()
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def resume_epoch(run_dir: Path | None, model, optimizer, scheduler) -> tuple:
-    """Restore what :func:`save_epoch` wrote (an interrupted run) into ``model``, ``optimizer``, ``scheduler`` and
-    the RNG; returns ``(next epoch, best score, epochs without improvement, history rows, best state dict)``, or
-    a fresh start ``(0, -inf, 0, [], current weights)`` when ``run_dir`` holds no ``last.pt``."""
-    if run_dir is None or not (run_dir / "last.pt").exists():
-        return 0, -math.inf, 0, [], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    best_state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["state_dict"]
-    _set_rng_state(state["rng"])
-    (run_dir / "done.json").unlink(missing_ok=True)
-    return state["epoch"], state["best_score"], state["bad_epochs"], state["history"], best_state
-
-
-def save_epoch(run_dir: Path, model, optimizer, scheduler, epoch: int, best_score: float, bad_epochs: int,
-               history: list, improved: bool) -> None:
-    """Write an epoch's checkpoint files atomically: ``best.pt`` (when ``improved``), ``last.pt`` (everything a
-    resume needs: weights, optimizer, scheduler, RNG, counters, history) and ``history.csv``."""
-    if improved:
-        write_atomic(run_dir / "best.pt", lambda tmp: torch.save(model.checkpoint_dict(), tmp))
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "rng": _rng_state(), "epoch": epoch, "best_score": best_score, "bad_epochs": bad_epochs,
-             "history": history}
-    write_atomic(run_dir / "last.pt", lambda tmp: torch.save(state, tmp))
-    write_atomic(run_dir / "history.csv", lambda tmp: pd.DataFrame(history).to_csv(tmp, index=False))
-
-
-def save_done(run_dir: Path, history: pd.DataFrame, stopped_early: bool, best_score: float, **info) -> None:
-    """Mark a run finished: ``done.json`` with the epochs run, whether early stopping ended it, the best
-    validation score and ``info`` (configs, seed)."""
-    text = json.dumps({"epochs": int(history["epoch"].max()) if len(history) else 0,
-                       "stopped_early": bool(stopped_early), "best_val_score": best_score, **info}, indent=1)
-    write_atomic(run_dir / "done.json", lambda tmp: tmp.write_text(text))
-
-
-def make_accelerator(device: str):
-    """The ``accelerate.Accelerator`` of a training run: CUDA with bf16 (else fp16) mixed precision, or the CPU.
-
-    Parameters
-    ----------
-    device
-        ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"`` (RuntimeError without a GPU).
-
-    Returns
-    -------
-    accelerate.Accelerator
-    """
-    from accelerate import Accelerator, DistributedDataParallelKwargs
-
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device='cuda' but torch sees no CUDA GPU; use device='auto' or 'cpu'")
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    # mixed precision only on CUDA: bf16 matmuls are ~400x slower than fp32 on CPUs without AMX
-    precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if use_cuda else "no"
-    # under several processes (DDP): some parameters get no gradient in some steps (e.g. the value embedding of
-    # a direction that has none), which DDP must be told; one process never reads this
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=not use_cuda, mixed_precision=precision, kwargs_handlers=[ddp])
+        fp.matrix(row_blocks(X, rows))
+    return fp.hexdigest()
 
 
 def _set_positions(model: Cisformer, gene_var: pd.DataFrame, cre_var: pd.DataFrame) -> None:
@@ -512,13 +417,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
     model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler steps per epoch: kept unwrapped
     raw_model = accelerator.unwrap_model(model)
 
-    start_epoch, best_score, bad_epochs, rows, best_state = resume_epoch(run_dir, raw_model, optimizer, scheduler)
-
-    stopped_early = False
-    for epoch in range(start_epoch, train_cfg.epochs):
-        if bad_epochs >= train_cfg.patience:
-            stopped_early = True
-            break
+    def train_epoch(epoch: int) -> dict:
         t0 = time.perf_counter()
         train_set.set_epoch(epoch)
         loader = make_loader(train_set, train_cfg.batch_size, shuffle=True, seed=seed, epoch=epoch,
@@ -549,36 +448,22 @@ def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu",
             sums = accelerator.reduce(torch.tensor([total, n_seen], dtype=torch.float64, device=accelerator.device),
                                       reduction="sum")
             total, n_seen = sums[0].item(), int(sums[1].item())
-        train_loss = total / max(n_seen, 1)
-        train_seconds = time.perf_counter() - t0
-        val_loss = evaluate(model, val_set, train_cfg.batch_size, accelerator)
-        criterion = validation_criterion(raw_model, val_input, val_truth)
-        seconds = time.perf_counter() - t0  # the epoch's wall-clock, validation included
-        improved = criterion["val_score"] > best_score
-        if improved:
-            best_score, bad_epochs = criterion["val_score"], 0
-            best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        rows.append({"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **criterion,
-                     "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "samples": n_seen,
-                     "samples_per_s": n_seen / train_seconds})
-        if progress and accelerator.is_main_process:
-            print(f"{direction} epoch {epoch + 1}: train {train_loss:.4f}  val {val_loss:.4f}  "
-                  f"criterion {criterion['val_score']:.4f}  ({seconds:.1f} s, {rows[-1]['samples_per_s']:.1f} "
-                  f"samples/s){'  *best*' if improved else ''}", flush=True)
-        if run_dir is not None and accelerator.is_main_process:
-            save_epoch(run_dir, raw_model, optimizer, scheduler, epoch + 1, best_score, bad_epochs, rows, improved)
-    else:
-        stopped_early = bad_epochs >= train_cfg.patience
+        return {"train_loss": total / max(n_seen, 1), "samples": n_seen,
+                "samples_per_s": n_seen / (time.perf_counter() - t0)}
 
-    history = pd.DataFrame(rows)
-    if run_dir is not None and accelerator.is_main_process:
-        save_done(run_dir, history, stopped_early, best_score, model=model_cfg.to_dict(),
-                  train=dataclasses.asdict(train_cfg), seed=seed)
-    accelerator.wait_for_everyone()
-    raw_model.load_state_dict(best_state)
-    raw_model.eval()
+    def validate() -> dict:
+        return {"val_loss": evaluate(model, val_set, train_cfg.batch_size, accelerator),
+                **validation_criterion(raw_model, val_input, val_truth)}
+
+    def report(row: dict, improved: bool) -> None:
+        print(f"{direction} epoch {row['epoch']}: train {row['train_loss']:.4f}  val {row['val_loss']:.4f}  "
+              f"criterion {row['val_score']:.4f}  ({row['seconds']:.1f} s, {row['samples_per_s']:.1f} "
+              f"samples/s){'  *best*' if improved else ''}", flush=True)
+
+    history = epoch_loop(accelerator, raw_model, optimizer, scheduler, run_dir, epochs=train_cfg.epochs,
+                         patience=train_cfg.patience, train_epoch=train_epoch, validate=validate,
+                         report=report if progress else None, model=model_cfg.to_dict(),
+                         train=dataclasses.asdict(train_cfg), seed=seed)
     return finished(raw_model), history
 
 
@@ -645,9 +530,9 @@ def validation_criterion(model, inputs, truth) -> dict:
 
 def criterion_of_logits(model, logits: np.ndarray, truth) -> dict:
     """:func:`validation_criterion` from the model's logits of the validation cells (see there)."""
-    from .utils.matrix import columnwise_pearson
     from .metrics import auroc_gain, deviation_spread
     from .sampler import bin_centres
+    from .utils.matrix import columnwise_pearson
 
     if model.config.direction == "rna2atac":
         truth = np.asarray(sp.csr_matrix(truth).toarray(), dtype=bool)

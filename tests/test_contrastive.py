@@ -7,7 +7,7 @@ import torch
 
 from cisformer import metrics
 from cisformer.data import simulate
-from cisformer import train as train_module
+from cisformer import runs
 from cisformer.metrics import foscttm
 from cisformer.attune.alignment import (TeacherEncoder, embed, embed_anndata, fit_alignment, fit_atac2rna, nt_xent,
                                    predict_atac2rna)
@@ -93,7 +93,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(sim, tmp_path, monke
     full_model, full = fit_alignment(rna, atac, train, val, checkpoint_dir=tmp_path / "a", **kw)
 
     writes = {"n": 0}
-    real_write = train_module.write_atomic
+    real_write = runs.write_atomic
 
     def write_then_die(path, write):  # killed after the second epoch's checkpoint
         real_write(path, write)
@@ -101,10 +101,10 @@ def test_resume_after_interruption_equals_uninterrupted_run(sim, tmp_path, monke
         if writes["n"] == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "write_atomic", write_then_die)
+    monkeypatch.setattr(runs, "write_atomic", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         fit_alignment(rna, atac, train, val, checkpoint_dir=tmp_path / "b", **kw)
-    monkeypatch.setattr(train_module, "write_atomic", real_write)
+    monkeypatch.setattr(runs, "write_atomic", real_write)
     run_dir = next((tmp_path / "b").iterdir())
     assert not (run_dir / "done.json").exists() and (run_dir / "last.pt").exists()
     torch.manual_seed(123)  # the resumed run restores its own RNG state

@@ -86,9 +86,12 @@ def test_no_import_cycles_and_no_private_imports():
 
 
 def test_helpers_written_once():
-    sources = [path.read_text() for path, _ in modules().values()]
-    assert sum(source.count("def _dense(") + source.count("def dense(") for source in sources) == 1
-    assert sum(line.startswith("PROFILES = ") for source in sources for line in source.splitlines()) == 1
+    sources = {name: path.read_text() for name, (path, _) in modules().items()}
+    assert sum(source.count("def _dense(") + source.count("def dense(") for source in sources.values()) == 1
+    assert sum(source.count("def write_atomic(") for source in sources.values()) == 1
+    # one fingerprint: every digest of code, settings and data goes through runs.Fingerprint
+    assert {name for name, source in sources.items() if "blake2b(" in source} == {"cisformer.runs"}
+    assert sum(line.startswith("PROFILES = ") for source in sources.values() for line in source.splitlines()) == 1
 
 
 def test_external_drivers_are_real_files():

@@ -16,20 +16,15 @@ Attune aligns paired scRNA and scATAC of the same cells by contrastive learning 
 
 Inputs (:func:`attune_inputs`): RNA as log1p CP10k (:func:`cisformer.data.log_expression`, the scale every
 ATAC -> RNA method here predicts), ATAC binarised (the reference's ATAC transform is unknown; a binary matrix is
-what every ATAC method here reads).
-
-Deviations from the reference and why, the checkpoint folder and the shapes' letters: ``docs/attune.md``.
+what every ATAC method here reads). Deviations from the reference and why, the checkpoint folder and the shapes'
+letters: ``docs/attune.md``.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
-import hashlib
-import json
 import math
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,14 +34,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from anndata import AnnData
 
-from ..utils.matrix import binary_csr, columnwise_pearson
-from ..metrics import foscttm
+from ..runs import Fingerprint
 from ..data.preprocess import log_expression
+from ..metrics import foscttm
 from ..profiles import check_profile
-from ..utils.paths import hash_sources
-from ..utils.progress import progress as progress_bar
-from ..protocol import epoch_repeats
-from ..train import cell_indices, check_pair, hash_matrix, make_accelerator, resume_epoch, save_done, save_epoch
+from ..train import cell_indices, check_pair
+from ..utils.matrix import binary_csr, columnwise_pearson
+from .training import finished_run, run_folder, split_indices, training_loop
 
 CHECKPOINT_FORMAT = 1  # bumped when the state dicts change: older cached runs are not reused
 EMBEDDING_INIT_STD = 0.005  # teacher feature embeddings start small (docs/attune.md, "Deviations")
@@ -354,125 +348,12 @@ class ExpressionHead(_Saved, nn.Module):
 
 def run_fingerprint(parts: list, matrices: list) -> str:
     """Hash of what determines a run: this module's and its helpers' source, JSON-able ``parts`` and arrays."""
-    h = hashlib.blake2b(digest_size=8)
-    hash_sources(h, ("attune/alignment.py", "train.py", "protocol.py", "metrics", "utils/matrix.py"))
-    h.update(json.dumps([CHECKPOINT_FORMAT, *parts], sort_keys=True).encode())
+    fp = Fingerprint().code(("attune/alignment.py", "attune/training.py", "train.py", "runs.py",
+                             "protocol.py", "metrics", "utils/matrix.py"))
+    fp.json([CHECKPOINT_FORMAT, *parts])
     for X in matrices:
-        if sp.issparse(X):
-            hash_matrix(h, X)
-        else:
-            h.update(np.ascontiguousarray(X).tobytes())
-    return h.hexdigest()
-
-
-def split_indices(rna, train_cells, val_cells) -> tuple[np.ndarray, np.ndarray]:
-    train_idx = cell_indices(rna, train_cells, "train_cells")
-    val_idx = cell_indices(rna, val_cells, "val_cells")
-    if len(train_idx) < 2 or len(val_idx) < 2:
-        raise ValueError("train_cells and val_cells need at least 2 cells each")
-    if np.intersect1d(train_idx, val_idx).size:
-        raise ValueError("train_cells and val_cells overlap")
-    return train_idx, val_idx
-
-
-def training_loop(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epochs: int, batch_size: int,
-           lr: float, lr_end: float, patience: int, seed: int, run_dir: Path | None, device: str, progress: bool,
-           desc: str, min_epoch_samples: int = 0):
-    """The training loop of :func:`fit_alignment` and :func:`fit_atac2rna`.
-
-    ``batch_loss(model, rows, device) -> scalar`` for training cells ``rows`` (the prepared model: DDP under several
-    processes); ``validate(raw_model) -> dict`` with ``val_loss``, ``val_score`` (higher is better) and diagnostics,
-    called in eval mode without gradients. Each epoch draws permutations of the training cells from ``(seed, epoch)``,
-    as many as it takes to show at least ``min_epoch_samples`` cells (the package's epoch rule,
-    :func:`cisformer.protocol.epoch_repeats`), and steps through their full batches; Adam with a learning rate decaying
-    linearly per step from ``lr`` to ``lr_end``. Returns the best-validation model (eval mode) and the history.
-    """
-    repeats = epoch_repeats(len(train_idx), min_epoch_samples)
-    batch_size = min(batch_size, len(train_idx))
-    n_steps = max(repeats * len(train_idx) // batch_size, 1)
-    total_steps = epochs * n_steps
-    final = lr_end / lr
-
-    accelerator = make_accelerator(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 1.0 + (final - 1.0) * min(step / max(total_steps - 1, 1), 1.0))
-    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler is kept unwrapped (steps per batch)
-    raw_model = accelerator.unwrap_model(model)
-
-    start_epoch, best_score, bad_epochs, rows, best_state = resume_epoch(run_dir, raw_model, optimizer, scheduler)
-
-    stopped_early = False
-    for epoch in range(start_epoch, epochs):
-        if bad_epochs >= patience:
-            stopped_early = True
-            break
-        t0 = time.perf_counter()
-        rng = np.random.default_rng([seed, epoch])
-        order = np.concatenate([rng.permutation(train_idx) for _ in range(repeats)])
-        batches = [order[i * batch_size:(i + 1) * batch_size] for i in range(n_steps)]
-        # several processes: each takes every num_processes-th batch of the one order (the rest dropped)
-        n_rounds = len(batches) // accelerator.num_processes
-        batches = batches[accelerator.process_index:n_rounds * accelerator.num_processes:accelerator.num_processes]
-        model.train()
-        total, n_seen = 0.0, 0
-        bar = progress_bar(batches, desc=f"{desc} epoch {epoch + 1}/{epochs}",
-                           disable=not (progress and accelerator.is_local_main_process))
-        for rows_ in bar:
-            with accelerator.autocast():
-                loss = batch_loss(model, rows_, accelerator.device)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            total, n_seen = total + loss.item() * len(rows_), n_seen + len(rows_)
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if accelerator.num_processes > 1:  # every process's batches: the same history on every process
-            sums = accelerator.reduce(torch.tensor([total, n_seen], dtype=torch.float64, device=accelerator.device),
-                                      reduction="sum")
-            total, n_seen = sums[0].item(), int(sums[1].item())
-        model.eval()
-        with torch.no_grad():
-            val = validate(raw_model)
-        seconds = time.perf_counter() - t0  # the epoch's wall-clock, validation included
-        improved = val["val_score"] > best_score
-        if improved:
-            best_score, bad_epochs = val["val_score"], 0
-            best_state = {k: v.detach().cpu().clone() for k, v in raw_model.state_dict().items()}
-        else:
-            bad_epochs += 1
-        rows.append({"epoch": epoch + 1, "train_loss": total / max(n_seen, 1), **val,
-                     "lr": optimizer.param_groups[0]["lr"], "seconds": seconds, "samples": n_seen})
-        if progress and accelerator.is_main_process:
-            extra = "  ".join(f"{k} {v:.4f}" for k, v in val.items())
-            print(f"{desc} epoch {epoch + 1}: train {rows[-1]['train_loss']:.4f}  {extra}  ({seconds:.1f} s)"
-                  f"{'  *best*' if improved else ''}", flush=True)
-        if run_dir is not None and accelerator.is_main_process:
-            save_epoch(run_dir, raw_model, optimizer, scheduler, epoch + 1, best_score, bad_epochs, rows, improved)
-    else:
-        stopped_early = bad_epochs >= patience
-
-    history = pd.DataFrame(rows)
-    if run_dir is not None and accelerator.is_main_process:
-        save_done(run_dir, history, stopped_early, best_score, config=raw_model.config.to_dict(), seed=seed)
-    accelerator.wait_for_everyone()
-    raw_model.load_state_dict(best_state)
-    return raw_model.eval(), history
-
-
-def finished_run(run_dir: Path | None, loader):
-    """The finished run's (best model, history) in ``run_dir``, or None."""
-    if run_dir is None or not (run_dir / "done.json").exists():
-        return None
-    return loader(run_dir / "best.pt"), pd.read_csv(run_dir / "history.csv")
-
-
-def run_folder(checkpoint_dir, fingerprint: str) -> Path | None:
-    if checkpoint_dir is None:
-        return None
-    run_dir = Path(checkpoint_dir) / fingerprint
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+        fp.matrix(X) if sp.issparse(X) else fp.array(X)
+    return fp.hexdigest()
 
 
 def _batched(fn, n: int, batch_size: int) -> list:
@@ -553,9 +434,10 @@ def fit_alignment(rna, atac, train_cells, val_cells, profile: str = "cpu", seed:
         return {"val_loss": loss, "val_foscttm": teacher, "val_score": 1.0 - teacher,
                 "val_student_foscttm": foscttm(emb["rna_student"], emb["atac_student"])}
 
-    return training_loop(model, batch_loss, validate, train_idx, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                  lr_end=cfg.lr_end, patience=cfg.patience, seed=seed, run_dir=run_dir, device=device,
-                  progress=progress, desc="attune alignment", min_epoch_samples=cfg.min_epoch_samples)
+    return training_loop(model, batch_loss, validate, train_idx, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                         lr=cfg.lr, lr_end=cfg.lr_end, patience=cfg.patience, seed=seed, run_dir=run_dir,
+                         device=device, progress=progress, desc="attune alignment",
+                         min_epoch_samples=cfg.min_epoch_samples)
 
 
 def _check_features(model, rna=None, atac=None) -> None:
@@ -666,9 +548,10 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed
         return {"val_loss": float(((pred - val_truth) ** 2).mean()),
                 "val_score": float(columnwise_pearson(pred, val_truth).mean())}
 
-    return training_loop(head, batch_loss, validate, train_idx, epochs=cfg.head_epochs, batch_size=cfg.head_batch_size,
-                  lr=cfg.head_lr, lr_end=cfg.head_lr, patience=cfg.head_patience, seed=seed, run_dir=run_dir,
-                  device=device, progress=progress, desc="attune atac2rna", min_epoch_samples=cfg.min_epoch_samples)
+    return training_loop(head, batch_loss, validate, train_idx, epochs=cfg.head_epochs,
+                         batch_size=cfg.head_batch_size, lr=cfg.head_lr, lr_end=cfg.head_lr, patience=cfg.head_patience,
+                         seed=seed, run_dir=run_dir, device=device, progress=progress, desc="attune atac2rna",
+                         min_epoch_samples=cfg.min_epoch_samples)
 
 
 @torch.no_grad()

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..utils.matrix import dense
 from ..metrics import aligned_matrices, exact_neighbors
+from ..utils.matrix import dense
 
 
 def _paired(pred: AnnData, measured: AnnData) -> tuple[np.ndarray, np.ndarray]:

@@ -36,10 +36,8 @@ M = (RNA cell, ATAC cell) pairs scored by the matching head, S = softmax segment
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,10 +45,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .alignment import TeacherEncoder, nt_xent, rows_tensor
+from ..runs import Fingerprint
 from ..profiles import check_profile
 from ..protocol import scored_validation_cells
 from ..train import cell_indices
+from .alignment import TeacherEncoder, nt_xent, rows_tensor
 
 CHECKPOINT_FORMAT = 1
 
@@ -474,8 +473,9 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
     """
     import copy
 
-    from .alignment import (attune_inputs, check_pair, finished_run, run_fingerprint, run_folder, split_indices,
-                              training_loop)
+    from ..train import check_pair
+    from .alignment import attune_inputs, run_fingerprint
+    from .training import finished_run, run_folder, split_indices, training_loop
 
     check_pair(rna, atac)
     train_idx, val_idx = split_indices(rna, train_cells, val_cells)
@@ -494,7 +494,7 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
     rows = np.concatenate([train_idx, val_idx])
     teacher_arrays = [v.detach().numpy() for t in teachers for v in t.state_dict().values()]
     run_dir = run_folder(checkpoint_dir, run_fingerprint(
-        ["regulatory", hashlib.blake2b(Path(__file__).read_bytes(), digest_size=8).hexdigest(), CHECKPOINT_FORMAT,
+        ["regulatory", Fingerprint().code(["attune/regulatory.py"]).hexdigest(), CHECKPOINT_FORMAT,
          config.to_dict(), seed, list(map(str, rna.var_names)), list(map(str, atac.var_names)),
          list(map(str, rna.obs_names[train_idx])), list(map(str, rna.obs_names[val_idx]))],
         [inputs.rna_log[rows], inputs.atac_bin[rows], *teacher_arrays]))
@@ -513,9 +513,9 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
         return _validation_loss(m, inputs, scored_val, config.batch_size, seed + 1)
 
     return training_loop(model, batch_loss, validate, train_idx, epochs=config.epochs, batch_size=config.batch_size,
-                  lr=config.lr, lr_end=config.min_lr, patience=config.patience, seed=seed, run_dir=run_dir,
-                  device=device, progress=progress, desc="attune regulatory",
-                  min_epoch_samples=config.min_epoch_samples)
+                         lr=config.lr, lr_end=config.min_lr, patience=config.patience, seed=seed, run_dir=run_dir,
+                         device=device, progress=progress, desc="attune regulatory",
+                         min_epoch_samples=config.min_epoch_samples)
 
 
 # --------------------------------------------------------------------------------------------------- scores

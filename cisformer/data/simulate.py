@@ -85,6 +85,103 @@ LINK_SETTING_NOTES = {
 }
 
 
+def _check_options(n_cells, n_genes, n_cres, n_cell_types, gene_spacing, shared_links, confounders, co_open,
+                   interaction, interaction_fraction, celltype_specific, trans_genes, atac_capture, rna_depth):
+    """The argument checks of :func:`paired` (each a ``ValueError`` that names the argument)."""
+    if n_cres < n_genes:
+        raise ValueError(f"n_cres ({n_cres}) must be >= n_genes ({n_genes}): every gene needs a nearby CRE")
+    if min(n_cells, n_genes, n_cell_types) < 1:
+        raise ValueError("n_cells, n_genes and n_cell_types must be positive")
+    if gene_spacing <= 0:
+        raise ValueError(f"gene_spacing must be positive (bp), got {gene_spacing}")
+    for name, value in (("shared_links", shared_links), ("co_open", co_open),
+                        ("interaction_fraction", interaction_fraction), ("celltype_specific", celltype_specific),
+                        ("trans_genes", trans_genes)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name} must lie in [0, 1], got {value}")
+    if not 0.0 < atac_capture <= 1.0:
+        raise ValueError(f"atac_capture must lie in (0, 1], got {atac_capture}")
+    if rna_depth <= 0:
+        raise ValueError(f"rna_depth must be positive, got {rna_depth}")
+    if int(confounders) != confounders or confounders < 0:
+        raise ValueError(f"confounders must be a non-negative integer, got {confounders}")
+    if interaction not in INTERACTIONS:
+        raise ValueError(f"interaction must be one of {INTERACTIONS}, got {interaction!r}")
+    if celltype_specific > 0 and n_cell_types < 2:
+        raise ValueError("celltype_specific needs n_cell_types >= 2 (a link active in some types but not others)")
+
+
+def _genome_layout(rng, n_genes: int, n_cres: int, gene_spacing: int) -> tuple:
+    """Genes on up to 5 chromosomes ``gene_spacing`` apart and CREs around their TSSs, in genomic order (the first
+    draws of :func:`paired` from ``rng``): gene chromosome, TSS, strand, start and end, chromosome names, and each
+    CRE's home gene, start, end, chromosome and name."""
+    n_chrom = min(5, n_genes)
+    gene_chrom_idx = np.sort(rng.integers(0, n_chrom, n_genes))
+    gene_chrom_idx[:n_chrom] = np.arange(n_chrom)  # every chromosome used
+    gene_chrom_idx.sort()
+    rank_in_chrom = np.zeros(n_genes, dtype=np.int64)
+    for c in range(n_chrom):
+        members = np.flatnonzero(gene_chrom_idx == c)
+        rank_in_chrom[members] = np.arange(len(members))
+    tss = (1_000_000 + rank_in_chrom * int(gene_spacing) + rng.integers(-50_000, 50_000, n_genes)).astype(np.int64)
+    strand = rng.choice(np.array(["+", "-"]), n_genes)
+    gene_len = rng.integers(5_000, 60_000, n_genes)
+    gene_start = np.where(strand == "+", tss, tss - gene_len)
+    gene_end = np.where(strand == "+", tss + gene_len, tss)
+    chrom_names = np.array([f"chr{c + 1}" for c in range(n_chrom)])
+
+    # each CRE is assigned to a home gene (at least one per gene) and placed within +-WINDOW of its TSS
+    cre_home = np.concatenate([np.arange(n_genes), rng.integers(0, n_genes, n_cres - n_genes)])
+    offset = rng.integers(-WINDOW + CRE_WIDTH, WINDOW - CRE_WIDTH, n_cres)
+    offset[:n_genes] = rng.integers(-2_000, 2_000, n_genes)  # one promoter-proximal CRE per gene
+    cre_start = tss[cre_home] + offset - CRE_WIDTH // 2
+    cre_chrom_idx = gene_chrom_idx[cre_home]
+    order = np.lexsort((cre_start, cre_chrom_idx))  # genomic order, as real peak tables are sorted
+    cre_home, cre_start, cre_chrom_idx = cre_home[order], cre_start[order], cre_chrom_idx[order]
+    cre_end = cre_start + CRE_WIDTH
+    cre_names = np.array([f"{chrom_names[c]}:{s}-{e}" for c, s, e in zip(cre_chrom_idx, cre_start, cre_end)])
+    # break exact duplicates (two CREs at the same spot) by shifting
+    _, first = np.unique(cre_names, return_index=True)
+    if len(first) < n_cres:
+        dup = np.setdiff1d(np.arange(n_cres), first)
+        cre_start[dup] += CRE_WIDTH + 7 * np.arange(1, len(dup) + 1)
+        cre_end = cre_start + CRE_WIDTH
+        cre_names = np.array([f"{chrom_names[c]}:{s}-{e}" for c, s, e in zip(cre_chrom_idx, cre_start, cre_end)])
+    return (gene_chrom_idx, tss, strand, gene_start, gene_end, chrom_names, cre_home, cre_start, cre_end,
+            cre_chrom_idx, cre_names)
+
+
+def _as_anndata(counts, atac_counts, cell_type, batch, n_batches, cell_type_names, gene_chrom_idx, chrom_names,
+               gene_start, gene_end, strand, tss, cre_chrom_idx, cre_start, cre_end, cre_names, links_gene, links_cre,
+               links_w, cis, active, confounder_of, trans, groups):
+    """:func:`paired`'s output: the two AnnData of the data contract and the table of planted links."""
+    n_cells, n_genes = counts.shape
+    obs_names = [f"cell_{i:05d}" for i in range(n_cells)]
+    obs = pd.DataFrame({
+        "cell_type": pd.Categorical(cell_type_names[cell_type], categories=cell_type_names),
+        "batch": pd.Categorical([f"batch_{b}" for b in batch], categories=[f"batch_{b}" for b in range(n_batches)]),
+    }, index=obs_names)
+    gene_names = np.array([f"Gene{g:04d}" for g in range(n_genes)])
+    rna_var = pd.DataFrame({
+        "gene_id": [f"SIMG{g:07d}" for g in range(n_genes)],
+        "chrom": chrom_names[gene_chrom_idx], "start": gene_start, "end": gene_end,
+        "strand": strand, "tss": tss,
+    }, index=gene_names)
+    atac_var = pd.DataFrame({"chrom": chrom_names[cre_chrom_idx], "start": cre_start, "end": cre_end},
+                            index=cre_names)
+    uns = {"genome": "sim", "dataset": "sim", "counts": True}
+    rna = ad.AnnData(sp.csr_matrix(counts.astype(np.float32)), obs=obs.copy(), var=rna_var, uns=dict(uns))
+    atac = ad.AnnData(sp.csr_matrix(atac_counts), obs=obs.copy(), var=atac_var, uns=dict(uns))
+    acting_types = np.array([",".join(cell_type_names[row]) if not row.all() else "all" for row in active])
+    truth = pd.DataFrame({"gene": gene_names[links_gene[cis]], "cre": cre_names[links_cre[cis]],
+                          "weight": links_w[cis], "cell_types": acting_types[cis]})
+    truth.attrs["confounders"] = {str(cre_names[f]): str(cre_names[c]) for f, c in confounder_of.items()}
+    truth.attrs["trans_genes"] = [str(gene_names[g]) for g in trans]
+    truth.attrs["interactions"] = [{"gene": str(gene_names[links_gene[m[0]]]), "kind": kind,
+                                    "cres": [str(cre_names[links_cre[j]]) for j in m]} for kind, m in groups]
+    return rna, atac, truth
+
+
 def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_types: int = 4, seed: int = 0,
            n_batches: int = 2, *, gene_spacing: int = GENE_SPACING, shared_links: float = 0.0,
            confounders: int = 0, co_open: float = 0.9, interaction: str | None = None,
@@ -139,63 +236,13 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
         (comma-separated names of the types where the link acts, or ``"all"``); ``attrs["confounders"]`` and
         ``attrs["interactions"]`` (list of ``{"gene", "kind", "cres"}``) describe the options' structure.
     """
-    if n_cres < n_genes:
-        raise ValueError(f"n_cres ({n_cres}) must be >= n_genes ({n_genes}): every gene needs a nearby CRE")
-    if min(n_cells, n_genes, n_cell_types) < 1:
-        raise ValueError("n_cells, n_genes and n_cell_types must be positive")
-    if gene_spacing <= 0:
-        raise ValueError(f"gene_spacing must be positive (bp), got {gene_spacing}")
-    for name, value in (("shared_links", shared_links), ("co_open", co_open),
-                        ("interaction_fraction", interaction_fraction), ("celltype_specific", celltype_specific),
-                        ("trans_genes", trans_genes)):
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"{name} must lie in [0, 1], got {value}")
-    if not 0.0 < atac_capture <= 1.0:
-        raise ValueError(f"atac_capture must lie in (0, 1], got {atac_capture}")
-    if rna_depth <= 0:
-        raise ValueError(f"rna_depth must be positive, got {rna_depth}")
-    if int(confounders) != confounders or confounders < 0:
-        raise ValueError(f"confounders must be a non-negative integer, got {confounders}")
-    if interaction not in INTERACTIONS:
-        raise ValueError(f"interaction must be one of {INTERACTIONS}, got {interaction!r}")
-    if celltype_specific > 0 and n_cell_types < 2:
-        raise ValueError("celltype_specific needs n_cell_types >= 2 (a link active in some types but not others)")
+    _check_options(n_cells, n_genes, n_cres, n_cell_types, gene_spacing, shared_links, confounders, co_open,
+                   interaction, interaction_fraction, celltype_specific, trans_genes, atac_capture, rna_depth)
     rng = np.random.default_rng(seed)
     extra = np.random.default_rng([seed, 1])  # the options' draws: the default output never reads this stream
 
-    # --- genome layout: genes on 5 chromosomes, CREs around their TSS --------------------------------------
-    n_chrom = min(5, n_genes)
-    gene_chrom_idx = np.sort(rng.integers(0, n_chrom, n_genes))
-    gene_chrom_idx[:n_chrom] = np.arange(n_chrom)  # every chromosome used
-    gene_chrom_idx.sort()
-    rank_in_chrom = np.zeros(n_genes, dtype=np.int64)
-    for c in range(n_chrom):
-        members = np.flatnonzero(gene_chrom_idx == c)
-        rank_in_chrom[members] = np.arange(len(members))
-    tss = (1_000_000 + rank_in_chrom * int(gene_spacing) + rng.integers(-50_000, 50_000, n_genes)).astype(np.int64)
-    strand = rng.choice(np.array(["+", "-"]), n_genes)
-    gene_len = rng.integers(5_000, 60_000, n_genes)
-    gene_start = np.where(strand == "+", tss, tss - gene_len)
-    gene_end = np.where(strand == "+", tss + gene_len, tss)
-    chrom_names = np.array([f"chr{c + 1}" for c in range(n_chrom)])
-
-    # each CRE is assigned to a home gene (at least one per gene) and placed within +-WINDOW of its TSS
-    cre_home = np.concatenate([np.arange(n_genes), rng.integers(0, n_genes, n_cres - n_genes)])
-    offset = rng.integers(-WINDOW + CRE_WIDTH, WINDOW - CRE_WIDTH, n_cres)
-    offset[:n_genes] = rng.integers(-2_000, 2_000, n_genes)  # one promoter-proximal CRE per gene
-    cre_start = tss[cre_home] + offset - CRE_WIDTH // 2
-    cre_chrom_idx = gene_chrom_idx[cre_home]
-    order = np.lexsort((cre_start, cre_chrom_idx))  # genomic order, as real peak tables are sorted
-    cre_home, cre_start, cre_chrom_idx = cre_home[order], cre_start[order], cre_chrom_idx[order]
-    cre_end = cre_start + CRE_WIDTH
-    cre_names = np.array([f"{chrom_names[c]}:{s}-{e}" for c, s, e in zip(cre_chrom_idx, cre_start, cre_end)])
-    # break exact duplicates (two CREs at the same spot) by shifting
-    _, first = np.unique(cre_names, return_index=True)
-    if len(first) < n_cres:
-        dup = np.setdiff1d(np.arange(n_cres), first)
-        cre_start[dup] += CRE_WIDTH + 7 * np.arange(1, len(dup) + 1)
-        cre_end = cre_start + CRE_WIDTH
-        cre_names = np.array([f"{chrom_names[c]}:{s}-{e}" for c, s, e in zip(cre_chrom_idx, cre_start, cre_end)])
+    (gene_chrom_idx, tss, strand, gene_start, gene_end, chrom_names, cre_home, cre_start, cre_end, cre_chrom_idx,
+     cre_names) = _genome_layout(rng, n_genes, n_cres, gene_spacing)
 
     # --- cell-type accessibility programs ------------------------------------------------------------------
     cell_type_names = np.array([f"type_{k}" for k in range(n_cell_types)])
@@ -330,31 +377,9 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     observed = open_ if atac_capture >= 1 else open_ & (extra.random(open_.shape) < atac_capture)
     atac_counts = (observed * (1 + (rng.random(open_.shape) < 0.1))).astype(np.float32)  # some 2-count fragments
 
-    # --- AnnData following the data contract ---------------------------------------------------------------
-    obs_names = [f"cell_{i:05d}" for i in range(n_cells)]
-    obs = pd.DataFrame({
-        "cell_type": pd.Categorical(cell_type_names[cell_type], categories=cell_type_names),
-        "batch": pd.Categorical([f"batch_{b}" for b in batch], categories=[f"batch_{b}" for b in range(n_batches)]),
-    }, index=obs_names)
-    gene_names = np.array([f"Gene{g:04d}" for g in range(n_genes)])
-    rna_var = pd.DataFrame({
-        "gene_id": [f"SIMG{g:07d}" for g in range(n_genes)],
-        "chrom": chrom_names[gene_chrom_idx], "start": gene_start, "end": gene_end,
-        "strand": strand, "tss": tss,
-    }, index=gene_names)
-    atac_var = pd.DataFrame({"chrom": chrom_names[cre_chrom_idx], "start": cre_start, "end": cre_end},
-                            index=cre_names)
-    uns = {"genome": "sim", "dataset": "sim", "counts": True}
-    rna = ad.AnnData(sp.csr_matrix(counts.astype(np.float32)), obs=obs.copy(), var=rna_var, uns=dict(uns))
-    atac = ad.AnnData(sp.csr_matrix(atac_counts), obs=obs.copy(), var=atac_var, uns=dict(uns))
-    acting_types = np.array([",".join(cell_type_names[row]) if not row.all() else "all" for row in active])
-    truth = pd.DataFrame({"gene": gene_names[links_gene[cis]], "cre": cre_names[links_cre[cis]],
-                          "weight": links_w[cis], "cell_types": acting_types[cis]})
-    truth.attrs["confounders"] = {str(cre_names[f]): str(cre_names[c]) for f, c in confounder_of.items()}
-    truth.attrs["trans_genes"] = [str(gene_names[g]) for g in trans]
-    truth.attrs["interactions"] = [{"gene": str(gene_names[links_gene[m[0]]]), "kind": kind,
-                                    "cres": [str(cre_names[links_cre[j]]) for j in m]} for kind, m in groups]
-    return rna, atac, truth
+    return _as_anndata(counts, atac_counts, cell_type, batch, n_batches, cell_type_names, gene_chrom_idx, chrom_names,
+                       gene_start, gene_end, strand, tss, cre_chrom_idx, cre_start, cre_end, cre_names, links_gene,
+                       links_cre, links_w, cis, active, confounder_of, trans, groups)
 
 
 def celltype_programs(n_cells: int = 600, n_genes: int = 60, n_cres: int = 600, n_cell_types: int = 3,

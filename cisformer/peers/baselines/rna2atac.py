@@ -13,16 +13,8 @@ from ...data.preprocess import true_expression
 from ...metrics import auroc_gain, exact_neighbors
 from ...protocol import cre_base_rate_logits, scored_validation_cells
 from ...utils.matrix import binary_csr, dense
-from .common import (
-    AtacLSI,
-    RnaPCA,
-    atac_prediction,
-    check_paired,
-    epoch_batches,
-    open_frequency,
-    rna_prediction,
-    shrink_to_floor,
-)
+from .common import (AtacLSI, RnaPCA, atac_prediction, check_paired, epoch_batches, open_frequency, rna_prediction,
+                     shrink_to_floor)
 
 
 class Floor:

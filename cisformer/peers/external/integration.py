@@ -181,18 +181,15 @@ def _converged_fingerprint(method: str, rna: ad.AnnData, atac: ad.AnnData, train
                            seed: int) -> str:
     """Digest of what a converged peer's result depends on: method, seed, the environment's pinned packages, the
     training and embedded cells, the features and every count they hold."""
-    import hashlib
+    from ...runs import Fingerprint
 
-    from ...train import hash_matrix
-
-    h = hashlib.blake2b(digest_size=16)
-    h.update(json.dumps([method, int(seed), INTEGRATION_REQUIREMENTS]).encode())
+    fp = Fingerprint(16).json([method, int(seed), INTEGRATION_REQUIREMENTS])
     for names in (train_cells, embed_cells, rna.var_names, atac.var_names):
-        h.update("\n".join(map(str, names)).encode())
+        fp.names(names, sep="\n")
     for data in (rna, atac):
         for cells in (train_cells, embed_cells):
-            hash_matrix(h, sp.csr_matrix(data[cells].X, dtype=np.float32))
-    return h.hexdigest()
+            fp.matrix(sp.csr_matrix(data[cells].X, dtype=np.float32))
+    return fp.hexdigest()
 
 
 def converged_peer(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, dataset: str,

@@ -9,18 +9,8 @@ import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .extract import (
-    WINDOW,
-    PairAccumulator,
-    Prepared,
-    candidate_pairs,
-    extract,
-    mean_scores,
-    model_vocabulary,
-    pair_anndata,
-    sample_cells,
-    torch_device,
-)
+from .extract import (WINDOW, PairAccumulator, Prepared, candidate_pairs, extract, mean_scores, model_vocabulary,
+                      pair_anndata, sample_cells, torch_device)
 
 # --------------------------------------------------------------------------------------------- summaries
 
