@@ -115,7 +115,7 @@ def savefig(fig: plt.Figure, name: str, out_dir: str | os.PathLike) -> list[Path
     return paths
 
 
-def save_table(table: pd.DataFrame, name: str, out_dir: str | os.PathLike, index: bool = False) -> Path:
+def save_table(table: pd.DataFrame, name: str, out_dir: str | os.PathLike, *, index: bool = False) -> Path:
     """Save the table behind a figure as ``out_dir/name.csv`` (floats to 6 significant digits).
 
     The file is recorded in the provenance log (:func:`cisformer.utils.provenance.record_output`).
@@ -152,7 +152,7 @@ def _figure(ax, size):
     return ax.figure, ax
 
 
-def method_bars(summary: pd.DataFrame, metrics: list[str], methods: list[str], group: str = "scenario",
+def method_bars(summary: pd.DataFrame, metrics: list[str], methods: list[str], *, group: str = "scenario",
                 size: float = 3.4, hatched=(), labels: dict | None = None, titles: dict | None = None) -> plt.Figure:
     """One panel per metric of a summary table (columns ``group``, ``method``, ``metric``, ``mean``, ``sd``, as
     :func:`cisformer.metrics.summarize` writes it): one group of bars per value of ``group``, one bar per method
@@ -236,7 +236,7 @@ def proximity_bars(table: pd.DataFrame, colors: dict, title: str) -> plt.Figure:
     return fig
 
 
-def paga_graph(adata, key: str, title: str, min_connectivity: float = 0.05) -> plt.Figure:
+def paga_graph(adata, key: str, title: str, *, min_connectivity: float = 0.05) -> plt.Figure:
     """PAGA graph of the clusters ``adata.obs[key]`` (after ``scanpy.tl.paga``): nodes at the clusters' centroids
     on the first two PCs (``obsm["X_pca"]``), sized by cluster size, edges wider with connectivity (those above
     ``min_connectivity``).
@@ -275,7 +275,7 @@ def paga_graph(adata, key: str, title: str, min_connectivity: float = 0.05) -> p
     return fig
 
 
-def integration_metrics(table: pd.DataFrame, metrics=None, dataset_col: str = "dataset",
+def integration_metrics(table: pd.DataFrame, *, metrics=None, dataset_col: str = "dataset",
                         method_col: str = "method", labels: dict | None = None) -> plt.Figure:
     """Bar chart of integration metrics, one panel per data set: for each metric a group of bars, one per method
     (``METHOD_COLORS``), height = mean over the rows of that method (e.g. seeds), error bar = their sd. A mean of
@@ -334,7 +334,7 @@ def integration_metrics(table: pd.DataFrame, metrics=None, dataset_col: str = "d
     return fig
 
 
-def umap_coords(embedding, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
+def umap_coords(embedding, *, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
     """2-D UMAP coordinates [n, 2] of an embedding [n, d] for drawing (scanpy's UMAP on an exact kNN graph, so the
     picture does not depend on the thread count).
 
@@ -366,7 +366,7 @@ def umap_coords(embedding, n_neighbors: int = 15, seed: int = 0) -> np.ndarray:
     return work.obsm["X_umap"]
 
 
-def potential_arrows(arrows: pd.DataFrame, labels=None, grid_size: int = 20, min_cells: int = 3, ax=None,
+def potential_arrows(arrows: pd.DataFrame, *, labels=None, grid_size: int = 20, min_cells: int = 3, ax=None,
                      title: str = "chromatin potential") -> plt.Figure:
     """Cell-level chromatin potential on a 2-D embedding (``potential.cell_potential``'s arrows).
 
@@ -429,7 +429,7 @@ def potential_arrows(arrows: pd.DataFrame, labels=None, grid_size: int = 20, min
     return fig
 
 
-def residual_heatmap(curves: pd.DataFrame, top: int = 50, ax=None,
+def residual_heatmap(curves: pd.DataFrame, *, top: int = 50, ax=None,
                      title: str = "chromatin potential along pseudotime") -> plt.Figure:
     """Heatmap of smoothed residual curves (``potential.smooth_along``): the ``top`` genes by curve sd
     (``potential.rank_by_variability``), one row each, ordered by where along pseudotime the curve peaks;

@@ -66,7 +66,7 @@ def _mismatch_cause(names, vocabulary, what: str) -> str:
     return "the input features are not named 'chrom:start-end' like the model's CREs"
 
 
-def feature_match(adata, vocabulary, what: str, source="input", min_share: float = MIN_FEATURE_SHARE) -> dict:
+def feature_match(adata, vocabulary, what: str, source="input", *, min_share: float = MIN_FEATURE_SHARE) -> dict:
     """How many of the model's ``vocabulary`` features (genes or CREs) the input provides, by name.
 
     Raises ``cisformer.data.InputError`` naming a few unmatched model features and the likely cause (Ensembl ids vs
@@ -154,7 +154,7 @@ def _batches(model, dataset, batch_size: int, n_keys: np.ndarray, cells=None, ra
 
 @torch.no_grad()
 def predict_logits(model, X, queries=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0,
-                   X_log=None, cells=None, distributed: bool | None = None) -> np.ndarray:
+                   X_log=None, *, cells=None, distributed: bool | None = None) -> np.ndarray:
     """Logits of ``queries`` (default: every output feature) for every cell of ``X`` (or the rows ``cells``).
 
     The keys of a batch of cells are encoded once and reused for every chunk of queries; a cell's key draw depends
@@ -265,7 +265,7 @@ def _cre_var(model, cre_idx, cres) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 8192, cres=None,
+def rna_to_atac(model, rna, *, threshold=None, batch_size: int = 1, chunk: int = 8192, cres=None,
                 seed: int = 0, out=None, store: str = "prob+binary", dtype: str = "float16", top_k=None,
                 block_cells=None, compression=None, resume: bool = True, on_block=None,
                 distributed: bool | None = None) -> ad.AnnData:
@@ -363,7 +363,7 @@ def rna_to_atac(model, rna, threshold=None, batch_size: int = 1, chunk: int = 81
 
 
 @torch.no_grad()
-def atac_to_rna(model, atac, mask=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0,
+def atac_to_rna(model, atac, *, mask=None, batch_size: int = 1, chunk: int = 8192, seed: int = 0,
                 distributed: bool | None = None) -> ad.AnnData:
     """Predict the expression of every gene of the vocabulary for every cell from its open CREs.
 
@@ -479,7 +479,7 @@ def input_fingerprint(X: sp.csr_matrix, X_log: sp.csr_matrix, obs_names) -> str:
                                  "\n".join(map(str, obs_names))).hexdigest()
 
 
-def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, threshold=None, batch_size: int = 1,
+def stream_rna_to_atac(model, rna, X, X_log, cre_idx, cres, out, *, threshold=None, batch_size: int = 1,
                        chunk: int = 8192, seed: int = 0, store: str = "prob+binary", dtype: str = "float16",
                        top_k=None, block_cells=None, compression=None, resume: bool = True, on_block=None,
                        distributed: bool | None = None):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 
-def cre_base_rate_logits(binary, n_cells: int | None = None) -> np.ndarray:
+def cre_base_rate_logits(binary, *, n_cells: int | None = None) -> np.ndarray:
     """Each CRE's training base rate as a logit, ``log((open + 1) / (n_cells - open + 1))`` (float32).
 
     One pseudocount per outcome keeps CREs never (or always) open finite. The one definition of the base rate that

@@ -57,7 +57,7 @@ class Fingerprint:
         self._hash.update(json.dumps(value, sort_keys=True).encode())
         return self
 
-    def names(self, names, sep: str = "\x00") -> "Fingerprint":
+    def names(self, names, *, sep: str = "\x00") -> "Fingerprint":
         """A sequence of names (cells, features), joined by ``sep``."""
         self._hash.update(sep.join(map(str, names)).encode())
         return self

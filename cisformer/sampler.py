@@ -266,7 +266,7 @@ class DiskCSR:
             return cls("h5ad", path, key, g["indptr"][:], tuple(g.attrs["shape"]))
 
     @classmethod
-    def from_anndata(cls, adata, layer: str | None = None) -> "DiskCSR":
+    def from_anndata(cls, adata, *, layer: str | None = None) -> "DiskCSR":
         """``adata.X`` (or ``adata.layers[layer]``) of an AnnData opened with ``backed="r"``.
 
         Parameters
@@ -300,7 +300,7 @@ class DiskCSR:
         return cls("memmap", folder, "", np.load(folder / "indptr.npy"), shape)
 
     @staticmethod
-    def write_memmap(X, folder, rows_per_block: int = 4096) -> "DiskCSR":
+    def write_memmap(X, folder, *, rows_per_block: int = 4096) -> "DiskCSR":
         """Write ``X`` to ``folder`` as CSR ``.npy`` files, ``rows_per_block`` rows at a time; returns it opened.
 
         Parameters
@@ -400,7 +400,7 @@ class DiskCSR:
         stacked = sp.vstack(list(self.blocks(unique)) or [sp.csr_matrix((0, self.shape[1]), dtype=np.float32)])
         return sp.csr_matrix(stacked)[inverse]
 
-    def positive_per_row(self, rows_per_block: int = 65536) -> np.ndarray:
+    def positive_per_row(self, *, rows_per_block: int = 65536) -> np.ndarray:
         """Number of positive entries of every row (of its canonical form, see :meth:`row`), reading the matrix
         block after block."""
         indices, data = self._open()
@@ -659,7 +659,7 @@ def collate(items: list[dict]) -> dict:
     return batch
 
 
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 num_workers: int = 0) -> DataLoader:
     """DataLoader with the cisformer collate; the shuffle order is seeded by (seed, epoch). Items draw from their
     own seeded generators (:class:`PairedCells`), so batches do not depend on ``num_workers``; workers' global

@@ -266,7 +266,7 @@ def _to_device(batch: dict, device) -> dict:
 
 # --------------------------------------------------------------------------------------------------- fit
 
-def fit(rna, atac, direction: str, train_cells, val_cells, profile: str = "cpu", seed: int = 0,
+def fit(rna, atac, direction: str, train_cells, val_cells, *, profile: str = "cpu", seed: int = 0,
         checkpoint_dir=None, device: str = "auto", epochs: int | None = None, progress: bool = True,
         arch: str = "cisformer", **overrides):
     """Train Cisformer in one direction on paired cells.

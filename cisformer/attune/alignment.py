@@ -360,7 +360,7 @@ def _batched(fn, n: int, batch_size: int) -> list:
     return [fn(np.arange(i, min(i + batch_size, n))) for i in range(0, n, batch_size)]
 
 
-def fit_alignment(rna, atac, train_cells, val_cells, profile: str = "cpu", seed: int = 0, checkpoint_dir=None,
+def fit_alignment(rna, atac, train_cells, val_cells, *, profile: str = "cpu", seed: int = 0, checkpoint_dir=None,
                   device: str = "auto", epochs: int | None = None, progress: bool = True, **overrides):
     """Train Attune's four encoders on paired cells (contrastive alignment).
 
@@ -448,7 +448,7 @@ def _check_features(model, rna=None, atac=None) -> None:
 
 
 @torch.no_grad()
-def embed(model: AttuneAligner, rna, atac, cells=None, batch_size: int = 256) -> dict:
+def embed(model: AttuneAligner, rna, atac, cells=None, *, batch_size: int = 256) -> dict:
     """Cell embeddings: the L2-normalised teacher outputs of ``cells`` (names, positions or mask; all when None).
 
     Parameters
@@ -487,7 +487,7 @@ def embed_anndata(model: AttuneAligner, rna, atac, cells=None) -> tuple[AnnData,
     return rna_out, atac_out
 
 
-def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed: int = 0, checkpoint_dir=None,
+def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, *, seed: int = 0, checkpoint_dir=None,
                  device: str = "auto", epochs: int | None = None, progress: bool = True, **overrides):
     """Train the ATAC -> RNA head end to end from the aligner's ATAC student (MSE on log1p CP10k expression).
 
@@ -555,7 +555,7 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, seed
 
 
 @torch.no_grad()
-def predict_atac2rna(head: ExpressionHead, atac, cells=None, batch_size: int = 256) -> AnnData:
+def predict_atac2rna(head: ExpressionHead, atac, cells=None, *, batch_size: int = 256) -> AnnData:
     """Predicted log1p CP10k expression of ``cells`` of ``atac`` (all when None), in the convention of the ATAC ->
     RNA predictors of :mod:`cisformer.peers.baselines`, scored by :func:`cisformer.metrics.genewise_correlation`.
 

@@ -43,7 +43,7 @@ def _min_max(x: np.ndarray) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------- gene level
-def gene_potential(pred: AnnData, measured: AnnData, cells=None) -> AnnData:
+def gene_potential(pred: AnnData, measured: AnnData, *, cells=None) -> AnnData:
     """Gene-level chromatin potential: predicted minus measured expression, each min-max scaled per gene.
 
     Parameters
@@ -77,7 +77,7 @@ def gene_potential(pred: AnnData, measured: AnnData, cells=None) -> AnnData:
     return out
 
 
-def pseudotime(data, root, use_rep: str | None = None, n_neighbors: int = 15, n_dcs: int = 10,
+def pseudotime(data, root, *, use_rep: str | None = None, n_neighbors: int = 15, n_dcs: int = 10,
                seed: int = 0) -> np.ndarray:
     """Diffusion pseudotime (Haghverdi et al., Nat Methods 2016; ``scanpy.tl.dpt``) on a given representation.
 
@@ -138,7 +138,7 @@ def pseudotime(data, root, use_rep: str | None = None, n_neighbors: int = 15, n_
     return np.where(np.isfinite(time), time, np.nan)
 
 
-def smooth_along(pseudotime, values, frac: float = 0.3, n_points: int = 50) -> pd.DataFrame:
+def smooth_along(pseudotime, values, *, frac: float = 0.3, n_points: int = 50) -> pd.DataFrame:
     """Loess curve of every column of ``values`` along ``pseudotime`` (Cleveland 1979; R's ``loess`` as used by
     ``geom_smooth`` in the Attune reference: local quadratic fit, tricube weights over the ``frac`` x n nearest
     cells, no robustness iterations), evaluated on ``n_points`` evenly spaced pseudotimes. All genes are fitted
@@ -206,7 +206,7 @@ def rank_by_variability(curves: pd.DataFrame) -> pd.Series:
 
 
 # ----------------------------------------------------------------------------------------------- cell level
-def cell_potential(pred: AnnData, measured: AnnData, embedding, n_neighbors: int = 10,
+def cell_potential(pred: AnnData, measured: AnnData, embedding, *, n_neighbors: int = 10,
                    n_comps: int = 30) -> pd.DataFrame:
     """Cell-level chromatin potential (SHARE-seq, Ma et al. 2020): arrows from each cell towards the cells whose
     measured expression its chromatin predicts.

@@ -430,7 +430,7 @@ def _batches(idx: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 # --------------------------------------------------------------------------------------------------- fit
 
-def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "cpu", seed: int = 0,
+def fit_regulatory(aligner, rna, atac, train_cells, val_cells, *, profile: str = "cpu", seed: int = 0,
                    checkpoint_dir=None, device: str = "auto", epochs: int | None = None, progress: bool = True,
                    **overrides):
     """Train the regulatory layer on the frozen teachers of a pretrained aligner.
@@ -521,7 +521,7 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, profile: str = "c
 # --------------------------------------------------------------------------------------------------- scores
 
 @torch.no_grad()
-def matching_auroc(model: RegulatoryAttention, rna, atac, cells, batch_size: int = 64, seed: int = 0,
+def matching_auroc(model: RegulatoryAttention, rna, atac, cells, *, batch_size: int = 64, seed: int = 0,
                    device: str = "cpu") -> dict:
     """How well the matching head tells a cell's true (RNA, ATAC) pair from mismatched ones, on ``cells``.
 
@@ -581,7 +581,7 @@ def matching_auroc(model: RegulatoryAttention, rna, atac, cells, batch_size: int
 
 
 @torch.no_grad()
-def interaction_scores(model: RegulatoryAttention, rna, atac, cells=None, groupby: str | None = None,
+def interaction_scores(model: RegulatoryAttention, rna, atac, *, cells=None, groupby: str | None = None,
                        batch_size: int = 64, device: str = "cpu") -> pd.DataFrame:
     """Gene-peak interaction scores of every window pair, summed over cells.
 

@@ -104,7 +104,7 @@ def recover_counts(X, rtol: float = 1e-3):
     return None, None, best
 
 
-def find_counts(adata, source="rna", recover: bool = False, rtol: float = 1e-3):
+def find_counts(adata, source="rna", *, recover: bool = False, rtol: float = 1e-3):
     """The RNA raw counts of ``adata``, wherever scverse users keep them, or a clear error.
 
     Looks in ``X``, then ``layers["counts"]`` (also ``"raw_counts"``, ``"raw"``), then ``.raw``; with ``recover``
@@ -255,7 +255,7 @@ def check_unique_names(adata, source="data", kind="RNA") -> None:
             raise input_error(source, axis, f"{len(dup)} duplicated {kind} name(s), e.g. {list(dup[:3])}", fix)
 
 
-def validate_pair(rna, atac, rna_source="rna", atac_source="atac", require_counts: bool = True, cre_vocabulary=None,
+def validate_pair(rna, atac, rna_source="rna", atac_source="atac", *, require_counts: bool = True, cre_vocabulary=None,
                   allow_empty_cells: bool = False) -> dict:
     """Check a paired dataset; raise :class:`InputError` naming file, field and fix at the first problem.
 
@@ -391,7 +391,7 @@ def _species_of(chroms) -> str | None:
     return "mouse" if len(autosomes) >= 10 and max(autosomes) <= 19 else None
 
 
-def check_genome(peaks, cre_vocabulary, source="atac", sample: int = 2_000, seed: int = 0) -> dict:
+def check_genome(peaks, cre_vocabulary, source="atac", *, sample: int = 2_000, seed: int = 0) -> dict:
     """Are the peaks on the CRE vocabulary's genome build and species? Raise :class:`InputError` if not.
 
     Measures the share of peaks overlapping the vocabulary against randomly shifted peaks

@@ -135,7 +135,7 @@ def shipped_path(rel: str, data_dir=None, verify: bool = True) -> Path:
     return path
 
 
-def reference_path(key: str, data_dir=None, verify: bool = True) -> Path:
+def reference_path(key: str, data_dir=None, *, verify: bool = True) -> Path:
     """Verified path of a shipped reference file; ``key`` in :data:`REFERENCES` or a path relative to ``data/``.
 
     Parameters
@@ -193,7 +193,7 @@ def list_datasets(data_dir=None) -> list[str]:
     return sorted(names)
 
 
-def load(name: str, data_dir=None, verify: bool = True):
+def load(name: str, data_dir=None, *, verify: bool = True):
     """Load a shipped paired dataset, or one of a data folder, as ``(rna, atac)`` AnnData with identical obs_names.
 
     Parameters
@@ -232,7 +232,7 @@ def _one_line(text) -> str:
     return " ".join(str(text).split())
 
 
-def write_dataset(rna, atac, name: str, data_dir, source: str = "", licence: str = "user data",
+def write_dataset(rna, atac, name: str, data_dir, *, source: str = "", licence: str = "user data",
                   description: str | None = None) -> dict[str, Path]:
     """Write a paired data set into a data folder that :func:`load`, the notebooks (``data_dir``) and
     ``./run_all.sh --data DIR`` read: ``DIR/datasets/<name>_rna.h5ad`` and ``<name>_atac.h5ad`` (each written under a
@@ -291,7 +291,7 @@ def write_dataset(rna, atac, name: str, data_dir, source: str = "", licence: str
 
 
 # ------------------------------------------------------------------------------------------------ reference readers
-def load_cre_vocabulary(species: str = "human", data_dir=None) -> pd.DataFrame:
+def load_cre_vocabulary(species: str = "human", *, data_dir=None) -> pd.DataFrame:
     """CRE vocabulary (row order = index): ``"human"``/``"hg38"`` 1,033,239 cCREs; ``"mouse"``/``"mm39"`` 262,853
     (mm39).
 
@@ -315,7 +315,7 @@ def load_cre_vocabulary(species: str = "human", data_dir=None) -> pd.DataFrame:
     return df
 
 
-def load_genes(genome: str = "hg38", data_dir=None) -> pd.DataFrame:
+def load_genes(genome: str = "hg38", *, data_dir=None) -> pd.DataFrame:
     """Gene table gene_name, gene_id, chrom, start, end, strand, tss (0-based; NaN / "" when unknown).
 
     Parameters
@@ -340,7 +340,7 @@ def load_genes(genome: str = "hg38", data_dir=None) -> pd.DataFrame:
     return df
 
 
-def load_tf_list(species: str = "human", data_dir=None) -> list[str]:
+def load_tf_list(species: str = "human", *, data_dir=None) -> list[str]:
     """Lambert et al. 2018 TFs: 1,639 human symbols, or the 1,254 with a mouse ortholog (mouse symbols).
 
     Parameters
@@ -362,7 +362,7 @@ def load_tf_list(species: str = "human", data_dir=None) -> list[str]:
     raise ValueError(f"species {species!r}: use 'human' or 'mouse'")
 
 
-def load_remodelers(go_id: str = "GO:0140658", data_dir=None) -> list[str]:
+def load_remodelers(go_id: str = "GO:0140658", *, data_dir=None) -> list[str]:
     """Human chromatin-remodeler symbols from GO (org.Hs.eg.db 3.16), a substitute for a curated list.
 
     ``go_id``: ``GO:0140658`` ATP-dependent chromatin remodeler activity (33 genes, default), ``GO:0070603`` SWI/SNF
@@ -385,7 +385,7 @@ def load_remodelers(go_id: str = "GO:0140658", data_dir=None) -> list[str]:
     return df.loc[df.go_id == go_id, "symbol"].dropna().drop_duplicates().tolist()
 
 
-def load_gwas_finemapped(which: str = "both", data_dir=None) -> pd.DataFrame:
+def load_gwas_finemapped(which: str = "both", *, data_dir=None) -> pd.DataFrame:
     """Fine-mapped UKBB blood-trait variants (hg38): chrom, start, end, id, pp, trait, set.
 
     Parameters
@@ -411,7 +411,7 @@ def load_gwas_finemapped(which: str = "both", data_dir=None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def load_chip_peaks(by: str = "tf", data_dir=None) -> dict[str, pd.DataFrame]:
+def load_chip_peaks(*, by: str = "tf", data_dir=None) -> dict[str, pd.DataFrame]:
     """Real TF ChIP-seq peak sets (hg38-lifted ENCODE GM12878 + JUN K562 + E2F4 LCL).
 
     Parameters
@@ -434,7 +434,7 @@ def load_chip_peaks(by: str = "tf", data_dir=None) -> dict[str, pd.DataFrame]:
     return {k: g[cols].reset_index(drop=True) for k, g in peaks.groupby(key, sort=True)}
 
 
-def load_dnase_peaks(data_dir=None) -> dict[str, pd.DataFrame]:
+def load_dnase_peaks(*, data_dir=None) -> dict[str, pd.DataFrame]:
     """Roadmap DNase-seq peaks (hg38-lifted) of five blood cell types: ``"B cells"``, ``"T cells"``,
     ``"NK cells"``, ``"CD14 monocytes"``, ``"CD34 HSPC"`` -> DataFrame(chrom, start, end).
 
@@ -451,7 +451,7 @@ def load_dnase_peaks(data_dir=None) -> dict[str, pd.DataFrame]:
     return {k: g[["chrom", "start", "end"]].reset_index(drop=True) for k, g in peaks.groupby("cell_type", sort=False)}
 
 
-def load_clock_loci(which: str = "lifted", data_dir=None) -> pd.DataFrame:
+def load_clock_loci(which: str = "lifted", *, data_dir=None) -> pd.DataFrame:
     """EpiTrace mouse clock loci (mm10): ``"lifted"`` 61,503 loci or ``"mm285"`` 347 array-clock loci.
 
     Parameters

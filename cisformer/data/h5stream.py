@@ -65,7 +65,7 @@ class StreamedH5ad:
     # ---- creation ------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, path, n_rows: int, n_cols: int, obs, var, uns: dict, matrices: dict, identity: dict,
-               chunk_rows: int = 16, compression=None) -> "StreamedH5ad":
+               *, chunk_rows: int = 16, compression=None) -> "StreamedH5ad":
         """A new file at ``path``. ``matrices``: ``{"X": ("dense"|"csr", dtype), "layers/NAME": (...)}``;
         ``identity``: strings recorded for :meth:`open_resume` to compare.
 

@@ -39,7 +39,7 @@ def qc_metrics(rna, atac) -> pd.DataFrame:
     return table
 
 
-def qc(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20_000, min_peaks: int = 500,
+def qc(rna, atac, *, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20_000, min_peaks: int = 500,
        max_peaks: int = 50_000):
     """The paper's QC: features detected in < ``min_cells`` cells out; cells with ``min_genes``-``max_genes`` genes
     and ``min_peaks``-``max_peaks`` open peaks kept (bounds inclusive; features filtered first).
@@ -83,7 +83,7 @@ QC_RULES = (  # (rule, what it removes, qc() argument, CLI option)
 )
 
 
-def qc_report(rna, atac, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20_000, min_peaks: int = 500,
+def qc_report(rna, atac, *, min_cells: int = 10, min_genes: int = 200, max_genes: int = 20_000, min_peaks: int = 500,
               max_peaks: int = 50_000, source="data", check: bool = True) -> pd.DataFrame:
     """What each rule of :func:`qc` removes, in the order :func:`qc` applies them, and each rule alone.
 
@@ -160,7 +160,7 @@ def cells_per_feature(adata) -> pd.Series:
     return pd.Series(np.asarray((adata.X > 0).sum(axis=0)).ravel(), index=adata.var_names, name="n_cells")
 
 
-def tfidf_lsi(atac, n_components: int = 30, seed: int = 0, drop_first: bool = True) -> np.ndarray:
+def tfidf_lsi(atac, *, n_components: int = 30, seed: int = 0, drop_first: bool = True) -> np.ndarray:
     """TF-IDF + truncated SVD (LSI) embedding of an ATAC matrix, stored in ``atac.obsm["X_lsi"]`` and returned.
 
     TF-IDF as in Signac: ``log1p(x / cell_total * n_cells / feature_total * 1e4)``; the first component, which
@@ -330,7 +330,7 @@ def label_tokens(obs: pd.DataFrame, key: str = "cell_type"):
     return ad.AnnData(X, obs=obs.copy(), var=pd.DataFrame(index=[f"label:{n}" for n in names]))
 
 
-def split_cells(obs: pd.DataFrame, by: str = "random", test_fraction: float = 0.2, seed: int = 0, held_out=None,
+def split_cells(obs: pd.DataFrame, *, by: str = "random", test_fraction: float = 0.2, seed: int = 0, held_out=None,
                 val_fraction: float = 0.1, column: str | None = None):
     """Split cells into (train, val, test) name arrays with no overlap.
 
@@ -394,7 +394,7 @@ def split_cells(obs: pd.DataFrame, by: str = "random", test_fraction: float = 0.
 
 
 # ------------------------------------------------------------------------------------------------- expression scale
-def log_normalized(counts, target_sum: float = 1e4) -> sp.csr_matrix:
+def log_normalized(counts, *, target_sum: float = 1e4) -> sp.csr_matrix:
     """Counts -> log1p(counts per ``target_sum`` in the cell), sparse float32 (zeros stay zeros).
 
     Parameters

@@ -194,7 +194,7 @@ def check_readable(path) -> None:
                          "write or copy the file again") from None
 
 
-def use_cell_type_column(rna, atac, column: str, source="data", obs: pd.DataFrame | None = None) -> None:
+def use_cell_type_column(rna, atac, column: str, source="data", *, obs: pd.DataFrame | None = None) -> None:
     """Copy the cell types of the obs column ``column`` into ``obs["cell_type"]`` of both modalities (matched by
     cell name; "unknown" where a cell has none). The column is looked for in ``obs`` (e.g. a MuData's global obs),
     then ``rna.obs``, then ``atac.obs``; absent everywhere -> :class:`InputError` naming ``source`` and the columns
@@ -302,7 +302,7 @@ def read_paired(rna_path, atac_path=None, genome: str | None = None, recover_cou
     return _standardize(rna, atac, source, genome, recover_counts, str(rna_path))
 
 
-def read_rna(path, gene_column: str | None = None, recover_counts: bool = False):
+def read_rna(path, *, gene_column: str | None = None, recover_counts: bool = False):
     """Read RNA-only cells (e.g. Tabula Muris Senis kidney from CELLxGENE) for generating ATAC from them.
 
     Parameters
@@ -339,7 +339,7 @@ def read_rna(path, gene_column: str | None = None, recover_counts: bool = False)
 
 
 def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_column: str = "cell_type",
-             genome: str | None = None, recover_counts: bool = False):
+             *, genome: str | None = None, recover_counts: bool = False):
     """A 10x Multiome download as the data contract's ``(rna, atac)`` pair.
 
     Parameters
@@ -429,7 +429,7 @@ def write_10x_h5(path, rna, atac) -> None:
         f["feature_type"] = np.array(["Gene Expression"] * rna.n_vars + ["Peaks"] * atac.n_vars, dtype="S")
 
 
-def read_fragments(path, peaks_df, barcodes=None, chunksize: int = 2_000_000):
+def read_fragments(path, peaks_df, *, barcodes=None, chunksize: int = 2_000_000):
     """Cells x peaks count matrix from a 10x ``fragments.tsv.gz`` (a fragment counts once per peak it overlaps).
 
     Parameters

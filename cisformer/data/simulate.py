@@ -382,7 +382,7 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
                        links_cre, links_w, cis, active, confounder_of, trans, groups)
 
 
-def celltype_programs(n_cells: int = 600, n_genes: int = 60, n_cres: int = 600, n_cell_types: int = 3,
+def celltype_programs(*, n_cells: int = 600, n_genes: int = 60, n_cres: int = 600, n_cell_types: int = 3,
                       markers_per_type: int = 5, cres_per_marker: int = 3, decoys: float = 0.5,
                       p_program: tuple[float, float] = (0.5, 0.9), p_other: float = 0.03,
                       atac_capture: float = 1.0, seed: int = 0):

@@ -159,7 +159,7 @@ def _expand_ranges(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return owner, lo[owner] + offsets
 
 
-def overlap_index(query_df, ref_df, chunk: int = 2_000_000) -> tuple[np.ndarray, np.ndarray]:
+def overlap_index(query_df, ref_df, *, chunk: int = 2_000_000) -> tuple[np.ndarray, np.ndarray]:
     """All (query row, reference row) pairs that overlap by >= 1 bp (half-open intervals).
 
     Parameters
@@ -220,7 +220,7 @@ def incidence_matrix(query_df, ref_df) -> sp.csr_matrix:
     return sp.csr_matrix((np.ones(len(qi), np.float32), (qi, ri)), shape=(len(q), len(r)))
 
 
-def map_peaks_to_cres(atac, cres, chunk_cells: int = 500, dtype=np.float32, out=None):
+def map_peaks_to_cres(atac, cres, *, chunk_cells: int = 500, dtype=np.float32, out=None):
     """Cells x CREs AnnData: for each cell and CRE, the number of open (count > 0) peaks overlapping the CRE.
 
     Straight from CSR: ``binarise(X) @ incidence`` (incidence = sparse peaks x CREs overlaps) chunked over cells,
@@ -337,7 +337,7 @@ def overlap_share(peaks, cres) -> float:
     return len(np.unique(qi)) / n
 
 
-def genome_overlap_score(peaks, cres, shifts=(-3_000_000, -1_500_000, 1_500_000, 3_000_000), max_peaks: int = 50_000,
+def genome_overlap_score(peaks, cres, *, shifts=(-3_000_000, -1_500_000, 1_500_000, 3_000_000), max_peaks: int = 50_000,
                          seed: int = 0) -> dict:
     """How well peaks fit a CRE vocabulary's genome build: observed overlap vs a shifted null.
 
@@ -441,7 +441,7 @@ def _lift_over(chain_path: str):
 _LIFTOVER_CACHE: dict = {}
 
 
-def liftover(df: pd.DataFrame, chain_path, min_ratio: float = 0.5, max_ratio: float = 2.0) -> pd.DataFrame:
+def liftover(df: pd.DataFrame, chain_path, *, min_ratio: float = 0.5, max_ratio: float = 2.0) -> pd.DataFrame:
     """Lift chrom/start/end intervals with a UCSC chain file (needs ``pyliftover``).
 
     An interval is kept when ``start`` and ``end - 1`` each map uniquely, to the same chromosome and the + strand,
@@ -505,7 +505,7 @@ def gene_tss(var: pd.DataFrame) -> np.ndarray:
 
 
 def gene_cre_pairs(genes: pd.DataFrame, cres: pd.DataFrame, upstream: float, downstream: float,
-                   anchor: str = "tss") -> pd.DataFrame:
+                   *, anchor: str = "tss") -> pd.DataFrame:
     """CREs near each gene: all (gene_idx, cre_idx, distance) with the CRE midpoint within the window.
 
     ``anchor="tss"``: window ``[tss - upstream, tss + downstream]`` (strand-aware), ``distance`` = signed bp from

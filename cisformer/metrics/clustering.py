@@ -117,7 +117,7 @@ def _spectral_fallback(x: sp.csr_matrix, n_comps: int, seed: int) -> np.ndarray:
     return (u[:, 1:] * (s[1:] ** 2)[None, :]).astype(np.float32)
 
 
-def embed_atac(adata: AnnData, n_features: int = 50000, n_comps: int = 30, seed: int = 0) -> np.ndarray:
+def embed_atac(adata: AnnData, *, n_features: int = 50000, n_comps: int = 30, seed: int = 0) -> np.ndarray:
     """Spectral embedding of accessibility (SnapATAC2 ``select_features -> tl.spectral``, or the fallback).
 
     Cells with no signal in the selected features (possible in shallow measured data) cannot be embedded: their rows
@@ -190,7 +190,7 @@ def identical_rows(x) -> np.ndarray:
     return np.unique(keys, return_inverse=True)[1].ravel()
 
 
-def cluster_embedding(embedding: np.ndarray, n_neighbors: int = 50, resolution: float = 1.0,
+def cluster_embedding(embedding: np.ndarray, *, n_neighbors: int = 50, resolution: float = 1.0,
                       seed: int = 0) -> np.ndarray:
     """kNN graph on an embedding then leiden clusters (SnapATAC2 ``pp.knn -> tl.leiden`` when available).
 
@@ -238,7 +238,7 @@ def cluster_embedding(embedding: np.ndarray, n_neighbors: int = 50, resolution: 
     return labels
 
 
-def atac_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: int = 50,
+def atac_clustering(adata: AnnData, *, label_key: str = "cell_type", n_neighbors: int = 50,
                     resolution: float = 1.0, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Cluster accessibility and score the clusters against ``adata.obs[label_key]``.
 
@@ -274,7 +274,7 @@ def atac_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: i
     return clustering_scores(clusters, adata.obs[label_key]), clusters, embedding
 
 
-def embed_rna(adata: AnnData, n_top_genes: int = 2000, n_comps: int = 30, is_log: bool | None = None,
+def embed_rna(adata: AnnData, *, n_top_genes: int = 2000, n_comps: int = 30, is_log: bool | None = None,
               seed: int = 0) -> np.ndarray:
     """HVG -> PCA embedding of (predicted or measured) RNA.
 
@@ -314,7 +314,7 @@ def embed_rna(adata: AnnData, n_top_genes: int = 2000, n_comps: int = 30, is_log
     return PCA(n_components=n_comps, random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def rna_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: int = 15, resolution: float = 1.0,
+def rna_clustering(adata: AnnData, *, label_key: str = "cell_type", n_neighbors: int = 15, resolution: float = 1.0,
                    is_log: bool | None = None, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Cluster RNA (HVG -> PCA -> kNN -> leiden) and score against ``adata.obs[label_key]``.
 
@@ -343,7 +343,7 @@ def rna_clustering(adata: AnnData, label_key: str = "cell_type", n_neighbors: in
     return clustering_scores(clusters, adata.obs[label_key]), clusters, embedding
 
 
-def celltype_probe(X, labels, n_comps: int = 50, folds: int = 5, seed: int = 0) -> float:
+def celltype_probe(X, labels, *, n_comps: int = 50, folds: int = 5, seed: int = 0) -> float:
     """How well cell types can be read from a (predicted or measured) cells x features matrix: each feature
     standardised (so a method's calibration per feature does not matter), PCA to ``n_comps``, then a
     multinomial logistic regression scored by ``folds``-fold stratified cross-validated accuracy. Cell types

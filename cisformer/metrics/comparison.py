@@ -31,7 +31,7 @@ def summarize(table: pd.DataFrame, group: str = "scenario") -> pd.DataFrame:
             .agg(mean="mean", sd="std", n="count").reset_index().fillna({"sd": 0.0}))
 
 
-def paired_differences(table: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer",
+def paired_differences(table: pd.DataFrame, metric: str, *, group: str = "scenario", ours: str = "cisformer",
                        peers=None, level: float = 0.95) -> pd.DataFrame:
     """``ours`` minus each peer on ``metric``, paired by seed, with a t confidence interval of the mean difference.
 
@@ -88,7 +88,7 @@ def paired_differences(table: pd.DataFrame, metric: str, group: str = "scenario"
     return pd.DataFrame(rows)
 
 
-def describe_paired(diffs: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer") -> str:
+def describe_paired(diffs: pd.DataFrame, metric: str, *, group: str = "scenario", ours: str = "cisformer") -> str:
     """One sentence per group from :func:`paired_differences`: the peers ``ours`` beats (95 % CI of the paired
     difference above 0), those it loses to (below 0) and those it cannot be told apart from.
 
@@ -118,7 +118,7 @@ def describe_paired(diffs: pd.DataFrame, metric: str, group: str = "scenario", o
     return "\n".join(lines)
 
 
-def describe_comparison(table: pd.DataFrame, metric: str, group: str = "scenario", ours: str = "cisformer",
+def describe_comparison(table: pd.DataFrame, metric: str, *, group: str = "scenario", ours: str = "cisformer",
                         floor: str | None = "floor", tie: float = TIE) -> str:
     """One sentence per group, computed from the numbers: how ``ours`` compares with the best other method -
     the floor included, since it reads no test information and any method must beat it - and with the floor

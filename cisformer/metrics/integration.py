@@ -25,7 +25,7 @@ INTEGRATION_MIXING = ("seurat_alignment_score", "omics_silhouette", "graph_conne
 INTEGRATION_METRICS = ("foscttm",) + INTEGRATION_BIO + INTEGRATION_MIXING
 
 
-def foscttm(x_rna: np.ndarray, x_atac: np.ndarray, chunk_size: int = 512) -> float:
+def foscttm(x_rna: np.ndarray, x_atac: np.ndarray, *, chunk_size: int = 512) -> float:
     """Fraction of samples closer than the true match (FOSCTTM; scGLUE, Cao & Gao 2022), lower is better.
 
     For RNA cell i, the fraction of the n ATAC cells strictly closer (Euclidean) to it than its own ATAC profile;
@@ -261,7 +261,7 @@ def neighbor_conservation(x_integrated: np.ndarray, x_own: np.ndarray, k: int) -
     return float(np.mean(shared / (2 * a.shape[1] - shared)))
 
 
-def integration_scores(x_rna: np.ndarray, x_atac: np.ndarray, labels, n_neighbors: int = 15,
+def integration_scores(x_rna: np.ndarray, x_atac: np.ndarray, labels, *, n_neighbors: int = 15,
                        x_rna_own: np.ndarray | None = None, x_atac_own: np.ndarray | None = None,
                        neighbor_frac: float = 0.01) -> dict:
     """Integration metrics of one method on one data set (paired cells), as in Attune's benchmark.
@@ -321,7 +321,7 @@ def integration_scores(x_rna: np.ndarray, x_atac: np.ndarray, labels, n_neighbor
     }
 
 
-def integration_overall(table: pd.DataFrame, dataset_col: str = "dataset") -> pd.DataFrame:
+def integration_overall(table: pd.DataFrame, *, dataset_col: str = "dataset") -> pd.DataFrame:
     """Add Attune's summary scores to a table of :func:`integration_scores` rows (one row per method, seed, ...).
 
     Within each data set (``dataset_col``), every metric of :data:`INTEGRATION_BIO` and

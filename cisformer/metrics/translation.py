@@ -44,7 +44,7 @@ def aligned_matrices(pred: AnnData, true: AnnData) -> tuple[np.ndarray, np.ndarr
 
 
 def binarize(probs: np.ndarray, rule: str = "expected_count", threshold: float = 0.5,
-             open_fraction: float | None = None) -> np.ndarray:
+             *, open_fraction: float | None = None) -> np.ndarray:
     """Binarise predicted accessibility probabilities with one rule for every method.
 
     ``rule="expected_count"`` (default): in each cell the ``k = round(sum of the cell's probabilities)`` CREs
@@ -200,7 +200,7 @@ def deviation_spread(deviation: np.ndarray) -> tuple[float, float]:
 
 
 # ----------------------------------------------------------------------------------------------- RNA -> ATAC
-def per_cell_classification(pred: AnnData, true: AnnData, rule: str = "expected_count",
+def per_cell_classification(pred: AnnData, true: AnnData, *, rule: str = "expected_count",
                             threshold: float = 0.5, open_fraction: float | None = None) -> pd.DataFrame:
     """Per-cell precision, recall, F1 (after ``binarize``) and AUROC, AUPRC (from the probabilities).
 
@@ -235,7 +235,8 @@ def per_cell_classification(pred: AnnData, true: AnnData, rule: str = "expected_
     return pd.concat(parts, ignore_index=True)
 
 
-def pseudobulk_pearson(pred: AnnData, true: AnnData, label_key: str = "cell_type", min_cells: int = 5) -> pd.DataFrame:
+def pseudobulk_pearson(pred: AnnData, true: AnnData, *, label_key: str = "cell_type",
+                       min_cells: int = 5) -> pd.DataFrame:
     """Pearson r between mean predicted and mean measured (binarised) accessibility per cell type, for cell
     types with at least ``min_cells`` cells (fewer cells make the measured pseudobulk mostly noise).
 
@@ -269,7 +270,7 @@ def pseudobulk_pearson(pred: AnnData, true: AnnData, label_key: str = "cell_type
     return pd.DataFrame(rows, columns=["cell_type", "metric", "value", "n_cells"])
 
 
-def rna2atac_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type", rule: str = "topk",
+def rna2atac_summary(pred: AnnData, true: AnnData, *, label_key: str = "cell_type", rule: str = "topk",
                      open_fraction: float | None = None, floor: np.ndarray | None = None, cluster: bool = True,
                      seed: int = 0, max_cluster_cells: int | None = None, measured: bool = False,
                      min_cells: int = 5) -> pd.DataFrame:
@@ -334,7 +335,7 @@ def rna2atac_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type",
     return pd.concat(parts, ignore_index=True)[["metric", "value"]]
 
 
-def genewise_correlation(pred: AnnData, true: AnnData, masked: bool = False) -> pd.DataFrame:
+def genewise_correlation(pred: AnnData, true: AnnData, *, masked: bool = False) -> pd.DataFrame:
     """Gene-wise Pearson and Spearman r across cells between predicted and measured expression (NaN -> 0).
 
     Parameters
@@ -414,7 +415,7 @@ def skill_over_floor(pred: AnnData, true: AnnData, floor: np.ndarray) -> pd.Data
                          "value": [float(np.sqrt(sse / y_true.size)), float(1 - sse / max(sse_floor, 1e-12))]})
 
 
-def atac2rna_summary(pred: AnnData, true: AnnData, label_key: str = "cell_type", floor: np.ndarray | None = None,
+def atac2rna_summary(pred: AnnData, true: AnnData, *, label_key: str = "cell_type", floor: np.ndarray | None = None,
                      cluster: bool = True, seed: int = 0) -> pd.DataFrame:
     """All ATAC->RNA metrics of one prediction: mean gene-wise correlations (unmasked and masked), RMSE and the
     skill over ``floor`` (each gene's training mean, :func:`skill_over_floor`) when given, and the clustering

@@ -70,7 +70,7 @@ def _tuned(direction: str, method: str, params: dict | None, trial) -> tuple[dic
     return {parameter: best}, rows
 
 
-def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, seed: int = 0, profile: str = "cpu",
+def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, *, seed: int = 0, profile: str = "cpu",
                  device: str = "auto", cache=None, epochs: int | None = None, babel_epochs: int = 20,
                  butterfly_epochs: tuple[int, int] | None = None, params: dict | None = None,
                  label_key: str = "cell_type"):
@@ -172,7 +172,7 @@ def run_rna2atac(method: str, rna, atac, train_cells, val_cells, test_cells, see
     return pred, timing
 
 
-def run_atac2rna(method: str, rna, atac, train_cells, val_cells, test_cells, seed: int = 0, profile: str = "cpu",
+def run_atac2rna(method: str, rna, atac, train_cells, val_cells, test_cells, *, seed: int = 0, profile: str = "cpu",
                  device: str = "auto", cache=None, epochs: int | None = None):
     """Train ``method`` on the training cells and predict the expression of the test cells from their ATAC
     (log1p counts per 10,000, the scale of :func:`cisformer.data.true_expression`).
@@ -235,7 +235,7 @@ def run_atac2rna(method: str, rna, atac, train_cells, val_cells, test_cells, see
     return pred, {**timing, "train_s": t1 - t0, "predict_s": time.time() - t1}
 
 
-def rna2atac_failures(results: pd.DataFrame, runtime: pd.DataFrame, methods=RNA2ATAC_METHODS) -> pd.DataFrame:
+def rna2atac_failures(results: pd.DataFrame, runtime: pd.DataFrame, *, methods=RNA2ATAC_METHODS) -> pd.DataFrame:
     """The runs that failed, by name: a learned model that kept its first epoch (``runtime``'s ``best_epoch`` 1:
     validation never improved on the untrained model) and any method whose mean AUROC gain over the floor is at
     most 0 (it ranks CREs no better than their training frequency). One row per (scenario, method, reason) with
@@ -271,7 +271,7 @@ def rna2atac_failures(results: pd.DataFrame, runtime: pd.DataFrame, methods=RNA2
     return pd.DataFrame(rows, columns=["scenario", "method", "reason", "seeds"])
 
 
-def rna2atac_gates(results: pd.DataFrame, failures: pd.DataFrame, ours: str = "cisformer",
+def rna2atac_gates(results: pd.DataFrame, failures: pd.DataFrame, *, ours: str = "cisformer",
                    peers=RNA2ATAC_METHODS, reference: str = "cell-type mean") -> pd.DataFrame:
     """The principal issue's gates per scenario on a per-seed RNA -> ATAC metrics table.
 

@@ -76,7 +76,7 @@ class Motif:
         return self.counts.shape[1]
 
 
-def read_jaspar(path=None, names=None) -> dict[str, Motif]:
+def read_jaspar(*, path=None, names=None) -> dict[str, Motif]:
     """Read count matrices in JASPAR format (``>MA0004.1 Arnt`` then the rows ``A [ ... ]``, C, G, T).
 
     Parameters
@@ -156,7 +156,7 @@ def _background(background) -> np.ndarray:
     return bg / bg.sum()
 
 
-def log_odds(counts, background=None, pseudocount: float = 0.8) -> np.ndarray:
+def log_odds(counts, background=None, *, pseudocount: float = 0.8) -> np.ndarray:
     """Position weight matrix of log2 odds: ``log2(p / background)`` with
     ``p = (count + pseudocount * background) / (column total + pseudocount)``.
 
@@ -380,7 +380,7 @@ def _length_groups(lengths: np.ndarray) -> list[np.ndarray]:
     return groups
 
 
-def scan(sequences, motifs, pvalue: float = 1e-4, background=None) -> np.ndarray:
+def scan(sequences, motifs, pvalue: float = 1e-4, *, background=None) -> np.ndarray:
     """Which sequences hold at least one hit of each motif, on either strand.
 
     A hit is a window (the motif's length, fully inside the sequence, only A/C/G/T bases) whose rounded log-odds

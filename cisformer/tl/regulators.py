@@ -108,7 +108,7 @@ def cre_attention(per_type: dict, denominator: str = "cells", aggregate: str = "
     return pd.DataFrame(out, index=first.var_names)
 
 
-def celltype_cres(per_type: dict, n_top: int = 100, denominator: str = "cells", aggregate: str = "sum",
+def celltype_cres(per_type: dict, *, n_top: int = 100, denominator: str = "cells", aggregate: str = "sum",
                   against: str = "max") -> pd.DataFrame:
     """Cell-type-specific CREs from attention toward genes (the rank scheme of the module docstring).
 
@@ -165,7 +165,7 @@ def _wilcoxon_binary(n_open_in: np.ndarray, n_in: int, n_open_all: np.ndarray, n
     return z, p
 
 
-def differential_accessibility(atac, groupby: str = "cell_type", method: str = "wilcoxon", n_top: int = 100,
+def differential_accessibility(atac, groupby: str = "cell_type", method: str = "wilcoxon", *, n_top: int = 100,
                                seed: int = 0, max_iter: int = 200) -> pd.DataFrame:
     """Cell-type-specific CREs from measured accessibility: each type vs the rest (the baseline).
 
@@ -275,7 +275,7 @@ def common_universe(tables: dict[str, pd.DataFrame], universe, n_top: int = 100)
     return restricted
 
 
-def program_recovery(ranking: pd.DataFrame, truth, by: str = "rank", exclude=None) -> pd.DataFrame:
+def program_recovery(ranking: pd.DataFrame, truth, *, by: str = "rank", exclude=None) -> pd.DataFrame:
     """How well a per-type CRE ranking recovers each type's planted program.
 
     Parameters
@@ -325,7 +325,7 @@ def program_recovery(ranking: pd.DataFrame, truth, by: str = "rank", exclude=Non
 
 
 # ----------------------------------------------------------------------------------------------- subtypes, markers
-def marker_genes(rna, groupby: str = "cell_type", n_markers: int = 20, min_cells: int = 1) -> dict[str, list[str]]:
+def marker_genes(rna, groupby: str = "cell_type", n_markers: int = 20, *, min_cells: int = 1) -> dict[str, list[str]]:
     """Each group's marker genes: the ``n_markers`` genes with the largest pseudobulk log fold change
     (log1p counts per 10,000 of the group minus the mean over the other groups, :func:`enrichment.pseudobulk`).
 
@@ -360,7 +360,7 @@ def marker_genes(rna, groupby: str = "cell_type", n_markers: int = 20, min_cells
 
 
 def marker_proximity(specific: dict, markers: dict, cre_var: pd.DataFrame, gene_var: pd.DataFrame,
-                     window: int = 250_000) -> pd.DataFrame:
+                     *, window: int = 250_000) -> pd.DataFrame:
     """Do a group's specific CREs lie near that group's marker genes more often than the other CREs do?
 
     For each group: the distance (bp) from every CRE's midpoint to the nearest TSS of the group's markers on the
@@ -410,7 +410,7 @@ def marker_proximity(specific: dict, markers: dict, cre_var: pd.DataFrame, gene_
     return pd.DataFrame(rows)
 
 
-def subtypes(rna, groupby: str, parent: str, resolution: float = 0.5, n_top_genes: int = 1000, n_pcs: int = 30,
+def subtypes(rna, groupby: str, parent: str, *, resolution: float = 0.5, n_top_genes: int = 1000, n_pcs: int = 30,
              n_neighbors: int = 15, seed: int = 0, key_added: str = "subtype"):
     """Subtypes of one cell type: leiden subclusters of its cells' RNA, and PAGA between them (scanpy).
 

@@ -17,7 +17,7 @@ import os
 import torch
 
 
-def process_group(cpu: bool = True) -> tuple[int, int]:
+def process_group(*, cpu: bool = True) -> tuple[int, int]:
     """``(rank, world_size)`` of the running ``torch.distributed`` group; ``(0, 1)`` without one.
 
     Under a launcher (``WORLD_SIZE`` > 1 in the environment) whose group is not yet initialised, it is

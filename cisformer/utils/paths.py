@@ -53,7 +53,7 @@ def data_dirs(override: str | os.PathLike | None = None) -> list[Path]:
     return found
 
 
-def cache_dir(override: str | os.PathLike | None = None) -> Path:
+def cache_dir(*, override: str | os.PathLike | None = None) -> Path:
     """Folder for trained-model checkpoints shared between notebooks (git-ignored).
 
     Parameters

@@ -66,7 +66,7 @@ class LogProgress:
         self._line(done, start)
 
 
-def progress(iterable, desc: str = "", total: int | None = None, disable: bool = False, leave: bool = False,
+def progress(iterable, *, desc: str = "", total: int | None = None, disable: bool = False, leave: bool = False,
              file=None):
     """A progress bar over ``iterable`` suited to where the output goes.
 

@@ -20,7 +20,7 @@ from .paths import REPO_ROOT
 ENV_VAR = "CISFORMER_PROVENANCE"
 
 
-def sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     """SHA-256 checksum of a file's bytes.
 
     Parameters

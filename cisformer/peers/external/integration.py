@@ -40,7 +40,7 @@ def integration_python() -> Path:
     return ENVIRONMENT.python
 
 
-def ensure_integration_env(verbose: bool = False) -> Path:
+def ensure_integration_env(*, verbose: bool = False) -> Path:
     """Create the MultiVI / scGLUE environment (``<cache>/env-integration``) if it is missing; return its Python
     interpreter.
 
@@ -135,7 +135,7 @@ def _run_integration(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells
 CONVERGED_DIR = paths.REPO_ROOT / "figures" / "attune" / "converged_peers"
 
 
-def linked_features(rna: ad.AnnData, atac: ad.AnnData, cells, n_top_genes: int = 2000,
+def linked_features(rna: ad.AnnData, atac: ad.AnnData, cells, *, n_top_genes: int = 2000,
                     window: int = 150_000) -> tuple[pd.Index, pd.Index]:
     """A feature set small enough for every integration method to converge on a CPU: the ``n_top_genes`` highly
     variable genes of ``cells`` that have a TSS, and the peaks whose midpoint lies within ``window`` bp of one of
@@ -264,7 +264,7 @@ def integration_versions() -> dict:
                                      check=True).stdout)
 
 
-def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, seed: int = 0,
+def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, seed: int = 0,
                 time_budget_s: float | None = None, max_epochs: int | None = None, threads: int = 1,
                 timeout_s: float | None = None) -> dict:
     """Train MultiVI (scvi-tools) on ``train_cells`` without labels; embed ``embed_cells`` per modality.
@@ -299,7 +299,7 @@ def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, see
                             timeout_s=timeout_s)
 
 
-def run_scglue(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, seed: int = 0,
+def run_scglue(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, seed: int = 0,
                time_budget_s: float | None = None, max_epochs: int | None = None, window: int = 150_000,
                n_top_genes: int = 2000, n_components: int = 100, threads: int = 1,
                timeout_s: float | None = None) -> dict:

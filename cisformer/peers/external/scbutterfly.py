@@ -33,7 +33,7 @@ def scbutterfly_python() -> Path:
     return ENVIRONMENT.python
 
 
-def ensure_scbutterfly_env(verbose: bool = False) -> Path:
+def ensure_scbutterfly_env(*, verbose: bool = False) -> Path:
     """Create scButterfly's environment (``<cache>/env-scbutterfly``) if it is missing; return its Python
     interpreter: the torch CPU wheel first, scButterfly without its pinned dependencies, then what its RNA <-> ATAC
     path imports (:data:`SCBUTTERFLY_REQUIREMENTS`). Raises ``RuntimeError`` (with pip's last lines) on failure.
@@ -191,7 +191,7 @@ class ButterflyPreprocessing:
         return np.clip(scores, 0.0, 1.0).astype(np.float32)
 
 
-def base_rate_bias(targets: sp.csr_matrix, eps: float = 1e-6) -> np.ndarray:
+def base_rate_bias(targets: sp.csr_matrix, *, eps: float = 1e-6) -> np.ndarray:
     """Logit of each column's mean target, the mean clipped to [eps, 1 - eps].
 
     Parameters
@@ -218,7 +218,7 @@ def _sorted_by_chromosome(atac: ad.AnnData) -> tuple[np.ndarray, list[int]]:
     return order, counts.tolist()
 
 
-def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, test_cells, seed: int = 0,
+def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, test_cells, *, seed: int = 0,
                              pretrain_epochs: int = 100, translator_epochs: int = 200, patience: int = 50,
                              n_top_genes: int = 3000, threads: int = 1, time_budget_s: float | None = None,
                              base_rate: bool = True, timeout_s: float | None = None):

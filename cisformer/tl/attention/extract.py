@@ -109,7 +109,7 @@ def candidate_pairs(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int =
     return pairs.sort_values(["gene_idx", "cre_idx"], kind="stable").reset_index(drop=True)
 
 
-def window_mask(rna_var: pd.DataFrame, atac_var: pd.DataFrame, window: int = WINDOW) -> sp.csr_matrix:
+def window_mask(rna_var: pd.DataFrame, atac_var: pd.DataFrame, *, window: int = WINDOW) -> sp.csr_matrix:
     """Sparse boolean genes x CREs matrix, True where the pair is within ``window`` (see :func:`candidate_pairs`).
 
     Parameters
@@ -401,7 +401,7 @@ def all_pairs(rna_var: pd.DataFrame, atac_var: pd.DataFrame, genes) -> pd.DataFr
     return pairs
 
 
-def extract(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell_type",
+def extract(model, rna: ad.AnnData, atac: ad.AnnData, *, cell_type_key: str = "cell_type",
             n_cells_per_type: int | None = 100, window: int | None = WINDOW, genes=None,
             layer: int | str = "mean", normalize: bool = True, batch_size: int = 8, seed: int = 0,
             device: str = "cpu", cells: dict[str, np.ndarray] | None = None) -> dict[str, ad.AnnData]:
@@ -468,7 +468,7 @@ def extract(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell
     return result
 
 
-def gene_attention(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell_type",
+def gene_attention(model, rna: ad.AnnData, atac: ad.AnnData, *, cell_type_key: str = "cell_type",
                    n_cells_per_type: int | None = 100, layer: int | str = "mean", normalize: bool = True,
                    batch_size: int = 8, seed: int = 0, device: str = "cpu",
                    cells: dict[str, np.ndarray] | None = None) -> pd.DataFrame:

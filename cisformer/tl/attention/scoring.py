@@ -22,7 +22,7 @@ def _entries(X, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return np.asarray(X[rows, cols], dtype=np.float64).ravel()
 
 
-def links_table(per_type: dict[str, ad.AnnData], min_cells: int = 1) -> pd.DataFrame:
+def links_table(per_type: dict[str, ad.AnnData], *, min_cells: int = 1) -> pd.DataFrame:
     """Tidy CRE-gene pairs: one row per (cell type, gene, CRE) co-sampled in at least ``min_cells`` cells.
 
     Parameters
@@ -55,7 +55,7 @@ SCORERS = {"regression": "within-cell-type regression", "deletion": "in-silico d
 DEFAULT_SCORER = "regression"  # the best or tied-best scorer of planted links in most settings (notebook 04)
 
 
-def links(model, rna: ad.AnnData, atac: ad.AnnData, scorer: str = DEFAULT_SCORER, min_cells: int = 1,
+def links(model, rna: ad.AnnData, atac: ad.AnnData, scorer: str = DEFAULT_SCORER, *, min_cells: int = 1,
           **kwargs) -> pd.DataFrame:
     """CRE-gene links per cell type as a tidy DataFrame (:func:`links_table`, plus a ``scorer`` column).
 
@@ -140,7 +140,7 @@ def explain_empty_links(model, rna: ad.AnnData, atac: ad.AnnData, window: int | 
             "are expressed and its CREs open in these cells, or train with larger token budgets.")
 
 
-def pair_scores(per_type: dict[str, ad.AnnData], pairs: pd.DataFrame, how: str = "mean") -> pd.Series:
+def pair_scores(per_type: dict[str, ad.AnnData], pairs: pd.DataFrame, *, how: str = "mean") -> pd.Series:
     """Score of given (``gene``, ``cre``) pairs, combined over cell types (``mean`` or ``max``; pairs never
     co-sampled count as 0). Used to rank the same candidate pairs as the baselines.
 
@@ -168,7 +168,7 @@ def pair_scores(per_type: dict[str, ad.AnnData], pairs: pd.DataFrame, how: str =
     return pd.Series(combined, index=pairs.index, name="attention")
 
 
-def gene_scores(per_type: dict[str, ad.AnnData], how: str = "sum") -> pd.DataFrame:
+def gene_scores(per_type: dict[str, ad.AnnData], *, how: str = "sum") -> pd.DataFrame:
     """Gene-wise attention per cell type: ``sum`` or ``mean`` over a gene's co-sampled window CREs.
 
     Parameters
@@ -195,7 +195,7 @@ def gene_scores(per_type: dict[str, ad.AnnData], how: str = "sum") -> pd.DataFra
     return pd.DataFrame(out, index=first.obs_names)
 
 
-def linked_cre_counts(per_type: dict[str, ad.AnnData], quantile: float = 0.9) -> pd.DataFrame:
+def linked_cre_counts(per_type: dict[str, ad.AnnData], *, quantile: float = 0.9) -> pd.DataFrame:
     """Number of linked CREs per gene and cell type: pairs whose score exceeds the cell type's ``quantile``
     (90th percentile by default) of co-sampled pair scores.
 
@@ -220,7 +220,7 @@ def linked_cre_counts(per_type: dict[str, ad.AnnData], quantile: float = 0.9) ->
 
 # --------------------------------------------------------------------------------------------- known truth
 
-def peak_to_gene_correlation(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, n_metacells: int = 500,
+def peak_to_gene_correlation(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, *, n_metacells: int = 500,
                              metacell_size: int = 50, n_comps: int = 30, seed: int = 0) -> np.ndarray:
     """ArchR-style peak-to-gene correlation for every given pair: kNN metacells in ATAC LSI space (TF-IDF ->
     truncated SVD, first component dropped), mean binarised accessibility vs mean log-normalised expression,
@@ -272,7 +272,7 @@ def peak_to_gene_correlation(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFr
     return pearson_pairs(meta_expr, meta_acc, gi, ci)
 
 
-def scarlink_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, seed: int = 0,
+def scarlink_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, *, seed: int = 0,
                           **kwargs) -> np.ndarray:
     """SCARlink-style score of every given pair: the non-negative Poisson-regression coefficient of
     :class:`cisformer.peers.baselines.ScarlinkStyle` (0 for pairs outside its window).
@@ -297,7 +297,7 @@ def scarlink_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame
 
 
 def regression_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, alpha: float = 1.0,
-                            groups=None) -> np.ndarray:
+                            *, groups=None) -> np.ndarray:
     """Regression score of every given pair: per gene, ridge regression (penalty ``alpha``, intercept not
     penalised) of its log-normalised expression (log1p counts per 10,000, :func:`cisformer.data.true_expression`)
     on the binary accessibility of all of that gene's CREs in ``pairs``; the score is the CRE's coefficient
@@ -353,7 +353,7 @@ def regression_coefficients(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFra
     return scores
 
 
-def regression(rna: ad.AnnData, atac: ad.AnnData, model=None, cell_type_key: str = "cell_type",
+def regression(rna: ad.AnnData, atac: ad.AnnData, model=None, *, cell_type_key: str = "cell_type",
                n_cells_per_type: int | None = None, window: int = WINDOW, alpha: float = 1.0, seed: int = 0,
                cells: dict[str, np.ndarray] | None = None, progress: bool = False) -> dict[str, ad.AnnData]:
     """Per-cell-type CRE-gene links by within-cell-type regression: the default link score.
@@ -428,7 +428,7 @@ def link_recovery(pairs: pd.DataFrame, scores: dict[str, np.ndarray], truth: pd.
 
 
 def held_out_check(rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, scores: dict[str, np.ndarray],
-                   fit_cells, test_cells, k: int = 3, n_random: int = 20, seed: int = 0) -> pd.DataFrame:
+                   fit_cells, test_cells, *, k: int = 3, n_random: int = 20, seed: int = 0) -> pd.DataFrame:
     """A link check that needs no external truth: do a scorer's top CREs of a gene predict its expression in cells
     the scorer never read (held-out libraries) better than other CREs of the same window?
 
@@ -563,7 +563,7 @@ def _check_deletion_model(model) -> None:
 
 
 @torch.no_grad()
-def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, n_cells: int = 100,
+def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFrame, *, n_cells: int = 100,
                      seed: int = 0, device: str = "cpu", batch_size: int = 64) -> np.ndarray:
     """In-silico CRE deletion (atac2rna models): for each candidate pair, the mean drop in the gene's predicted
     expression (expected log1p over the bins) when that one CRE is removed from the cell's open CREs, averaged
@@ -600,7 +600,7 @@ def deletion_effects(model, rna: ad.AnnData, atac: ad.AnnData, pairs: pd.DataFra
 
 
 @torch.no_grad()
-def deletion(model, rna: ad.AnnData, atac: ad.AnnData, cell_type_key: str = "cell_type",
+def deletion(model, rna: ad.AnnData, atac: ad.AnnData, *, cell_type_key: str = "cell_type",
              n_cells_per_type: int | None = 100, window: int = WINDOW, batch_size: int = 64, seed: int = 0,
              device: str = "cpu", cells: dict[str, np.ndarray] | None = None,
              progress: bool = False) -> dict[str, ad.AnnData]:

@@ -9,7 +9,7 @@ import pandas as pd
 # --------------------------------------------------------------------------------------------- matched null
 
 
-def matching_covariates(atac, cres=None, cells=None, genome_fasta=None) -> pd.DataFrame:
+def matching_covariates(atac, cres=None, *, cells=None, genome_fasta=None) -> pd.DataFrame:
     """The CRE properties a matched null holds fixed: accessibility and width, and G+C content when the genome
     sequence is given.
 
@@ -92,7 +92,7 @@ def _split_bins(labels: np.ndarray, values: np.ndarray, n_bins: int, min_bin_siz
     return out
 
 
-def matching_bins(accessibility, width, n_accessibility_bins: int = 20, n_width_bins: int = 3,
+def matching_bins(accessibility, width, *, n_accessibility_bins: int = 20, n_width_bins: int = 3,
                   min_bin_size: int = 20, gc=None, n_gc_bins: int = 3) -> np.ndarray:
     """Bin label of every candidate CRE for a matched null: accessibility quantile bins, each split into width
     quantile bins (and each of those into G+C quantile bins when ``gc`` is given).
@@ -159,7 +159,7 @@ def bin_composition(members, bins) -> pd.Series:
     return pd.Series(counts, index=labels, name="n")
 
 
-def matched_random_sets(top, bins, n_random: int = 1000, seed: int = 0, max_cells: int = 4_000_000) -> np.ndarray:
+def matched_random_sets(top, bins, n_random: int = 1000, seed: int = 0, *, max_cells: int = 4_000_000) -> np.ndarray:
     """Random CRE sets with the bin composition of ``top`` (the matched null).
 
     For every bin holding c members of ``top``, each random set takes c CREs of that bin, uniformly without

@@ -12,7 +12,7 @@ from .statistics import bh_qvalues, empirical_p, overlap_index
 # --------------------------------------------------------------------------------------------- GWAS
 
 
-def variant_load(cres: pd.DataFrame, variants: pd.DataFrame, trait_key: str = "trait",
+def variant_load(cres: pd.DataFrame, variants: pd.DataFrame, *, trait_key: str = "trait",
                  pp_key: str = "pp") -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per trait and per CRE: (sum of PIPs of the variants inside the CRE, number of such variants).
 
@@ -111,7 +111,7 @@ def gwas_enrichment(top, load: dict, bins, traits=None, n_random: int = 1000, se
 
 
 def gwas_compare(tops: dict, load: dict, bins, traits=None, n_random: int = 1000, seed: int = 0,
-                 group: str = "method") -> pd.DataFrame:
+                 *, group: str = "method") -> pd.DataFrame:
     """:func:`gwas_enrichment` of several CRE sets (e.g. one per method) on the same traits, with
     Benjamini-Hochberg q-values over all set x trait tests (column ``q``).
 
@@ -136,7 +136,7 @@ def gwas_compare(tops: dict, load: dict, bins, traits=None, n_random: int = 1000
     return table
 
 
-def pooled_enrichment(table: pd.DataFrame, group: str = "method", observed: str = "pip_top",
+def pooled_enrichment(table: pd.DataFrame, *, group: str = "method", observed: str = "pip_top",
                       expected: str = "pip_null", unit: str = "trait", pseudocount: float = 0.1,
                       n_boot: int = 2000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
     """Summary over traits (or other ``unit``s) of each group's enrichment, with bootstrap confidence intervals.
@@ -200,7 +200,7 @@ def pooled_enrichment(table: pd.DataFrame, group: str = "method", observed: str 
     return summary.set_index(group).loc[order].reset_index()
 
 
-def locus_bootstrap(top, load: dict, traits, expected_total: float, n_boot: int = 2000, ci: float = 0.95,
+def locus_bootstrap(top, load: dict, traits, expected_total: float, *, n_boot: int = 2000, ci: float = 0.95,
                     seed: int = 0) -> dict:
     """Pooled enrichment of one CRE set with a confidence interval from a bootstrap over its loci (CREs).
 

@@ -271,7 +271,7 @@ def motif_enrichment(cre_sets: dict, background: pd.DataFrame, genome_fasta, mot
     return _fisher_table(masks, hits, [m.label for m in motifs])
 
 
-def tf_enrichment(cre_sets: dict, background: pd.DataFrame, region_sets: dict | None = None, genome_fasta=None,
+def tf_enrichment(cre_sets: dict, background: pd.DataFrame, *, region_sets: dict | None = None, genome_fasta=None,
                   motifs=None, pvalue: float = 1e-4, bins=None, n_matched: int = 10, seed: int = 0) -> pd.DataFrame:
     """TF enrichment of CRE sets from whichever evidence is given: overlap with region sets (ChIP-seq peaks,
     :func:`region_set_enrichment`) and / or motif occurrences in the genome sequence (:func:`motif_enrichment`),

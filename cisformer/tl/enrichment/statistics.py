@@ -74,7 +74,7 @@ def empirical_p(observed: float, null: np.ndarray) -> float:
 
 # --------------------------------------------------------------------------------------------- correlation
 
-def metacell_groups(obs: pd.DataFrame, cell_type_key: str = "cell_type", cells_per_group: int = 20,
+def metacell_groups(obs: pd.DataFrame, cell_type_key: str = "cell_type", *, cells_per_group: int = 20,
                     seed: int = 0) -> np.ndarray:
     """Pseudobulk labels: the cells of each type split at random into groups of about ``cells_per_group``.
 
@@ -104,7 +104,7 @@ def metacell_groups(obs: pd.DataFrame, cell_type_key: str = "cell_type", cells_p
     return groups.astype(str)
 
 
-def pseudobulk(X, groups: np.ndarray, target_sum: float = 1e4) -> tuple[np.ndarray, np.ndarray]:
+def pseudobulk(X, groups: np.ndarray, *, target_sum: float = 1e4) -> tuple[np.ndarray, np.ndarray]:
     """Sum cells per group, scale each group to ``target_sum`` and log1p.
 
     Parameters
@@ -129,7 +129,7 @@ def pseudobulk(X, groups: np.ndarray, target_sum: float = 1e4) -> tuple[np.ndarr
     return names, np.log1p(summed / totals * target_sum)
 
 
-def pearson_pairs(expr: np.ndarray, acc: np.ndarray, gene_idx, cre_idx, chunk: int = 200_000) -> np.ndarray:
+def pearson_pairs(expr: np.ndarray, acc: np.ndarray, gene_idx, cre_idx, *, chunk: int = 200_000) -> np.ndarray:
     """Pearson correlation over rows (pseudobulks / metacells) of ``expr[:, gene_idx[i]]`` and
     ``acc[:, cre_idx[i]]`` for every pair i; constant columns give 0. Chunked: bounded memory.
 
@@ -185,7 +185,7 @@ def pair_correlation(rna, atac, pairs: pd.DataFrame, groups: np.ndarray) -> np.n
     return pearson_pairs(expr, acc, gi, ci)
 
 
-def topk_vs_random(scores, values, ks=(100, 200, 500, 1000), n_random: int = 1, seed: int = 0) -> pd.DataFrame:
+def topk_vs_random(scores, values, *, ks=(100, 200, 500, 1000), n_random: int = 1, seed: int = 0) -> pd.DataFrame:
     """Compare ``values`` (e.g. pseudobulk correlation) of the top-k pairs by ``scores`` with ``n_random``
     random sets of k pairs drawn from the same candidates (excluding nothing: an honest null).
 
@@ -272,7 +272,7 @@ def link_count_group(counts, max_count: int = 10) -> pd.Categorical:
 
 
 def expression_by_link_count(link_counts: pd.DataFrame, expression: pd.DataFrame,
-                             max_count: int = 10) -> pd.DataFrame:
+                             *, max_count: int = 10) -> pd.DataFrame:
     """Tidy table of gene expression per cell type with the gene's linked-CRE group.
 
     Parameters

@@ -33,7 +33,7 @@ def parse_ages(values) -> np.ndarray:
     return numeric.fillna(leading).to_numpy(dtype=float)
 
 
-def age_groups(ages, max_groups: int = 6) -> pd.Series:
+def age_groups(ages, *, max_groups: int = 6) -> pd.Series:
     """Groups of chronological age for plots: the distinct ages when there are at most ``max_groups`` (the six ages
     of Tabula Muris Senis), else ``max_groups`` quantile bins labelled ``"low-high"`` (3 significant digits).
 
@@ -56,7 +56,7 @@ def age_groups(ages, max_groups: int = 6) -> pd.Series:
     return pd.cut(ages, edges, labels=labels, include_lowest=True)
 
 
-def age_agreement(estimated, reference, groups=None, min_cells: int = 10) -> pd.DataFrame:
+def age_agreement(estimated, reference, *, groups=None, min_cells: int = 10) -> pd.DataFrame:
     """Spearman correlation of estimated ages with reference ages, over all cells and within each group.
 
     Parameters
@@ -125,7 +125,7 @@ def partial_spearman(x, y, covariate) -> float:
     return float(rx @ ry / np.sqrt((rx @ rx) * (ry @ ry)))
 
 
-def accessible_clock_loci(atac, clock_loci, layer: str | None = None) -> np.ndarray:
+def accessible_clock_loci(atac, clock_loci, *, layer: str | None = None) -> np.ndarray:
     """Per cell, the number of accessible peaks that overlap a clock locus (step 3 of :func:`age`, before any
     peak is dropped): how much clock signal a cell's library holds.
 
@@ -142,7 +142,7 @@ def accessible_clock_loci(atac, clock_loci, layer: str | None = None) -> np.ndar
     return np.asarray((X[:, np.flatnonzero(clock_peak_mask(atac, clock_loci))] > 0).sum(axis=1)).ravel()
 
 
-def age_by_depth(atac, clock_loci, keeps, reference: str = "age", seed: int = 0, **kwargs) -> pd.DataFrame:
+def age_by_depth(atac, clock_loci, keeps, *, reference: str = "age", seed: int = 0, **kwargs) -> pd.DataFrame:
     """How well EpiTrace age recovers a known age as the cells' libraries get shallower.
 
     For each fraction in ``keeps`` the counts are thinned binomially (:func:`cisformer.data.downsample_atac`, as
@@ -202,7 +202,7 @@ def spearman_brown(r: float) -> float:
     return 2 * r / (1 + r) if r > -1 else float("nan")
 
 
-def split_half_ceiling(atac, clock_loci, seed: int = 0, n_repeats: int = 10, min_clock_reads: float = 10,
+def split_half_ceiling(atac, clock_loci, *, seed: int = 0, n_repeats: int = 10, min_clock_reads: float = 10,
                        **kwargs) -> pd.DataFrame:
     """Noise ceiling of per-cell EpiTrace-age agreement: how well the age of measured ATAC agrees with itself.
 
@@ -286,7 +286,7 @@ def split_half_ceiling(atac, clock_loci, seed: int = 0, n_repeats: int = 10, min
     return pd.DataFrame(rows, columns=columns)
 
 
-def compare_ages(ages: pd.DataFrame, reference: str, groups, min_cells: int = 10, depth=None) -> pd.DataFrame:
+def compare_ages(ages: pd.DataFrame, reference: str, groups, min_cells: int = 10, *, depth=None) -> pd.DataFrame:
     """Agreement of every column of ``ages`` with its ``reference`` column, per cell and per group mean.
 
     Parameters
@@ -352,7 +352,7 @@ def age_cre_list(table: pd.DataFrame, n_top: int | None) -> pd.Index:
     return finite.sort_values("p", kind="stable").index[:n_top]
 
 
-def cre_list_overlap(tables: dict, reference: str, n_top: int, q_cutoff: float = 0.05) -> pd.DataFrame:
+def cre_list_overlap(tables: dict, reference: str, n_top: int, *, q_cutoff: float = 0.05) -> pd.DataFrame:
     """Overlap of each method's age-associated CRE list with the reference's (e.g. measured ATAC's).
 
     A method's list is :func:`age_cre_list` (its ``n_top`` CREs with the smallest p among those it could test).

@@ -14,7 +14,7 @@ from ..enrichment import bh_qvalues
 # --------------------------------------------------------------------------------------------- age-associated CREs
 
 
-def age_associated_cres(atac, age_key: str = "epitrace_age", method: str = "spearman",
+def age_associated_cres(atac, age_key: str = "epitrace_age", *, method: str = "spearman",
                         layer: str | None = None) -> pd.DataFrame:
     """Per-peak association of accessibility with age (EpiTrace's ``AssociationOfPeaksToAge``, with tests).
 
@@ -51,7 +51,7 @@ def age_associated_cres(atac, age_key: str = "epitrace_age", method: str = "spea
     return out.sort_values("p", kind="stable")
 
 
-def trajectory_clusters(atac, cres, age_key: str = "epitrace_age", n_bins: int = 10, k: int = 4, seed: int = 0,
+def trajectory_clusters(atac, cres, age_key: str = "epitrace_age", *, n_bins: int = 10, k: int = 4, seed: int = 0,
                         layer: str | None = None) -> pd.DataFrame:
     """k-means clusters of the accessibility trajectories of ``cres`` along age.
 

@@ -97,7 +97,7 @@ def clock_peak_mask(atac, clock_loci, source="atac") -> np.ndarray:
     return mask
 
 
-def clock_matrix(atac, clock_loci, source="atac") -> ad.AnnData:
+def clock_matrix(atac, clock_loci, *, source="atac") -> ad.AnnData:
     """Cells x clock peaks: the peaks of ``atac`` that overlap >= 1 clock locus (a copy; ``var`` kept).
 
     Parameters
@@ -162,7 +162,7 @@ def normalize(X, method: str = "randomized") -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- steps 3-7
-def transition_matrix(Xn: np.ndarray, n_dispersed: int = 3000, min_open_fraction: float = 0.05):
+def transition_matrix(Xn: np.ndarray, n_dispersed: int = 3000, *, min_open_fraction: float = 0.05):
     """Similarity transition matrix of cells (step 4 of :func:`age`).
 
     Among peaks open in more than ``min_open_fraction`` of the cells, the ``n_dispersed`` with the highest
@@ -298,7 +298,7 @@ def clock_reads(atac, clock_loci, layer: str | None = None) -> np.ndarray:
     return np.asarray(X[:, np.flatnonzero(clock_peak_mask(atac, clock_loci))].sum(axis=1), dtype=np.float64).ravel()
 
 
-def age(atac, clock_loci, min_clock_reads: float = 10, n_dispersed: int = 3000, n_signal_peaks: int = 200,
+def age(atac, clock_loci, *, min_clock_reads: float = 10, n_dispersed: int = 3000, n_signal_peaks: int = 200,
         restart: float = 0.01, tol: float = 1e-9, max_iter: int = 50_000, seed: int = 0, iterations: int = 1,
         key_added: str = "epitrace_age", normalization: str = "randomized", z_cutoff: float = 3.0,
         converge_tol: float = 1e-2, chunk_size: int | None = None, orient_with: str | None = None,
@@ -473,7 +473,7 @@ def generated_age(pred, clock_loci, open_fraction: float, **kwargs) -> ad.AnnDat
     return age(out, clock_loci, **kwargs)
 
 
-def age_correlations(X, ages, method: str = "spearman", chunk: int = 2000):
+def age_correlations(X, ages, method: str = "spearman", *, chunk: int = 2000):
     """Correlation of each column of ``X`` (cells x peaks) with ``ages``: ``(r, p)``, two-sided t-test p on
     n - 2 degrees of freedom (for Spearman on ranks, as :func:`scipy.stats.spearmanr`); NaN for constant peaks.
 

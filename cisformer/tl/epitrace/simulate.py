@@ -10,7 +10,7 @@ from .clock import coordinates
 
 
 # --------------------------------------------------------------------------------------------- simulation
-def simulate_aged_cells(n_cells: int = 600, n_cell_types: int = 3, n_clock_peaks: int = 400,
+def simulate_aged_cells(*, n_cells: int = 600, n_cell_types: int = 3, n_clock_peaks: int = 400,
                         n_other_peaks: int = 800, age_linked_fraction: float = 0.6, rising_fraction: float = 0.8,
                         age_effect: float = 2.5, depth_sd: float = 0.3, unlisted_age_peaks: int = 0,
                         clock_loci: pd.DataFrame | None = None, seed: int = 0) -> tuple[ad.AnnData, pd.DataFrame]:
