@@ -118,6 +118,15 @@ class CisformerConfig:
 
         ``arch="cisformer"`` reads the cell state through nonlinear features of width 256 (64 in quick), has no
         dropout in rna2atac (0.1, input 0.5 in atac2rna) and a 250 kb cis window in atac2rna.
+
+        Parameters
+        ----------
+        direction, profile, n_genes, n_cres, arch, **overrides
+            ``"rna2atac"`` or ``"atac2rna"``; the profile; vocabulary sizes; the architecture; fields to set.
+
+        Returns
+        -------
+        :class:`CisformerConfig`
         """
         check_profile(profile)
         if direction not in DIRECTIONS:
@@ -425,6 +434,11 @@ class Cisformer(nn.Module):
     ``gene_names`` and ``cre_names`` (lists, set by :func:`cisformer.train.fit`), ``cre_coords`` (dict of
     chrom/start/end lists or None), ``bin_edges`` (atac2rna: edges of the expression bins on the
     log1p(counts per 10,000) scale) and ``open_fraction`` (rna2atac: mean fraction of open CREs per training cell).
+
+    Parameters
+    ----------
+    config
+        :class:`CisformerConfig`.
     """
 
     def __init__(self, config: CisformerConfig):
@@ -574,12 +588,19 @@ class Cisformer(nn.Module):
     def forward(self, batch: dict, return_attention: bool = False, return_loss: bool = False):
         """Logits for the query tokens of ``batch`` (a dict from :mod:`cisformer.sampler`).
 
-        rna2atac: queries ``cre_idx`` (B, Lp), keys ``gene_idx``/``gene_value``/``gene_pad`` -> logits (B, Lp).
-        atac2rna: queries ``gene_idx`` (B, Lg), keys ``cre_idx``/``cre_pad`` -> logits (B, Lg, n_bins).
-        ``arch="cisformer"`` also reads ``expr`` (rna2atac, the cell's log1p counts per 10,000 of every gene).
-        With ``return_attention=True`` returns ``(logits, attn)``, ``attn`` a list (one per layer) of
-        head-averaged cross-attention weights (B, L_query, L_key); padded keys get exactly 0.
-        With ``return_loss=True`` returns ``(loss, logits)`` (training batches; see :meth:`loss`).
+        Parameters
+        ----------
+        batch, return_attention, return_loss
+            rna2atac: queries ``cre_idx`` (B, Lp), keys ``gene_idx``/``gene_value``/``gene_pad``.
+            atac2rna: queries ``gene_idx`` (B, Lg), keys ``cre_idx``/``cre_pad``.
+            ``arch="cisformer"`` also reads ``expr`` (rna2atac, the cell's log1p counts per 10,000 of every gene).
+            ``return_attention``, ``return_loss``: also return the attention weights, the loss (see Returns).
+
+        Returns
+        -------
+        Logits (B, Lp) for rna2atac, (B, Lg, n_bins) for atac2rna. With ``return_attention=True`` ``(logits,
+        attn)``, ``attn`` a list (one per layer) of head-averaged cross-attention weights (B, L_query, L_key);
+        padded keys get exactly 0. With ``return_loss=True`` ``(loss, logits)`` (training batches; see :meth:`loss`).
         """
         query_idx = batch["cre_idx"] if self.config.direction == "rna2atac" else batch["gene_idx"]
         keys = self.encode_keys(batch)

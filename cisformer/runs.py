@@ -23,7 +23,15 @@ from .utils.paths import hash_sources, write_atomic
 def hash_matrix(h, X) -> None:
     """Add a matrix, or its row blocks (:func:`cisformer.sampler.as_blocks`; :func:`~cisformer.sampler.row_blocks`
     gives the same blocks from memory or disk), to the hash ``h``: row lengths, column indices and values, each as
-    one stream, so the digest does not depend on how the rows were split into blocks."""
+    one stream, so the digest does not depend on how the rows were split into blocks.
+
+    Parameters
+    ----------
+    h
+        A ``hashlib`` hash object, updated in place.
+    X
+        A sparse or dense matrix, or an iterable of its row blocks.
+    """
     parts = [hashlib.blake2b(digest_size=8) for _ in range(3)]
     for block in map(sp.csr_matrix, as_blocks(X)):
         for part, arr in zip(parts, (np.diff(block.indptr).astype(np.int64), block.indices.astype(np.int64),
@@ -48,27 +56,77 @@ class Fingerprint:
 
     def code(self, sources) -> "Fingerprint":
         """The source files ``sources`` (paths under ``cisformer/``, folders for all their modules), so that
-        changed code never reuses a result of the old one (:func:`cisformer.utils.paths.hash_sources`)."""
+        changed code never reuses a result of the old one (:func:`cisformer.utils.paths.hash_sources`).
+
+        Parameters
+        ----------
+        sources
+            Paths relative to the package folder, e.g. ``("model.py", "metrics")``.
+
+        Returns
+        -------
+        This :class:`Fingerprint`.
+        """
         hash_sources(self._hash, sources)
         return self
 
     def json(self, value) -> "Fingerprint":
-        """A JSON-able value (dict keys sorted)."""
+        """A JSON-able value (dict keys sorted).
+
+        Parameters
+        ----------
+        value
+            Anything ``json.dumps`` writes.
+
+        Returns
+        -------
+        This :class:`Fingerprint`.
+        """
         self._hash.update(json.dumps(value, sort_keys=True).encode())
         return self
 
     def names(self, names, *, sep: str = "\x00") -> "Fingerprint":
-        """A sequence of names (cells, features), joined by ``sep``."""
+        """A sequence of names (cells, features), joined by ``sep``.
+
+        Parameters
+        ----------
+        names, sep
+            The names (each turned into ``str``) and the separator written between them.
+
+        Returns
+        -------
+        This :class:`Fingerprint`.
+        """
         self._hash.update(sep.join(map(str, names)).encode())
         return self
 
     def matrix(self, X) -> "Fingerprint":
-        """A sparse matrix or its row blocks (:func:`hash_matrix`)."""
+        """A sparse matrix or its row blocks (:func:`hash_matrix`).
+
+        Parameters
+        ----------
+        X
+            A sparse or dense matrix, or an iterable of its row blocks.
+
+        Returns
+        -------
+        This :class:`Fingerprint`.
+        """
         hash_matrix(self._hash, X)
         return self
 
     def array(self, values: np.ndarray) -> "Fingerprint":
-        """A dense array's bytes."""
+        """A dense array's bytes.
+
+        Parameters
+        ----------
+        values
+            A numpy array (its bytes in C order; dtype and shape are not hashed).
+
+        Returns
+        -------
+        This :class:`Fingerprint`.
+        """
         self._hash.update(np.ascontiguousarray(values).tobytes())
         return self
 
@@ -102,8 +160,20 @@ def _set_rng_state(state: dict) -> None:
 
 def resume_epoch(run_dir: Path | None, model, optimizer, scheduler) -> tuple:
     """Restore what :func:`save_epoch` wrote (an interrupted run) into ``model``, ``optimizer``, ``scheduler`` and
-    the RNG; returns ``(next epoch, best score, epochs without improvement, history rows, best state dict)``, or
-    a fresh start ``(0, -inf, 0, [], current weights)`` when ``run_dir`` holds no ``last.pt``."""
+    the RNG; ``run_dir/done.json`` is removed, since the run goes on.
+
+    Parameters
+    ----------
+    run_dir
+        The run's checkpoint folder, or None (nothing kept on disk: a fresh start).
+    model, optimizer, scheduler
+        The unwrapped model, its optimizer and learning-rate scheduler, loaded in place.
+
+    Returns
+    -------
+    ``(next epoch, best score, epochs without improvement, history rows, best state dict)``, or a fresh start
+    ``(0, -inf, 0, [], current weights)`` when ``run_dir`` holds no ``last.pt``.
+    """
     if run_dir is None or not (run_dir / "last.pt").exists():
         return 0, -math.inf, 0, [], {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
@@ -119,7 +189,19 @@ def resume_epoch(run_dir: Path | None, model, optimizer, scheduler) -> tuple:
 def save_epoch(run_dir: Path, model, optimizer, scheduler, epoch: int, best_score: float, bad_epochs: int,
                history: list, improved: bool) -> None:
     """Write an epoch's checkpoint files atomically: ``best.pt`` (when ``improved``), ``last.pt`` (everything a
-    resume needs: weights, optimizer, scheduler, RNG, counters, history) and ``history.csv``."""
+    resume needs: weights, optimizer, scheduler, RNG, counters, history) and ``history.csv``.
+
+    Parameters
+    ----------
+    run_dir
+        The run's checkpoint folder.
+    model, optimizer, scheduler
+        The unwrapped model (with ``checkpoint_dict``), its optimizer and learning-rate scheduler.
+    epoch, best_score, bad_epochs
+        Epochs done, the best validation score so far and the epochs since it improved.
+    history, improved
+        The history rows (dicts) so far; whether this epoch's score is the best (then ``best.pt`` is written).
+    """
     if improved:
         write_atomic(run_dir / "best.pt", lambda tmp: torch.save(model.checkpoint_dict(), tmp))
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -131,7 +213,19 @@ def save_epoch(run_dir: Path, model, optimizer, scheduler, epoch: int, best_scor
 
 def save_done(run_dir: Path, history: pd.DataFrame, stopped_early: bool, best_score: float, **info) -> None:
     """Mark a run finished: ``done.json`` with the epochs run, whether early stopping ended it, the best
-    validation score and ``info`` (configs, seed)."""
+    validation score and ``info`` (configs, seed).
+
+    Parameters
+    ----------
+    run_dir
+        The run's checkpoint folder.
+    history
+        The run's history (one row per epoch, column ``epoch``).
+    stopped_early, best_score
+        Whether early stopping ended the run; the best validation score.
+    **info
+        Further JSON-able entries of ``done.json``.
+    """
     text = json.dumps({"epochs": int(history["epoch"].max()) if len(history) else 0,
                        "stopped_early": bool(stopped_early), "best_val_score": best_score, **info}, indent=1)
     write_atomic(run_dir / "done.json", lambda tmp: tmp.write_text(text))

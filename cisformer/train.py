@@ -473,7 +473,25 @@ def fit_state_neighbors(model, log_rows, train_idx, val_input, val_truth, seed: 
     gives their log-scale expression; at most :data:`MAX_REFERENCE_CELLS`, drawn with ``seed``) as
     ``model.reference_states``, and set ``model.state_neighbors`` to the value of :data:`STATE_NEIGHBORS` with
     the best validation criterion (:func:`validation_criterion`, the epochs' criterion; the smallest on ties).
-    The scores tried are kept as ``model.state_neighbor_scores`` ({k: score}) and returned."""
+    The scores tried are kept as ``model.state_neighbor_scores`` ({k: score}) and returned.
+
+    Parameters
+    ----------
+    model
+        A trained rna2atac :class:`~cisformer.model.Cisformer` (``arch="cisformer"``), set to eval mode.
+    log_rows
+        ``log_rows(rows)``: the log-scale expression of the cells ``rows`` (sparse, cells x genes).
+    train_idx
+        Row indices of the training cells.
+    val_input, val_truth
+        The validation cells' ``(X, X_log)`` and measured open state, as in :func:`validation_criterion`.
+    seed
+        Seeds the draw of the reference cells.
+
+    Returns
+    -------
+    dict ``{k: validation criterion}`` over :data:`STATE_NEIGHBORS`.
+    """
     from .predict import predict_logits
 
     cells = np.asarray(train_idx)
@@ -529,7 +547,21 @@ def validation_criterion(model, inputs, truth) -> dict:
 
 
 def criterion_of_logits(model, logits: np.ndarray, truth) -> dict:
-    """:func:`validation_criterion` from the model's logits of the validation cells (see there)."""
+    """:func:`validation_criterion` from the model's logits of the validation cells (see there).
+
+    Parameters
+    ----------
+    model
+        A :class:`~cisformer.model.Cisformer` (its direction, base rates and bin edges are read).
+    logits
+        The cells' logits over every output feature: (cells, CREs) or (cells, genes, bins).
+    truth
+        As in :func:`validation_criterion`.
+
+    Returns
+    -------
+    dict of floats: ``val_score``; rna2atac also ``val_within_sd``, ``val_across_sd``.
+    """
     from .metrics import auroc_gain, deviation_spread
     from .sampler import bin_centres
     from .utils.matrix import columnwise_pearson

@@ -53,11 +53,19 @@ class AttuneConfig:
     """Architecture and optimisation of the aligner (fields without prefix) and of the ATAC -> RNA head
     (``head_*``; :func:`fit_atac2rna` reads them from the aligner's config, overridable there).
 
-    ``lr`` decays linearly per step to ``lr_end`` over ``epochs``; ``patience``: epochs without a better
-    validation score before training stops (the best epoch is kept either way); ``min_epoch_samples``: an epoch
-    (of the aligner and of the head) shows at least this many cells, drawing each cell of a small set several times
-    (the rule of :func:`cisformer.train.fit` and the baselines: the shipped BMMC's 199 training cells are one
-    batch, so an epoch would otherwise be one optimiser step).
+    Parameters
+    ----------
+    n_genes, n_peaks, dim, dropout, temperature
+        Input features G and P, encoder width D, dropout rate, NT-Xent temperature.
+    epochs, batch_size, lr, lr_end, patience
+        ``lr`` decays linearly per step to ``lr_end`` over ``epochs``; ``patience``: epochs without a better
+        validation score before training stops (the best epoch is kept either way).
+    head_hidden, head_epochs, head_batch_size, head_lr, head_patience
+        The head's hidden width and schedule (a constant learning rate).
+    min_epoch_samples
+        An epoch (of the aligner and of the head) shows at least this many cells, drawing each cell of a small set
+        several times (the rule of :func:`cisformer.train.fit` and the baselines: the shipped BMMC's 199 training
+        cells are one batch, so an epoch would otherwise be one optimiser step).
     """
     n_genes: int
     n_peaks: int
@@ -82,7 +90,17 @@ class AttuneConfig:
         epochs, Adam 1e-3), patience long enough never to stop the alignment early. ``cpu``: the same networks, Adam
         2e-3 -> 2e-5 over 6 epochs, stopping after 2 epochs without a better validation FOSCTTM (SNARE-seq, 8,247
         training cells: best at epoch 2, stops after 4, ~1 min on one contended core; a longer schedule only overfits),
-        head 12 epochs with patience 3 (~45 s). ``quick``: dim 32, seconds, for tests and smoke runs."""
+        head 12 epochs with patience 3 (~45 s). ``quick``: dim 32, seconds, for tests and smoke runs.
+
+        Parameters
+        ----------
+        profile, n_genes, n_peaks, **overrides
+            ``"quick"``, ``"cpu"`` or ``"paper"``; G and P; fields to set instead of the profile's.
+
+        Returns
+        -------
+        :class:`AttuneConfig`
+        """
         check_profile(profile)
         table = {
             "paper": {},
@@ -106,10 +124,15 @@ class AttuneConfig:
 class AttuneInputs:
     """Both modalities of every cell on the scale the encoders read.
 
-    ``rna_log``: sparse float32 [cells, G] log1p CP10k (:func:`cisformer.data.log_expression`);
-    ``atac_bin``: sparse float32 [cells, P], 1 where the peak has any read; ``rna_scale`` / ``atac_scale``:
-    float32 [G] / [P], 1 / root-mean-square of the column over the training cells (1 where that is 0);
-    ``rna_scaled_mean`` / ``atac_scaled_mean``: the training mean of the scaled column (the students centre on it).
+    Parameters
+    ----------
+    rna_log, atac_bin
+        Sparse float32 [cells, G] log1p CP10k (:func:`cisformer.data.log_expression`); sparse float32 [cells, P],
+        1 where the peak has any read.
+    rna_scale, atac_scale
+        float32 [G] / [P], 1 / root-mean-square of the column over the training cells (1 where that is 0).
+    rna_scaled_mean, atac_scaled_mean
+        The training mean of the scaled column (the students centre on it).
     """
     rna_log: sp.csr_matrix
     atac_bin: sp.csr_matrix
@@ -133,7 +156,17 @@ def _inverse_rms(X: sp.csr_matrix) -> np.ndarray:
 
 def attune_inputs(rna, atac, train_cells) -> AttuneInputs:
     """The encoders' inputs for paired ``rna`` / ``atac`` (same cells, same order; raw counts in ``X``) and the
-    per-feature value scale, fitted on ``train_cells`` only (names, positions or a boolean mask)."""
+    per-feature value scale, fitted on ``train_cells`` only.
+
+    Parameters
+    ----------
+    rna, atac, train_cells
+        Paired AnnData and the training cells (names, positions or a boolean mask).
+
+    Returns
+    -------
+    :class:`AttuneInputs` of every cell.
+    """
     check_pair(rna, atac)
     train_idx = cell_indices(rna, train_cells, "train_cells")
     rna_log, atac_bin = _rna_matrix(rna), binary_csr(atac)
@@ -160,6 +193,11 @@ class TeacherEncoder(nn.Module):
     ``pooled_c = tanh(sum_f w_cf t_cf)`` needs the nonzero entries only. Then BatchNorm, dropout, Linear + ReLU.
 
     Shapes: B cells, F features, N nonzero entries of the batch, D = ``dim``, k selected features.
+
+    Parameters
+    ----------
+    n_features, dim, dropout
+        F, D and the dropout rate.
     """
 
     def __init__(self, n_features: int, dim: int = 128, dropout: float = 0.1):
@@ -204,7 +242,17 @@ class TeacherEncoder(nn.Module):
 
     def weighted_tokens(self, x: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor:
         """[B, k, D]: attention weight x token for the feature columns ``features`` (LongTensor [k]; all F when
-        None), the softmax taken over all F features; exactly zero rows where ``x == 0``."""
+        None), the softmax taken over all F features; exactly zero rows where ``x == 0``.
+
+        Parameters
+        ----------
+        x, features
+            Dense [B, F] values (unscaled); LongTensor [k] of columns, or None.
+
+        Returns
+        -------
+        Tensor [B, k, D].
+        """
         _, _, _, _, shift, denom, _ = self._softmax_parts(x)
         if features is None:
             features = torch.arange(x.shape[1], device=x.device)
@@ -258,7 +306,13 @@ class _Saved:
 class StudentEncoder(nn.Module):
     """The value vector (scaled as the teacher's) -> standardised with the training cells' mean and standard
     deviation (the first BatchNorm of the reference, with exact statistics: docs/attune.md) -> Linear D ReLU ->
-    BatchNorm -> dropout -> Linear D ReLU: [B, F] -> [B, D]."""
+    BatchNorm -> dropout -> Linear D ReLU: [B, F] -> [B, D].
+
+    Parameters
+    ----------
+    n_features, dim, dropout
+        F, D and the dropout rate.
+    """
 
     def __init__(self, n_features: int, dim: int = 128, dropout: float = 0.1):
         super().__init__()
@@ -287,6 +341,15 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch
     Rows are L2-normalised; each of the 2B cells is classified against the 2B - 1 others of the batch (the other
     modality's B cells, its own modality's B - 1 other cells), its partner being the right answer; the loss is
     the mean over all 2B cells, so it is symmetric in ``a`` and ``b``. log(2B - 1) for unrelated embeddings.
+
+    Parameters
+    ----------
+    a, b, temperature
+        The paired embeddings (any scale) and the temperature dividing their cosine similarities.
+
+    Returns
+    -------
+    Scalar float32 tensor.
     """
     z = F.normalize(torch.cat([a, b]).float(), dim=-1)  # [2B, D]
     n = a.shape[0]
@@ -297,7 +360,13 @@ def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch
 
 
 class AttuneAligner(_Saved, nn.Module):
-    """The four encoders and the alignment loss; carries its feature names (``gene_names``, ``peak_names``)."""
+    """The four encoders and the alignment loss; carries its feature names (``gene_names``, ``peak_names``).
+
+    Parameters
+    ----------
+    config
+        :class:`AttuneConfig`.
+    """
 
     def __init__(self, config: AttuneConfig):
         super().__init__()
@@ -318,7 +387,17 @@ class AttuneAligner(_Saved, nn.Module):
 
     def forward(self, rna_x: torch.Tensor, atac_x: torch.Tensor) -> dict:
         """rna_x [B, G] log1p CP10k, atac_x [B, P] binary (dense, unscaled) -> the four [B, D] embeddings (not
-        normalised) and ``loss``, the mean of the teachers' and the students' NT-Xent."""
+        normalised) and ``loss``, the mean of the teachers' and the students' NT-Xent.
+
+        Parameters
+        ----------
+        rna_x, atac_x
+            The same cells' dense values, unscaled.
+
+        Returns
+        -------
+        dict: ``rna_teacher``, ``atac_teacher``, ``rna_student``, ``atac_student`` and ``loss``.
+        """
         out = {"rna_teacher": self.rna_teacher(rna_x), "atac_teacher": self.atac_teacher(atac_x),
                "rna_student": self.rna_student(rna_x), "atac_student": self.atac_student(atac_x)}
         t = self.config.temperature
@@ -329,7 +408,13 @@ class AttuneAligner(_Saved, nn.Module):
 
 class ExpressionHead(_Saved, nn.Module):
     """ATAC -> RNA: the pretrained ATAC student, then Linear H ReLU -> Linear G: [B, P] binary -> [B, G] predicted
-    log1p CP10k. Carries ``gene_names`` and ``peak_names``."""
+    log1p CP10k. Carries ``gene_names`` and ``peak_names``.
+
+    Parameters
+    ----------
+    config
+        :class:`AttuneConfig` (``n_peaks``, ``dim``, ``dropout``, ``head_hidden``, ``n_genes``).
+    """
 
     def __init__(self, config: AttuneConfig):
         super().__init__()
@@ -341,6 +426,17 @@ class ExpressionHead(_Saved, nn.Module):
         self.peak_names: list[str] = []
 
     def forward(self, atac_x: torch.Tensor) -> torch.Tensor:
+        """The head's prediction.
+
+        Parameters
+        ----------
+        atac_x
+            Dense [B, P] binary accessibility, unscaled.
+
+        Returns
+        -------
+        Tensor [B, G] of predicted log1p CP10k.
+        """
         return self.readout(self.student(atac_x))
 
 
@@ -479,7 +575,17 @@ def embed(model: AttuneAligner, rna, atac, cells=None, *, batch_size: int = 256)
 
 def embed_anndata(model: AttuneAligner, rna, atac, cells=None) -> tuple[AnnData, AnnData]:
     """Copies of ``rna`` and ``atac`` restricted to ``cells`` (all when None) with ``obsm["X_attune"]``, the
-    cells' L2-normalised teacher embedding of that modality (:func:`embed`)."""
+    cells' L2-normalised teacher embedding of that modality (:func:`embed`).
+
+    Parameters
+    ----------
+    model, rna, atac, cells
+        As :func:`embed`.
+
+    Returns
+    -------
+    ``(rna, atac)``: the two AnnData copies.
+    """
     emb = embed(model, rna, atac, cells)
     idx = np.arange(rna.n_obs) if cells is None else cell_indices(rna, cells)
     rna_out, atac_out = rna[idx].copy(), atac[idx].copy()

@@ -56,7 +56,15 @@ CHECKPOINT_FORMAT = 1
 
 @dataclass
 class RegulatoryConfig:
-    """Sizes and optimisation of the regulatory layer. ``dim`` is the teachers' width (set from the aligner)."""
+    """Sizes and optimisation of the regulatory layer. ``dim`` is the teachers' width (set from the aligner).
+
+    Parameters
+    ----------
+    n_genes, n_peaks, dim, ffn, dropout, window, temperature
+        G, P, D, the FFN width, dropout, the cis window (bp around the TSS), NT-Xent and hard-negative temperature.
+    epochs, batch_size, lr, min_lr, patience, scored_val_cells, min_epoch_samples
+        The schedule (``lr`` decays linearly per step to ``min_lr``); the rest: see the comments on the fields.
+    """
     n_genes: int
     n_peaks: int
     dim: int = 128
@@ -81,7 +89,17 @@ class RegulatoryConfig:
         """``paper``: the reference's 10 epochs, lr 1e-4 -> 1e-6, batch 32 (the reference was limited to 2-4
         cells by its dense mask). ``cpu``: 4 epochs, batch 32, lr 5e-4 -> 5e-6 (fewer steps need a larger rate;
         at 1e-3 one of three SNARE-seq seeds stayed on the collapsed plateau); ``quick``: 3 epochs, batch 32,
-        lr 1e-3 -> 1e-5, for tests and CI (a few dozen steps)."""
+        lr 1e-3 -> 1e-5, for tests and CI (a few dozen steps).
+
+        Parameters
+        ----------
+        profile, n_genes, n_peaks, dim, **overrides
+            ``"quick"``, ``"cpu"`` or ``"paper"``; G, P and D; fields to set instead of the profile's.
+
+        Returns
+        -------
+        :class:`RegulatoryConfig`
+        """
         check_profile(profile)
         sizes = {"paper": dict(epochs=10, lr=1e-4, min_lr=1e-6),
                  "cpu": dict(epochs=4, lr=5e-4, min_lr=5e-6),
@@ -344,8 +362,17 @@ class RegulatoryAttention(nn.Module):
 
     def forward(self, rna_x: torch.Tensor, atac_x: torch.Tensor, generator: torch.Generator | None = None) -> dict:
         """Losses of a batch (B >= 2 paired cells): ``loss`` = ``nt_xent`` + ``matching``, plus
-        ``matching_accuracy`` (share of the 3B pairs classified right) and the batch-standardised summaries ``rna``,
-        ``atac`` [B, D] that NT-Xent compares. ``generator``: the negatives' random draws (default: torch's)."""
+        ``matching_accuracy`` (share of the 3B pairs classified right) and the batch-standardised summaries.
+
+        Parameters
+        ----------
+        rna_x, atac_x, generator
+            Dense [B, G] / [B, P] unscaled teacher inputs; the negatives' random draws (default: torch's).
+
+        Returns
+        -------
+        dict: ``loss``, ``nt_xent``, ``matching``, ``matching_accuracy``; ``rna``, ``atac`` [B, D], NT-Xent's inputs.
+        """
         enc = self.encode(rna_x, atac_x)
         rna_emb, atac_emb = _standardise(enc["rna"]), _standardise(enc["atac"])  # [B, D] each
         contrastive = nt_xent(rna_emb, atac_emb, self.config.temperature)

@@ -17,7 +17,19 @@ from ..utils.progress import progress as progress_bar
 
 
 def split_indices(rna, train_cells, val_cells) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of the training and validation cells (names or positions; at least 2 each, disjoint)."""
+    """Row indices of the training and validation cells (names or positions; at least 2 each, disjoint).
+
+    Parameters
+    ----------
+    rna
+        The AnnData whose rows the cells index.
+    train_cells, val_cells
+        Obs names, integer positions or boolean masks (:func:`cisformer.train.cell_indices`).
+
+    Returns
+    -------
+    ``(train_idx, val_idx)``, integer arrays of row positions.
+    """
     train_idx = cell_indices(rna, train_cells, "train_cells")
     val_idx = cell_indices(rna, val_cells, "val_cells")
     if len(train_idx) < 2 or len(val_idx) < 2:
@@ -32,12 +44,32 @@ def training_loop(model: nn.Module, batch_loss, validate, train_idx: np.ndarray,
                   progress: bool, desc: str, min_epoch_samples: int = 0):
     """The training loop of :func:`fit_alignment` and :func:`fit_atac2rna`.
 
-    ``batch_loss(model, rows, device) -> scalar`` for training cells ``rows`` (the prepared model: DDP under several
-    processes); ``validate(raw_model) -> dict`` with ``val_loss``, ``val_score`` (higher is better) and diagnostics,
-    called in eval mode without gradients. Each epoch draws permutations of the training cells from ``(seed, epoch)``,
-    as many as it takes to show at least ``min_epoch_samples`` cells (the package's epoch rule,
-    :func:`cisformer.protocol.epoch_repeats`), and steps through their full batches; Adam with a learning rate decaying
-    linearly per step from ``lr`` to ``lr_end``. Returns the best-validation model (eval mode) and the history.
+    Each epoch draws permutations of the training cells from ``(seed, epoch)``, as many as it takes to show at least
+    ``min_epoch_samples`` cells (the package's epoch rule, :func:`cisformer.protocol.epoch_repeats`), and steps
+    through their full batches; Adam with a learning rate decaying linearly per step from ``lr`` to ``lr_end``.
+
+    Parameters
+    ----------
+    model
+        The module to train (with ``config.to_dict()``, written into ``done.json``).
+    batch_loss
+        ``batch_loss(model, rows, device) -> scalar`` for training cells ``rows`` (the prepared model: DDP under
+        several processes).
+    validate
+        ``validate(raw_model) -> dict`` with ``val_loss``, ``val_score`` (higher is better) and diagnostics,
+        called in eval mode without gradients.
+    train_idx
+        Row indices of the training cells.
+    epochs, batch_size, lr, lr_end, patience, min_epoch_samples
+        Epoch limit, cells per batch, first and last learning rate, early-stopping patience, cells per epoch.
+    seed, run_dir, device
+        Seed of the draws; checkpoint folder (:func:`run_folder`) or None; ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    progress, desc
+        Show a progress bar and per-epoch lines; their label.
+
+    Returns
+    -------
+    ``(model, history)``: the best-validation model (eval mode) and the history DataFrame (one row per epoch).
     """
     repeats = epoch_repeats(len(train_idx), min_epoch_samples)
     batch_size = min(batch_size, len(train_idx))
@@ -96,14 +128,36 @@ def training_loop(model: nn.Module, batch_loss, validate, train_idx: np.ndarray,
 
 
 def finished_run(run_dir: Path | None, loader):
-    """The finished run's (best model, history) in ``run_dir``, or None."""
+    """The finished run's (best model, history) in ``run_dir``, or None.
+
+    Parameters
+    ----------
+    run_dir
+        The run's checkpoint folder, or None.
+    loader
+        Reads a model from a path, e.g. :meth:`AttuneAligner.load`.
+
+    Returns
+    -------
+    ``(loader(run_dir / "best.pt"), history DataFrame)`` when ``done.json`` exists, else None.
+    """
     if run_dir is None or not (run_dir / "done.json").exists():
         return None
     return loader(run_dir / "best.pt"), pd.read_csv(run_dir / "history.csv")
 
 
 def run_folder(checkpoint_dir, fingerprint: str) -> Path | None:
-    """``checkpoint_dir/fingerprint``, created; None without a checkpoint folder (nothing kept on disk)."""
+    """``checkpoint_dir/fingerprint``, created; None without a checkpoint folder (nothing kept on disk).
+
+    Parameters
+    ----------
+    checkpoint_dir, fingerprint
+        The folder of all runs (str, Path or None) and the run's fingerprint (its subfolder's name).
+
+    Returns
+    -------
+    The run's folder (Path), or None.
+    """
     if checkpoint_dir is None:
         return None
     run_dir = Path(checkpoint_dir) / fingerprint

@@ -13,6 +13,14 @@ from .inputs import (DIRECTION_TEXT, cre_vocabulary, fail, input_names, load_inp
 
 
 def cmd_preprocess(args) -> None:
+    """``cisformer preprocess``: pair the cells, map peaks to CREs (``--cre-vocabulary``), apply QC and write
+    ``rna.h5ad`` / ``atac.h5ad`` to ``--out``, or a named data set there (``--name``).
+
+    Parameters
+    ----------
+    args
+        The command's parsed ``argparse.Namespace`` (:func:`cisformer.cli.parser.build_parser`).
+    """
     from .. import data
     from ..data import vocab
 
@@ -111,6 +119,15 @@ def _parse_overrides(items) -> dict:
 
 
 def cmd_train(args) -> None:
+    """``cisformer train``: split the cells (:func:`cisformer.data.split_cells`), train one direction
+    (:func:`cisformer.train.fit`, checkpoints in ``--out/checkpoints``) and write ``model.pt``, ``split.csv`` and
+    ``history.csv`` to ``--out``.
+
+    Parameters
+    ----------
+    args
+        The command's parsed ``argparse.Namespace`` (:func:`cisformer.cli.parser.build_parser`).
+    """
     import pandas as pd
 
     from .. import data, train
@@ -186,6 +203,14 @@ def _progress(n_cells: int):
 
 
 def cmd_predict(args) -> None:
+    """``cisformer predict``: the other modality from a trained model (:func:`cisformer.predict.rna_to_atac`,
+    streamed to an .h5ad; :func:`~cisformer.predict.atac_to_rna`), written to ``--out`` (.h5ad or a modality of .h5mu).
+
+    Parameters
+    ----------
+    args
+        The command's parsed ``argparse.Namespace`` (:func:`cisformer.cli.parser.build_parser`).
+    """
     from .. import data, predict
 
     model = load_model(args.model, args.direction)
@@ -246,6 +271,14 @@ def cmd_predict(args) -> None:
 # --------------------------------------------------------------------------------------------------- link
 
 def cmd_link(args) -> None:
+    """``cisformer link``: CRE-gene links scored per cell type (:func:`cisformer.tl.attention.links`), written as CSV
+    to ``--out``.
+
+    Parameters
+    ----------
+    args
+        The command's parsed ``argparse.Namespace`` (:func:`cisformer.cli.parser.build_parser`).
+    """
     try:
         from ..tl import attention
     except ImportError as err:  # built by the attention module's owner; absent in a partial checkout

@@ -15,13 +15,31 @@ def process_rank() -> int:
 
 
 def fail(err) -> SystemExit:
-    """The one-line CLI error for an exception raised by the package (InputError, ValueError)."""
+    """The one-line CLI error for an exception raised by the package (InputError, ValueError).
+
+    Parameters
+    ----------
+    err
+        The exception (or message); the line is ``error: {err}``.
+
+    Returns
+    -------
+    SystemExit, for the caller to raise.
+    """
     return SystemExit(f"error: {err}")
 
 
 # --------------------------------------------------------------------------------------------------- inputs
 
-def add_inputs(p: argparse.ArgumentParser, required: bool = True) -> None:
+def add_inputs(p: argparse.ArgumentParser) -> None:
+    """Add the input options (``--dataset``, ``--data``, ``--rna``/``--atac``, ``--mudata``, ``--data-dir``); each is
+    optional to argparse, :func:`load_inputs` checks that exactly one input is given.
+
+    Parameters
+    ----------
+    p
+        A command's subparser.
+    """
     g = p.add_argument_group("input (one of)")
     g.add_argument("--dataset", help="a data set by name: shipped (snareseq, snareseq_tiny, bmmc, pbmc_scarlink) or "
                                      "one written by preprocess --name NAME --out DIR (with --data-dir DIR)")
@@ -48,7 +66,17 @@ def _read_h5ad(path: Path, what: str, backed: bool = False):
 
 
 def input_names(args) -> tuple[str, str]:
-    """Names of the RNA and ATAC inputs, for messages."""
+    """Names of the RNA and ATAC inputs, for messages.
+
+    Parameters
+    ----------
+    args
+        The parsed command line (``--10x-h5``, ``--dataset``, ``--mudata``, ``--data`` or ``--rna``/``--atac``).
+
+    Returns
+    -------
+    ``(rna name, atac name)``: file paths, or the data set or MuData file with the modality.
+    """
     if getattr(args, "tenx_h5", None):
         return str(args.tenx_h5), str(args.fragments or args.tenx_h5)
     if args.dataset:
@@ -63,7 +91,19 @@ def input_names(args) -> tuple[str, str]:
 def load_inputs(args, need_rna: bool = True, need_atac: bool = True):
     """(rna, atac) from ``--dataset``, ``--data``, ``--rna``/``--atac`` or ``--mudata``; a modality not needed may be
     None. With ``args.backed`` (train --backed), the .h5ad files of ``--data`` or ``--rna``/``--atac`` are opened
-    read-only from disk instead of loaded."""
+    read-only from disk instead of loaded.
+
+    Parameters
+    ----------
+    args
+        The parsed command line.
+    need_rna, need_atac
+        Whether the command needs the modality (an error line if it is not given).
+
+    Returns
+    -------
+    ``(rna, atac)``: AnnData (in memory or backed), or None for a modality not needed and not given.
+    """
     mudata_path = getattr(args, "mudata", None)
     backed = getattr(args, "backed", False)
     sources = [s for s in (args.dataset, args.data, args.rna or args.atac, mudata_path) if s]
@@ -109,7 +149,17 @@ def load_inputs(args, need_rna: bool = True, need_atac: bool = True):
 
 def read_user_pair(args):
     """Files given with --10x-h5, --rna/--atac or --data, read through cisformer.data.read_10x / read_paired (counts
-    found or recovered, peak names parsed, chromosome names normalised, labels attached)."""
+    found or recovered, peak names parsed, chromosome names normalised, labels attached).
+
+    Parameters
+    ----------
+    args
+        The parsed ``preprocess`` command line.
+
+    Returns
+    -------
+    ``(rna, atac)`` AnnData.
+    """
     from .. import data
 
     if args.tenx_h5 is not None:
@@ -137,6 +187,17 @@ def read_user_pair(args):
 
 
 def cre_vocabulary(name: str):
+    """The CRE vocabulary of ``--cre-vocabulary``: a shipped one or the first three columns of a BED file.
+
+    Parameters
+    ----------
+    name
+        ``"human"``, ``"mouse"`` (:func:`cisformer.data.load_cre_vocabulary`) or the path of a tab-separated BED file.
+
+    Returns
+    -------
+    DataFrame with columns ``chrom``, ``start``, ``end``.
+    """
     import pandas as pd
 
     from .. import data
@@ -155,6 +216,22 @@ def cre_vocabulary(name: str):
 
 
 def select_cells(adata, cells: str, model_path: Path):
+    """The cells of ``--cells``; one error line for a missing split file or cells not in the input.
+
+    Parameters
+    ----------
+    adata
+        The input AnnData.
+    cells
+        ``"all"``, ``"train"``, ``"val"``, ``"test"`` (read from ``split.csv`` beside the model) or a file of cell
+        names, one a line.
+    model_path
+        The model file (its folder holds the ``split.csv`` that ``cisformer train`` wrote).
+
+    Returns
+    -------
+    ``adata`` itself for ``"all"``, else a copy of the selected cells.
+    """
     if cells == "all":
         return adata
     if cells in ("train", "val", "test"):
@@ -178,7 +255,17 @@ def select_cells(adata, cells: str, model_path: Path):
 
 
 def unreadable_checkpoint(err: Exception) -> bool:
-    """Whether ``err`` is what torch.load raises on a truncated or corrupt file."""
+    """Whether ``err`` is what torch.load raises on a truncated or corrupt file.
+
+    Parameters
+    ----------
+    err
+        The exception raised.
+
+    Returns
+    -------
+    bool
+    """
     import pickle
     import zipfile
 
@@ -189,7 +276,19 @@ def unreadable_checkpoint(err: Exception) -> bool:
 
 def load_model(path: Path, direction: str | None = None):
     """A trained model from ``path``; one error line for a missing, truncated or corrupt file or a model of the
-    other direction than ``direction``."""
+    other direction than ``direction``.
+
+    Parameters
+    ----------
+    path
+        The model file (``model.pt`` written by ``cisformer train``).
+    direction
+        ``"rna2atac"`` or ``"atac2rna"`` the model must have; None: either.
+
+    Returns
+    -------
+    :class:`~cisformer.model.Cisformer`
+    """
     from ..model import Cisformer
 
     if not path.exists():
