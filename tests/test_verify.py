@@ -16,7 +16,7 @@ def _write(root, tables):
     for name, table in tables.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(path, index=False, float_format="%.6g")  # as plotting.save_table writes
+        table.to_csv(path, index=False, float_format="%.6g")  # as pl.save_table writes
     return root
 
 

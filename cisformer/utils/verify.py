@@ -21,7 +21,7 @@ import pandas as pd
 # Tolerances, in one place.
 #   * text and integer columns (keys, labels, counts, seeds, ranks; a column whose every cell reads as an
 #     integer counts as one): exact.
-#   * float columns: |new - reference| <= FLOAT_ATOL + FLOAT_RTOL * |reference|. plotting.save_table writes 6
+#   * float columns: |new - reference| <= FLOAT_ATOL + FLOAT_RTOL * |reference|. pl.save_table writes 6
 #     significant digits, so two runs that computed the same number can still differ by one unit in the last
 #     printed digit (a relative 1e-5 at most) when a sum is rounded differently; anything larger is a real
 #     change. FLOAT_ATOL only absorbs signed zeros and round-off around 0.
