@@ -85,6 +85,23 @@ def test_no_import_cycles_and_no_private_imports():
             visit(node, [node])
 
 
+# layers, lowest first: a module imports only from its own layer or lower ones
+LAYERS = {"utils": 0, "profiles": 0, "data": 1, "model": 2, "sampler": 2, "protocol": 2, "runs": 2, "train": 2,
+          "predict": 2, "metrics": 2, "tl": 3, "attune": 3, "peers": 3, "pl": 4, "cli": 4, "__main__": 4}
+
+
+def test_no_layer_imports_upwards():
+    known = modules()
+    upward = []
+    for name, (path, is_package) in known.items():
+        if name == "cisformer":
+            continue
+        for target, _ in imports(name, path, is_package, known):
+            if target != "cisformer" and LAYERS[target.split(".")[1]] > LAYERS[name.split(".")[1]]:
+                upward.append(f"{name} imports {target}")
+    assert not upward, upward
+
+
 def test_helpers_written_once():
     sources = {name: path.read_text() for name, (path, _) in modules().items()}
     assert sum(source.count("def _dense(") + source.count("def dense(") for source in sources.values()) == 1
