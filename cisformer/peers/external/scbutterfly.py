@@ -222,9 +222,8 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
                              pretrain_epochs: int = 100, translator_epochs: int = 200, patience: int = 50,
                              n_top_genes: int = 3000, threads: int = 1, time_budget_s: float | None = None,
                              base_rate: bool = True, timeout_s: float | None = None):
-    """Train scButterfly on ``train_cells`` and predict ATAC of ``test_cells`` from their RNA.
-
-    Preprocessing, base-rate bias, budget and output scale are described in docs/external_peers.md.
+    """Train scButterfly on ``train_cells`` and predict ATAC of ``test_cells`` from their RNA (preprocessing, base-rate
+    bias, budget and output scale: docs/external_peers.md).
 
     Parameters
     ----------
@@ -240,9 +239,8 @@ def run_scbutterfly_rna2atac(rna: ad.AnnData, atac: ad.AnnData, train_cells, tes
         the defaults are scButterfly's (100, 200, 50). Each phase's KL warm-up is scButterfly's 50 epochs, or half
         its epoch limit when that is below 100. A phase that runs to its limit keeps its last weights (as in
         scButterfly); one stopped by patience or by the budget goes back to its best validation checkpoint.
-    n_top_genes
-        Highly variable genes of the training cells fed to scButterfly (its default 3000; all genes if fewer).
-    threads
+    n_top_genes, threads
+        Highly variable genes of the training cells fed to scButterfly (its default 3000; all genes if fewer);
         torch threads of the subprocess.
     time_budget_s
         Wall-clock seconds for training (``None``: the epoch limits only). Training stops at the end of the epoch
