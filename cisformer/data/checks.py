@@ -8,9 +8,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import vocab
 from .datasets import load_cre_vocabulary, reference_path
 from .errors import input_error
+from .vocab import (PEAK_NAME_FORMS, chrom_style, genome_overlap_score, intervals, liftover, normalize_chroms,
+                    overlap_share, parse_peak_names, peak_names)
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -321,10 +322,10 @@ def validate_pair(rna, atac, rna_source="rna", atac_source="atac", *, require_co
         raise input_error(rna_source, "var_names (genes)", f"{len(dup)} duplicated gene name(s), e.g. {list(dup[:3])}",
                      "rna.var_names_make_unique() or index genes by Ensembl id")
     try:
-        coords = vocab.parse_peak_names(atac.var_names)
+        coords = parse_peak_names(atac.var_names)
     except ValueError as err:
         raise input_error(atac_source, "var_names (peaks)", str(err),
-                     f"name peaks in one of the forms {vocab.PEAK_NAME_FORMS} (0-based, half-open), or read the files "
+                     f"name peaks in one of the forms {PEAK_NAME_FORMS} (0-based, half-open), or read the files "
                      "with cisformer.data.read_paired, which also reads var columns chrom/start/end") from None
     if not atac.var_names.is_unique or coords.duplicated().any():
         dup = atac.var_names[coords.duplicated().to_numpy()].unique()
@@ -364,8 +365,8 @@ def lift_peaks(atac, from_build: str, source="atac"):
     if from_build not in LIFTOVER:
         raise input_error(source, "liftover", f"no shipped chain from {from_build!r}", f"use one of {sorted(LIFTOVER)}")
     key, to_build = LIFTOVER[from_build]
-    coords = vocab.intervals(atac).reset_index(drop=True)
-    lifted = vocab.liftover(coords, reference_path(key))
+    coords = intervals(atac).reset_index(drop=True)
+    lifted = liftover(coords, reference_path(key))
     lifted = lifted[~lifted.duplicated(["chrom", "start", "end"])]
     if lifted.empty:
         raise input_error(source, "var (peak coordinates)", f"none of {len(coords)} peaks lifts from {from_build} to {to_build}",
@@ -373,7 +374,7 @@ def lift_peaks(atac, from_build: str, source="atac"):
     out = atac[:, lifted["orig_index"].to_numpy()].copy()
     var = pd.DataFrame({"chrom": lifted["chrom"].to_numpy(), "start": lifted["start"].to_numpy(np.int64),
                         "end": lifted["end"].to_numpy(np.int64)})
-    var.index = vocab.peak_names(var)
+    var.index = peak_names(var)
     out.var = var
     out.uns["genome"] = to_build
     failed = len(coords) - len(lifted)
@@ -383,7 +384,7 @@ def lift_peaks(atac, from_build: str, source="atac"):
 
 def _species_of(chroms) -> str | None:
     """``"human"`` when chr20-22 are present, ``"mouse"`` when >= 10 autosomes and none above 19, else None."""
-    names, _ = vocab.normalize_chroms(pd.unique(np.asarray(chroms, dtype=object)))
+    names, _ = normalize_chroms(pd.unique(np.asarray(chroms, dtype=object)))
     names = set(names)
     if names & _HUMAN_ONLY:
         return "human"
@@ -424,12 +425,12 @@ def check_genome(peaks, cre_vocabulary, source="atac", *, sample: int = 2_000, s
         cre_vocabulary = load_cre_vocabulary(cre_vocabulary)
     build = cre_vocabulary.attrs.get("genome")
     label = build or "the chosen"
-    p = vocab.intervals(peaks).reset_index(drop=True)
-    score = vocab.genome_overlap_score(p, cre_vocabulary)
+    p = intervals(peaks).reset_index(drop=True)
+    score = genome_overlap_score(p, cre_vocabulary)
     report = {"build": build, **score}
     field = "var (peak coordinates / genome build)"
     found = f"peaks overlap the {label} CRE vocabulary in {score['observed']:.0%} of cases vs {score['null']:.0%} for randomly shifted peaks"
-    if vocab.chrom_style(p["chrom"]) != vocab.chrom_style(cre_vocabulary["chrom"]):
+    if chrom_style(p["chrom"]) != chrom_style(cre_vocabulary["chrom"]):
         raise input_error(source, field, f"{found}: chromosome names differ (peaks e.g. {p['chrom'].iloc[0]!r}, vocabulary "
                      f"e.g. {cre_vocabulary['chrom'].iloc[0]!r})",
                      "rename chromosomes (cisformer.data.vocab.normalize_chroms; read_paired and cisformer "
@@ -437,23 +438,23 @@ def check_genome(peaks, cre_vocabulary, source="atac", *, sample: int = 2_000, s
     species, vocab_species = _species_of(p["chrom"]), SPECIES.get(build)
     if species and vocab_species and species != vocab_species:
         raise input_error(source, field, f"{found}: the peaks are {species} (chromosomes "
-                     f"{', '.join(sorted(set(vocab.normalize_chroms(p['chrom'])[0]) & _HUMAN_ONLY)) or 'chr1-chr19 only'}) "
+                     f"{', '.join(sorted(set(normalize_chroms(p['chrom'])[0]) & _HUMAN_ONLY)) or 'chr1-chr19 only'}) "
                      f"but the vocabulary is {vocab_species} ({build}): species mismatch",
                      f"use the {species} vocabulary (--cre-vocabulary {species}) or a model / vocabulary of your species")
     rows = np.sort(np.random.default_rng(seed).choice(len(p), min(sample, len(p)), replace=False))
     part = p.iloc[rows].reset_index(drop=True)
-    as_is = vocab.overlap_share(part, cre_vocabulary)
+    as_is = overlap_share(part, cre_vocabulary)
     for from_build, (key, to_build) in LIFTOVER.items():
         if build is not None and to_build != build:
             continue
         try:
-            lifted = vocab.liftover(part, reference_path(key))
+            lifted = liftover(part, reference_path(key))
         except ImportError:  # pragma: no cover - pyliftover is in the 'liftover' extra that run_all.sh installs
             report["liftover_check"] = "skipped: pip install pyliftover"
             continue
         if len(lifted) < len(part) / 2:
             continue
-        after = vocab.overlap_share(lifted, cre_vocabulary)
+        after = overlap_share(lifted, cre_vocabulary)
         report[f"overlap_after_{from_build}_to_{to_build}"] = after
         if after >= as_is + 0.1 and after >= 1.3 * as_is:
             raise input_error(source, field, f"{found}; after lifting {len(part)} of them {from_build} -> {to_build}, "
@@ -463,7 +464,7 @@ def check_genome(peaks, cre_vocabulary, source="atac", *, sample: int = 2_000, s
     if not score["matches"]:
         other = {"human": "mouse", "mouse": "human"}.get(vocab_species)
         if other is not None:
-            other_score = vocab.genome_overlap_score(p, load_cre_vocabulary(other))
+            other_score = genome_overlap_score(p, load_cre_vocabulary(other))
             report[f"overlap_{other}"] = other_score["observed"]
             if other_score["matches"]:
                 raise input_error(source, field, f"{found}, but {other_score['observed']:.0%} overlap the {other} vocabulary: "

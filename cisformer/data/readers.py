@@ -10,10 +10,10 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..utils import provenance
-from . import vocab
-from .checks import is_integer_matrix, find_counts
+from .checks import find_counts, is_integer_matrix
 from .datasets import load_genes
 from .errors import InputError, input_error
+from .vocab import PEAK_NAME_FORMS, intervals, map_genes, normalize_chroms, overlap_index, parse_peak_names, peak_names
 
 
 # ------------------------------------------------------------------------------------------------ readers for users' data
@@ -39,26 +39,26 @@ def _standardize(rna, atac, source: str, genome: str | None, recover_counts: boo
     _annotate_genes(rna, genome)
     if not {"chrom", "start", "end"} <= set(atac.var.columns):
         try:
-            coords = vocab.parse_peak_names(atac.var_names)
+            coords = parse_peak_names(atac.var_names)
         except ValueError as err:
             raise input_error(source, "atac var_names", str(err),
-                         f"name peaks in one of the forms {vocab.PEAK_NAME_FORMS} (0-based, half-open), or add var "
+                         f"name peaks in one of the forms {PEAK_NAME_FORMS} (0-based, half-open), or add var "
                          "columns chrom/start/end") from None
         atac.var[["chrom", "start", "end"]] = coords[["chrom", "start", "end"]].to_numpy()
         atac.var["start"] = atac.var["start"].astype(np.int64)
         atac.var["end"] = atac.var["end"].astype(np.int64)
-    chroms, renamed = vocab.normalize_chroms(atac.var["chrom"], "chr")
+    chroms, renamed = normalize_chroms(atac.var["chrom"], "chr")
     if renamed:
         atac.var["chrom"] = chroms
         atac.uns["chrom_note"] = f"{renamed} peak chromosome names given the 'chr' prefix (e.g. 1 -> chr1, MT -> chrM)"
-    atac.var_names = vocab.peak_names(atac.var)
+    atac.var_names = peak_names(atac.var)
     return rna, atac
 
 
 def _annotate_genes(rna, genome: str | None) -> None:
     """Fill rna.var gene_id/chrom/start/end/strand/tss from the shipped gene table of ``genome`` (hg38, mm10)."""
     genes = load_genes(genome) if genome in ("hg38", "mm10") else None
-    hit = vocab.map_genes(rna, genes) if genes is not None else np.full(rna.n_vars, -1)
+    hit = map_genes(rna, genes) if genes is not None else np.full(rna.n_vars, -1)
     found = hit >= 0
     for col, fill in (("gene_id", ""), ("chrom", ""), ("strand", ""), ("start", np.nan), ("end", np.nan), ("tss", np.nan)):
         values = np.full(rna.n_vars, fill, dtype=object if isinstance(fill, str) else float)
@@ -375,7 +375,7 @@ def read_10x(h5_path, fragments=None, peaks=None, cell_types=None, cell_type_col
         if peaks is None:
             if not (types != "Gene Expression").any():
                 raise input_error(h5_path, "features", "no peak features to count the fragments on", "pass --peaks BED")
-            peaks = vocab.parse_peak_names(first.var_names[(types != "Gene Expression").to_numpy()])
+            peaks = parse_peak_names(first.var_names[(types != "Gene Expression").to_numpy()])
         elif not isinstance(peaks, pd.DataFrame):
             peaks = pd.read_csv(peaks, sep="\t", header=None, usecols=[0, 1, 2], names=["chrom", "start", "end"],
                                 comment="#", dtype={"chrom": str, "start": np.int64, "end": np.int64})
@@ -451,7 +451,7 @@ def read_fragments(path, peaks_df, *, barcodes=None, chunksize: int = 2_000_000)
 
     path = Path(path)
     provenance.record_input(path)
-    peaks = vocab.intervals(peaks_df).reset_index(drop=True)
+    peaks = intervals(peaks_df).reset_index(drop=True)
     fixed = barcodes is not None
     cell_index: dict[str, int] = {str(b): i for i, b in enumerate(barcodes)} if fixed else {}
     rows, cols = [], []
@@ -464,7 +464,7 @@ def read_fragments(path, peaks_df, *, barcodes=None, chunksize: int = 2_000_000)
         cell = chunk["barcode"].map(cell_index).to_numpy()
         known = ~pd.isna(cell)
         chunk, cell = chunk[known].reset_index(drop=True), cell[known].astype(np.int64)
-        fi, pi = vocab.overlap_index(chunk, peaks)
+        fi, pi = overlap_index(chunk, peaks)
         rows.append(cell[fi])
         cols.append(pi)
     rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
@@ -473,6 +473,6 @@ def read_fragments(path, peaks_df, *, barcodes=None, chunksize: int = 2_000_000)
     X.sum_duplicates()
     var = pd.DataFrame({"chrom": peaks["chrom"].astype(str).to_numpy(), "start": peaks["start"].astype(np.int64).to_numpy(),
                         "end": peaks["end"].astype(np.int64).to_numpy()})
-    var.index = vocab.peak_names(var)
+    var.index = peak_names(var)
     names = sorted(cell_index, key=cell_index.get)
     return ad.AnnData(X, obs=pd.DataFrame(index=pd.Index(names, dtype=str)), var=var)
