@@ -17,7 +17,9 @@ import scipy.sparse as sp
 import torch
 
 from .sampler import as_blocks
-from .utils.paths import hash_sources, write_atomic
+from .utils.paths import write_atomic
+
+PACKAGE_ROOT = Path(__file__).resolve().parent  # the source files Fingerprint.code reads
 
 
 def hash_matrix(h, X) -> None:
@@ -55,8 +57,8 @@ class Fingerprint:
         self._hash = hashlib.blake2b(digest_size=digest_size)
 
     def code(self, sources) -> "Fingerprint":
-        """The source files ``sources`` (paths under ``cisformer/``, folders for all their modules), so that
-        changed code never reuses a result of the old one (:func:`cisformer.utils.paths.hash_sources`).
+        """The source files ``sources`` (paths under ``cisformer/``; a folder stands for every ``.py`` file in it, in
+        sorted order), so that changed code never reuses a result of the old one.
 
         Parameters
         ----------
@@ -67,7 +69,10 @@ class Fingerprint:
         -------
         This :class:`Fingerprint`.
         """
-        hash_sources(self._hash, sources)
+        for source in sources:
+            path = PACKAGE_ROOT / source
+            for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+                self._hash.update(file.read_bytes())
         return self
 
     def json(self, value) -> "Fingerprint":
@@ -229,6 +234,51 @@ def save_done(run_dir: Path, history: pd.DataFrame, stopped_early: bool, best_sc
     text = json.dumps({"epochs": int(history["epoch"].max()) if len(history) else 0,
                        "stopped_early": bool(stopped_early), "best_val_score": best_score, **info}, indent=1)
     write_atomic(run_dir / "done.json", lambda tmp: tmp.write_text(text))
+
+
+def run_folder(checkpoint_dir, fingerprint: str) -> Path | None:
+    """``checkpoint_dir/fingerprint``, created; None without a checkpoint folder (nothing kept on disk).
+
+    Parameters
+    ----------
+    checkpoint_dir, fingerprint
+        The folder of all runs (str, Path or None) and the run's fingerprint (its subfolder's name).
+
+    Returns
+    -------
+    The run's folder (Path), or None.
+    """
+    if checkpoint_dir is None:
+        return None
+    run_dir = Path(checkpoint_dir) / fingerprint
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def finished_run(run_dir: Path | None, loader, epochs: int | None = None):
+    """The finished run's (best model, history) in ``run_dir``, or None.
+
+    Parameters
+    ----------
+    run_dir
+        The run's checkpoint folder, or None.
+    loader
+        Reads a model from a path, e.g. :meth:`cisformer.model.Cisformer.load`.
+    epochs
+        The epoch limit asked for, when it is not part of the fingerprint: a run that ran to a smaller limit without
+        stopping early is not finished (training continues it). None: any ``done.json`` means finished.
+
+    Returns
+    -------
+    ``(loader(run_dir / "best.pt"), history DataFrame)`` when the run is finished, else None.
+    """
+    if run_dir is None or not (run_dir / "done.json").exists():
+        return None
+    if epochs is not None:
+        info = json.loads((run_dir / "done.json").read_text())
+        if not info["stopped_early"] and info["epochs"] < epochs:
+            return None
+    return loader(run_dir / "best.pt"), pd.read_csv(run_dir / "history.csv")
 
 
 def make_accelerator(device: str):

@@ -17,21 +17,19 @@ of retraining; an interrupted run resumes from ``last.pt``; asking for more epoc
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
 
-from .runs import Fingerprint, epoch_loop, make_accelerator
 from .data.preprocess import log_expression, log_normalized
 from .model import CHECKPOINT_FORMAT, DIRECTIONS, Cisformer, CisformerConfig
 from .profiles import check_profile
 from .protocol import epoch_repeats, scored_validation_cells
+from .runs import Fingerprint, epoch_loop, finished_run, make_accelerator, run_folder
 from .sampler import (DiskCSR, PairedCells, as_blocks, base_rate_logits, column_mean, expression_bin_edges,
                       make_loader, row_blocks, take_rows)
 from .utils.progress import progress as progress_bar
@@ -144,6 +142,30 @@ def cell_indices(adata, cells, what: str = "cells") -> np.ndarray:
         missing = cells[idx < 0][:3].tolist()
         raise ValueError(f"{what}: {int((idx < 0).sum())} names not in obs_names, e.g. {missing}")
     return idx
+
+
+def split_indices(rna, train_cells, val_cells, min_cells: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of the training and validation cells (:func:`cell_indices`), at least ``min_cells`` of each and
+    disjoint (``ValueError`` otherwise).
+
+    Parameters
+    ----------
+    rna, train_cells, val_cells
+        The AnnData and its training and validation cells (names, positions or masks).
+    min_cells
+        Fewest cells of each set.
+
+    Returns
+    -------
+    ``(train_idx, val_idx)``, integer arrays.
+    """
+    train_idx = cell_indices(rna, train_cells, "train_cells")
+    val_idx = cell_indices(rna, val_cells, "val_cells")
+    if min(len(train_idx), len(val_idx)) < min_cells:
+        raise ValueError(f"train_cells and val_cells need at least {min_cells} cell{'s' if min_cells > 1 else ''} each")
+    if np.intersect1d(train_idx, val_idx).size:
+        raise ValueError("train_cells and val_cells overlap")
+    return train_idx, val_idx
 
 
 def check_pair(rna, atac) -> None:
@@ -322,12 +344,7 @@ def fit(rna, atac, direction: str, train_cells, val_cells, *, profile: str = "cp
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}")
     check_pair(rna, atac)
-    train_idx = cell_indices(rna, train_cells, "train_cells")
-    val_idx = cell_indices(rna, val_cells, "val_cells")
-    if len(train_idx) == 0 or len(val_idx) == 0:
-        raise ValueError("train_cells and val_cells must both be non-empty")
-    if np.intersect1d(train_idx, val_idx).size:
-        raise ValueError("train_cells and val_cells overlap")
+    train_idx, val_idx = split_indices(rna, train_cells, val_cells)
 
     model_fields = {f.name for f in dataclasses.fields(CisformerConfig)} - {"direction", "n_genes", "n_cres", "arch"}
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -399,17 +416,11 @@ def fit(rna, atac, direction: str, train_cells, val_cells, *, profile: str = "cp
             fit_state_neighbors(best, log_rows, reference, val_input, val_truth, seed)
         return best
 
-    run_dir = None
-    if checkpoint_dir is not None:
-        run_dir = Path(checkpoint_dir) / fingerprint(model_cfg, train_cfg, seed, rna, atac, train_idx, val_idx,
-                                                     rna_X, atac_X)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        done = run_dir / "done.json"
-        if done.exists():
-            info = json.loads(done.read_text())
-            if info["stopped_early"] or info["epochs"] >= train_cfg.epochs:
-                best = Cisformer.load(run_dir / "best.pt").eval()
-                return finished(best), pd.read_csv(run_dir / "history.csv")
+    run_dir = None if checkpoint_dir is None else run_folder(checkpoint_dir, fingerprint(
+        model_cfg, train_cfg, seed, rna, atac, train_idx, val_idx, rna_X, atac_X))
+    done = finished_run(run_dir, lambda path: Cisformer.load(path).eval(), epochs=train_cfg.epochs)
+    if done is not None:
+        return finished(done[0]), done[1]
 
     accelerator = make_accelerator(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=train_cfg.lr)

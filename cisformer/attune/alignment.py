@@ -34,13 +34,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from anndata import AnnData
 
-from ..runs import Fingerprint
 from ..data.preprocess import log_expression
 from ..metrics import foscttm
 from ..profiles import check_profile
-from ..train import cell_indices, check_pair
+from ..runs import Fingerprint, finished_run, run_folder
+from ..train import cell_indices, check_pair, split_indices
 from ..utils.matrix import binary_csr, columnwise_pearson
-from .training import finished_run, run_folder, split_indices, training_loop
+from .training import training_loop
 
 CHECKPOINT_FORMAT = 1  # bumped when the state dicts change: older cached runs are not reused
 EMBEDDING_INIT_STD = 0.005  # teacher feature embeddings start small (docs/attune.md, "Deviations")
@@ -493,7 +493,7 @@ def fit_alignment(rna, atac, train_cells, val_cells, *, profile: str = "cpu", se
         (the epoch's wall-clock, validation included), ``samples`` (training cells drawn in the epoch).
     """
     check_pair(rna, atac)
-    train_idx, val_idx = split_indices(rna, train_cells, val_cells)
+    train_idx, val_idx = split_indices(rna, train_cells, val_cells, min_cells=2)
     if epochs is not None:
         overrides["epochs"] = int(epochs)
     cfg = AttuneConfig.from_profile(profile, rna.n_vars, atac.n_vars, **overrides)
@@ -617,7 +617,7 @@ def fit_atac2rna(aligner: AttuneAligner, rna, atac, train_cells, val_cells, *, s
     """
     check_pair(rna, atac)
     _check_features(aligner, rna, atac)
-    train_idx, val_idx = split_indices(rna, train_cells, val_cells)
+    train_idx, val_idx = split_indices(rna, train_cells, val_cells, min_cells=2)
     bad = {k for k in overrides if not k.startswith("head_")} | (set(overrides) - set(aligner.config.to_dict()))
     if bad:
         raise TypeError(f"unknown or non-head override(s) {sorted(bad)}; allowed: head_* fields of AttuneConfig")

@@ -45,9 +45,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..runs import Fingerprint
 from ..profiles import check_profile
 from ..protocol import scored_validation_cells
+from ..runs import Fingerprint
 from ..train import cell_indices
 from .alignment import TeacherEncoder, nt_xent, rows_tensor
 
@@ -500,12 +500,13 @@ def fit_regulatory(aligner, rna, atac, train_cells, val_cells, *, profile: str =
     """
     import copy
 
-    from ..train import check_pair
+    from ..runs import finished_run, run_folder
+    from ..train import check_pair, split_indices
     from .alignment import attune_inputs, run_fingerprint
-    from .training import finished_run, run_folder, split_indices, training_loop
+    from .training import training_loop
 
     check_pair(rna, atac)
-    train_idx, val_idx = split_indices(rna, train_cells, val_cells)
+    train_idx, val_idx = split_indices(rna, train_cells, val_cells, min_cells=2)
     fields = {f.name for f in dataclasses.fields(RegulatoryConfig)} - {"n_genes", "n_peaks", "dim"}
     if set(overrides) - fields:
         raise TypeError(f"unknown override(s) {sorted(set(overrides) - fields)}; allowed: {sorted(fields)}")

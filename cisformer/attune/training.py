@@ -6,37 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
-from ..runs import epoch_loop, make_accelerator
 from ..protocol import epoch_repeats
-from ..train import cell_indices
+from ..runs import epoch_loop, make_accelerator
 from ..utils.progress import progress as progress_bar
-
-
-def split_indices(rna, train_cells, val_cells) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices of the training and validation cells (names or positions; at least 2 each, disjoint).
-
-    Parameters
-    ----------
-    rna
-        The AnnData whose rows the cells index.
-    train_cells, val_cells
-        Obs names, integer positions or boolean masks (:func:`cisformer.train.cell_indices`).
-
-    Returns
-    -------
-    ``(train_idx, val_idx)``, integer arrays of row positions.
-    """
-    train_idx = cell_indices(rna, train_cells, "train_cells")
-    val_idx = cell_indices(rna, val_cells, "val_cells")
-    if len(train_idx) < 2 or len(val_idx) < 2:
-        raise ValueError("train_cells and val_cells need at least 2 cells each")
-    if np.intersect1d(train_idx, val_idx).size:
-        raise ValueError("train_cells and val_cells overlap")
-    return train_idx, val_idx
 
 
 def training_loop(model: nn.Module, batch_loss, validate, train_idx: np.ndarray, *, epochs: int, batch_size: int,
@@ -125,41 +100,3 @@ def training_loop(model: nn.Module, batch_loss, validate, train_idx: np.ndarray,
                          train_epoch=train_epoch, validate=validation, report=report if progress else None,
                          config=raw_model.config.to_dict(), seed=seed)
     return raw_model, history
-
-
-def finished_run(run_dir: Path | None, loader):
-    """The finished run's (best model, history) in ``run_dir``, or None.
-
-    Parameters
-    ----------
-    run_dir
-        The run's checkpoint folder, or None.
-    loader
-        Reads a model from a path, e.g. :meth:`AttuneAligner.load`.
-
-    Returns
-    -------
-    ``(loader(run_dir / "best.pt"), history DataFrame)`` when ``done.json`` exists, else None.
-    """
-    if run_dir is None or not (run_dir / "done.json").exists():
-        return None
-    return loader(run_dir / "best.pt"), pd.read_csv(run_dir / "history.csv")
-
-
-def run_folder(checkpoint_dir, fingerprint: str) -> Path | None:
-    """``checkpoint_dir/fingerprint``, created; None without a checkpoint folder (nothing kept on disk).
-
-    Parameters
-    ----------
-    checkpoint_dir, fingerprint
-        The folder of all runs (str, Path or None) and the run's fingerprint (its subfolder's name).
-
-    Returns
-    -------
-    The run's folder (Path), or None.
-    """
-    if checkpoint_dir is None:
-        return None
-    run_dir = Path(checkpoint_dir) / fingerprint
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir

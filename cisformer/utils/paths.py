@@ -71,27 +71,6 @@ def cache_dir(*, override: str | os.PathLike | None = None) -> Path:
     return path
 
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
-
-
-def hash_sources(h, sources) -> None:
-    """Feed the source of ``sources`` (paths under ``cisformer/``; a folder stands for every ``.py`` file in it)
-    into the hash object ``h``: the code part of the fingerprints that keep a cache from being reused by changed
-    code.
-
-    Parameters
-    ----------
-    h
-        A ``hashlib`` hash object, updated in place with the files' bytes (in sorted order within a folder).
-    sources
-        Iterable of paths relative to the ``cisformer`` package folder, e.g. ``["model.py", "tl"]``.
-    """
-    for source in sources:
-        path = PACKAGE_ROOT / source
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            h.update(file.read_bytes())
-
-
 def write_atomic(path, write) -> None:
     """``write(tmp_path)`` to a temporary name next to ``path`` (same suffix), then rename it to ``path``: an
     interrupted write leaves no partial file.
