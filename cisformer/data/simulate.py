@@ -35,6 +35,8 @@ The output follows the data contract of :func:`cisformer.data.load`.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -111,10 +113,25 @@ def _check_options(n_cells, n_genes, n_cres, n_cell_types, gene_spacing, shared_
         raise ValueError("celltype_specific needs n_cell_types >= 2 (a link active in some types but not others)")
 
 
-def _genome_layout(rng, n_genes: int, n_cres: int, gene_spacing: int) -> tuple:
+class _Genome(NamedTuple):
+    """Where :func:`paired`'s genes and CREs lie: per gene its chromosome (index into ``chrom_names``), TSS, strand,
+    start and end; per CRE its home gene, start, end, chromosome and name."""
+    gene_chrom_idx: np.ndarray
+    tss: np.ndarray
+    strand: np.ndarray
+    gene_start: np.ndarray
+    gene_end: np.ndarray
+    chrom_names: np.ndarray
+    cre_home: np.ndarray
+    cre_start: np.ndarray
+    cre_end: np.ndarray
+    cre_chrom_idx: np.ndarray
+    cre_names: np.ndarray
+
+
+def _genome_layout(rng, n_genes: int, n_cres: int, gene_spacing: int) -> _Genome:
     """Genes on up to 5 chromosomes ``gene_spacing`` apart and CREs around their TSSs, in genomic order (the first
-    draws of :func:`paired` from ``rng``): gene chromosome, TSS, strand, start and end, chromosome names, and each
-    CRE's home gene, start, end, chromosome and name."""
+    draws of :func:`paired` from ``rng``)."""
     n_chrom = min(5, n_genes)
     gene_chrom_idx = np.sort(rng.integers(0, n_chrom, n_genes))
     gene_chrom_idx[:n_chrom] = np.arange(n_chrom)  # every chromosome used
@@ -147,13 +164,12 @@ def _genome_layout(rng, n_genes: int, n_cres: int, gene_spacing: int) -> tuple:
         cre_start[dup] += CRE_WIDTH + 7 * np.arange(1, len(dup) + 1)
         cre_end = cre_start + CRE_WIDTH
         cre_names = np.array([f"{chrom_names[c]}:{s}-{e}" for c, s, e in zip(cre_chrom_idx, cre_start, cre_end)])
-    return (gene_chrom_idx, tss, strand, gene_start, gene_end, chrom_names, cre_home, cre_start, cre_end,
-            cre_chrom_idx, cre_names)
+    return _Genome(gene_chrom_idx, tss, strand, gene_start, gene_end, chrom_names, cre_home, cre_start, cre_end,
+                   cre_chrom_idx, cre_names)
 
 
-def _as_anndata(counts, atac_counts, cell_type, batch, n_batches, cell_type_names, gene_chrom_idx, chrom_names,
-               gene_start, gene_end, strand, tss, cre_chrom_idx, cre_start, cre_end, cre_names, links_gene, links_cre,
-               links_w, cis, active, confounder_of, trans, groups):
+def _as_anndata(genome: _Genome, counts, atac_counts, cell_type, batch, n_batches, cell_type_names, links_gene,
+               links_cre, links_w, cis, active, confounder_of, trans, groups):
     """:func:`paired`'s output: the two AnnData of the data contract and the table of planted links."""
     n_cells, n_genes = counts.shape
     obs_names = [f"cell_{i:05d}" for i in range(n_cells)]
@@ -164,21 +180,21 @@ def _as_anndata(counts, atac_counts, cell_type, batch, n_batches, cell_type_name
     gene_names = np.array([f"Gene{g:04d}" for g in range(n_genes)])
     rna_var = pd.DataFrame({
         "gene_id": [f"SIMG{g:07d}" for g in range(n_genes)],
-        "chrom": chrom_names[gene_chrom_idx], "start": gene_start, "end": gene_end,
-        "strand": strand, "tss": tss,
+        "chrom": genome.chrom_names[genome.gene_chrom_idx], "start": genome.gene_start, "end": genome.gene_end,
+        "strand": genome.strand, "tss": genome.tss,
     }, index=gene_names)
-    atac_var = pd.DataFrame({"chrom": chrom_names[cre_chrom_idx], "start": cre_start, "end": cre_end},
-                            index=cre_names)
+    atac_var = pd.DataFrame({"chrom": genome.chrom_names[genome.cre_chrom_idx], "start": genome.cre_start,
+                             "end": genome.cre_end}, index=genome.cre_names)
     uns = {"genome": "sim", "dataset": "sim", "counts": True}
     rna = ad.AnnData(sp.csr_matrix(counts.astype(np.float32)), obs=obs.copy(), var=rna_var, uns=dict(uns))
     atac = ad.AnnData(sp.csr_matrix(atac_counts), obs=obs.copy(), var=atac_var, uns=dict(uns))
     acting_types = np.array([",".join(cell_type_names[row]) if not row.all() else "all" for row in active])
-    truth = pd.DataFrame({"gene": gene_names[links_gene[cis]], "cre": cre_names[links_cre[cis]],
+    truth = pd.DataFrame({"gene": gene_names[links_gene[cis]], "cre": genome.cre_names[links_cre[cis]],
                           "weight": links_w[cis], "cell_types": acting_types[cis]})
-    truth.attrs["confounders"] = {str(cre_names[f]): str(cre_names[c]) for f, c in confounder_of.items()}
+    truth.attrs["confounders"] = {str(genome.cre_names[f]): str(genome.cre_names[c]) for f, c in confounder_of.items()}
     truth.attrs["trans_genes"] = [str(gene_names[g]) for g in trans]
     truth.attrs["interactions"] = [{"gene": str(gene_names[links_gene[m[0]]]), "kind": kind,
-                                    "cres": [str(cre_names[links_cre[j]]) for j in m]} for kind, m in groups]
+                                    "cres": [str(genome.cre_names[links_cre[j]]) for j in m]} for kind, m in groups]
     return rna, atac, truth
 
 
@@ -241,8 +257,7 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     rng = np.random.default_rng(seed)
     extra = np.random.default_rng([seed, 1])  # the options' draws: the default output never reads this stream
 
-    (gene_chrom_idx, tss, strand, gene_start, gene_end, chrom_names, cre_home, cre_start, cre_end, cre_chrom_idx,
-     cre_names) = _genome_layout(rng, n_genes, n_cres, gene_spacing)
+    genome = _genome_layout(rng, n_genes, n_cres, gene_spacing)
 
     # --- cell-type accessibility programs ------------------------------------------------------------------
     cell_type_names = np.array([f"type_{k}" for k in range(n_cell_types)])
@@ -261,7 +276,7 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     # --- planted links -------------------------------------------------------------------------------------
     links_gene, links_cre, links_w = [], [], []
     for g in range(n_genes):
-        candidates = np.flatnonzero(cre_home == g)
+        candidates = np.flatnonzero(genome.cre_home == g)
         n_link = min(len(candidates), int(rng.integers(1, 5)))
         chosen = rng.choice(candidates, n_link, replace=False)
         links_gene.extend([g] * n_link)
@@ -270,7 +285,7 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     links_gene, links_cre, links_w = map(np.asarray, (links_gene, links_cre, links_w))
 
     # --- options (each draws from `extra` only when switched on) --------------------------------------------
-    cre_mid = cre_start + CRE_WIDTH // 2
+    cre_mid = genome.cre_start + CRE_WIDTH // 2
 
     def window_cres(g: int) -> np.ndarray:
         """CREs whose midpoint lies within the gene's +-WINDOW (as cisformer.tl.attention.candidate_pairs).
@@ -280,7 +295,8 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
         g
             Gene index; returns the CRE indices (int array).
         """
-        return np.flatnonzero((cre_chrom_idx == gene_chrom_idx[g]) & (np.abs(cre_mid - tss[g]) <= WINDOW))
+        same_chrom = genome.cre_chrom_idx == genome.gene_chrom_idx[g]
+        return np.flatnonzero(same_chrom & (np.abs(cre_mid - genome.tss[g]) <= WINDOW))
 
     def redraw(cre: int, p_column: np.ndarray) -> None:
         """Give a CRE a new per-type open probability and redraw its true state in every cell.
@@ -301,7 +317,7 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
         for i in np.flatnonzero(extra.random(len(links_gene)) < shared_links):
             g = links_gene[i]
             near = window_cres(g)
-            options = np.setdiff1d(near[cre_home[near] != g], links_cre[links_gene == g])
+            options = np.setdiff1d(near[genome.cre_home[near] != g], links_cre[links_gene == g])
             if len(options):
                 links_cre[i] = extra.choice(options)
 
@@ -377,9 +393,8 @@ def paired(n_cells: int = 600, n_genes: int = 200, n_cres: int = 2000, n_cell_ty
     observed = open_ if atac_capture >= 1 else open_ & (extra.random(open_.shape) < atac_capture)
     atac_counts = (observed * (1 + (rng.random(open_.shape) < 0.1))).astype(np.float32)  # some 2-count fragments
 
-    return _as_anndata(counts, atac_counts, cell_type, batch, n_batches, cell_type_names, gene_chrom_idx, chrom_names,
-                       gene_start, gene_end, strand, tss, cre_chrom_idx, cre_start, cre_end, cre_names, links_gene,
-                       links_cre, links_w, cis, active, confounder_of, trans, groups)
+    return _as_anndata(genome, counts, atac_counts, cell_type, batch, n_batches, cell_type_names, links_gene, links_cre,
+                       links_w, cis, active, confounder_of, trans, groups)
 
 
 def celltype_programs(*, n_cells: int = 600, n_genes: int = 60, n_cres: int = 600, n_cell_types: int = 3,
