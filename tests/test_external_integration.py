@@ -53,12 +53,12 @@ def test_converged_peer_is_saved_once_and_read_only_for_the_same_inputs(tmp_path
     train, embed = rna.obs_names[:45], rna.obs_names[45:]
     calls = []
 
-    def fake_multivi(rna_, atac_, train_cells, embed_cells, seed=0, threads=1):
+    def fake_multivi(rna_, atac_, train_cells, embed_cells, seed=0, threads=1, snapshot_every=None):
         calls.append(len(train_cells))
         rng = np.random.default_rng(seed)
-        return {"rna": rng.normal(size=(len(embed_cells), 4)).astype(np.float32),
-                "atac": rng.normal(size=(len(embed_cells), 4)).astype(np.float32),
-                "epochs": 123, "stopped": "early_stopping", "max_epochs": 500, "seconds": 1.0}
+        embedding = lambda: {m: rng.normal(size=(len(embed_cells), 4)).astype(np.float32) for m in ("rna", "atac")}
+        return {**embedding(), "epochs": 123, "stopped": "early_stopping", "max_epochs": 500, "seconds": 1.0,
+                "snapshots": [(e, embedding()) for e in range(snapshot_every, 124, snapshot_every)]}
 
     monkeypatch.setitem(external.CONVERGED_RUNNERS, "MultiVI", fake_multivi)
     monkeypatch.setattr(external.integration, "ensure_integration_env", lambda: None)
@@ -70,6 +70,10 @@ def test_converged_peer_is_saved_once_and_read_only_for_the_same_inputs(tmp_path
     assert calls == [45] and (tmp_path / "sim_MultiVI_seed0.npz").exists()
     read = external.converged_peer(*args, folder=tmp_path)
     assert calls == [45] and read["epochs"] == 123 and read["stopped"] == "early_stopping"
+    # FOSCTTM every 10 epochs and at the end (epoch 123): 12 snapshots + the final embedding
+    curve = np.array(read["foscttm_by_epoch"])
+    assert list(curve[:, 0]) == [*range(10, 121, 10), 123] and ((curve[:, 1] >= 0) & (curve[:, 1] <= 1)).all()
+    assert curve[-1, 1] == pytest.approx(_foscttm(made["rna"], made["atac"]))
     np.testing.assert_array_equal(read["rna"], made["rna"])
     assert read["fingerprint"] == made["fingerprint"] and read["versions"] == {"scvi-tools": "x"}
     changed = rna.copy()
@@ -105,3 +109,19 @@ def test_integration_peer_embeds_held_out_cells(tiny, method, max_epochs):
     assert out["stopped"] == "max_epochs" and out["seconds"] > 0
     assert out["epochs"] == (max_epochs if method == "multivi" else 2 * max_epochs)  # scGLUE: two stages
     assert _foscttm(out["rna"][:n], out["atac"][:n]) < 0.5
+
+
+@needs_env
+@pytest.mark.parametrize("method", ["multivi", "scglue"])
+def test_snapshots_leave_training_unchanged(tiny, method):
+    """Embedding the cells every 10 epochs (the FOSCTTM-vs-epoch curve of a converged peer) restores the model's
+    mode and every random state: the final embeddings are those of the run without snapshots."""
+    rna, atac, train, embed = tiny
+    run = getattr(external, f"run_{method}")
+    plain = run(rna, atac, train, embed, seed=0, max_epochs=20)  # scGLUE gives NaN after 2 or 4 epochs a stage
+    watched = run(rna, atac, train, embed, seed=0, max_epochs=20, snapshot_every=10)
+    assert plain["snapshots"] == []
+    assert [epoch for epoch, _ in watched["snapshots"]] == ([10, 20] if method == "multivi" else [10, 20, 30, 40])
+    for modality in ("rna", "atac"):
+        np.testing.assert_array_equal(watched[modality], plain[modality])
+        np.testing.assert_array_equal(watched["snapshots"][-1][1][modality], plain[modality])

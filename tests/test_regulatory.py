@@ -18,7 +18,7 @@ def sim():
     return simulate.paired(n_cells=300, n_genes=60, n_cres=300, seed=0)
 
 
-def random_model(rna, atac, dim=16, seed=0):
+def random_model(rna, atac, dim=16, seed=0, **overrides):
     """An untrained layer on random teachers (value scales from the data), with the data's window pairs."""
     torch.manual_seed(seed)
     inputs = alignment.attune_inputs(rna, atac, np.arange(rna.n_obs))
@@ -26,7 +26,7 @@ def random_model(rna, atac, dim=16, seed=0):
     teachers[0].value_scale.copy_(torch.from_numpy(inputs.rna_scale))
     teachers[1].value_scale.copy_(torch.from_numpy(inputs.atac_scale))
     pairs = attention.candidate_pairs(rna.var, atac.var, 1_200_000)
-    config = regulatory.RegulatoryConfig.from_profile("quick", rna.n_vars, atac.n_vars, dim)
+    config = regulatory.RegulatoryConfig.from_profile("quick", rna.n_vars, atac.n_vars, dim, **overrides)
     model = regulatory.RegulatoryAttention(config, pairs["gene_idx"], pairs["cre_idx"], *teachers).eval()
     model.gene_names, model.peak_names = list(rna.var_names), list(atac.var_names)
     return model, inputs, pairs
@@ -53,9 +53,10 @@ def test_segment_softmax_equals_dense_masked_softmax():
 
 
 def dense_layer(model, rna_x, atac_x):
-    """The layer computed densely ([B, G + 1, P + 1] attention with the window mask) from the teachers' dense
-    weighted tokens: returns the cross-attention weights and the fused gene-CLS outputs."""
-    P, G = atac_x.shape[1], rna_x.shape[1]
+    """The layer computed densely ([B, G + 1, P + 1] attention with the window mask; the gene CLS row over every
+    peak, or over the cell's open peaks without ``cls_sees_closed``) from the teachers' dense weighted tokens:
+    returns the cross-attention weights, the fused gene-CLS outputs and the mask [B, G + 1, P + 1]."""
+    B, P, G = atac_x.shape[0], atac_x.shape[1], rna_x.shape[1]
     T_rna = model.rna_teacher.weighted_tokens(rna_x) * G  # [B, G, D]
     T_atac = model.atac_teacher.weighted_tokens(atac_x) * P  # [B, P, D]
 
@@ -71,21 +72,23 @@ def dense_layer(model, rna_x, atac_x):
     kv = model.ln_key(torch.cat([a[:, None], T_atac], dim=1))  # [B, 1 + P, D]
     q, k, v = model.cross.q(queries), model.cross.k(kv), model.cross.v(kv)
     logits = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1])  # [B, 1 + G, 1 + P]
-    allowed = torch.zeros(1 + G, 1 + P, dtype=torch.bool)
-    allowed[0], allowed[:, 0] = True, True
-    allowed[1 + model.edge_gene, 1 + model.edge_peak] = True
+    allowed = torch.zeros(B, 1 + G, 1 + P, dtype=torch.bool)
+    allowed[:, 0, 1:] = True if model.config.cls_sees_closed else atac_x > 0
+    allowed[:, :, 0] = True
+    allowed[:, 1 + model.edge_gene, 1 + model.edge_peak] = True
     weights = torch.softmax(logits.masked_fill(~allowed, -math.inf), dim=-1)
     z = r + model.cross.out((weights @ v)[:, 0])
     fused = z + model.ffn(model.ln_ffn(z))
     return weights, fused, allowed
 
 
-def test_sparse_layer_equals_dense_layer(sim):
+@pytest.mark.parametrize("cls_sees_closed", [True, False])
+def test_sparse_layer_equals_dense_layer(sim, cls_sees_closed):
     """Weights of every window edge, the CLS rows and the fused gene-CLS output equal the dense computation;
-    outside the window the dense weights are exactly 0 and each gene's row sums to 1; interaction_scores equals
-    the dense sums over the same cells."""
+    outside the window (and, for a gene CLS kept off closed peaks, on them) the dense weights are exactly 0 and
+    each row sums to 1; interaction_scores equals the dense sums over the same cells."""
     rna, atac, _ = sim
-    model, inputs, pairs = random_model(rna, atac)
+    model, inputs, pairs = random_model(rna, atac, cls_sees_closed=cls_sees_closed)
     rows = np.arange(12)
     rna_x = alignment.rows_tensor(inputs.rna_log, rows, "cpu")
     atac_x = alignment.rows_tensor(inputs.atac_bin, rows, "cpu")
@@ -96,7 +99,7 @@ def test_sparse_layer_equals_dense_layer(sim):
         w = model.gene_attention(enc, keys)
         cells = torch.arange(len(rows))
         fused_sparse = model.fused_cls(enc, keys, cells, cells)
-    assert (weights[:, ~allowed] == 0).all()
+    assert (weights[~allowed] == 0).all()
     torch.testing.assert_close(weights.sum(-1), torch.ones(len(rows), 1 + rna.n_vars))
     torch.testing.assert_close(fused_sparse, fused, atol=1e-5, rtol=1e-4)
     g, p = model.edge_gene, model.edge_peak
@@ -235,7 +238,8 @@ def test_matching_auroc_scores_true_pairs_against_uniform_and_hard_negatives(sim
     model, _ = regulatory.fit_regulatory(aligner, rna, atac, np.arange(200), np.arange(200, 250), profile="quick",
                                          progress=False, device="cpu", epochs=1)
     found = regulatory.matching_auroc(model, rna, atac, np.arange(200, 250))
-    assert set(found) == {"uniform", "hard", "hard_cosine"} and all(0 <= v <= 1 for v in found.values())
+    assert set(found) == {"uniform", "hard", "hard_cosine", "cls_to_peak_cls", "cls_to_closed"}
+    assert all(0 <= v <= 1 for v in found.values()) and found["cls_to_peak_cls"] + found["cls_to_closed"] <= 1
 
     def cosine_head(self, enc, keys, rna_idx, atac_idx):  # the head's input replaced by the summaries' cosine
         r, a = regulatory._standardise(enc["rna"]), regulatory._standardise(enc["atac"])

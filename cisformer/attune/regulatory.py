@@ -79,6 +79,8 @@ class RegulatoryConfig:
     patience: int = 10            # epochs without a lower validation loss before training stops
     scored_val_cells: int = 1024  # validation cells scored each epoch (loss, model selection)
     min_epoch_samples: int = 6400  # an epoch shows at least this many cells (the package's epoch rule)
+    cls_sees_closed: bool = True  # the gene CLS query attends to closed peaks too (the reference); False: only to
+                                  # open peaks and the peak CLS (notebook 08 measures both)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -305,6 +307,12 @@ class RegulatoryAttention(nn.Module):
 
     # ---- cross-attention
 
+    def _cls_closed_logit(self, q_k0: torch.Tensor, n_closed: torch.Tensor) -> torch.Tensor:
+        """The gene CLS query's logit for its cell's n_closed identical closed keys, folded into one (exact)."""
+        if not self.config.cls_sees_closed:
+            return torch.full_like(q_k0, -math.inf)
+        return q_k0 / math.sqrt(self.config.dim) + torch.log(n_closed.float())
+
     def fused_cls(self, enc: dict, keys: dict, rna_idx: torch.Tensor, atac_idx: torch.Tensor) -> torch.Tensor:
         """Gene-CLS output of the decoder layer for M (RNA cell, ATAC cell) pairs of the batch: [M, D].
 
@@ -320,7 +328,7 @@ class RegulatoryAttention(nn.Module):
         entry = torch.arange(len(pair), device=q.device) + first
         logits = (q[pair] * keys["k"][entry]).sum(-1) / math.sqrt(D)
         extra = torch.stack([(q * keys["k_cls"][atac_idx]).sum(-1) / math.sqrt(D),
-                             q @ keys["k0"] / math.sqrt(D) + torch.log((P - count).float())], dim=1)  # [M, 2]
+                             self._cls_closed_logit(q @ keys["k0"], P - count)], dim=1)  # [M, 2]
         w_open, w_extra = segment_softmax(logits, pair, extra)
         read = (w_extra[:, :1] * keys["v_cls"][atac_idx] + w_extra[:, 1:] * keys["v0"]).to(q.dtype)
         read = read.index_add(0, pair, w_open.to(q.dtype).unsqueeze(1) * keys["v"][entry])  # [M, D]
@@ -352,7 +360,7 @@ class RegulatoryAttention(nn.Module):
         cls_logits = (q_cls[peaks.rows] * keys["k"]).sum(-1) / math.sqrt(D)  # [N]
         n_closed_cls = P - (peaks.ptr[1:] - peaks.ptr[:-1])  # [B]
         cls_extra = torch.stack([(q_cls * keys["k_cls"]).sum(-1) / math.sqrt(D),
-                                 q_cls @ keys["k0"] / math.sqrt(D) + torch.log(n_closed_cls.float())], dim=1)
+                                 self._cls_closed_logit(q_cls @ keys["k0"], n_closed_cls)], dim=1)
         c_open, c_extra = segment_softmax(cls_logits, peaks.rows, cls_extra)
         return {"to_cls": w_extra[..., 0], "closed_each": closed_each, "open_weight": w_open,
                 "cls_open": c_open, "cls_closed_each": c_extra[:, 1] / n_closed_cls.clamp(min=1).float(),
@@ -574,7 +582,8 @@ def matching_auroc(model: RegulatoryAttention, rna, atac, cells, *, batch_size: 
     -------
     dict of floats: the AUROC of the head's logit, true pairs vs negatives, for both kinds (``"uniform"``,
     ``"hard"``) and, on the hard pairs, that of the cosine of the two summaries (``"hard_cosine"``: what the
-    summaries alone tell apart).
+    summaries alone tell apart), and the gene CLS query's mean attention on the true pairs to the peak CLS
+    (``"cls_to_peak_cls"``) and to the closed peaks together (``"cls_to_closed"``; the rest goes to open peaks).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -586,10 +595,12 @@ def matching_auroc(model: RegulatoryAttention, rna, atac, cells, *, batch_size: 
     inputs = attune_inputs(rna[rows], atac[rows], np.arange(len(rows)))
     model = model.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
-    found = {"uniform": ([], []), "hard": ([], []), "hard_cosine": ([], [])}
+    found, shares = {"uniform": ([], []), "hard": ([], []), "hard_cosine": ([], [])}, []
     for batch in _batches(np.arange(len(rows)), batch_size):
         enc = model.encode(rows_tensor(inputs.rna_log, batch, device), rows_tensor(inputs.atac_bin, batch, device))
         keys = model._keys(enc)
+        w, n_open = model.gene_attention(enc, keys), enc["peaks"].ptr.diff()
+        shares.append(torch.stack([w["cls_to_cls"], w["cls_closed_each"] * (model.config.n_peaks - n_open)], 1))
         rna_emb, atac_emb = _standardise(enc["rna"]), _standardise(enc["atac"])
         sim = F.normalize(rna_emb.float(), dim=1) @ F.normalize(atac_emb.float(), dim=1).T  # [B, B]
         B = len(batch)
@@ -604,8 +615,9 @@ def matching_auroc(model: RegulatoryAttention, rna, atac, cells, *, batch_size: 
             if kind == "hard":
                 found["hard_cosine"][0].append(sim[rna_idx, atac_idx].cpu().numpy())
                 found["hard_cosine"][1].append(found[kind][1][-1])
-    return {kind: float(roc_auc_score(np.concatenate(y), np.concatenate(score)))
-            for kind, (score, y) in found.items()}
+    cls_to_peak_cls, cls_to_closed = torch.cat(shares).mean(0).tolist()
+    return {**{kind: float(roc_auc_score(np.concatenate(y), np.concatenate(score))) for kind, (score, y) in
+               found.items()}, "cls_to_peak_cls": cls_to_peak_cls, "cls_to_closed": cls_to_closed}
 
 
 @torch.no_grad()

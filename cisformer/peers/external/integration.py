@@ -128,8 +128,10 @@ def _run_integration(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells
         json.dump({"method": method, **config}, open(f"{work}/config.json", "w"))
         wall_s = run_driver(python, "run_integration.py", work, threads, timeout_s, method)
         record = json.load(open(f"{work}/record.json"))
+        snapshots = sorted(Path(work).glob("snapshot_*.npz"), key=lambda f: int(f.stem.split("_")[1]))
         return {"rna": np.load(f"{work}/rna_embedding.npy"), "atac": np.load(f"{work}/atac_embedding.npy"),
-                **record, "wall_s": wall_s}
+                **record, "wall_s": wall_s,
+                "snapshots": [(int(f.stem.split("_")[1]), dict(np.load(f))) for f in snapshots]}
 
 
 CONVERGED_DIR = paths.REPO_ROOT / "figures" / "attune" / "converged_peers"
@@ -193,7 +195,8 @@ def _converged_fingerprint(method: str, rna: ad.AnnData, atac: ad.AnnData, train
 
 
 def converged_peer(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, dataset: str,
-                   seed: int = 0, rerun: bool = False, folder=None, threads: int = 1) -> dict | None:
+                   seed: int = 0, rerun: bool = False, folder=None, threads: int = 1,
+                   snapshot_every: int = 10) -> dict | None:
     """MultiVI or scGLUE at its package defaults, trained until its own early stopping: read from its saved result,
     or run (hours on a CPU) when ``rerun``.
 
@@ -214,11 +217,14 @@ def converged_peer(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells, 
         Train (and overwrite the saved result) instead of reading it.
     folder
         Where results are saved (default :data:`CONVERGED_DIR`, ``figures/attune/converged_peers``).
+    snapshot_every
+        When training: the embedded cells' FOSCTTM every ``snapshot_every`` epochs and at the end, saved as the
+        record's ``foscttm_by_epoch`` (``[[epoch, foscttm], ...]``; training is unchanged by it).
 
     Returns
     -------
-    dict as :func:`run_multivi`'s (``rna``, ``atac``, ``epochs``, ``stopped``, ``seconds``, ...) plus ``versions``
-    and ``fingerprint``; ``None`` (with a printed line saying why and how to run it) when no usable result is saved
+    dict as :func:`run_multivi`'s (``rna``, ``atac``, ``epochs``, ``stopped``, ``seconds``, ...) plus ``versions``,
+    ``fingerprint`` and ``foscttm_by_epoch`` (absent from results saved before it was recorded); ``None`` (with a printed line saying why and how to run it) when no usable result is saved
     and ``rerun`` is False.
     """
     folder = Path(folder or CONVERGED_DIR)
@@ -238,9 +244,15 @@ def converged_peer(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells, 
             raise ValueError(f"{stem}.npz: its embedded cells are not embed_cells (same fingerprint): the file is "
                              "damaged; run it again with rerun=True")
         return {"rna": saved["rna"], "atac": saved["atac"], **record}
+    from ...metrics import foscttm
+
     ensure_integration_env()
-    result = CONVERGED_RUNNERS[method](rna, atac, train_cells, embed_cells, seed=seed, threads=threads)
-    record = {k: v for k, v in result.items() if k not in ("rna", "atac")}
+    result = CONVERGED_RUNNERS[method](rna, atac, train_cells, embed_cells, seed=seed, threads=threads,
+                                       snapshot_every=snapshot_every)
+    record = {k: v for k, v in result.items() if k not in ("rna", "atac", "snapshots")}
+    curve = [(epoch, emb) for epoch, emb in result["snapshots"] if epoch < result["epochs"]]
+    record["foscttm_by_epoch"] = [[epoch, foscttm(emb["rna"], emb["atac"])]
+                                  for epoch, emb in [*curve, (result["epochs"], result)]]
     record.update(method=method, dataset=dataset, seed=int(seed), versions=integration_versions(),
                   fingerprint=key, n_genes=int(rna.n_vars), n_peaks=int(atac.n_vars), n_train_cells=len(train_cells))
     from ...utils.paths import write_atomic
@@ -265,8 +277,8 @@ def integration_versions() -> dict:
 
 
 def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, seed: int = 0,
-                time_budget_s: float | None = None, max_epochs: int | None = None, threads: int = 1,
-                timeout_s: float | None = None) -> dict:
+                time_budget_s: float | None = None, max_epochs: int | None = None, snapshot_every: int | None = None,
+                threads: int = 1, timeout_s: float | None = None) -> dict:
     """Train MultiVI (scvi-tools) on ``train_cells`` without labels; embed ``embed_cells`` per modality.
 
     Parameters
@@ -281,6 +293,9 @@ def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, 
         Wall-clock seconds of training; training stops at the end of the epoch that passes it (``None``: none).
     max_epochs
         Epoch limit (``None``: MultiVI's 500, with its early stopping, patience 50).
+    snapshot_every
+        Also embed ``embed_cells`` after every ``snapshot_every`` epochs, in eval mode and with every random state
+        restored afterwards, so that training is unchanged (``None``: only at the end).
     threads
         torch / OpenMP / MKL threads of the subprocess.
     timeout_s
@@ -291,17 +306,19 @@ def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, 
     dict with ``rna`` and ``atac`` (float32 [len(embed_cells), n_latent]: the means of MultiVI's expression and
     accessibility encoders, ``get_latent_representation(modality="expression" / "accessibility")``, in the order
     of ``embed_cells``), ``seconds`` (``model.train`` wall-clock), ``epochs``, ``stopped`` (``"time_budget"``,
-    ``"early_stopping"`` or ``"max_epochs"``), ``max_epochs`` and ``wall_s`` (the whole subprocess).
+    ``"early_stopping"`` or ``"max_epochs"``), ``max_epochs``, ``wall_s`` (the whole subprocess) and
+    ``snapshots`` (``[(epoch, {"rna": ..., "atac": ...}), ...]``, empty without ``snapshot_every``).
     """
     config = {"seed": int(seed), "time_budget_s": None if time_budget_s is None else float(time_budget_s),
-              "max_epochs": None if max_epochs is None else int(max_epochs)}
+              "max_epochs": None if max_epochs is None else int(max_epochs),
+              "snapshot_every": None if snapshot_every is None else int(snapshot_every)}
     return _run_integration("multivi", rna, atac, train_cells, embed_cells, config, threads=threads,
                             timeout_s=timeout_s)
 
 
 def run_scglue(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, seed: int = 0,
                time_budget_s: float | None = None, max_epochs: int | None = None, window: int = 150_000,
-               n_top_genes: int = 2000, n_components: int = 100, threads: int = 1,
+               n_top_genes: int = 2000, n_components: int = 100, snapshot_every: int | None = None, threads: int = 1,
                timeout_s: float | None = None) -> dict:
     """Train scGLUE on ``train_cells`` as two unpaired datasets without labels; embed ``embed_cells`` per modality.
 
@@ -327,8 +344,8 @@ def run_scglue(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, s
         Highly variable genes (scanpy's ``seurat_v3`` on the training counts; every gene when there are fewer).
     n_components
         Dimensions of the RNA PCA and the ATAC LSI, the encoders' inputs (the scGLUE tutorial's 100).
-    threads, timeout_s
-        As in :func:`run_multivi`.
+    snapshot_every, threads, timeout_s
+        As in :func:`run_multivi` (snapshot epochs count both stages).
 
     Returns
     -------
@@ -336,7 +353,8 @@ def run_scglue(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, s
     of ``embed_cells``), ``seconds`` (``fit_SCGLUE`` wall-clock: both stages and the balancing weights), ``epochs``
     (both stages), ``stopped`` (fine-tuning's reason), ``epochs_pretrain`` / ``stopped_pretrain`` /
     ``seconds_pretrain`` / ``max_epochs_pretrain`` and the same for ``finetune``, ``preprocess_s`` (PCA and LSI),
-    ``n_guidance_edges``, ``n_features_rna``, ``n_features_atac`` (the features decoded) and ``wall_s``.
+    ``n_guidance_edges``, ``n_features_rna``, ``n_features_atac`` (the features decoded), ``wall_s`` and
+    ``snapshots`` (as :func:`run_multivi`'s).
     """
     for column in ("chrom", "start", "end"):
         if column not in atac.var:
@@ -344,7 +362,7 @@ def run_scglue(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, s
     edges = scglue_guidance_edges(rna.var, atac.var, window)
     config = {"seed": int(seed), "time_budget_s": None if time_budget_s is None else float(time_budget_s),
               "max_epochs": None if max_epochs is None else int(max_epochs), "n_top_genes": int(n_top_genes),
-              "n_components": int(n_components)}
+              "n_components": int(n_components), "snapshot_every": None if snapshot_every is None else int(snapshot_every)}
     return _run_integration("scglue", rna, atac, train_cells, embed_cells, config, edges=edges, threads=threads,
                             timeout_s=timeout_s)
 

@@ -18,6 +18,18 @@ np.random.seed(seed)
 torch.manual_seed(seed)
 read = lambda name: ad.read_h5ad(f"{work}/{name}.h5ad")
 budget = cfg["time_budget_s"]
+snapshot_every = cfg.get("snapshot_every")  # embed the embedding cells every N epochs (None: only at the end)
+
+
+def snapshot(epoch, embed_fn):
+    """Save the embedding cells' two embeddings after ``epoch`` epochs (snapshot_EPOCH.npz) when a snapshot is due,
+    leaving every random state as it was, so that the training run is the one without snapshots."""
+    if not snapshot_every or epoch % snapshot_every:
+        return
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    out = embed_fn()
+    random.setstate(states[0]), np.random.set_state(states[1]), torch.set_rng_state(states[2])
+    np.savez(f"{work}/snapshot_{epoch}.npz", **{k: np.asarray(v, dtype=np.float32) for k, v in out.items()})
 
 
 def multivi():
@@ -44,18 +56,32 @@ def multivi():
             if not trainer.should_stop and time.time() >= self.deadline:
                 trainer.should_stop = self.stopped = True
 
+    def embedding():
+        return {modality: model.get_latent_representation(embed, modality=key)
+                for modality, key in (("rna", "expression"), ("atac", "accessibility"))}
+
+    class Snapshots(pl.Callback):  # documented runtime addition: the embedding cells every snapshot_every epochs
+        def on_train_epoch_end(self, trainer, module):
+            def in_eval_mode():
+                was_training, model.is_trained_ = model.module.training, True
+                model.module.eval()
+                try:
+                    return embedding()
+                finally:
+                    model.module.train(was_training)
+                    model.is_trained_ = False
+            snapshot(trainer.current_epoch + 1, in_eval_mode)
+
     timer = TimeBudget()
     limits = {} if cfg["max_epochs"] is None else {"max_epochs": cfg["max_epochs"]}
     t0 = time.time()
-    model.train(accelerator="cpu", devices=1, callbacks=[timer], enable_progress_bar=False, **limits)
+    model.train(accelerator="cpu", devices=1, callbacks=[timer, Snapshots()], enable_progress_bar=False, **limits)
     train_s = time.time() - t0
     early = [c for c in model.trainer.callbacks if type(c).__name__ == "LoudEarlyStopping"]
     stopped = ("time_budget" if timer.stopped else
                "early_stopping" if early and early[0].early_stopping_reason is not None else "max_epochs")
-    out = {modality: model.get_latent_representation(embed, modality=key)
-           for modality, key in (("rna", "expression"), ("atac", "accessibility"))}
-    return out, {"seconds": train_s, "epochs": int(model.trainer.current_epoch), "stopped": stopped,
-                 "max_epochs": int(model.trainer.max_epochs)}
+    return embedding(), {"seconds": train_s, "epochs": int(model.trainer.current_epoch), "stopped": stopped,
+                         "max_epochs": int(model.trainer.max_epochs)}
 
 
 def fit_lsi(counts, n_components):
@@ -140,6 +166,11 @@ def scglue_run():
     # stops at the end of the epoch that passes the stage's deadline and records epochs and why the stage stopped
     stages = []
     start = time.time()
+    current = {}  # the SCGLUEModel being fitted (pretraining, then fine-tuning), for the snapshots
+
+    def embedding():
+        return {"rna": current["model"].encode_data("rna", rna_embed),
+                "atac": current["model"].encode_data("atac", atac_embed)}
 
     class TimeBudget(glue_base.TrainingPlugin):
         def __init__(self, deadline):
@@ -152,6 +183,7 @@ def scglue_run():
             @train_engine.on(ignite.engine.Events.EPOCH_COMPLETED)
             def _(engine):
                 self.record["epochs"] = engine.state.epoch
+                snapshot(sum(s["epochs"] for s in stages) + engine.state.epoch, embedding)
                 if engine.should_terminate:
                     self.record["stopped"] = "early_stopping"
                 elif time.time() >= self.deadline:
@@ -168,12 +200,19 @@ def scglue_run():
         stages.append(plugin.record | {"seconds": time.time() - t_stage, "max_epochs": kwargs.get("max_epochs")})
 
     glue_nets.GLUETrainer.fit = budgeted_fit
+    original_model_fit = scglue.models.scglue.SCGLUEModel.fit
+
+    def recorded_model_fit(self, *args, **kwargs):
+        current["model"] = self
+        return original_model_fit(self, *args, **kwargs)
+
+    scglue.models.scglue.SCGLUEModel.fit = recorded_model_fit
     fit_kws = {"directory": f"{work}/glue"} | ({} if cfg["max_epochs"] is None else {"max_epochs": cfg["max_epochs"]})
     model = scglue.models.fit_SCGLUE({"rna": rna, "atac": atac}, graph, init_kws={"random_seed": seed},
                                      fit_kws=fit_kws)
     train_s = time.time() - start
-    out = {"rna": model.encode_data("rna", rna_embed), "atac": model.encode_data("atac", atac_embed)}
-    return out, {"seconds": train_s, "epochs": sum(s["epochs"] for s in stages), "stopped": stages[-1]["stopped"],
+    current["model"] = model
+    return embedding(), {"seconds": train_s, "epochs": sum(s["epochs"] for s in stages), "stopped": stages[-1]["stopped"],
                  "preprocess_s": preprocess_s, "n_guidance_edges": graph.number_of_edges(),
                  "n_features_rna": len(hvg), "n_features_atac": len(hv_peaks),
                  **{f"{key}_{name}": s[key] for name, s in zip(("pretrain", "finetune"), stages) for key in s}}
