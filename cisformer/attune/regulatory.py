@@ -14,7 +14,8 @@ layer (1 head, FFN 512 ReLU, dropout 0.1) reads them::
     out = z + FFN(LN(z))
 
 In the cross-attention gene ``g`` sees only the peaks within ``window`` bp of its TSS
-(:func:`cisformer.tl.attention.candidate_pairs`) plus the peak CLS; the gene CLS sees the peak CLS and every peak.
+(:func:`cisformer.tl.attention.candidate_pairs`) plus the peak CLS; the gene CLS sees the peak CLS and every peak
+(with ``RegulatoryConfig(cls_sees_closed=False)``: only the open ones).
 
 Losses: NT-Xent (temperature 0.1, :func:`cisformer.attune.alignment.nt_xent`) between ``r`` and ``a`` (each
 standardised over the batch, see the deviations); and a matching head (Linear on the
@@ -79,8 +80,7 @@ class RegulatoryConfig:
     patience: int = 10            # epochs without a lower validation loss before training stops
     scored_val_cells: int = 1024  # validation cells scored each epoch (loss, model selection)
     min_epoch_samples: int = 6400  # an epoch shows at least this many cells (the package's epoch rule)
-    cls_sees_closed: bool = True  # the gene CLS query attends to closed peaks too (the reference); False: only to
-                                  # open peaks and the peak CLS (notebook 08 measures both)
+    cls_sees_closed: bool = True  # gene CLS query over closed peaks too (the reference); False: open ones + peak CLS
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -150,10 +150,8 @@ def sample_hard_negatives(similarity: torch.Tensor, temperature: float,
         raise ValueError("hard negatives need at least 2 cells in the batch")
     eye = torch.eye(B, dtype=torch.bool, device=similarity.device)
     logits = (similarity.detach().float() / temperature).masked_fill(eye, -math.inf)
-    p_atac = torch.softmax(logits, dim=1)  # [B, B], rows sum to 1, zero diagonal
-    p_rna = torch.softmax(logits.T, dim=1)  # [B, B] column-wise
-    atac_for_rna = torch.multinomial(p_atac, 1, generator=generator).squeeze(1)
-    rna_for_atac = torch.multinomial(p_rna, 1, generator=generator).squeeze(1)
+    atac_for_rna = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator).squeeze(1)  # p_ii = 0
+    rna_for_atac = torch.multinomial(torch.softmax(logits.T, dim=1), 1, generator=generator).squeeze(1)
     return atac_for_rna, rna_for_atac
 
 
@@ -309,9 +307,9 @@ class RegulatoryAttention(nn.Module):
 
     def _cls_closed_logit(self, q_k0: torch.Tensor, n_closed: torch.Tensor) -> torch.Tensor:
         """The gene CLS query's logit for its cell's n_closed identical closed keys, folded into one (exact)."""
-        if not self.config.cls_sees_closed:
-            return torch.full_like(q_k0, -math.inf)
-        return q_k0 / math.sqrt(self.config.dim) + torch.log(n_closed.float())
+        if self.config.cls_sees_closed:
+            return q_k0 / math.sqrt(self.config.dim) + torch.log(n_closed.float())
+        return torch.full_like(q_k0, -math.inf)  # a weight of 0
 
     def fused_cls(self, enc: dict, keys: dict, rna_idx: torch.Tensor, atac_idx: torch.Tensor) -> torch.Tensor:
         """Gene-CLS output of the decoder layer for M (RNA cell, ATAC cell) pairs of the batch: [M, D].
@@ -342,7 +340,7 @@ class RegulatoryAttention(nn.Module):
         its closed window peaks), ``open_weight`` [N_oe] (gene -> open peak, for ``peaks.edge_id`` /
         ``peaks.edge_entry``), and of the gene CLS row: ``cls_open`` [N] (-> each open peak), ``cls_closed_each``
         [B] (-> each closed peak), ``cls_to_cls`` [B]."""
-        D, G, P = self.config.dim, self.config.n_genes, self.config.n_peaks
+        D, G = self.config.dim, self.config.n_genes
         peaks, B = enc["peaks"], enc["peaks"].n_cells
         q = self.cross.q(self.ln_query(enc["gene_tokens"]))  # [B, G, D]
         cell = peaks.rows[peaks.edge_entry]  # [N_oe]
@@ -355,16 +353,21 @@ class RegulatoryAttention(nn.Module):
         w_open, w_extra = segment_softmax(logits, segment, extra.view(B * G, 2))
         w_extra = w_extra.view(B, G, 2)
         closed_each = torch.where(n_closed > 0, w_extra[..., 1] / n_closed.clamp(min=1), 0.0)
-        # the gene CLS row over every peak
+        c_open, c_closed, c_n_closed, c_cls = self.cls_attention(enc, keys)
+        return {"to_cls": w_extra[..., 0], "closed_each": closed_each, "open_weight": w_open,
+                "cls_open": c_open, "cls_closed_each": c_closed / c_n_closed.clamp(min=1).float(), "cls_to_cls": c_cls}
+
+    def cls_attention(self, enc: dict, keys: dict) -> tuple:
+        """The gene CLS row of each cell over its own peaks: weights of each open peak [N], of the closed peaks
+        together [B], their number [B], and the weight of the peak CLS [B]."""
+        D, peaks = self.config.dim, enc["peaks"]
         q_cls = self.cross.q(self.ln_query(enc["rna"]))  # [B, D]
         cls_logits = (q_cls[peaks.rows] * keys["k"]).sum(-1) / math.sqrt(D)  # [N]
-        n_closed_cls = P - (peaks.ptr[1:] - peaks.ptr[:-1])  # [B]
+        n_closed = self.config.n_peaks - peaks.ptr.diff()  # [B]
         cls_extra = torch.stack([(q_cls * keys["k_cls"]).sum(-1) / math.sqrt(D),
-                                 self._cls_closed_logit(q_cls @ keys["k0"], n_closed_cls)], dim=1)
+                                 self._cls_closed_logit(q_cls @ keys["k0"], n_closed)], dim=1)
         c_open, c_extra = segment_softmax(cls_logits, peaks.rows, cls_extra)
-        return {"to_cls": w_extra[..., 0], "closed_each": closed_each, "open_weight": w_open,
-                "cls_open": c_open, "cls_closed_each": c_extra[:, 1] / n_closed_cls.clamp(min=1).float(),
-                "cls_to_cls": c_extra[:, 0]}
+        return c_open, c_extra[:, 1], n_closed, c_extra[:, 0]
 
     # ---- losses
 
@@ -599,8 +602,8 @@ def matching_auroc(model: RegulatoryAttention, rna, atac, cells, *, batch_size: 
     for batch in _batches(np.arange(len(rows)), batch_size):
         enc = model.encode(rows_tensor(inputs.rna_log, batch, device), rows_tensor(inputs.atac_bin, batch, device))
         keys = model._keys(enc)
-        w, n_open = model.gene_attention(enc, keys), enc["peaks"].ptr.diff()
-        shares.append(torch.stack([w["cls_to_cls"], w["cls_closed_each"] * (model.config.n_peaks - n_open)], 1))
+        _, to_closed, _, to_cls = model.cls_attention(enc, keys)
+        shares.append(torch.stack([to_cls, to_closed], 1))
         rna_emb, atac_emb = _standardise(enc["rna"]), _standardise(enc["atac"])
         sim = F.normalize(rna_emb.float(), dim=1) @ F.normalize(atac_emb.float(), dim=1).T  # [B, B]
         B = len(batch)
@@ -615,9 +618,8 @@ def matching_auroc(model: RegulatoryAttention, rna, atac, cells, *, batch_size: 
             if kind == "hard":
                 found["hard_cosine"][0].append(sim[rna_idx, atac_idx].cpu().numpy())
                 found["hard_cosine"][1].append(found[kind][1][-1])
-    cls_to_peak_cls, cls_to_closed = torch.cat(shares).mean(0).tolist()
-    return {**{kind: float(roc_auc_score(np.concatenate(y), np.concatenate(score))) for kind, (score, y) in
-               found.items()}, "cls_to_peak_cls": cls_to_peak_cls, "cls_to_closed": cls_to_closed}
+    aurocs = {kind: float(roc_auc_score(np.concatenate(y), np.concatenate(s))) for kind, (s, y) in found.items()}
+    return aurocs | dict(zip(("cls_to_peak_cls", "cls_to_closed"), torch.cat(shares).mean(0).tolist()))
 
 
 @torch.no_grad()

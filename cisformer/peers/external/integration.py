@@ -128,10 +128,9 @@ def _run_integration(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells
         json.dump({"method": method, **config}, open(f"{work}/config.json", "w"))
         wall_s = run_driver(python, "run_integration.py", work, threads, timeout_s, method)
         record = json.load(open(f"{work}/record.json"))
-        snapshots = sorted(Path(work).glob("snapshot_*.npz"), key=lambda f: int(f.stem.split("_")[1]))
+        snapshots = sorted((int(f.stem.split("_")[1]), f) for f in Path(work).glob("snapshot_*.npz"))  # by epoch
         return {"rna": np.load(f"{work}/rna_embedding.npy"), "atac": np.load(f"{work}/atac_embedding.npy"),
-                **record, "wall_s": wall_s,
-                "snapshots": [(int(f.stem.split("_")[1]), dict(np.load(f))) for f in snapshots]}
+                **record, "wall_s": wall_s, "snapshots": [(epoch, dict(np.load(f))) for epoch, f in snapshots]}
 
 
 CONVERGED_DIR = paths.REPO_ROOT / "figures" / "attune" / "converged_peers"
@@ -224,8 +223,8 @@ def converged_peer(method: str, rna: ad.AnnData, atac: ad.AnnData, train_cells, 
     Returns
     -------
     dict as :func:`run_multivi`'s (``rna``, ``atac``, ``epochs``, ``stopped``, ``seconds``, ...) plus ``versions``,
-    ``fingerprint`` and ``foscttm_by_epoch`` (absent from results saved before it was recorded); ``None`` (with a printed line saying why and how to run it) when no usable result is saved
-    and ``rerun`` is False.
+    ``fingerprint`` and ``foscttm_by_epoch`` (absent from results saved before it was recorded); ``None`` (with a
+    printed line saying why and how to run it) when no usable result is saved and ``rerun`` is False.
     """
     folder = Path(folder or CONVERGED_DIR)
     stem = folder / f"{dataset}_{method}_seed{seed}"
@@ -276,6 +275,15 @@ def integration_versions() -> dict:
                                      check=True).stdout)
 
 
+def _training_config(seed, time_budget_s, max_epochs, snapshot_every) -> dict:
+    """The driver's config entries that both peers share, as JSON-ready numbers (None stays None)."""
+    def optional(value, kind):
+        return None if value is None else kind(value)
+
+    return {"seed": int(seed), "time_budget_s": optional(time_budget_s, float), "max_epochs": optional(max_epochs, int),
+            "snapshot_every": optional(snapshot_every, int)}
+
+
 def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, seed: int = 0,
                 time_budget_s: float | None = None, max_epochs: int | None = None, snapshot_every: int | None = None,
                 threads: int = 1, timeout_s: float | None = None) -> dict:
@@ -309,9 +317,7 @@ def run_multivi(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, 
     ``"early_stopping"`` or ``"max_epochs"``), ``max_epochs``, ``wall_s`` (the whole subprocess) and
     ``snapshots`` (``[(epoch, {"rna": ..., "atac": ...}), ...]``, empty without ``snapshot_every``).
     """
-    config = {"seed": int(seed), "time_budget_s": None if time_budget_s is None else float(time_budget_s),
-              "max_epochs": None if max_epochs is None else int(max_epochs),
-              "snapshot_every": None if snapshot_every is None else int(snapshot_every)}
+    config = _training_config(seed, time_budget_s, max_epochs, snapshot_every)
     return _run_integration("multivi", rna, atac, train_cells, embed_cells, config, threads=threads,
                             timeout_s=timeout_s)
 
@@ -360,9 +366,8 @@ def run_scglue(rna: ad.AnnData, atac: ad.AnnData, train_cells, embed_cells, *, s
         if column not in atac.var:
             raise ValueError(f"atac.var['{column}'] is missing; scGLUE's guidance graph needs peak coordinates")
     edges = scglue_guidance_edges(rna.var, atac.var, window)
-    config = {"seed": int(seed), "time_budget_s": None if time_budget_s is None else float(time_budget_s),
-              "max_epochs": None if max_epochs is None else int(max_epochs), "n_top_genes": int(n_top_genes),
-              "n_components": int(n_components), "snapshot_every": None if snapshot_every is None else int(snapshot_every)}
+    config = _training_config(seed, time_budget_s, max_epochs, snapshot_every) | {
+        "n_top_genes": int(n_top_genes), "n_components": int(n_components)}
     return _run_integration("scglue", rna, atac, train_cells, embed_cells, config, edges=edges, threads=threads,
                             timeout_s=timeout_s)
 

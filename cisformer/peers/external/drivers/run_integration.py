@@ -212,10 +212,11 @@ def scglue_run():
                                      fit_kws=fit_kws)
     train_s = time.time() - start
     current["model"] = model
-    return embedding(), {"seconds": train_s, "epochs": sum(s["epochs"] for s in stages), "stopped": stages[-1]["stopped"],
-                 "preprocess_s": preprocess_s, "n_guidance_edges": graph.number_of_edges(),
-                 "n_features_rna": len(hvg), "n_features_atac": len(hv_peaks),
-                 **{f"{key}_{name}": s[key] for name, s in zip(("pretrain", "finetune"), stages) for key in s}}
+    return embedding(), {
+        "seconds": train_s, "epochs": sum(s["epochs"] for s in stages), "stopped": stages[-1]["stopped"],
+        "preprocess_s": preprocess_s, "n_guidance_edges": graph.number_of_edges(),
+        "n_features_rna": len(hvg), "n_features_atac": len(hv_peaks),
+        **{f"{key}_{name}": s[key] for name, s in zip(("pretrain", "finetune"), stages) for key in s}}
 
 
 out, record = {"multivi": multivi, "scglue": scglue_run}[cfg["method"]]()
